@@ -1,0 +1,5 @@
+"""CLI commands of the pipeline part (registered on the shared typer app)."""
+
+from __future__ import annotations
+
+from jumpdenoise.cli import app  # noqa: F401

@@ -1,0 +1,43 @@
+"""Configuration of the conversion to OME-Zarr."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConvertConfig(BaseModel):
+    """How the OME-Zarr plate is written.
+
+    Attributes
+    ----------
+    chunk_yx
+        Chunk size in y and x; ``None`` means the whole field (default: one channel x whole
+        field per chunk).
+    shard
+        Write one shard per field image (all channels, whole field), chunks inside it.
+    codec
+        Blosc compressor name.
+    clevel
+        Compression level.
+    shuffle
+        Blosc shuffle mode.
+    pyramid_levels
+        Extra downsampled levels (2x each); 0 writes level 0 only.
+    fields_per_unit
+        How many fields one parallel task converts.
+    overwrite
+        Replace an existing output.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_yx: int | None = Field(default=None, ge=16)
+    shard: bool = False
+    codec: Literal["zstd", "lz4", "lz4hc", "zlib", "blosclz"] = "zstd"
+    clevel: int = Field(default=3, ge=0, le=9)
+    shuffle: Literal["bitshuffle", "shuffle", "noshuffle"] = "bitshuffle"
+    pyramid_levels: int = Field(default=0, ge=0, le=8)
+    fields_per_unit: int = Field(default=1, ge=1)
+    overwrite: bool = False

@@ -1,0 +1,46 @@
+"""Configuration of the source plate (what discovery reads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SourceConfig(BaseModel):
+    """Where the raw plate is and how to read it.
+
+    Attributes
+    ----------
+    kind
+        ``"phenix"`` (folder or Index XML), ``"load_data"`` (CSV), ``"hyperstack"`` (TIFF
+        folder), or ``"auto"`` (guessed from ``path``).
+    path
+        Export folder, Index XML file, load_data CSV, or hyperstack folder.
+    path_rewrite
+        Prefix replacements applied to file paths/URLs of a load_data CSV (old -> new),
+        for data that moved since the CSV was written.
+    filename_pattern
+        Hyperstacks only: regular expression with named groups ``well`` (or ``row`` and
+        ``column``) and ``field`` matched against each file name.
+    channel_names
+        Hyperstacks only, when files carry no channel labels: names in file order.
+    axes
+        Hyperstacks only: axis order of each file (``"CYX"``, ``"YXC"``) or ``"auto"``.
+    plate_name
+        Overrides the plate name found in the source.
+    channels
+        Optional subset of channel names to convert (default: all).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["auto", "phenix", "load_data", "hyperstack"] = "auto"
+    path: Path
+    path_rewrite: dict[str, str] = Field(default_factory=dict)
+    filename_pattern: str | None = None
+    channel_names: list[str] | None = None
+    axes: str = "auto"
+    plate_name: str | None = None
+    channels: list[str] | None = None
