@@ -29,7 +29,8 @@ def version() -> None:
     typer.echo(__version__)
 
 
-from jumpdenoise.cli import plate_commands  # noqa: E402,F401  (convert, info, stats, verify, demo)
+from jumpdenoise.cli import plate_commands  # noqa: E402,F401  (convert, verify, demo)
+from jumpdenoise.cli import inspect_commands  # noqa: E402,F401  (info, stats)
 from jumpdenoise.cli import train_commands  # noqa: E402,F401  (train, export)
 from jumpdenoise.cli import predict_commands  # noqa: E402,F401  (predict, export-tiff)
 from jumpdenoise.cli import pipeline_commands  # noqa: E402,F401  (run, submit, status, cancel)
