@@ -1,5 +1,61 @@
-"""CLI commands of the train part (registered on the shared typer app)."""
+"""CLI commands of the train part: train, export (registered on the shared typer app)."""
 
 from __future__ import annotations
 
-from jumpdenoise.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+
+from jumpdenoise.cli import app
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML configuration (train section; paths.raw_plate / train.plate)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override train.epochs."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run folder (default: paths.run_dir)."),
+    plate: Path | None = typer.Option(None, "--plate", help="Plate to train on (default: train.plate or "
+                                      "paths.raw_plate)."),
+    devices: int | None = typer.Option(None, "--devices", min=1, help="Override train.trainer.devices."),
+    accelerator: str | None = typer.Option(None, "--accelerator", help="Override train.trainer.accelerator "
+                                           "(cpu, gpu, auto)."),
+) -> None:
+    """Train a Noise2Void denoiser on an OME-Zarr plate (CAREamics UNet, Lightning, DDP).
+
+    Writes a run folder (config, normalisation, split, checkpoints top-3 + last, curves,
+    log). Rerunning the same command resumes from checkpoints/last.ckpt.
+    """
+    from jumpdenoise.config import load_config
+    from jumpdenoise.stages.train import train as run_train
+
+    overrides: dict = {}
+    tr: dict = {}
+    if epochs is not None:
+        tr["epochs"] = epochs
+    if plate is not None:
+        tr["plate"] = str(plate.expanduser().resolve())
+    trainer = {k: v for k, v in (("devices", devices), ("accelerator", accelerator)) if v is not None}
+    if trainer:
+        tr["trainer"] = trainer
+    if tr:
+        overrides["train"] = tr
+    if run_dir is not None:
+        overrides["paths"] = {"run_dir": str(run_dir.expanduser().resolve())}
+    cfg = load_config(config, overrides=overrides)
+    out = run_train(cfg)
+    from jumpdenoise.train.run_folder import is_global_zero
+
+    if is_global_zero():
+        typer.echo(f"run folder: {out}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Training run folder."),
+    out: Path | None = typer.Option(None, "--out", help="Output .zip (default RUN/export/model.zip)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint to export (default: best)."),
+) -> None:
+    """Export the best model of a run in BioImage Model Zoo format (CAREamics' export)."""
+    from jumpdenoise.train.export import export_run
+
+    typer.echo(f"exported: {export_run(run, out, checkpoint=checkpoint)}")

@@ -32,6 +32,17 @@ class SourceConfig(BaseModel):
         Overrides the plate name found in the source.
     channels
         Optional subset of channel names to convert (default: all).
+    channel_map
+        Phenix only: source channel name (e.g. ``"HOECHST 33342"``) or Phenix channel
+        number written ``"ch5"`` -> name used downstream (e.g. ``"DNA"``). Channels not in
+        the map keep their source name.
+    channel_map_file
+        Phenix only: file giving that map: a pe2loaddata ``config.yml`` (its ``channels:``
+        section; the ``Orig`` prefix of the values is dropped) or a flat JSON/YAML mapping
+        such as the Cell Painting Gallery's ``channel_table.json`` (``{"ch1": "Mito"}``).
+        Entries of ``channel_map`` take precedence.
+    require_files
+        Raise instead of reporting when the source lists images whose files are missing.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -44,3 +55,6 @@ class SourceConfig(BaseModel):
     axes: str = "auto"
     plate_name: str | None = None
     channels: list[str] | None = None
+    channel_map: dict[str, str] = Field(default_factory=dict)
+    channel_map_file: Path | None = None
+    require_files: bool = False

@@ -1,0 +1,432 @@
+"""The BSD68 Gaussian-denoising protocol of the Noise2Void paper, on jumpdenoise's training and prediction.
+
+Protocol (see ``shared/data/bsd/SOURCE.md``):
+
+1. read 8-bit grayscale PNGs as float32 on the 0..255 scale;
+2. add N(0, sigma^2) noise per pixel from a fixed seed, in float, **unclipped**, unrounded;
+3. train Noise2Void on the noisy training images only;
+4. denoise the noisy test images and score them against the clean ones with PSNR
+   (``data_range=255``, i.e. ``10*log10(255^2/MSE)``) and SSIM, per image and averaged.
+
+Reference points on BSD68, sigma 25: noisy input ~20.2 dB, the N2V paper 27.71 dB, the n2v reference
+notebook 27.81 dB (27.88 with test-time augmentation), the CAREamics example ~26.3 dB.
+
+When the BSD images are absent, :func:`resolve_bsd_sets` writes stand-in sets cut from scikit-image's
+bundled photographs (:func:`jumpdenoise.demo_image.make_synthetic_sets`).
+
+Heavy libraries (torch, careamics) are imported only inside the functions that train or predict.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from jumpdenoise.errors import ImageError, JumpDenoiseError
+
+__all__ = [
+    "BsdImageScore", "BsdReport", "add_gaussian_noise", "denoise_set", "dihedral_average", "evaluate",
+    "load_png_folder", "noisy_set", "psnr", "read_png", "reference_table", "resolve_bsd_sets",
+    "run_bsd", "schedule", "score_table", "ssim", "train_bsd_model",
+]
+
+#: Reference PSNRs (dB) on BSD68 at sigma 25, quoted for comparison only.
+REFERENCE_PSNR = {
+    "noisy input (20*log10(255/25))": 20.17,
+    "N2V paper": 27.71,
+    "n2v reference notebook": 27.81,
+    "n2v reference notebook, TTA": 27.88,
+    "CAREamics example": 26.30,
+}
+
+#: Named training schedules (keyword arguments of :func:`run_bsd`). ``ci`` runs in about a minute on
+#: 2 CPU cores; ``full`` is the N2V paper's scale (batch 128, 64x64 patches, all 400 images).
+SCHEDULES: dict[str, dict] = {
+    "ci": {"n_train": 20, "n_test": 2, "train": {"epochs": 2, "patch_size": 32, "batch_size": 16}},
+    "short": {"n_train": None, "n_test": None, "train": {"epochs": 20, "patch_size": 64, "batch_size": 64}},
+    "full": {"n_train": None, "n_test": None, "train": {"epochs": 200, "patch_size": 64, "batch_size": 128}},
+}
+
+
+def schedule(name: str = "short", **train_overrides) -> dict:
+    """A named schedule (``ci``, ``short``, ``full``): ``{"n_train", "n_test", "train": {...}}``.
+
+    ``train`` holds keyword arguments of :func:`train_bsd_model`; ``train_overrides`` replace or add
+    entries there (``None`` values are ignored).
+    """
+    if name not in SCHEDULES:
+        raise JumpDenoiseError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    base = SCHEDULES[name]
+    train = {**base["train"], **{k: v for k, v in train_overrides.items() if v is not None}}
+    return {"n_train": base["n_train"], "n_test": base["n_test"], "train": train}
+
+
+# --------------------------------------------------------------------------- reading and noise
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Read one 8-bit grayscale PNG as a 2-D float32 array on the 0..255 scale.
+
+    Raises
+    ------
+    ImageError
+        If the file cannot be read or is not a single-channel image.
+    """
+    from PIL import Image
+
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            if img.mode not in ("L", "I;16", "I", "F"):
+                raise ImageError(str(p), f"expected a grayscale PNG (mode L), got mode {img.mode}")
+            arr = np.asarray(img)
+    except ImageError:
+        raise
+    except Exception as exc:  # PIL raises many kinds
+        raise ImageError(str(p), f"cannot read image: {exc}") from exc
+    if arr.ndim != 2:
+        raise ImageError(str(p), f"expected a 2-D image, got shape {arr.shape}")
+    return arr.astype(np.float32)
+
+
+def load_png_folder(folder: str | Path, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Read every ``*.png`` of a folder (sorted by name) as float32 0..255 images.
+
+    Parameters
+    ----------
+    folder
+        Folder of 8-bit grayscale PNGs (e.g. Train400, Set12, BSD68).
+    limit
+        Read only the first ``limit`` images (by name); ``None`` reads all.
+
+    Returns
+    -------
+    dict
+        File stem -> 2-D float32 array, in name order.
+    """
+    d = Path(folder)
+    if not d.is_dir():
+        raise JumpDenoiseError(f"image folder not found: {d}")
+    files = sorted(d.glob("*.png"))
+    if not files:
+        raise JumpDenoiseError(f"no *.png files in {d}")
+    if limit is not None:
+        if limit < 1:
+            raise JumpDenoiseError(f"limit must be >= 1, got {limit}")
+        files = files[:limit]
+    return {f.stem: read_png(f) for f in files}
+
+
+def add_gaussian_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Return ``image + N(0, sigma^2)`` as float32, unclipped and unrounded (the DnCNN/N2V protocol)."""
+    noise = rng.normal(0.0, sigma, image.shape)
+    return (np.asarray(image, dtype=np.float64) + noise).astype(np.float32)
+
+
+def noisy_set(images: Mapping[str, np.ndarray], sigma: float = 25.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Add Gaussian noise to a set of images with one generator seeded once, in name order.
+
+    The same ``(images, sigma, seed)`` always gives the same noisy images.
+    """
+    if sigma < 0:
+        raise JumpDenoiseError(f"sigma must be >= 0, got {sigma}")
+    rng = np.random.default_rng(seed)
+    return {name: add_gaussian_noise(images[name], sigma, rng) for name in sorted(images)}
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def psnr(clean: np.ndarray, estimate: np.ndarray, data_range: float = 255.0) -> float:
+    """PSNR in dB, ``10*log10(data_range^2 / MSE)`` (scikit-image), both images as float64."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(np.asarray(clean, np.float64), np.asarray(estimate, np.float64),
+                                         data_range=data_range))
+
+
+def ssim(clean: np.ndarray, estimate: np.ndarray, data_range: float = 255.0) -> float:
+    """Structural similarity (scikit-image defaults: 7x7 uniform window) with a fixed data range."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(np.asarray(clean, np.float64), np.asarray(estimate, np.float64),
+                                       data_range=data_range))
+
+
+@dataclass
+class BsdImageScore:
+    """Scores of one test image: the noisy input and the denoised output against the clean image."""
+
+    name: str
+    shape: tuple[int, int]
+    noisy_psnr: float
+    denoised_psnr: float
+    noisy_ssim: float
+    denoised_ssim: float
+
+    @property
+    def psnr_gain(self) -> float:
+        """Denoised minus noisy PSNR (dB)."""
+        return self.denoised_psnr - self.noisy_psnr
+
+
+def evaluate(clean: Mapping[str, np.ndarray], noisy: Mapping[str, np.ndarray],
+             denoised: Mapping[str, np.ndarray], data_range: float = 255.0) -> list[BsdImageScore]:
+    """Score every image named in ``clean`` (PSNR and SSIM of the noisy and of the denoised image)."""
+    rows = []
+    for name in clean:
+        c = clean[name]
+        for what, arr in (("noisy", noisy.get(name)), ("denoised", denoised.get(name))):
+            if arr is None:
+                raise JumpDenoiseError(f"no {what} image for test image {name!r}")
+            if arr.shape != c.shape:
+                raise JumpDenoiseError(f"{what} image {name!r} has shape {arr.shape}, clean has {c.shape}")
+        rows.append(BsdImageScore(
+            name=name, shape=tuple(c.shape),
+            noisy_psnr=psnr(c, noisy[name], data_range), denoised_psnr=psnr(c, denoised[name], data_range),
+            noisy_ssim=ssim(c, noisy[name], data_range), denoised_ssim=ssim(c, denoised[name], data_range),
+        ))
+    return rows
+
+
+def score_table(scores: Sequence[BsdImageScore], save: str | Path | None = None):
+    """Per-image scores plus a ``mean`` row as a pandas DataFrame indexed by image name.
+
+    ``save`` writes the (unrounded) table as CSV.
+    """
+    report = BsdReport(scores=list(scores), sigma=float("nan"), seed=0, tta=False, epochs=0, n_train=0,
+                       run_dir=None, train_seconds=0.0, predict_seconds=0.0)
+    if save is not None:
+        Path(save).parent.mkdir(parents=True, exist_ok=True)
+        report.to_frame(rounded=False).to_csv(save)
+    return report.to_frame()
+
+
+def reference_table(measured: Mapping[str, float] | None = None):
+    """The reference PSNRs on BSD68 (sigma 25) as a DataFrame, with ``measured`` rows appended."""
+    import pandas as pd
+
+    rows = [{"method": k, "PSNR (dB)": v, "source": "reference (BSD68)"} for k, v in REFERENCE_PSNR.items()]
+    rows += [{"method": k, "PSNR (dB)": round(float(v), 2), "source": "measured here"}
+             for k, v in (measured or {}).items()]
+    return pd.DataFrame(rows).set_index("method")
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+
+
+def dihedral_average(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray) -> np.ndarray:
+    """Test-time augmentation: average ``predict`` over the 8 flips/rotations of a 2-D image.
+
+    Each transformed image is predicted, transformed back, and the 8 results are averaged.
+    """
+    acc = np.zeros(image.shape, dtype=np.float64)
+    for flip in (False, True):
+        base = image[:, ::-1] if flip else image
+        for k in range(4):
+            out = np.asarray(predict(np.ascontiguousarray(np.rot90(base, k))), dtype=np.float64)
+            out = np.rot90(out, -k)
+            acc += out[:, ::-1] if flip else out
+    return (acc / 8.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- train and predict
+
+
+def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray], run_dir: str | Path, *,
+                    epochs: int = 100, patch_size: int = 64, batch_size: int = 128, seed: int = 1,
+                    n2v2: bool = False, val_fraction: float = 0.05, trainer: dict | None = None,
+                    **overrides) -> Path:
+    """Train a 1-channel N2V model on noisy images only; returns the run folder.
+
+    A fraction ``val_fraction`` of the (noisy) training images, at least one when there are two or more,
+    is held out as the validation set; with a single image the training module decides.
+    """
+    from jumpdenoise.train.arrays import train_on_arrays
+
+    images = list(noisy_train.values()) if isinstance(noisy_train, Mapping) else list(noisy_train)
+    if not images:
+        raise JumpDenoiseError("no training images")
+    val = None
+    if len(images) >= 2 and val_fraction > 0:
+        n_val = max(1, int(round(len(images) * val_fraction)))
+        images, val = images[:-n_val], images[-n_val:]
+    return Path(train_on_arrays(images, run_dir, val_images=val, epochs=epochs, patch_size=patch_size,
+                                batch_size=batch_size, n2v2=n2v2, seed=seed, trainer=trainer, **overrides))
+
+
+def denoise_set(model_or_run: object, noisy: Mapping[str, np.ndarray], *, tta: bool = False,
+                tile_size: int = 256, overlap: int = 48, batch_size: int = 8) -> dict[str, np.ndarray]:
+    """Denoise every image of ``noisy`` with one model (a run folder, checkpoint or loaded model).
+
+    ``tta=True`` averages the 8 flips/rotations (:func:`dihedral_average`), 8x the compute.
+    """
+    from jumpdenoise.predict.arrays import denoise_array
+    from jumpdenoise.predict.model import load_model
+
+    model = load_model(model_or_run) if isinstance(model_or_run, (str, Path)) else model_or_run
+
+    def one(img: np.ndarray) -> np.ndarray:
+        return denoise_array(model, img, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
+
+    out = {}
+    for name, img in noisy.items():
+        out[name] = dihedral_average(one, img) if tta else np.asarray(one(img), dtype=np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class BsdReport:
+    """Result of one BSD protocol run: per-image scores, their means, timings, and the images.
+
+    ``images[name]`` holds ``{"clean", "noisy", "denoised"}`` arrays (kept in memory, not saved).
+    """
+
+    scores: list[BsdImageScore]
+    sigma: float
+    seed: int
+    tta: bool
+    epochs: int
+    n_train: int
+    run_dir: Path | None
+    train_seconds: float
+    predict_seconds: float
+    images: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def _mean(self, attr: str) -> float:
+        return float(np.mean([getattr(s, attr) for s in self.scores])) if self.scores else float("nan")
+
+    @property
+    def mean_noisy_psnr(self) -> float:
+        """Mean PSNR (dB) of the noisy inputs."""
+        return self._mean("noisy_psnr")
+
+    @property
+    def mean_denoised_psnr(self) -> float:
+        """Mean PSNR (dB) of the denoised outputs."""
+        return self._mean("denoised_psnr")
+
+    @property
+    def mean_noisy_ssim(self) -> float:
+        """Mean SSIM of the noisy inputs."""
+        return self._mean("noisy_ssim")
+
+    @property
+    def mean_denoised_ssim(self) -> float:
+        """Mean SSIM of the denoised outputs."""
+        return self._mean("denoised_ssim")
+
+    def table(self) -> list[dict]:
+        """One dict per image plus a final ``mean`` row (keys: image, noisy/denoised PSNR and SSIM, gain)."""
+        rows = [{"image": s.name, "noisy_psnr": s.noisy_psnr, "denoised_psnr": s.denoised_psnr,
+                 "psnr_gain": s.psnr_gain, "noisy_ssim": s.noisy_ssim, "denoised_ssim": s.denoised_ssim}
+                for s in self.scores]
+        rows.append({"image": "mean", "noisy_psnr": self.mean_noisy_psnr,
+                     "denoised_psnr": self.mean_denoised_psnr,
+                     "psnr_gain": self.mean_denoised_psnr - self.mean_noisy_psnr,
+                     "noisy_ssim": self.mean_noisy_ssim, "denoised_ssim": self.mean_denoised_ssim})
+        return rows
+
+    def to_frame(self, rounded: bool = True):
+        """The :meth:`table` as a pandas DataFrame indexed by image name (rounded to 3 decimals for display)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.table()).set_index("image")
+        return frame.round(3) if rounded else frame
+
+    def summary(self) -> dict:
+        """Means, settings and timings as a JSON-serialisable dict."""
+        return {"sigma": self.sigma, "seed": self.seed, "tta": self.tta, "epochs": self.epochs,
+                "n_train": self.n_train, "n_test": len(self.scores),
+                "run_dir": str(self.run_dir) if self.run_dir else None,
+                "mean_noisy_psnr": self.mean_noisy_psnr, "mean_denoised_psnr": self.mean_denoised_psnr,
+                "mean_noisy_ssim": self.mean_noisy_ssim, "mean_denoised_ssim": self.mean_denoised_ssim,
+                "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds}
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``bsd_scores.csv`` (per image + mean) and ``bsd_summary.json`` into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = self.table()
+        with open(out / "bsd_scores.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (out / "bsd_summary.json").write_text(json.dumps(self.summary(), indent=2))
+        return out
+
+
+def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, epochs: int = 100, seed: int = 0,
+            tta: bool = False, out_dir: str | Path = "bsd-run", *, n_train: int | None = None,
+            n_test: int | None = None, patch_size: int = 64, batch_size: int = 128, model_seed: int = 1,
+            n2v2: bool = False, trainer: dict | None = None, **overrides) -> BsdReport:
+    """Run the whole BSD protocol: noisy train set -> N2V -> denoise noisy test set -> PSNR/SSIM.
+
+    Parameters
+    ----------
+    train_dir, test_dir
+        Folders of clean 8-bit grayscale PNGs (e.g. Train400 and BSD68 or Set12).
+    sigma
+        Standard deviation of the Gaussian noise on the 0..255 scale.
+    epochs
+        Training epochs.
+    seed
+        Seed of the noise; the test set uses ``seed + 1`` so train and test noise differ.
+    tta
+        Average predictions over the 8 flips/rotations.
+    out_dir
+        Output folder: ``model/`` (the run folder), ``bsd_scores.csv``, ``bsd_summary.json``.
+    n_train, n_test
+        Use only the first N images of each folder (quick runs); ``None`` uses all.
+    patch_size, batch_size, model_seed, n2v2, trainer, overrides
+        Passed to :func:`train_bsd_model`.
+    """
+    out = Path(out_dir)
+    clean_train = load_png_folder(train_dir, n_train)
+    clean_test = load_png_folder(test_dir, n_test)
+    noisy_train = noisy_set(clean_train, sigma, seed)
+    noisy_test = noisy_set(clean_test, sigma, seed + 1)
+    t0 = time.perf_counter()
+    run_dir = train_bsd_model(noisy_train, out / "model", epochs=epochs, patch_size=patch_size,
+                              batch_size=batch_size, seed=model_seed, n2v2=n2v2, trainer=trainer, **overrides)
+    t1 = time.perf_counter()
+    denoised = denoise_set(run_dir, noisy_test, tta=tta)
+    t2 = time.perf_counter()
+    report = BsdReport(scores=evaluate(clean_test, noisy_test, denoised), sigma=sigma, seed=seed, tta=tta,
+                       epochs=epochs, n_train=len(noisy_train), run_dir=run_dir, train_seconds=t1 - t0,
+                       predict_seconds=t2 - t1,
+                       images={n: {"clean": clean_test[n], "noisy": noisy_test[n], "denoised": denoised[n]}
+                               for n in clean_test})
+    report.save(out)
+    return report
+
+
+# --------------------------------------------------------------------------- data when shared/ is absent
+
+
+def resolve_bsd_sets(data_root: str | Path | None, work_dir: str | Path, *, test_dir: str | Path | None = None,
+                     train_name: str = "train400", test_name: str = "set12") -> tuple[Path, Path, str]:
+    """Find ``<data_root>/bsd/{train400,set12}``; when absent, write stand-in sets under ``work_dir``.
+
+    ``test_dir`` (e.g. a BSD68 folder) replaces the default test set; it must exist.
+    Returns ``(train_dir, test_dir, origin)`` where ``origin`` is ``"shared"`` or ``"synthetic"``.
+    """
+    if test_dir is not None and not Path(test_dir).is_dir():
+        raise JumpDenoiseError(f"test folder not found: {test_dir}")
+    if data_root is not None:
+        train, test = Path(data_root) / "bsd" / train_name, Path(data_root) / "bsd" / test_name
+        if train.is_dir() and (test.is_dir() or test_dir is not None):
+            return train, Path(test_dir) if test_dir is not None else test, "shared"
+    from jumpdenoise.demo_image import make_synthetic_sets
+
+    train, test = make_synthetic_sets(Path(work_dir) / "synthetic_bsd")
+    return train, Path(test_dir) if test_dir is not None else test, "synthetic"

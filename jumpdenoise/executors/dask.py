@@ -1,0 +1,220 @@
+"""Dask executor: a LocalCluster, an existing scheduler, or Dask workers as SLURM jobs.
+
+Units are submitted through a bounded window (``workers * dask_window`` futures in
+flight), so memory stays flat whatever the number of units; each finished future is
+released at once. A failing unit never stops the others: its traceback tail is returned
+in its :class:`~jumpdenoise.executors.base.Outcome`, and a worker that dies (e.g. killed
+for memory) fails only the units it held, after Dask's own retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import uuid
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
+
+from jumpdenoise.config.executor import ExecutorConfig
+from jumpdenoise.errors import ClusterError
+from jumpdenoise.executors.base import Executor, Outcome, error_text
+from jumpdenoise.executors.local import _call
+from jumpdenoise.progress import progress_bar
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
+
+
+class DaskExecutor(Executor):
+    """Run units on a Dask cluster.
+
+    Parameters
+    ----------
+    config
+        Executor settings. ``scheduler_address`` connects to a running scheduler;
+        ``dask_slurm`` starts ``workers`` SLURM jobs (dask-jobqueue) with the resources of
+        ``profile``; otherwise a :class:`distributed.LocalCluster` of ``workers`` processes
+        with ``threads_per_worker`` threads is started.
+    dashboard_address
+        Where a cluster started here serves its dashboard (``":0"`` picks a free port).
+    quiet
+        Do not print the dashboard link.
+
+    Notes
+    -----
+    The cluster is started on the first :meth:`map` and kept until :meth:`close`, so
+    several stages can share it.
+    """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        config: ExecutorConfig | None = None,
+        *,
+        dashboard_address: str = ":8787",
+        quiet: bool = False,
+    ) -> None:
+        self.config = config or ExecutorConfig(kind="dask")
+        self.dashboard_address = dashboard_address
+        self.quiet = quiet
+        self.client: Any = None
+        self.cluster: Any = None
+
+    # -- cluster ----------------------------------------------------------------------
+    def start(self) -> Any:
+        """Start (or connect to) the cluster and return the :class:`distributed.Client`."""
+        if self.client is not None:
+            return self.client
+        from distributed import Client
+
+        cfg = self.config
+        try:
+            if cfg.scheduler_address:
+                self.client = Client(cfg.scheduler_address, timeout="30s")
+            elif cfg.dask_slurm:
+                self.cluster = _slurm_cluster(cfg, self.dashboard_address)
+                self.client = Client(self.cluster)
+            else:
+                from distributed import LocalCluster
+
+                self.cluster = LocalCluster(
+                    n_workers=cfg.workers,
+                    threads_per_worker=cfg.threads_per_worker,
+                    processes=True,
+                    dashboard_address=self.dashboard_address,
+                    silence_logs=logging.ERROR,
+                )
+                self.client = Client(self.cluster)
+        except (OSError, TimeoutError) as exc:
+            where = cfg.scheduler_address or ("SLURM jobs" if cfg.dask_slurm else "a LocalCluster")
+            raise ClusterError(f"cannot start or reach the Dask cluster ({where}): {exc}") from exc
+        if not self.quiet:
+            self._print_dashboard()
+        return self.client
+
+    def _print_dashboard(self) -> None:
+        link = self.client.dashboard_link
+        print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+        host = urlparse(link).hostname or ""
+        remote = self.config.dask_slurm or (
+            self.config.scheduler_address is not None and host not in _LOCAL_HOSTS
+            and host != socket.gethostname()
+        )
+        if remote:
+            port = urlparse(link).port or 8787
+            print(
+                f"  from your laptop: ssh -L {port}:{host}:{port} <login-node>, "
+                f"then open http://localhost:{port}/status",
+                file=sys.stderr, flush=True,
+            )
+
+    def n_workers(self) -> int:
+        """Number of workers connected now (at least 1, for sizing the window)."""
+        try:
+            return max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+        except Exception:  # noqa: BLE001 - informational only
+            return max(1, self.config.workers)
+
+    # -- map --------------------------------------------------------------------------
+    def map(self, fn: Callable[[Any], Any], units: Sequence[Any], *, label: str = "") -> list[Outcome]:
+        """Run ``fn`` over ``units`` with a bounded window of futures; see :meth:`Executor.map`."""
+        if not units:
+            return []
+        from distributed import as_completed
+
+        client = self.start()
+        window = max(self.n_workers(), self.config.workers) * self.config.dask_window
+        tag = f"{label or 'unit'}-{uuid.uuid4().hex[:8]}"
+        todo = iter(units)
+        in_flight: dict[Any, Any] = {}
+        queue = as_completed()
+        outcomes: dict[str, Outcome] = {}
+
+        def submit_next() -> None:
+            unit = next(todo, None)
+            if unit is None:
+                return
+            fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}")
+            in_flight[fut] = unit
+            queue.add(fut)
+
+        for _ in range(window):
+            submit_next()
+        with progress_bar(len(units), label or "units") as advance:
+            for fut in queue:
+                unit = in_flight.pop(fut)
+                try:
+                    outcomes[unit.key] = fut.result()
+                except BaseException as exc:  # noqa: BLE001 - worker died (KilledWorker), cancelled...
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    outcomes[unit.key] = Outcome(unit.key, False, error=error_text(exc))
+                fut.release()
+                advance()
+                submit_next()
+        return [outcomes[u.key] for u in units]
+
+    def close(self) -> None:
+        """Close the client and any cluster started here (an external scheduler is left running)."""
+        if self.client is not None:
+            try:
+                self.client.close()
+            finally:
+                self.client = None
+        if self.cluster is not None:
+            try:
+                self.cluster.close()
+            finally:
+                self.cluster = None
+
+
+def _slurm_cluster(cfg: ExecutorConfig, dashboard_address: str) -> Any:
+    """A dask-jobqueue SLURMCluster: one worker per job, retired before the wall time."""
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ClusterError("dask_slurm needs dask-jobqueue (pip install dask-jobqueue)") from exc
+    from jumpdenoise.config import load_profile
+
+    prof = load_profile(cfg.profile)
+    walltime = f"{prof.time_min // 60:02d}:{prof.time_min % 60:02d}:00"
+    lifetime_min, stagger_min = worker_lifetime(prof.time_min)
+    directives = []
+    if prof.qos:
+        directives.append(f"--qos={prof.qos}")
+    if prof.constraint:
+        directives.append(f"--constraint={prof.constraint}")
+    directives += [f"--{k.replace('_', '-')}={v}" for k, v in prof.extra.items()]
+    cluster = SLURMCluster(
+        queue=prof.partition,
+        account=prof.account,
+        cores=prof.cpus_per_task,
+        processes=1,
+        memory=f"{prof.mem_gb}GB",
+        walltime=walltime,
+        job_extra_directives=directives,
+        job_script_prologue=list(prof.setup),
+        python=sys.executable,
+        interface=cfg.dask_interface,
+        log_directory=str(cfg.log_dir) if cfg.log_dir else None,
+        worker_extra_args=["--lifetime", f"{lifetime_min}m", "--lifetime-stagger", f"{stagger_min}m"],
+        dashboard_address=dashboard_address,
+        silence_logs="error",
+    )
+    # adapt (not scale): workers retired at the end of their lifetime are replaced by new jobs
+    cluster.adapt(minimum_jobs=cfg.workers, maximum_jobs=cfg.workers)
+    return cluster
+
+
+def worker_lifetime(walltime_min: int) -> tuple[int, int]:
+    """Minutes a SLURM-job worker lives (and the stagger), so it retires before its wall time.
+
+    Examples
+    --------
+    >>> worker_lifetime(60)
+    (50, 4)
+    """
+    margin = max(2, walltime_min // 6)
+    stagger = max(1, min(5, margin // 2 - 1))
+    return max(1, walltime_min - margin), stagger

@@ -1,0 +1,463 @@
+"""OME-Zarr (NGFF 0.5, zarr v3) HCS plates: create (metadata first), write/read fields, markers.
+
+Safe parallel writing follows two rules (see ``docs/FORMATS.md``):
+
+1. :func:`create_plate` / :func:`create_plate_like` write every group's metadata and every
+   field's empty arrays, in one process, before any pixel is written.
+2. A unit writes whole fields with :func:`write_field` (whole chunks and shards), then
+   records its completion with :func:`mark_done` (atomic rename), never before.
+
+Statistics are written once, by one process, with :func:`write_statistics`.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jumpdenoise.errors import OutputExistsError, PlateError
+from jumpdenoise.io.ngff_meta import (
+    LAYOUT_VERSION,
+    STORAGE_KEYS,
+    PlateInfo,
+    array_metadata,
+    dtype_window,
+    image_attrs,
+    level_shapes,
+    plate_attrs,
+    read_plate_info,
+    well_attrs,
+    well_path,
+)
+
+if TYPE_CHECKING:
+    import zarr
+
+    from jumpdenoise.config.convert import ConvertConfig
+    from jumpdenoise.io.layout import PlateLayout
+
+__all__ = [
+    "PlateInfo", "clear_done", "create_plate", "create_plate_like", "done_keys", "field_array",
+    "field_key", "is_done", "load_done", "mark_done", "plate_info", "read_field",
+    "validate_plate", "write_field", "write_statistics",
+]
+
+SIDECAR = ".jumpdenoise"
+
+
+def plate_info(plate: str | Path) -> PlateInfo:
+    """Describe a plate from its metadata; see :class:`~jumpdenoise.io.ngff_meta.PlateInfo`.
+
+    A plain NGFF 0.5 HCS plate written by another tool opens too (channels from its omero
+    labels, ``kind == "external"``).
+
+    Raises
+    ------
+    PlateError
+        If ``plate`` is not an OME-Zarr HCS plate (the message names the path).
+    """
+    return copy.deepcopy(read_plate_info(plate))
+
+
+# ----------------------------------------------------------------------------- creating
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(str(path))
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _create(
+    path: Path, *, name: str, n_rows: int, n_columns: int, fields: dict[str, list[int]],
+    sites: dict[str, list[int | None]], channels: list[str], shape_yx: tuple[int, int], dtype: str,
+    pixel_size_um: float | None, storage: dict, jd_attrs: dict, overwrite: bool,
+) -> None:
+    """Write the whole hierarchy (groups + empty arrays) with zarr's concurrent create_hierarchy."""
+    import zarr
+    from zarr.core.group import GroupMetadata
+    from zarr.storage import LocalStore
+
+    _prepare_output(path, overwrite)
+    n_levels = 1 + int(storage.get("pyramid_levels") or 0)
+    shapes = level_shapes(shape_yx, n_levels)
+    arrays = [array_metadata((len(channels), y, x), dtype, storage) for y, x in shapes]
+    jd = {"layout_version": LAYOUT_VERSION, "name": name, "channels": list(channels), "dtype": dtype,
+          "shape_yx": [int(s) for s in shape_yx], "pixel_size_um": pixel_size_um,
+          "storage": {k: storage.get(k) for k in STORAGE_KEYS}, "fields": fields, **jd_attrs}
+    nodes: dict[str, Any] = {"": GroupMetadata(attributes=plate_attrs(name, n_rows, n_columns, fields, jd))}
+    for row in sorted({well_path(w).split("/")[0] for w in fields}):
+        nodes[row] = GroupMetadata(attributes={})
+    for w, fs in fields.items():
+        wp = well_path(w)
+        nodes[wp] = GroupMetadata(attributes=well_attrs(fs))
+        for f, site in zip(fs, sites[w]):
+            nodes[f"{wp}/{f}"] = GroupMetadata(attributes=image_attrs(
+                f"{name}/{w}/{f}", channels, dtype, n_levels, pixel_size_um, site))
+            for lv, meta in enumerate(arrays):
+                nodes[f"{wp}/{f}/{lv}"] = meta
+    for _ in zarr.create_hierarchy(store=LocalStore(path), nodes=nodes, overwrite=False):
+        pass
+    (path / SIDECAR).mkdir(exist_ok=True)
+
+
+def create_plate(
+    path: str | Path, layout: PlateLayout, convert: ConvertConfig, *, kind: str = "raw",
+    overwrite: bool = False, extra_attrs: dict | None = None,
+) -> None:
+    """Create an empty plate for ``layout``: all metadata and every field's empty arrays.
+
+    Parameters
+    ----------
+    path
+        Output folder (``PLATE.zarr``).
+    layout
+        The source plate; its wells, fields, channels, shape, dtype and pixel size are used.
+    convert
+        Chunking, sharding, codec and pyramid levels.
+    kind
+        ``"raw"`` or ``"denoised"``; stored in ``attrs["jumpdenoise"]["kind"]``.
+    overwrite
+        Replace an existing ``path``.
+    extra_attrs
+        Merged into the ``jumpdenoise`` attributes (e.g. ``provenance``).
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    fields = {w.id: [f.index for f in w.fields] for w in layout.wells}
+    sites = {w.id: [f.site for f in w.fields] for w in layout.wells}
+    jd = {"kind": kind, "source": {"kind": layout.source_kind, "path": layout.source_path,
+                                   "name": layout.name}, **(extra_attrs or {})}
+    _create(path, name=layout.name, n_rows=layout.n_rows, n_columns=layout.n_columns, fields=fields,
+            sites=sites, channels=layout.channel_names, shape_yx=tuple(layout.shape), dtype=layout.dtype,
+            pixel_size_um=layout.pixel_size_um, storage=convert.model_dump(), jd_attrs=jd,
+            overwrite=overwrite)
+    layout.save(path / SIDECAR / "layout.json")
+
+
+def create_plate_like(
+    src_plate: str | Path, dst_plate: str | Path, *, dtype: str, kind: str = "denoised",
+    wells: list[str] | None = None, channels: list[str] | None = None, overwrite: bool = False,
+    extra_attrs: dict | None = None, convert: ConvertConfig | None = None,
+) -> None:
+    """Create an empty plate with the layout of ``src_plate`` (e.g. for denoised output).
+
+    Parameters
+    ----------
+    src_plate, dst_plate
+        Existing plate to copy the layout from; plate to create.
+    dtype
+        Pixel dtype of the new plate.
+    kind
+        Stored in ``attrs["jumpdenoise"]["kind"]``.
+    wells, channels
+        Subsets to keep (default: all, in the source order).
+    convert
+        Storage settings; default: those of the source plate.
+    """
+    src = plate_info(src_plate)
+    dst = Path(dst_plate)
+    if dst.resolve() == src.path:
+        raise PlateError(f"{dst}: the output plate cannot be its source plate")
+    keep_wells = list(src.wells) if wells is None else list(wells)
+    keep_channels = list(src.channels) if channels is None else list(channels)
+    for w in keep_wells:
+        if w not in src.wells:
+            raise PlateError(f"{src.path}: no well {w!r} (wells: {', '.join(src.wells)})")
+    for ch in keep_channels:
+        if ch not in src.channels:
+            raise PlateError(f"{src.path}: no channel {ch!r} (channels: {src.channels})")
+    storage = convert.model_dump() if convert is not None else dict(src.attrs.get("storage") or {})
+    sites = {w: [_site(src, w, f) for f in src.wells[w]] for w in keep_wells}
+    jd = {k: v for k, v in src.attrs.items()
+          if k not in ("statistics", "provenance", "fields", "storage", "channels", "dtype", "kind")}
+    jd.update({"kind": kind, "derived_from": str(src.path), **(extra_attrs or {})})
+    _create(dst, name=src.name, n_rows=src.n_rows or 16, n_columns=src.n_columns or 24,
+            fields={w: list(src.wells[w]) for w in keep_wells}, sites=sites, channels=keep_channels,
+            shape_yx=src.shape_yx, dtype=str(np.dtype(dtype)), pixel_size_um=src.pixel_size_um,
+            storage=storage, jd_attrs=jd, overwrite=overwrite)
+    layout = src.path / SIDECAR / "layout.json"
+    if layout.is_file():
+        shutil.copyfile(layout, dst / SIDECAR / "layout.json")
+
+
+def _site(info: PlateInfo, well: str, field: int) -> int | None:
+    if info.kind == "external":
+        return None
+    from jumpdenoise.io.ngff_meta import read_json
+
+    attrs = read_json(info.path / info.image_path(well, field) / "zarr.json").get("attributes", {})
+    return attrs.get("jumpdenoise", {}).get("site")
+
+
+# ----------------------------------------------------------------------------- pixels
+
+
+def field_array(plate: str | Path, well: str, field: int, level: int = 0) -> zarr.Array:
+    """The lazy zarr array (c, y, x) of one field at one resolution level.
+
+    Raises
+    ------
+    PlateError
+        If the plate has no such well, field or level.
+    """
+    import zarr
+
+    info = read_plate_info(plate)
+    if not 0 <= level < info.n_levels:
+        raise PlateError(f"{info.path}: no level {level} (the plate has {info.n_levels})")
+    p = info.path / info.image_path(well, field) / info.level_paths[level]
+    try:
+        return zarr.open_array(store=p, mode="r+" if os.access(p, os.W_OK) else "r")
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        raise PlateError(f"{p}: cannot open array ({exc})") from None
+
+
+def read_field(
+    plate: str | Path, well: str, field: int, level: int = 0, channels: list[str] | None = None
+) -> np.ndarray:
+    """Read one field as a numpy array (c, y, x), optionally a subset of channels by name."""
+    arr = field_array(plate, well, field, level)
+    if channels is None:
+        return arr[...]
+    names = read_plate_info(plate).channels
+    missing = [c for c in channels if c not in names]
+    if missing:
+        raise PlateError(f"{plate}: no channel(s) {missing} (channels: {names})")
+    return np.stack([arr[names.index(c)] for c in channels])
+
+
+def downsample2(data: np.ndarray) -> np.ndarray:
+    """2x2 mean of a (c, y, x) array (odd sizes drop their last row/column), same dtype.
+
+    Integers are rounded half up; floats are plain means.
+    """
+    c, y, x = data.shape
+    d = data[:, : y - y % 2, : x - x % 2]
+    if data.dtype.kind in "ui":
+        s = (d[:, 0::2, 0::2].astype(np.int64) + d[:, 1::2, 0::2] + d[:, 0::2, 1::2] + d[:, 1::2, 1::2])
+        return ((s + 2) // 4).astype(data.dtype)
+    s = d[:, 0::2, 0::2] + d[:, 1::2, 0::2] + d[:, 0::2, 1::2] + d[:, 1::2, 1::2]
+    return (s / 4).astype(data.dtype)
+
+
+def write_field(
+    plate: str | Path, well: str, field: int, data: np.ndarray, *, pyramid_levels: int | None = None
+) -> None:
+    """Write one whole field (c, y, x) at level 0 and its downsampled pyramid levels.
+
+    Parameters
+    ----------
+    plate, well, field
+        Where to write; the field must exist (created by :func:`create_plate`).
+    data
+        The pixels; shape and dtype must match the plate.
+    pyramid_levels
+        Extra levels to write (default: all the plate has).
+
+    Raises
+    ------
+    PlateError
+        If the shape or dtype differ from the plate's.
+    """
+    info = read_plate_info(plate)
+    expected = (len(info.channels), *info.shape_yx)
+    if tuple(data.shape) != expected or str(data.dtype) != info.dtype:
+        raise PlateError(f"{info.path} {well}/{field}: data {data.shape} {data.dtype} does not match "
+                         f"the plate's {expected} {info.dtype}")
+    levels = info.n_levels if pyramid_levels is None else min(info.n_levels, 1 + pyramid_levels)
+    level_data = data
+    for lv in range(levels):
+        if lv:
+            level_data = downsample2(level_data)
+        field_array(plate, well, field, lv)[...] = level_data
+
+
+# ----------------------------------------------------------------------------- markers
+
+
+def field_key(well: str, field: int) -> str:
+    """Completion-marker key of a field: ``field_key("A01", 0) == "A01-0"``."""
+    return f"{well}-{int(field)}"
+
+
+def _marker(plate: str | Path, key: str, namespace: str) -> Path:
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"invalid marker key {key!r}")
+    return Path(plate) / SIDECAR / namespace / f"{key}.npz"
+
+
+def mark_done(plate: str | Path, key: str, payload: dict[str, np.ndarray] | None = None,
+              namespace: str = "done") -> None:
+    """Record unit ``key`` as complete, atomically (temporary file, fsync, rename).
+
+    Call only after the unit's data are written. ``payload`` (arrays, e.g. partial
+    statistics) is stored in the marker and returned by :func:`load_done`.
+    """
+    target = _marker(plate, key, namespace)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **(payload or {}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def is_done(plate: str | Path, key: str, namespace: str = "done") -> bool:
+    """Whether unit ``key`` has a completion marker."""
+    return _marker(plate, key, namespace).is_file()
+
+
+def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str, np.ndarray]:
+    """The payload stored by :func:`mark_done` (raises :class:`PlateError` if there is none)."""
+    path = _marker(plate, key, namespace)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise PlateError(f"{path}: no completion marker for {key}") from None
+    except (OSError, ValueError) as exc:
+        raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
+
+
+def done_keys(plate: str | Path, namespace: str = "done") -> set[str]:
+    """Keys of every completed unit in ``namespace``."""
+    folder = Path(plate) / SIDECAR / namespace
+    if not folder.is_dir():
+        return set()
+    return {n[:-4] for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith(".")}
+
+
+def clear_done(plate: str | Path, key: str | None = None, namespace: str = "done") -> None:
+    """Remove the marker of ``key``, or every marker of ``namespace`` when ``key`` is None."""
+    if key is None:
+        shutil.rmtree(Path(plate) / SIDECAR / namespace, ignore_errors=True)
+    else:
+        _marker(plate, key, namespace).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def _update_group_attrs(group_dir: Path, update) -> None:
+    """Rewrite one group's zarr.json with ``update(attributes)`` applied (atomic rename)."""
+    import json
+
+    meta_path = group_dir / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    update(meta.setdefault("attributes", {}))
+    tmp = meta_path.with_name(".zarr.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, meta_path)
+
+
+def display_window(summary: dict, dtype: str) -> dict:
+    """omero ``window`` of a channel: start/end = p0.1/p99.9, min/max = dtype range (integers)
+    or the data range (floats)."""
+    lo, hi = dtype_window(dtype)
+    if np.dtype(dtype).kind == "f":
+        lo, hi = float(summary["min"]), float(summary["max"])
+    start, end = float(summary["p0.1"]), float(summary["p99.9"])
+    if end <= start:
+        start, end = float(summary["min"]), float(max(summary["max"], summary["min"] + 1))
+    return {"min": lo, "max": hi, "start": start, "end": end}
+
+
+def write_statistics(plate: str | Path, stats: dict) -> None:
+    """Store statistics in the plate: root attributes, ``statistics.csv`` and omero windows.
+
+    Single process only (finalize). ``stats`` has the structure documented in
+    ``docs/FORMATS.md`` (as returned by :func:`jumpdenoise.compute.stats.merge_partials`).
+    """
+    info = read_plate_info(plate)
+    root = info.path
+    missing = [c for c in info.channels if c not in stats.get("plate", {})]
+    if missing:
+        raise PlateError(f"{root}: statistics lack channel(s) {missing}")
+
+    def set_stats(attrs: dict) -> None:
+        attrs.setdefault("jumpdenoise", {})["statistics"] = stats
+
+    _update_group_attrs(root, set_stats)
+    write_statistics_csv(stats, root / SIDECAR / "statistics.csv")
+    windows = [display_window(stats["plate"][c], info.dtype) for c in info.channels]
+
+    def set_windows(attrs: dict) -> None:
+        for ch, win in zip(attrs.get("ome", {}).get("omero", {}).get("channels", []), windows):
+            ch["window"] = win
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda wf: _update_group_attrs(root / info.image_path(*wf), set_windows),
+                      info.field_keys()))
+
+
+def write_statistics_csv(stats: dict, path: str | Path) -> None:
+    """One row per (scope, well, channel): count, min, max, mean, std and the percentiles."""
+    percentile_cols = [f"p{q:g}" for q in stats.get("percentiles", [])]
+    cols = ["scope", "well", "channel", "count", "min", "max", "mean", "std", *percentile_cols]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(cols)
+        scopes = [("plate", "", stats["plate"])]
+        scopes += [("well", w, per_ch) for w, per_ch in stats.get("wells", {}).items()]
+        for scope, well, per_channel in scopes:
+            for ch, s in per_channel.items():
+                writer.writerow([scope, well, ch, *(s.get(c) for c in cols[3:])])
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate_plate(plate: str | Path) -> None:
+    """Validate ``plate`` against the NGFF 0.5 HCS model of ome-zarr-models.
+
+    Raises
+    ------
+    PlateError
+        With the validator's message when the plate is not valid.
+    """
+    import warnings
+
+    import zarr
+    from ome_zarr_models.exceptions import ValidationWarning
+    from ome_zarr_models.v05.hcs import HCS
+
+    path = Path(plate)
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception as exc:  # noqa: BLE001 - any failure to open is a plate error
+        raise PlateError(f"{path}: cannot open as a zarr group ({exc})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", category=ValidationWarning)
+            HCS.from_zarr(group)
+    except Exception as exc:  # noqa: BLE001 - pydantic ValidationError, ValueError, warnings
+        raise PlateError(f"{path}: not a valid NGFF 0.5 HCS plate: {exc}") from None

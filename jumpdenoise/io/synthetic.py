@@ -1,0 +1,366 @@
+"""Synthetic Cell Painting plates in the real Phenix export layout, for demos, tests and benchmarks.
+
+:func:`generate_plate` writes ``<out>/Images/Index.idx.xml`` (Harmony V5 namespace, the
+same elements as a real export) and one 16-bit, LZW-compressed, single-strip TIFF per
+(well, field, channel) named ``rRRcCCfFFp01-chNsk1fk1fl1.tiff``, so that the Phenix reader
+and the converter see exactly what they see on a real plate. Channel names in the XML are
+the names given (``DNA``, ``ER``, ...), so discovery needs no channel map.
+
+Images: cells laid out as a Voronoi tessellation around random centres; nuclei (DNA) with
+chromatin texture; perinuclear reticulum (ER); nucleoli and cytoplasm (RNA); membranes and
+fibres (AGP/actin); punctate mitochondria (Mito); a bright flat field for brightfield-like
+names. Each channel has its own background and brightness. Noise is Poisson-Gaussian:
+``offset + gain * Poisson((clean - offset) / gain) + Normal(0, read_noise)``. With
+``ground_truth=True`` the clean images (expected values, float32, (c, y, x)) are saved as
+``<out>/ground_truth/<WELL>-<FIELDINDEX>.npy`` so that demos can report PSNR.
+
+Speed: a few clean "base" canvases (1.25x the field size) are synthesised per process and
+cached; each field is a random crop + flip of one of them with its own brightness,
+vignetting and fresh noise. Fields are written by a process pool (``workers``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+__all__ = ["generate_plate", "write_index_xml", "phenix_file_name"]
+
+NAMESPACE = "http://www.perkinelmer.com/PEHH/HarmonyV5"
+PIXEL_SIZE_M = 5.979760809567617e-07
+GAIN = 6.0
+READ_NOISE = 8.0
+OFFSET = 100.0
+# style -> (background above offset, peak signal) in ADU
+_STYLES = {
+    "nuclei": (150.0, 9000.0), "er": (300.0, 5000.0), "rna": (200.0, 4000.0),
+    "agp": (350.0, 5000.0), "mito": (150.0, 4500.0), "brightfield": (20000.0, -2500.0),
+}
+_CYCLE = ("nuclei", "er", "rna", "agp", "mito")
+_PLATES = ((2, 3, "6"), (3, 4, "12"), (4, 6, "24"), (6, 8, "48"), (8, 12, "96"), (16, 24, "384"), (32, 48, "1536"))
+_CACHE: dict[int, np.ndarray] = {}
+_PARAMS: dict = {}
+
+
+def phenix_file_name(row: int, column: int, field: int, channel: int, plane: int = 1) -> str:
+    """Phenix file name, e.g. ``r01c01f01p01-ch1sk1fk1fl1.tiff`` (1-based numbers)."""
+    return f"r{row:02d}c{column:02d}f{field:02d}p{plane:02d}-ch{channel}sk1fk1fl1.tiff"
+
+
+def _style(name: str, index: int) -> str:
+    key = name.upper().replace(" ", "")
+    for style, words in (("nuclei", ("DNA", "HOECHST", "DAPI", "NUC")), ("mito", ("MITO",)),
+                         ("rna", ("RNA", "SYTO")), ("agp", ("AGP", "ACTIN", "PHALLOIDIN", "WGA")),
+                         ("brightfield", ("BRIGHT", "BF", "DPC", "PHASE")), ("er", ("ER", "CONCANAVALIN"))):
+        if any(key.startswith(w) or key == w for w in words):
+            return style
+    return _CYCLE[index % len(_CYCLE)]
+
+
+def _texture(rng, shape, sigma: float) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    t = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    return t / max(float(t.std()), 1e-6)
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    top = float(np.quantile(a[::7, ::7], 0.999))
+    return a / top if top > 0 else a
+
+
+def _clean_canvas(shape: tuple[int, int], channels: tuple[str, ...], seed) -> np.ndarray:
+    """Expected images (ADU, float32, (c, y, x)) of a field of random cells."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    n = max(3, int(h * w / (np.pi * 26.0**2)))
+    cy, cx = rng.uniform(0, h, n), rng.uniform(0, w, n)
+    seeds = np.zeros(shape, np.int32)
+    seeds[cy.astype(int), cx.astype(int)] = np.arange(1, n + 1)
+    dist, (iy, ix) = ndi.distance_transform_edt(seeds == 0, return_indices=True)
+    lab = seeds[iy, ix] - 1
+    yy, xx = np.indices(shape, dtype=np.float32)
+    dy, dx = yy - cy[lab], xx - cx[lab]
+    angle = rng.uniform(0, np.pi, n)[lab]
+    a, b = rng.uniform(9, 14, n), rng.uniform(7, 11, n)
+    u = dy * np.cos(angle) + dx * np.sin(angle)
+    v = -dy * np.sin(angle) + dx * np.cos(angle)
+    q = np.sqrt((u / a[lab]) ** 2 + (v / b[lab]) ** 2) * (1 + 0.08 * _texture(rng, shape, 6))
+    nuc = 1 / (1 + np.exp(-(1 - q) * 8))
+    ratio = dist / rng.uniform(22, 34, n)[lab] * (1 + 0.2 * _texture(rng, shape, 12))
+    body = 1 / (1 + np.exp(-(1 - ratio) * 8))
+    cyto = np.clip(body - nuc, 0, 1)
+    edges = (lab != np.roll(lab, 1, 0)) | (lab != np.roll(lab, 1, 1))
+    membrane = ndi.gaussian_filter((edges * body + np.abs(np.gradient(body)[0]) * 10).astype(np.float32), 1.5)
+    peri = np.exp(-np.clip(dist - a[lab], 0, None) / 14)
+    bright = rng.uniform(0.6, 1.0, n)[lab]
+    out = np.empty((len(channels), h, w), np.float32)
+    for c, name in enumerate(channels):
+        style = _style(name, c)
+        if style == "nuclei":
+            sig = nuc * bright * (1 + 0.25 * _texture(rng, shape, 2))
+        elif style == "er":
+            sig = (cyto + 0.2 * nuc) * peri * (1 + 0.5 * _texture(rng, shape, 1.5))
+        elif style == "rna":
+            dots = np.zeros(shape, np.float32)
+            k = 3 * n
+            pick = rng.integers(0, n, k)
+            py = np.clip(cy[pick] + rng.normal(0, 4, k), 0, h - 1).astype(int)
+            px = np.clip(cx[pick] + rng.normal(0, 4, k), 0, w - 1).astype(int)
+            dots[py, px] = 1
+            sig = 3 * _norm(ndi.gaussian_filter(dots, 2.5)) * nuc + 0.35 * cyto * (1 + 0.3 * _texture(rng, shape, 3))
+        elif style == "agp":
+            sig = _norm(membrane) + 0.3 * cyto * (1 + 0.8 * np.abs(_texture(rng, shape, 1)))
+        elif style == "mito":
+            prob = (cyto * peri).ravel()
+            k = 60 * n
+            idx = rng.choice(prob.size, size=k, p=prob / prob.sum())
+            dots = np.bincount(idx, minlength=prob.size).reshape(shape).astype(np.float32)
+            sig = _norm(ndi.gaussian_filter(dots, 1.3)) + 0.1 * cyto
+        else:  # brightfield-like
+            sig = 0.6 * cyto + 0.4 * nuc + 0.1 * _texture(rng, shape, 4)
+        background, peak = _STYLES[style]
+        out[c] = OFFSET + background + peak * np.clip(_norm(np.clip(sig, 0, None)), 0, 1.5)
+    return out
+
+
+def _canvas(base: int) -> np.ndarray:
+    if base not in _CACHE:
+        p = _PARAMS
+        cy, cx = p["size"][0] + p["size"][0] // 4, p["size"][1] + p["size"][1] // 4
+        _CACHE[base] = _clean_canvas((cy, cx), p["channels"], [p["seed"], 7919, base])
+    return _CACHE[base]
+
+
+def _init(params: dict) -> None:
+    _PARAMS.clear()
+    _PARAMS.update(params)
+    _CACHE.clear()
+
+
+def _write_field(task: tuple[int, int, int, int, int, tuple[int, ...]]) -> int:
+    """Synthesise one field and write its TIFFs (and ground truth); returns bytes written."""
+    import tifffile
+
+    i, row, col, field, index, skip = task
+    p = _PARAMS
+    y, x = p["size"]
+    rng = np.random.default_rng([p["seed"], 104729, i])
+    canvas = _canvas(i % p["n_base"])
+    oy = int(rng.integers(0, canvas.shape[1] - y + 1))
+    ox = int(rng.integers(0, canvas.shape[2] - x + 1))
+    crop = canvas[:, oy:oy + y, ox:ox + x]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[:, :, ::-1]
+    ry = (np.arange(y, dtype=np.float32) - y / 2) / y
+    rx = (np.arange(x, dtype=np.float32) - x / 2) / x
+    shading = (1 - 0.3 * (ry[:, None] ** 2 + rx[None, :] ** 2)) * np.float32(rng.uniform(0.85, 1.15))
+    clean = (crop - OFFSET) * shading + OFFSET
+    images, written = Path(p["images"]), 0
+    for c in range(clean.shape[0]):
+        if c in skip:
+            continue
+        signal = np.clip((clean[c] - OFFSET) / GAIN, 0, None)
+        noisy = OFFSET + GAIN * rng.poisson(signal).astype(np.float32)
+        noisy += rng.standard_normal((y, x), dtype=np.float32) * READ_NOISE
+        plane = np.clip(np.rint(noisy), 0, 65535).astype(np.uint16)
+        path = images / phenix_file_name(row, col, field, c + 1)
+        tifffile.imwrite(path, plane, compression="lzw", rowsperstrip=y, photometric="minisblack",
+                         metadata=None, software="jumpdenoise synthetic plate")
+        written += path.stat().st_size
+    if p["ground_truth"]:
+        from jumpdenoise.io.layout import row_letter, well_id
+
+        np.save(Path(p["truth"]) / f"{well_id(row_letter(row), col)}-{index}.npy", np.ascontiguousarray(clean, np.float32))
+    return written
+
+
+def write_index_xml(
+    path: str | Path,
+    *,
+    plate_name: str,
+    wells: list[tuple[int, int]],
+    fields: int,
+    channels: tuple[str, ...] | list[str],
+    size: tuple[int, int],
+    plate_shape: tuple[int, int] | None = None,
+    compact: bool = False,
+) -> int:
+    """Write a Harmony V5 ``Index.idx.xml`` listing every (well, field, channel) image.
+
+    Parameters
+    ----------
+    path
+        The XML file to write.
+    plate_name
+        ``PlateID`` and ``Name``.
+    wells
+        (row, column) numbers, 1-based.
+    fields
+        Fields per well (``FieldID`` 1..fields).
+    channels
+        Channel names (``ChannelID`` 1..n).
+    size
+        (y, x) image size.
+    plate_shape
+        (rows, columns) of the plate; default the smallest standard plate holding ``wells``.
+    compact
+        Write only the elements a reader needs in each ``<Image>`` (for very large test files).
+
+    Returns
+    -------
+    int
+        Number of ``<Image>`` entries written.
+    """
+    max_r = max((r for r, _ in wells), default=1)
+    max_c = max((c for _, c in wells), default=1)
+    rows, cols, label = next(((r, c, n) for r, c, n in _PLATES if max_r <= r and max_c <= c), (max_r, max_c, "custom"))
+    if plate_shape is not None:
+        rows, cols = plate_shape
+    name = escape(plate_name)
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('<?xml version="1.0" encoding="utf-8"?>\n'
+                '<EvaluationInputData xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+                f'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" Version="1" xmlns="{NAMESPACE}">\n'
+                "  <User>jumpdenoise</User>\n  <InstrumentType>Phenix</InstrumentType>\n  <Plates>\n    <Plate>\n"
+                f"      <PlateID>{name}</PlateID>\n      <MeasurementID>00000000-0000-0000-0000-000000000000</MeasurementID>\n"
+                "      <MeasurementStartTime>2026-01-01T00:00:00+00:00</MeasurementStartTime>\n"
+                f"      <Name>{name}</Name>\n      <PlateTypeName>{label} synthetic plate</PlateTypeName>\n"
+                f"      <PlateRows>{rows}</PlateRows>\n      <PlateColumns>{cols}</PlateColumns>\n")
+        f.writelines(f'      <Well id="{r:02d}{c:02d}" />\n' for r, c in wells)
+        f.write("    </Plate>\n  </Plates>\n  <Wells>\n")
+        for r, c in wells:
+            f.write(f"    <Well>\n      <id>{r:02d}{c:02d}</id>\n      <Row>{r}</Row>\n      <Col>{c}</Col>\n")
+            f.writelines(f'      <Image id="{r:02d}{c:02d}K1F{fi}P1R{ch}" />\n'
+                         for fi in range(1, fields + 1) for ch in range(1, len(channels) + 1))
+            f.write("    </Well>\n")
+        f.write("  </Wells>\n  <Maps>\n    <Map>\n")
+        for ch, cname in enumerate(channels, start=1):
+            f.write(f'      <Entry ChannelID="{ch}">\n        <FlatfieldProfile>{{Background: {{Character: Null, '
+                    f"Profile: {{Type: Identity}}, Quality: 1}}, Channel: {ch}, ChannelName: {escape(cname)}, "
+                    "Foreground: {Character: Null, Profile: {Type: Identity}, Quality: 1}, Version: Acapella:2013}"
+                    "</FlatfieldProfile>\n      </Entry>\n")
+        f.write("    </Map>\n  </Maps>\n  <Images>\n")
+        for r, c in wells:
+            for fi in range(1, fields + 1):
+                for ch, cname in enumerate(channels, start=1):
+                    f.write(_image_xml(r, c, fi, ch, escape(cname), size, compact))
+                    count += 1
+        f.write("  </Images>\n</EvaluationInputData>\n")
+    return count
+
+
+def _image_xml(r: int, c: int, fi: int, ch: int, cname: str, size: tuple[int, int], compact: bool) -> str:
+    head = (f'    <Image Version="1">\n      <id>{r:02d}{c:02d}K1F{fi}P1R{ch}</id>\n      <State>Ok</State>\n'
+            f"      <URL>{phenix_file_name(r, c, fi, ch)}</URL>\n      <Row>{r}</Row>\n      <Col>{c}</Col>\n"
+            f"      <FieldID>{fi}</FieldID>\n      <PlaneID>1</PlaneID>\n      <TimepointID>0</TimepointID>\n"
+            f"      <ChannelID>{ch}</ChannelID>\n")
+    if compact:
+        return head + "    </Image>\n"
+    return head + (
+        f"      <FlimID>1</FlimID>\n      <ChannelName>{cname}</ChannelName>\n      <ImageType>Signal</ImageType>\n"
+        f'      <ImageResolutionX Unit="m">{PIXEL_SIZE_M!r}</ImageResolutionX>\n'
+        f'      <ImageResolutionY Unit="m">{PIXEL_SIZE_M!r}</ImageResolutionY>\n'
+        f"      <ImageSizeX>{size[1]}</ImageSizeX>\n      <ImageSizeY>{size[0]}</ImageSizeY>\n"
+        "      <BinningX>2</BinningX>\n      <BinningY>2</BinningY>\n      <MaxIntensity>65535</MaxIntensity>\n"
+        '      <PositionX Unit="m">0</PositionX>\n      <PositionY Unit="m">0</PositionY>\n'
+        '      <PositionZ Unit="m">0</PositionZ>\n      <AbsTime>2026-01-01T00:00:00+00:00</AbsTime>\n'
+        '      <ObjectiveMagnification Unit="">20</ObjectiveMagnification>\n    </Image>\n'
+    )
+
+
+def generate_plate(
+    out_dir: str | Path,
+    *,
+    plate_name: str = "DEMO-PLATE",
+    rows: int = 2,
+    columns: int = 3,
+    fields: int = 2,
+    channels: tuple[str, ...] | list[str] = ("DNA", "ER", "RNA", "AGP", "Mito"),
+    size: tuple[int, int] = (256, 256),
+    seed: int = 0,
+    missing: int = 0,
+    ground_truth: bool = True,
+    workers: int | None = None,
+    n_base: int | None = None,
+) -> Path:
+    """Write a synthetic plate in the Phenix export layout and return its ``Images`` folder.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder; ``Images/`` (XML + TIFFs) and ``ground_truth/`` are created in it.
+    plate_name
+        Plate name written in the XML.
+    rows, columns
+        Wells used: rows A.. and columns 1.. (the plate type is the smallest standard
+        plate holding them).
+    fields
+        Fields per well.
+    channels
+        Channel names, written in the XML as ``ChannelName`` (ChannelID 1..n).
+    size
+        (y, x) image size.
+    seed
+        Seed of every random choice: the same arguments give the same files.
+    missing
+        Number of (field, channel) images listed in the XML whose TIFF is not written.
+    ground_truth
+        Also save the clean images as ``ground_truth/<WELL>-<FIELDINDEX>.npy`` (float32).
+    workers
+        Processes writing fields (default: 1 for small plates, else up to 2).
+    n_base
+        Clean canvases synthesised per process (default: up to 8 small / 4 large).
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir / "Images"``, the folder to pass to discovery / ``jumpdenoise convert``.
+    """
+    channels = tuple(channels)
+    size = (int(size[0]), int(size[1]))
+    if rows < 1 or columns < 1 or fields < 1 or not channels or min(size) < 16:
+        raise ValueError("rows, columns, fields >= 1, at least one channel and size >= 16 are required")
+    out = Path(out_dir)
+    images, truth = out / "Images", out / "ground_truth"
+    images.mkdir(parents=True, exist_ok=True)
+    if ground_truth:
+        truth.mkdir(exist_ok=True)
+    wells = [(r, c) for r in range(1, rows + 1) for c in range(1, columns + 1)]
+    write_index_xml(images / "Index.idx.xml", plate_name=plate_name, wells=wells, fields=fields,
+                    channels=channels, size=size)
+    n_fields = len(wells) * fields
+    total = n_fields * len(channels)
+    if not 0 <= missing <= total:
+        raise ValueError(f"missing must be between 0 and {total}, got {missing}")
+    rng = np.random.default_rng([seed, 31])
+    gone = rng.choice(total, size=missing, replace=False) if missing else np.array([], int)
+    skip: dict[int, set[int]] = {}
+    for k in gone.tolist():
+        skip.setdefault(k // len(channels), set()).add(k % len(channels))
+    tasks = [(i, r, c, f + 1, f, tuple(sorted(skip.get(i, ()))))
+             for i, ((r, c), f) in enumerate((w, f) for w in wells for f in range(fields))]
+    small = size[0] * size[1] <= 512 * 512
+    params = {"size": size, "channels": channels, "seed": seed, "images": str(images), "truth": str(truth),
+              "ground_truth": ground_truth, "n_base": n_base or min(n_fields, 8 if small else 4)}
+    if workers is None:
+        workers = 1 if total * size[0] * size[1] < 40_000_000 else min(2, os.cpu_count() or 1)
+    if workers <= 1:
+        _init(params)
+        for t in tasks:
+            _write_field(t)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init, initargs=(params,)) as pool:
+            for _ in pool.imap_unordered(_write_field, tasks, chunksize=1):
+                pass
+    return images

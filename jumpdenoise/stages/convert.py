@@ -1,0 +1,424 @@
+"""Convert stage: a source plate (TIFFs) -> a raw OME-Zarr HCS plate with statistics.
+
+The four stage functions (see :mod:`jumpdenoise.stages.base`) take the root
+:class:`~jumpdenoise.config.JumpDenoiseConfig`; the source is ``config.source``, the
+output ``config.paths.raw_plate``.
+
+Safety and resume:
+
+- :func:`prepare` writes all metadata (groups, empty arrays, ``layout.json`` last) in one
+  process before any pixel. A rerun on a plate prepared from the same layout and storage
+  settings resumes instead of refusing.
+- A unit owns whole fields (each field is its own array), reads their TIFFs once, writes
+  them, computes their partial statistics from the same in-memory data and only then
+  marks each field done. A field that fails is never marked done, so a rerun (after any
+  crash, even SIGKILL) redoes exactly the fields without a marker, which gives the same
+  bytes as an uninterrupted conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from itertools import groupby
+from typing import TYPE_CHECKING
+
+from jumpdenoise.errors import ConfigError, JumpDenoiseError, OutputExistsError, UnitFailures
+from jumpdenoise.io.layout import FieldLayout, MissingImage, PlateLayout
+from jumpdenoise.stages.base import Unit, bind
+
+if TYPE_CHECKING:
+    from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.executors.base import Executor, Outcome
+
+STAGE = "convert"
+MODULE = "jumpdenoise.stages.convert"
+SIDECAR = ".jumpdenoise"
+
+
+def plate_path(config: JumpDenoiseConfig) -> Path:
+    """The output plate of the conversion (``config.paths.raw_plate``)."""
+    return Path(config.paths.raw_plate)
+
+
+def _storage(config: JumpDenoiseConfig) -> dict:
+    from jumpdenoise.io.ngff_meta import STORAGE_KEYS
+
+    dumped = config.convert.model_dump()
+    return {k: dumped.get(k) for k in STORAGE_KEYS}
+
+
+def _resumable(out: Path, layout: PlateLayout, config: JumpDenoiseConfig) -> str | None:
+    """Why ``out`` cannot be resumed from ``layout`` (``None`` when it can)."""
+    from jumpdenoise.errors import PlateError
+    from jumpdenoise.io.ngff import plate_info
+
+    saved = out / SIDECAR / "layout.json"
+    if not saved.is_file():
+        return "it was not prepared by jumpdenoise convert (no .jumpdenoise/layout.json)"
+    try:
+        previous = PlateLayout.load(saved)
+    except (OSError, ValueError) as exc:
+        return f"its {saved} is unreadable ({exc})"
+    if previous.model_dump(mode="json") != layout.model_dump(mode="json"):
+        return f"it was converted from another source layout ({previous.source_path})"
+    try:
+        info = plate_info(out)
+    except PlateError as exc:
+        return str(exc)
+    if info.attrs.get("storage") != _storage(config):
+        return f"it was written with other storage settings ({info.attrs.get('storage')})"
+    return None
+
+
+def prepare(config: JumpDenoiseConfig) -> PlateLayout:
+    """Discover the source and create the plate's metadata (one process, before any pixel).
+
+    An existing output is replaced when ``config.convert.overwrite``; it is resumed when it
+    was prepared from the same layout with the same storage settings; otherwise refused.
+    The metadata are written in a staging folder renamed into place when complete.
+
+    Returns
+    -------
+    PlateLayout
+        The discovered source layout.
+
+    Raises
+    ------
+    ConfigError
+        If the configuration has no ``source``.
+    OutputExistsError
+        If the output exists, cannot be resumed and ``overwrite`` is false.
+    """
+    from jumpdenoise.io.discovery import discover
+    from jumpdenoise.io.ngff import create_plate
+
+    if config.source is None:
+        raise ConfigError("source: the convert stage needs a source plate (source.path)")
+    layout = discover(config.source)
+    out = plate_path(config)
+    if out.exists() and not config.convert.overwrite:
+        why_not = _resumable(out, layout, config)
+        if why_not is None:
+            return layout
+        raise OutputExistsError(f"{out} ({why_not})")
+    # All metadata are written into a hidden sibling folder, then renamed into place: a
+    # plate under ``out`` is either fully prepared or absent, even after a SIGKILL.
+    staging = out.with_name(f".{out.name}.preparing")
+    if staging.exists():  # left by an interrupted prepare
+        shutil.rmtree(staging)
+    create_plate(staging, layout, config.convert, kind="raw")
+    if out.exists():  # overwrite
+        shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
+    os.replace(staging, out)
+    return layout
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_LAYOUTS: dict[str, tuple[tuple[int, int], PlateLayout, dict[tuple[str, int], FieldLayout]]] = {}
+
+
+def load_layout(plate: str | Path) -> tuple[PlateLayout, dict[tuple[str, int], FieldLayout]]:
+    """The layout saved with ``plate`` and its fields by ``(well, index)`` (cached per process)."""
+    path = Path(plate) / SIDECAR / "layout.json"
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise JumpDenoiseError(f"{path}: missing; run the convert stage's prepare first") from None
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _LAYOUTS.get(str(path))
+    if cached is None or cached[0] != stamp:
+        layout = PlateLayout.load(path)
+        fields = {(w.id, f.index): f for w, f in layout.iter_fields()}
+        cached = (stamp, layout, fields)
+        _LAYOUTS[str(path)] = cached
+    return cached[1], cached[2]
+
+
+def plan(config: JumpDenoiseConfig) -> list[Unit]:
+    """Units of ``config.convert.fields_per_unit`` fields, skipping fields already done."""
+    from jumpdenoise.io.ngff import done_keys, field_key
+
+    out = plate_path(config)
+    layout, _ = load_layout(out)
+    done = done_keys(out)
+    todo = [(w.id, f.index) for w, f in layout.iter_fields() if field_key(w.id, f.index) not in done]
+    n = config.convert.fields_per_unit
+    units = []
+    for i in range(0, len(todo), n):
+        group = todo[i:i + n]
+        key = field_key(*group[0]) + (f"+{len(group) - 1}" if len(group) > 1 else "")
+        units.append(Unit(stage=STAGE, key=key, items=[f"{w}/{f}" for w, f in group]))
+    return units
+
+
+def _file_bytes(field: FieldLayout) -> int:
+    return sum(os.stat(p).st_size for p in {ref.path for ref in field.planes.values()})
+
+
+def _check_listed_files(layout: PlateLayout, well: str, fld: FieldLayout) -> None:
+    """Raise :class:`ImageError` naming the file when a channel's image is listed but absent."""
+    from jumpdenoise.errors import ImageError
+
+    absent = [ch for ch in layout.channel_names if ch not in fld.planes]
+    if not absent:
+        return
+    for m in layout.missing:
+        if m.well == well and m.site == fld.site and m.channel in absent:
+            raise ImageError(m.path, f"listed by the source but missing (channel {m.channel!r}, "
+                                     f"well {well}, site {fld.site}): field not converted")
+
+
+def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
+    """Convert the fields of one unit: read TIFFs, write the field, stats, then mark done.
+
+    Every field of the unit is attempted; those that fail are not marked done and are
+    reported together in the raised error.
+
+    Returns
+    -------
+    dict
+        ``{"fields": [field keys converted], "bytes": TIFF bytes read}``.
+
+    Raises
+    ------
+    JumpDenoiseError
+        If any field failed (the message names each field and file at fault).
+    """
+    from jumpdenoise.compute.stats import field_partial
+    from jumpdenoise.io.ngff import field_key, mark_done, write_field
+    from jumpdenoise.io.tiff import read_field
+
+    out = plate_path(config)
+    layout, fields = load_layout(out)
+    channels = layout.channel_names
+    converted, errors, nbytes = [], [], 0
+    for item in unit.items:
+        well, index = item.split("/")
+        key = field_key(well, int(index))
+        fld = fields[(well, int(index))]
+        try:
+            _check_listed_files(layout, well, fld)
+            data = read_field(fld, channels, tuple(layout.shape), layout.dtype)
+            write_field(out, well, int(index), data)
+            partial = field_partial(data, channels)
+            del data
+            mark_done(out, key, partial)
+            nbytes += _file_bytes(fld)
+            converted.append(key)
+        except JumpDenoiseError as exc:
+            if len(unit.items) == 1:
+                raise
+            errors.append(f"{key}: {exc}")
+    if errors:
+        raise JumpDenoiseError(f"{len(errors)} of {len(unit.items)} field(s) failed in unit {unit.key}:\n"
+                               + "\n".join(errors))
+    return {"fields": converted, "bytes": nbytes}
+
+
+# ----------------------------------------------------------------------------- finalize
+
+
+def merge_done_statistics(plate: Path, keys: list[str], channels: list[str]) -> dict:
+    """Plate and per-well statistics of the done fields ``keys``, in bounded memory.
+
+    Same result as :func:`jumpdenoise.compute.stats.merge_partials` over all the markers
+    (same order of merging: sorted keys, wells then plate), but only one well's markers
+    and two accumulators are in memory at a time, whatever the plate size.
+    """
+    from jumpdenoise.compute.stats import (
+        PERCENTILES, merge_partials, merge_stats, partial_to_stats, stats_to_partial, well_of_key,
+    )
+    from jumpdenoise.io.ngff import load_done
+
+    wells: dict[str, dict] = {}
+    plate_acc = None
+    for well, group in groupby(sorted(keys), key=well_of_key):
+        fields = [partial_to_stats(load_done(plate, k)) for k in group]
+        well_stats = merge_stats(fields, channels)
+        del fields
+        wells[well] = {ch: well_stats[ch].summary(PERCENTILES) for ch in channels}
+        plate_acc = well_stats if plate_acc is None else merge_stats([plate_acc, well_stats], channels)
+    if plate_acc is None:
+        raise ValueError("no done field to compute statistics from")
+    # merge_partials gives the documented envelope (version, percentiles, plate summary)
+    stats = merge_partials({"plate": stats_to_partial(plate_acc)}, channels, PERCENTILES)
+    stats["wells"] = wells
+    return stats
+
+
+def short_error(text: str | None) -> str:
+    """The exception line(s) at the end of a traceback, e.g. ``"ImageError: a.tiff: truncated"``."""
+    lines = [ln.rstrip() for ln in (text or "").splitlines() if ln.strip()]
+    tail: list[str] = []
+    for ln in reversed(lines):  # the message: the unindented lines after the last frame
+        if ln[:1].isspace() or ln.startswith("Traceback"):
+            break
+        tail.append(ln)
+    if not tail:
+        return lines[-1].strip() if lines else "unknown error"
+    tail.reverse()
+    head, sep, rest = tail[0].partition(": ")
+    if sep and " " not in head:  # "jumpdenoise.errors.ImageError: ..." -> "ImageError: ..."
+        tail[0] = head.rsplit(".", 1)[-1] + ": " + rest
+    return "\n    ".join(tail)
+
+
+def finalize(config: JumpDenoiseConfig, results: list[Outcome]) -> dict:
+    """Merge the partial statistics of every done field, write failures and missing images.
+
+    Writes the statistics (attributes, ``statistics.csv``, omero windows),
+    ``.jumpdenoise/failures.json`` (unit key -> error of this run) and
+    ``.jumpdenoise/missing_images.csv`` (images the source lists without a file).
+
+    Returns
+    -------
+    dict
+        ``{"done": n fields done, "failures": {key: short error}}``.
+    """
+    from jumpdenoise.io.ngff import done_keys, write_statistics
+
+    out = plate_path(config)
+    layout, _ = load_layout(out)
+    done = done_keys(out)
+    order = [f"{w.id}-{f.index}" for w, f in layout.iter_fields()]
+    done_in_order = [k for k in order if k in done]
+    if done_in_order:
+        write_statistics(out, merge_done_statistics(out, done_in_order, layout.channel_names))
+    failures = {o.key: short_error(o.error) for o in results if not o.ok}
+    side = out / SIDECAR
+    (side / "failures.json").write_text(json.dumps(
+        {o.key: {"error": short_error(o.error), "traceback": o.error, "log": o.log}
+         for o in results if not o.ok}, indent=1))
+    write_missing_report(layout.missing, side / "missing_images.csv")
+    return {"done": len(done_in_order), "failures": failures}
+
+
+def write_missing_report(missing: list[MissingImage], path: Path) -> None:
+    """CSV of the images the source lists but whose files are missing (header only if none)."""
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["well", "site", "channel", "path"])
+        for m in sorted(missing, key=lambda m: (m.well, m.site, m.channel)):
+            writer.writerow([m.well, m.site, m.channel, m.path])
+
+
+# ----------------------------------------------------------------------------- convenience
+
+
+@dataclass
+class ConvertReport:
+    """What one :func:`convert` run did.
+
+    Attributes
+    ----------
+    plate
+        Output plate.
+    n_fields
+        Fields in the source layout.
+    converted
+        Fields converted by this run.
+    skipped
+        Fields already done before this run (resume).
+    failures
+        Unit key -> short error, for units that failed in this run.
+    missing
+        Images listed by the source whose files are missing.
+    bytes_read
+        TIFF bytes converted by this run.
+    seconds
+        Wall time of the run (discovery to statistics).
+    """
+
+    plate: Path
+    n_fields: int
+    converted: int
+    skipped: int
+    failures: dict[str, str] = field(default_factory=dict)
+    missing: list[MissingImage] = field(default_factory=list)
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        """Throughput in MB (1e6 bytes) of TIFF per second."""
+        return self.bytes_read / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"plate: {self.plate}",
+            f"fields: {self.converted} converted, {self.skipped} already done (skipped), "
+            f"{len(self.failures)} unit(s) failed, of {self.n_fields}",
+            f"read {self.bytes_read / 1e6:.1f} MB of TIFF in {self.seconds:.1f} s ({self.mb_per_s:.1f} MB/s)",
+        ]
+        if self.missing:
+            lines.append(f"missing images listed by the source: {len(self.missing)} "
+                         f"(see {self.plate / SIDECAR / 'missing_images.csv'})")
+            lines += [f"  {m.well} site {m.site} {m.channel}: {m.path}" for m in self.missing[:10]]
+            if len(self.missing) > 10:
+                lines.append(f"  ... and {len(self.missing) - 10} more")
+        if self.failures:
+            lines.append(f"failed (see {self.plate / SIDECAR / 'failures.json'}):")
+            lines += [f"  {k}: {v}" for k, v in sorted(self.failures.items())]
+        return "\n".join(lines)
+
+
+def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo: bool = True) -> ConvertReport:
+    """Convert ``config.source`` to ``config.paths.raw_plate``: prepare, run units, finalize.
+
+    Parameters
+    ----------
+    config
+        Root configuration (``source``, ``paths.raw_plate``, ``convert``, ``executor``).
+    executor
+        Where units run; default: ``make_executor(config.executor)`` (closed afterwards).
+    echo
+        Print the report.
+
+    Returns
+    -------
+    ConvertReport
+        Counts, missing images and throughput.
+
+    Raises
+    ------
+    UnitFailures
+        After finalize, when some units failed (the other fields are converted and the
+        statistics cover them); the message lists each failure.
+    """
+    from jumpdenoise.executors import make_executor
+
+    start = time.perf_counter()
+    layout = prepare(config)
+    units = plan(config)
+    n_fields = sum(len(w.fields) for w in layout.wells)
+    todo = sum(len(u.items) for u in units)
+    own = executor is None
+    executor = executor or make_executor(config.executor)
+    try:
+        outcomes = executor.map(bind(MODULE, config), units, label="convert")
+    finally:
+        if own:
+            executor.close()
+    summary = finalize(config, outcomes)
+    report = ConvertReport(
+        plate=plate_path(config), n_fields=n_fields, skipped=n_fields - todo,
+        converted=summary["done"] - (n_fields - todo),
+        failures=summary["failures"], missing=list(layout.missing),
+        bytes_read=sum(o.value["bytes"] for o in outcomes if o.ok),
+        seconds=time.perf_counter() - start,
+    )
+    if echo:
+        print(report, flush=True)
+        sys.stdout.flush()
+    if report.failures:
+        raise UnitFailures(STAGE, report.failures)
+    return report

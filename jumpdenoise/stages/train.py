@@ -1,0 +1,90 @@
+"""The train stage: N2V on an OME-Zarr plate (one unit = the whole training job).
+
+``prepare`` checks the plate and selection and writes the run folder's description;
+``plan`` returns the one unit, or nothing when the run has trained all its epochs;
+``run_one`` trains (resuming from ``last.ckpt``); ``finalize`` draws the curves.
+Lightning starts the other DDP processes itself (or SLURM starts them with srun): every
+rank rebuilds the same job from the config, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jumpdenoise.stages.base import Unit
+
+STAGE = "train"
+
+
+def _job(config: Any) -> Any:
+    """Build the :class:`~jumpdenoise.train.loop.TrainJob` of ``config`` (no pixels read)."""
+    from jumpdenoise.train.fields import check_patch_fits, split_fields
+    from jumpdenoise.train.loop import TrainJob
+    from jumpdenoise.train.plate_patches import plate_fields, plate_normalization
+    from jumpdenoise.train.run_folder import RunFolder
+
+    tc = config.train
+    plate = Path(tc.plate or config.paths.raw_plate)
+    info, channels, refs = plate_fields(plate, channels=tc.channels, wells=tc.wells, fields=tc.fields)
+    check_patch_fits(refs, tc.patch_size, f"plate {plate}")
+    split = split_fields(refs, seed=tc.seed, val_fraction=tc.val_fraction, patch_size=tc.patch_size,
+                         val_groups=tc.val_wells)
+    check_patch_fits(split.train + split.val, tc.patch_size, f"plate {plate}")
+    mean, std, source = plate_normalization(info, channels, split.train)
+    resolved = {"train": tc.model_dump(mode="json"),
+                "plate": {"path": str(plate), "name": info.name, "channels": channels,
+                          "shape_yx": list(info.shape_yx), "dtype": info.dtype}}
+    resolved["train"]["plate"] = str(plate)
+    resolved["train"]["channels"] = channels
+    return TrainJob(tc=tc, run=RunFolder(Path(config.paths.run_dir)), train_refs=split.train,
+                    val_refs=split.val, channels=channels, mean=mean, std=std, norm_source=source,
+                    split=split.record, data_type="zarr", resolved_config=resolved)
+
+
+def prepare(config: Any) -> None:
+    """Check the plate, channels, wells and patch size; write the run folder header (rank 0)."""
+    from jumpdenoise.train.loop import write_run_header
+
+    write_run_header(_job(config))
+
+
+def plan(config: Any) -> list[Unit]:
+    """One unit (the training), or none when the run folder has trained every epoch."""
+    from jumpdenoise.train.run_folder import RunFolder, epochs_done
+
+    run = RunFolder(Path(config.paths.run_dir))
+    if epochs_done(run) >= config.train.epochs:
+        return []
+    return [Unit(stage=STAGE, key="train", items=[str(run.path)])]
+
+
+def run_one(config: Any, unit: Unit) -> dict:
+    """Train (or resume) and return the run folder and best checkpoint."""
+    from jumpdenoise.train.loop import fit
+    from jumpdenoise.train.run_folder import best_checkpoint
+
+    run = fit(_job(config))
+    return {"run_dir": str(run), "best": str(best_checkpoint(run))}
+
+
+def finalize(config: Any, results: list[dict]) -> None:
+    """Draw curves.png from curves.csv (rank 0)."""
+    from jumpdenoise.train.run_folder import RunFolder, is_global_zero, plot_curves
+
+    if is_global_zero():
+        plot_curves(RunFolder(Path(config.paths.run_dir)))
+
+
+def train(config: Any) -> Path:
+    """Prepare, train (resuming when possible) and finalize; return the run folder.
+
+    Parameters
+    ----------
+    config
+        A :class:`~jumpdenoise.config.JumpDenoiseConfig`.
+    """
+    prepare(config)
+    results = [run_one(config, u) for u in plan(config)]
+    finalize(config, results)
+    return Path(config.paths.run_dir)

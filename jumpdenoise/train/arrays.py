@@ -1,0 +1,126 @@
+"""Train N2V on in-memory images (used by the BSD notebook/CLI and the single-image demo).
+
+Same data pipeline, module and run folder as plate training; normalisation is the
+per-channel mean/std of the training images, computed once (or given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import ValidationError
+
+from jumpdenoise.errors import ConfigError
+
+
+def as_cyx_list(images: Sequence[np.ndarray] | np.ndarray, what: str = "images") -> list[np.ndarray]:
+    """Return images as a list of ``(c, y, x)`` arrays.
+
+    A single array is one ``YX`` image (2-D), one ``CYX`` image (3-D) or a stack of ``CYX``
+    images (4-D); a list holds ``YX`` or ``CYX`` arrays.
+
+    Raises
+    ------
+    ConfigError
+        On other shapes or images with different channel counts.
+    """
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            items = list(images)
+        elif images.ndim in (2, 3):
+            items = [images]
+        else:
+            raise ConfigError(f"{what}: expected a YX, CYX or SCYX array, got shape {images.shape}")
+    else:
+        items = list(images)
+    if not items:
+        raise ConfigError(f"{what}: no images given")
+    out = []
+    for i, img in enumerate(items):
+        a = np.asarray(img)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            raise ConfigError(f"{what}[{i}]: expected a YX or CYX array, got shape {a.shape}")
+        out.append(a)
+    counts = {a.shape[0] for a in out}
+    if len(counts) > 1:
+        raise ConfigError(f"{what}: images have different channel counts {sorted(counts)}")
+    return out
+
+
+def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, *,
+                    channels: list[str] | None = None, val_images: list[np.ndarray] | np.ndarray | None = None,
+                    epochs: int = 10, patch_size: int = 64, batch_size: int = 32, n2v2: bool = False,
+                    seed: int = 1, trainer: dict | None = None, **overrides: Any) -> Path:
+    """Train N2V on images in memory; write a complete run folder and return it.
+
+    Parameters
+    ----------
+    images
+        Training images, ``YX`` or ``CYX`` (any dtype); see :func:`as_cyx_list`.
+    run_dir
+        Run folder; rerunning with the same folder resumes from its last checkpoint.
+    channels
+        Channel names (default ``c0, c1, ...``).
+    val_images
+        Validation images; default: images held out (or, for one image, a band of its rows).
+    epochs, patch_size, batch_size, n2v2, seed
+        The usual N2V settings (see :class:`~jumpdenoise.config.train.TrainConfig`).
+    trainer
+        :class:`~jumpdenoise.config.train.TrainerSettings` values (default: no worker
+        processes, since the images are in memory).
+    **overrides
+        Other ``TrainConfig`` fields (``patches_per_epoch``, ``model``, ``n2v``, ...), and
+        ``mean`` / ``std`` (per channel) to skip computing the normalisation.
+
+    Returns
+    -------
+    Path of the run folder.
+    """
+    from jumpdenoise.config.train import TrainConfig
+    from jumpdenoise.train.fields import arrays_to_refs, check_patch_fits, split_fields
+    from jumpdenoise.train.loop import TrainJob, fit, write_run_header
+    from jumpdenoise.train.plate_patches import arrays_mean_std
+    from jumpdenoise.train.run_folder import RunFolder
+
+    imgs = as_cyx_list(images)
+    vals = as_cyx_list(val_images, "val_images") if val_images is not None else None
+    n_c = imgs[0].shape[0]
+    names = list(channels) if channels is not None else [f"c{i}" for i in range(n_c)]
+    if len(names) != n_c:
+        raise ConfigError(f"channels: {len(names)} names {names} for images with {n_c} channel(s)")
+    if vals is not None and vals[0].shape[0] != n_c:
+        raise ConfigError(f"val_images have {vals[0].shape[0]} channel(s), images have {n_c}")
+    mean, std = overrides.pop("mean", None), overrides.pop("std", None)
+    n2v = {"n2v2": n2v2, **overrides.pop("n2v", {})}
+    try:
+        tc = TrainConfig.model_validate({
+            "channels": names, "epochs": epochs, "patch_size": patch_size, "batch_size": batch_size,
+            "seed": seed, "n2v": n2v, "trainer": {"num_workers": 0, **(trainer or {})}, **overrides})
+    except ValidationError as err:
+        from jumpdenoise.config import _format_validation_error
+
+        raise ConfigError(_format_validation_error(err, "train_on_arrays arguments")) from None
+    refs = arrays_to_refs(imgs)
+    val_refs = arrays_to_refs(vals, "val-image") if vals is not None else None
+    check_patch_fits(refs + (val_refs or []), tc.patch_size, "the images")
+    split = split_fields(refs, seed=tc.seed, val_fraction=tc.val_fraction, patch_size=tc.patch_size,
+                         val_refs=val_refs)
+    if mean is None or std is None:
+        mean, std = arrays_mean_std([r.load() for r in split.train])
+        source = f"computed from {len(split.train)} training image(s)"
+    else:
+        source = "given"
+    if len(mean) != n_c or len(std) != n_c:
+        raise ConfigError(f"mean/std: need {n_c} value(s) each, got {len(mean)} and {len(std)}")
+    resolved = {"train": tc.model_dump(mode="json"),
+                "data": {"kind": "arrays", "n_images": len(imgs), "shapes": [list(a.shape) for a in imgs],
+                         "dtype": str(imgs[0].dtype), "n_val_images": 0 if vals is None else len(vals)}}
+    job = TrainJob(tc=tc, run=RunFolder(Path(run_dir)), train_refs=split.train, val_refs=split.val,
+                   channels=names, mean=[float(m) for m in mean], std=[float(s) for s in std],
+                   norm_source=source, split=split.record, data_type="array", resolved_config=resolved)
+    write_run_header(job)
+    return fit(job)

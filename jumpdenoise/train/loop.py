@@ -1,0 +1,209 @@
+"""Run one training job: Lightning trainer, callbacks, SLURM checks, resume.
+
+A :class:`TrainJob` is what every entry point (plate stage, arrays, image folders) builds;
+:func:`write_run_header` writes the run folder's description (rank 0) and :func:`fit`
+trains, resuming from ``checkpoints/last.ckpt`` when the folder has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jumpdenoise.config.train import TrainConfig, TrainerSettings
+from jumpdenoise.errors import ClusterError
+from jumpdenoise.train.fields import FieldRef
+from jumpdenoise.train.run_folder import RunFolder, is_global_zero
+
+log = logging.getLogger("jumpdenoise.train")
+
+
+@dataclass
+class TrainJob:
+    """Everything one training needs; identical on every rank (deterministic from the config).
+
+    Attributes
+    ----------
+    tc
+        Training settings.
+    run
+        Run folder.
+    train_refs, val_refs
+        Fields (or row bands) for training and validation.
+    channels
+        Channel names, in model order.
+    mean, std, norm_source
+        Normalisation, computed once, and where it came from.
+    split
+        The content of split.json.
+    data_type
+        ``"zarr"`` (plate) or ``"array"`` (what the job reads; CAREamics' config always
+        says ``"array"``, see :func:`~jumpdenoise.train.careamics_config.build_careamics_config`).
+    resolved_config
+        The content of config.yaml.
+    """
+
+    tc: TrainConfig
+    run: RunFolder
+    train_refs: list[FieldRef]
+    val_refs: list[FieldRef]
+    channels: list[str]
+    mean: list[float]
+    std: list[float]
+    norm_source: str
+    split: dict
+    data_type: str = "zarr"
+    resolved_config: dict = field(default_factory=dict)
+
+    @property
+    def patches_per_epoch(self) -> int:
+        """Training patches per epoch (all ranks): configured, or one per patch-sized area."""
+        if self.tc.patches_per_epoch:
+            return self.tc.patches_per_epoch
+        area = sum(r.n_pixels for r in self.train_refs)
+        return max(self.tc.batch_size, area // self.tc.patch_size ** 2)
+
+    def careamics_config(self, world_size: int = 1) -> Any:
+        """The CAREamics configuration of this job."""
+        from jumpdenoise.train.careamics_config import build_careamics_config
+
+        return build_careamics_config(self.tc, n_channels=len(self.channels), mean=self.mean, std=self.std,
+                                      world_size=world_size)
+
+
+def write_run_header(job: TrainJob) -> None:
+    """Write config.yaml, careamics_config.yaml, normalization.json, split.json (rank 0 only)."""
+    from jumpdenoise.train.run_folder import write_header
+
+    if not is_global_zero():
+        return
+    import numpy as np
+
+    from jumpdenoise.train.export import EXAMPLE_INPUT, example_crop
+
+    norm = {"channels": job.channels, "mean": job.mean, "std": job.std, "source": job.norm_source}
+    write_header(job.run, config=job.resolved_config, careamics_config=job.careamics_config(),
+                 normalization=norm, split=job.split)
+    example = job.run.path / EXAMPLE_INPUT
+    if not example.is_file():  # a raw crop of a validation field: BMZ export test input
+        np.save(example, example_crop(job.val_refs[0].load(), job.tc.model.depth))
+
+
+def _tasks_per_node() -> int | None:
+    raw = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE")
+    if not raw:
+        return None
+    m = re.match(r"(\d+)", raw)
+    return int(m.group(1)) if m else None
+
+
+def check_cluster(ts: TrainerSettings) -> tuple[int | str, int, list]:
+    """Devices, nodes and plugins for the trainer; fail fast on a SLURM/DDP mismatch.
+
+    Under SLURM (Lightning's ``SLURMEnvironment.detect()``), processes must be started by
+    srun, one task per device: tasks per node must equal ``devices`` and the job's nodes
+    ``num_nodes``. torchrun inside a SLURM job is refused. Under submitit, Lightning's own
+    SLURM auto-requeue is disabled (submitit requeues).
+
+    Raises
+    ------
+    ClusterError
+        Naming what to change.
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    devices, num_nodes, plugins = ts.devices, ts.num_nodes, []
+    if not SLURMEnvironment.detect():
+        return devices, num_nodes, plugins
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise ClusterError("training was started by torchrun inside a SLURM job: start one task per "
+                           "device with srun (submitit does this) and do not use torchrun")
+    tpn = _tasks_per_node()
+    nnodes = int(os.environ.get("SLURM_NNODES") or os.environ.get("SLURM_JOB_NUM_NODES") or 1)
+    if devices == "auto":
+        devices = tpn or 1
+    if tpn is not None and tpn != devices:
+        raise ClusterError(
+            f"SLURM job runs {tpn} task(s) per node but train.trainer.devices is {devices}: set "
+            f"--ntasks-per-node={devices} (submitit: tasks_per_node={devices}, one task per GPU) or "
+            f"train.trainer.devices={tpn}")
+    if nnodes != num_nodes:
+        raise ClusterError(
+            f"SLURM job has {nnodes} node(s) but train.trainer.num_nodes is {num_nodes}: set "
+            f"--nodes={num_nodes} or train.trainer.num_nodes={nnodes}")
+    if "SUBMITIT_EXECUTOR" in os.environ or "SUBMITIT_FOLDER" in os.environ:
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return devices, num_nodes, plugins
+
+
+def _callbacks(job: TrainJob, careamics_cfg: Any) -> tuple[list, Any]:
+    from careamics.lightning import ConfigSaverCallback
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ck = job.tc.checkpoint
+    checkpoint = ModelCheckpoint(
+        dirpath=job.run.checkpoints, filename="epoch={epoch:03d}-val_loss={val_loss:.5f}",
+        auto_insert_metric_name=False, monitor=ck.monitor, mode=ck.mode, save_top_k=ck.save_top_k,
+        save_last=ck.save_last)
+    saver = ConfigSaverCallback(careamics_cfg.version, careamics_cfg.get_safe_experiment_name(),
+                                careamics_cfg.training_config, careamics_cfg.data_config)
+    from jumpdenoise.train.module import EpochReport
+
+    return [checkpoint, saver, EpochReport(job.run, job.tc.batch_size)], checkpoint
+
+
+def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
+    """Train (or resume) the job; return the run folder.
+
+    Resumes from ``checkpoints/last.ckpt`` (epoch count, optimizer and scheduler state kept)
+    when the run folder has one; a finished run returns at once.
+    """
+    import lightning.pytorch as pl
+
+    from jumpdenoise.train.careamics_config import augmentation_dicts
+    from jumpdenoise.train.module import JumpN2VModule, PatchDataModule
+    from jumpdenoise.train.run_folder import (
+        attach_log_file, detach_log_file, plot_curves, resume_checkpoint, write_best)
+
+    ts = job.tc.trainer
+    devices, num_nodes, plugins = check_cluster(ts)
+    handler = attach_log_file(job.run) if is_global_zero() and job.run.path.is_dir() else None
+    try:
+        pl.seed_everything(job.tc.seed, workers=True, verbose=False)
+        world_guess = (devices if isinstance(devices, int) else 1) * num_nodes
+        careamics_cfg = job.careamics_config(world_size=world_guess)
+        module = JumpN2VModule(careamics_cfg.algorithm_config)
+        data = PatchDataModule(
+            job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
+            batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
+            n_val_patches=job.tc.n_val_patches, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
+            num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
+            fields_in_cache=job.tc.fields_in_cache, patches_per_field=job.tc.patches_per_field)
+        callbacks, checkpoint = _callbacks(job, careamics_cfg)
+        trainer = pl.Trainer(
+            accelerator=ts.accelerator, devices=devices, num_nodes=num_nodes, strategy=ts.strategy,
+            precision=ts.precision, max_epochs=job.tc.epochs, callbacks=callbacks + list(extra_callbacks or []),
+            logger=False, default_root_dir=job.run.path, log_every_n_steps=ts.log_every_n_steps,
+            gradient_clip_val=ts.gradient_clip_val, enable_progress_bar=ts.enable_progress_bar,
+            num_sanity_val_steps=0, plugins=plugins or None, **ts.extra)
+        ckpt = resume_checkpoint(job.run)
+        if ckpt is not None:
+            log.info("resuming from %s", ckpt)
+        log.info("training %s: %d train / %d val field(s), channels %s, %d patches per epoch, "
+                 "effective batch %d (%d x %d processes)", job.run.path, len(job.train_refs),
+                 len(job.val_refs), job.channels, job.patches_per_epoch,
+                 job.tc.batch_size * trainer.world_size, job.tc.batch_size, trainer.world_size)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+        if trainer.is_global_zero:
+            score = checkpoint.best_model_score
+            write_best(job.run, best_path=checkpoint.best_model_path or None,
+                       best_score=None if score is None else float(score), epochs_done=trainer.current_epoch)
+            plot_curves(job.run)
+    finally:
+        if handler is not None:
+            detach_log_file(handler)
+    return job.run.path

@@ -1,0 +1,202 @@
+"""Lightning wiring: CAREamics' N2V module fed by jumpdenoise's own data module.
+
+:class:`JumpN2VModule` *is* CAREamics' ``N2VModule`` (same hyper-parameters, same state dict:
+the UNet lives under ``model.``), so its checkpoints load with
+``careamics.CAREamist(checkpoint_path=...)``. It only changes what CAREamics gets wrong
+under DDP: batches are plain tensors from :class:`PatchDataModule`, masking is seeded per
+rank, validation masks are the same every epoch, and losses are synchronised across ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from careamics.lightning import N2VModule
+from careamics.losses import n2v_loss
+
+from jumpdenoise.train.fields import FieldRef
+from jumpdenoise.train.patches import PatchStream, val_patches
+from jumpdenoise.train.run_folder import RunFolder
+
+log = logging.getLogger("jumpdenoise.train")
+
+
+class JumpN2VModule(N2VModule):
+    """CAREamics ``N2VModule`` trained on tensors ``(b, c, y, x)`` under (optionally) DDP."""
+
+    def _manipulator_seed(self) -> int:
+        return int(self.config.n2v_config.seed or 0)
+
+    def on_fit_start(self) -> None:
+        """Seed the N2V masking on this rank's device (seed + rank): ranks mask differently."""
+        seed = self._manipulator_seed() + 1009 * self.global_rank
+        self.n2v_manipulate.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self._train_rng = self.n2v_manipulate.rng
+
+    def on_validation_epoch_start(self) -> None:
+        """Reset the validation masks, so every epoch's val_loss is measured alike."""
+        self._train_rng = self.n2v_manipulate.rng
+        seed = self._manipulator_seed() + 7 + 1009 * self.global_rank
+        self.n2v_manipulate.rng = torch.Generator(device=self.device).manual_seed(seed)
+
+    def on_validation_epoch_end(self) -> None:
+        """Restore the training mask generator."""
+        if getattr(self, "_train_rng", None) is not None:
+            self.n2v_manipulate.rng = self._train_rng
+
+    def _loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x_masked, x_original, mask = self.n2v_manipulate(x)
+        prediction = self.model(x_masked)
+        return n2v_loss(prediction.float(), x_original.float(), mask), x.shape[0]
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
+        """N2V loss on one batch; logs ``loss`` (progress bar), ``train_loss`` and the lr."""
+        if not getattr(self, "_announced", False):  # one line per rank: ranks draw different patches
+            self._announced = True
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            print(f"rank {self.global_rank}/{self.trainer.world_size}: first batch {tuple(x.shape)} "
+                  f"sum {float(x.double().sum()):.6f}", file=sys.stderr, flush=True)
+        loss, n = self._loss(batch)
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+        opt = self.optimizers()
+        opt = opt[0] if isinstance(opt, list) else opt
+        self.log("learning_rate", opt.param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
+        """N2V loss on fixed validation patches, averaged over all ranks (``sync_dist``)."""
+        loss, n = self._loss(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
+
+
+class PatchDataModule(pl.LightningDataModule):
+    """Training patches streamed from fields; fixed validation patches.
+
+    Parameters
+    ----------
+    train_refs, val_refs
+        Training and validation fields.
+    mean, std
+        Per-channel normalisation (computed once, identical on every rank).
+    patch_size, batch_size
+        Patch side and patches per step per rank.
+    patches_per_epoch
+        Training patches per epoch over all ranks.
+    n_val_patches
+        Validation patches (split among ranks by Lightning's distributed sampler).
+    seed
+        Global seed.
+    augmentations
+        CAREamics augmentation dicts.
+    num_workers, persistent_workers, pin_memory
+        DataLoader settings (``pin_memory=None``: when the accelerator is a GPU).
+    fields_in_cache, patches_per_field
+        Field cache of each worker.
+    """
+
+    def __init__(self, train_refs: list[FieldRef], val_refs: list[FieldRef], mean: list[float],
+                 std: list[float], *, patch_size: int, batch_size: int, patches_per_epoch: int,
+                 n_val_patches: int, seed: int, augmentations: list[dict], num_workers: int = 0,
+                 persistent_workers: bool = True, pin_memory: bool | None = None,
+                 fields_in_cache: int = 8, patches_per_field: int = 64) -> None:
+        super().__init__()
+        self.train_refs, self.val_refs = train_refs, val_refs
+        self.mean, self.std = list(mean), list(std)
+        self.patch_size, self.batch_size = patch_size, batch_size
+        self.patches_per_epoch, self.n_val_patches = patches_per_epoch, n_val_patches
+        self.seed, self.augmentations = seed, augmentations
+        self.num_workers, self.persistent_workers, self.pin_memory = num_workers, persistent_workers, pin_memory
+        self.fields_in_cache, self.patches_per_field = fields_in_cache, patches_per_field
+        self._val: np.ndarray | None = None
+        self.train_stream: PatchStream | None = None
+
+    def _world(self) -> tuple[int, int, str]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1, "cpu"
+        return trainer.global_rank, trainer.world_size, type(trainer.accelerator).__name__.lower()
+
+    def batches_per_epoch(self, world_size: int) -> int:
+        """Training batches per rank and epoch."""
+        return max(1, -(-self.patches_per_epoch // (self.batch_size * world_size)))
+
+    def setup(self, stage: str | None = None) -> None:
+        """Draw the validation patches (once) and build this rank's patch stream."""
+        rank, world, _ = self._world()
+        if self._val is None:
+            self._val = val_patches(self.val_refs, self.mean, self.std, n=self.n_val_patches,
+                                    patch_size=self.patch_size, seed=self.seed)
+        self.train_stream = PatchStream(
+            self.train_refs, self.mean, self.std, patch_size=self.patch_size, batch_size=self.batch_size,
+            batches_per_epoch=self.batches_per_epoch(world), seed=self.seed, rank=rank,
+            augmentations=self.augmentations, fields_in_cache=self.fields_in_cache,
+            patches_per_field=self.patches_per_field)
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return "cuda" in self._world()[2]
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Whole batches from the stream (``batch_size=None``: no per-sample collation)."""
+        nw = self.num_workers
+        return torch.utils.data.DataLoader(
+            self.train_stream, batch_size=None, num_workers=nw, pin_memory=self._pin(),
+            persistent_workers=bool(nw and self.persistent_workers), prefetch_factor=4 if nw else None)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """The fixed validation patches (in memory)."""
+        ds = torch.utils.data.TensorDataset(torch.from_numpy(self._val))
+        return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=False,
+                                           pin_memory=self._pin())
+
+
+class EpochReport(pl.Callback):
+    """Per-epoch line (loss, val loss, lr, patches/s), curves.csv/png and best.json (rank 0)."""
+
+    def __init__(self, run: RunFolder, batch_size: int) -> None:
+        self.run, self.batch_size = run, batch_size
+        self.t0 = self.t_last = time.perf_counter()
+        self.n = 0
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self.t0 = self.t_last = time.perf_counter()
+        self.n = 0
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        self.n += 1
+        self.t_last = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        from jumpdenoise.train.run_folder import append_curve, plot_curves, write_best
+
+        if not trainer.is_global_zero:
+            return
+        m = trainer.callback_metrics
+        get = lambda k: float(m[k]) if k in m else float("nan")  # noqa: E731
+        seconds = max(self.t_last - self.t0, 1e-9)
+        rate = self.n * self.batch_size * trainer.world_size / seconds
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "train_loss": get("train_loss"),
+               "val_loss": get("val_loss"), "learning_rate": get("learning_rate"),
+               "patches_per_s": round(rate, 1), "seconds": round(seconds, 2)}
+        line = (f"epoch {row['epoch']:>3d}  loss {row['train_loss']:.5f}  val_loss {row['val_loss']:.5f}  "
+                f"lr {row['learning_rate']:.2e}  {row['patches_per_s']:.0f} patches/s")
+        log.info(line)
+        print(line, file=sys.stderr, flush=True)
+        if self.run.path.is_dir():
+            append_curve(self.run, row)
+            plot_curves(self.run)
+            cb = trainer.checkpoint_callback
+            if cb is not None:
+                score = cb.best_model_score
+                write_best(self.run, best_path=cb.best_model_path or None,
+                           best_score=None if score is None else float(score),
+                           epochs_done=trainer.current_epoch + 1)

@@ -1,0 +1,172 @@
+"""Patch streams for N2V: lazy, seeded per rank and worker, batched in numpy.
+
+:class:`PatchStream` yields whole batches (``batch_size`` x C x P x P float32, normalised
+and augmented) from a bounded cache of fields per data worker: memory depends on
+``fields_in_cache``, never on the plate size. Every (global seed, rank, worker, epoch)
+draws its own patches. :class:`ValPatches` is a fixed, seeded set of validation patches.
+N2V masking is not done here: CAREamics' ``N2VManipulate`` does it on the training device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.utils.data
+
+from jumpdenoise.train.fields import FieldRef
+
+
+def _weights(refs: Sequence[FieldRef]) -> np.ndarray:
+    area = np.array([r.n_pixels for r in refs], dtype=np.float64)
+    return area / area.sum()
+
+
+def augment_batch(batch: np.ndarray, augmentations: Sequence[dict], rng: np.random.Generator) -> np.ndarray:
+    """Apply CAREamics' XYFlip / XYRandomRotate90 semantics to a batch, sample by sample.
+
+    ``XYFlip``: with probability ``p`` flip one of the allowed axes (chosen at random).
+    ``XYRandomRotate90``: with probability ``p`` rotate by k x 90 degrees, k in {1, 2, 3}.
+    Patches are square, so shapes never change.
+
+    Parameters
+    ----------
+    batch
+        ``(b, c, y, x)`` array, modified and returned.
+    augmentations
+        Dicts with ``name`` and the CAREamics parameters.
+    rng
+        Random generator.
+    """
+    b = batch.shape[0]
+    for aug in augmentations:
+        apply = rng.random(b) < aug.get("p", 0.5)
+        if aug["name"] == "XYFlip":
+            axes = ([-2] if aug.get("flip_y", True) else []) + ([-1] if aug.get("flip_x", True) else [])
+            which = rng.integers(0, len(axes), size=b)
+            for j, axis in enumerate(axes):
+                idx = np.flatnonzero(apply & (which == j))
+                if idx.size:
+                    batch[idx] = np.flip(batch[idx], axis=axis)
+        elif aug["name"] == "XYRandomRotate90":
+            k = rng.integers(1, 4, size=b)
+            for kk in (1, 2, 3):
+                idx = np.flatnonzero(apply & (k == kk))
+                if idx.size:
+                    batch[idx] = np.rot90(batch[idx], k=kk, axes=(-2, -1))
+        else:  # pragma: no cover - the config only allows the two above
+            raise ValueError(f"unknown augmentation {aug['name']!r}")
+    return batch
+
+
+def sample_patches(slots: Sequence[np.ndarray], n: int, patch: int, rng: np.random.Generator,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Cut ``n`` random ``patch x patch`` windows from the arrays in ``slots`` (float32)."""
+    c = slots[0].shape[0]
+    if out is None:
+        out = np.empty((n, c, patch, patch), dtype=np.float32)
+    which = rng.integers(0, len(slots), size=n)
+    for i in range(n):
+        arr = slots[which[i]]
+        y = int(rng.integers(0, arr.shape[1] - patch + 1))
+        x = int(rng.integers(0, arr.shape[2] - patch + 1))
+        out[i] = arr[:, y: y + patch, x: x + patch]
+    return out
+
+
+class PatchStream(torch.utils.data.IterableDataset):
+    """Iterable of training batches (a ``torch.utils.data.IterableDataset``).
+
+    Parameters
+    ----------
+    refs
+        Training fields.
+    mean, std
+        Per-channel normalisation (computed once, shared by every rank).
+    patch_size, batch_size
+        Patch side and patches per batch.
+    batches_per_epoch
+        Batches this rank yields per epoch (shared among its workers).
+    seed, rank
+        Global seed and global rank; with the worker id and epoch they seed the sampler.
+    augmentations
+        CAREamics augmentation dicts (see :func:`augment_batch`).
+    fields_in_cache, patches_per_field
+        Decoded fields per worker and patches each serves before it is replaced.
+    """
+
+    def __init__(self, refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *,
+                 patch_size: int, batch_size: int, batches_per_epoch: int, seed: int, rank: int = 0,
+                 augmentations: Sequence[dict] = (), fields_in_cache: int = 8,
+                 patches_per_field: int = 64) -> None:
+        self.refs = list(refs)
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(-1, 1, 1)
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = seed
+        self.rank = rank
+        self.augmentations = [dict(a) for a in augmentations]
+        self.fields_in_cache = min(fields_in_cache, len(self.refs))
+        self.patches_per_field = patches_per_field
+        self._epoch = 0  # counts iterations in this process (persistent workers)
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def _rng(self) -> tuple[np.random.Generator, int, int]:
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers, base = (0, 1, 0) if info is None else (info.id, info.num_workers, info.seed - info.id)
+        entropy = [self.seed, self.rank, worker, self._epoch, base % (2**63)]
+        return np.random.default_rng(np.random.SeedSequence(entropy)), worker, n_workers
+
+    def _load(self, index: int) -> np.ndarray:
+        return self.refs[index].load()
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        rng, worker, n_workers = self._rng()
+        self._epoch += 1
+        n = self.batches_per_epoch // n_workers + (worker < self.batches_per_epoch % n_workers)
+        weights = _weights(self.refs)
+        p, b = self.patch_size, self.batch_size
+        slots: list[np.ndarray] = []
+        uses: list[int] = []
+        for idx in rng.choice(len(self.refs), size=self.fields_in_cache, replace=False, p=weights):
+            slots.append(self._load(int(idx)))
+            uses.append(self.patches_per_field)
+        for _ in range(n):
+            batch = sample_patches(slots, b, p, rng)
+            batch -= self.mean
+            batch *= self.inv_std
+            augment_batch(batch, self.augmentations, rng)
+            yield torch.from_numpy(np.ascontiguousarray(batch))
+            # replace worn-out fields (each served ~patches_per_field patches)
+            for s in range(len(slots)):
+                uses[s] -= b / len(slots)
+                if uses[s] <= 0 and len(self.refs) > len(slots):
+                    slots[s] = self._load(int(rng.choice(len(self.refs), p=weights)))
+                    uses[s] = self.patches_per_field
+
+
+def val_patches(refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *, n: int,
+                patch_size: int, seed: int) -> np.ndarray:
+    """Draw a fixed, seeded set of ``n`` normalised validation patches ``(n, c, p, p)``.
+
+    Fields are read one at a time, so memory holds one field plus the patches.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
+    counts = rng.multinomial(n, _weights(refs))
+    c = refs[0].shape[0]
+    out = np.empty((n, c, patch_size, patch_size), dtype=np.float32)
+    i = 0
+    for ref, k in zip(refs, counts):
+        if k == 0:
+            continue
+        arr = ref.load()
+        sample_patches([arr], int(k), patch_size, rng, out=out[i: i + k])
+        i += int(k)
+    out -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    out /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return out

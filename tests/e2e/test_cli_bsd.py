@@ -1,0 +1,61 @@
+"""End-to-end test of ``jumpdenoise bsd``: the real console script, real training and prediction (small)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jumpdenoise import bsd
+
+SHARED_BSD = Path(__file__).resolve().parents[3] / "shared" / "data" / "bsd"
+
+
+def _cli() -> str:
+    exe = Path(sys.executable).with_name("jumpdenoise")
+    return str(exe) if exe.exists() else shutil.which("jumpdenoise") or "jumpdenoise"
+
+
+def _sets(tmp_path: Path) -> tuple[Path, Path]:
+    """Real Train400/Set12 (a few images are used) when shared data is present, else stand-in PNGs."""
+    train, test, _ = bsd.resolve_bsd_sets(SHARED_BSD.parent, tmp_path)
+    return train, test
+
+
+@pytest.mark.slow
+def test_bsd_command_trains_denoises_and_prints_scores(tmp_path: Path) -> None:
+    train, test = _sets(tmp_path)
+    out = tmp_path / "run"
+    proc = subprocess.run([_cli(), "bsd", "--train", str(train), "--test", str(test), "--sigma", "25",
+                           "--epochs", "3", "--n-train", "12", "--n-test", "2", "--patch-size", "32",
+                           "--batch-size", "16", "--seed", "5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(out / "bsd_scores.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    names = sorted(p.stem for p in test.glob("*.png"))[:2]
+    assert [r["image"] for r in rows] == [*names, "mean"]
+    for r in rows:
+        # unclipped sigma-25 noise: 20*log10(255/25) = 20.17 dB on any image
+        assert float(r["noisy_psnr"]) == pytest.approx(20.17, abs=0.1)
+        assert 0 < float(r["denoised_ssim"]) <= 1
+    # even a tiny model removes part of sigma-25 noise
+    assert float(rows[-1]["denoised_psnr"]) > float(rows[-1]["noisy_psnr"]) + 1.0
+    for name in names:
+        assert name in proc.stdout
+    assert "mean" in proc.stdout and f"{float(rows[-1]['denoised_psnr']):.2f}" in proc.stdout
+    summary = json.loads((out / "bsd_summary.json").read_text())
+    assert summary["n_train"] == 12 and summary["n_test"] == 2 and summary["sigma"] == 25
+    assert (out / "model" / "normalization.json").is_file()
+
+
+def test_bsd_command_names_a_missing_folder(tmp_path: Path) -> None:
+    proc = subprocess.run([_cli(), "bsd", "--train", str(tmp_path / "nope"), "--test", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f"image folder not found: {tmp_path / 'nope'}" in proc.stderr

@@ -1,0 +1,285 @@
+"""Convert stage on real samples and generated plates: pixels, validation, statistics, safety.
+
+Real samples: ``shared/data/jump/phenix_v1`` (one field, 6 channels, Index.idx.xml) and the
+cpg0000 field (6 Phenix TIFFs without Index, channel names from ``channel_table.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from jumpdenoise.config import ExecutorConfig, load_config
+from jumpdenoise.errors import OutputExistsError, UnitFailures
+from jumpdenoise.executors.dask import DaskExecutor
+from jumpdenoise.executors.local import LocalExecutor
+from jumpdenoise.io.ngff import done_keys, plate_info, read_field, validate_plate
+from jumpdenoise.io.synthetic import generate_plate
+from jumpdenoise.stages.convert import convert, load_layout
+from jumpdenoise.stages.verify import verify_plate
+
+JUMP = Path(__file__).resolve().parents[3] / "shared" / "data" / "jump"
+if not JUMP.is_dir():
+    JUMP = Path("/work/shared/data/jump")
+PERCENTILES = (0.1, 1, 50, 99, 99.9)
+
+
+def make_config(source: Path, out: Path, *, workers: int = 1, kind: str = "local", source_extra=None, **convert_kw):
+    """Configuration converting ``source`` to ``out``."""
+    return load_config(overrides={
+        "source": {"path": str(source), **(source_extra or {})},
+        "paths": {"raw_plate": str(out)},
+        "convert": convert_kw,
+        "executor": {"kind": kind, "workers": workers},
+    })
+
+
+def tree_bytes(plate: Path) -> dict[str, bytes]:
+    """Every file of the zarr hierarchy (not the .jumpdenoise sidecar, not temporary files)."""
+    out = {}
+    for root, dirs, files in os.walk(plate):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith("."):
+                p = Path(root) / name
+                out[str(p.relative_to(plate))] = p.read_bytes()
+    return out
+
+
+def source_planes(plate: Path):
+    """(well, field, channel index, channel, tiff path) of every plane, from the saved layout."""
+    layout, _ = load_layout(plate)
+    for w, f in layout.iter_fields():
+        for c, ch in enumerate(layout.channel_names):
+            if ch in f.planes:
+                yield w.id, f.index, c, ch, f.planes[ch].path
+
+
+def assert_pixel_exact(plate: Path, skip: set[str] = frozenset()) -> int:
+    """Compare every converted field with tifffile.imread of its TIFFs; return planes compared."""
+    n = 0
+    cache: dict[tuple[str, int], np.ndarray] = {}
+    for well, field, c, ch, path in source_planes(plate):
+        if f"{well}-{field}" in skip:
+            continue
+        if (well, field) not in cache:
+            cache = {(well, field): read_field(plate, well, field)}
+        expected = tifffile.imread(path)
+        got = cache[(well, field)][c]
+        assert got.dtype == expected.dtype and got.shape == expected.shape, (path, got.shape, expected.shape)
+        assert np.array_equal(got, expected), f"{well}/{field} {ch} differs from {path}"
+        n += 1
+    return n
+
+
+def assert_stats_match_numpy(summary: dict, values: np.ndarray) -> None:
+    """Statistics summary vs numpy over the same pixels."""
+    v = values.astype(np.float64).ravel()
+    assert summary["count"] == v.size
+    assert summary["min"] == v.min() and summary["max"] == v.max()
+    assert summary["mean"] == pytest.approx(v.mean(), rel=1e-12)
+    assert summary["std"] == pytest.approx(v.std(), rel=1e-9)
+    for q in PERCENTILES:
+        assert summary[f"p{q:g}"] == pytest.approx(np.percentile(values, q), rel=1e-12, abs=1e-9), q
+
+
+@pytest.fixture(scope="module")
+def small_plate(tmp_path_factory) -> Path:
+    """A generated Phenix-layout plate: 2 x 3 wells, 2 fields, 3 channels, 64 x 80 px."""
+    root = tmp_path_factory.mktemp("small_plate")
+    return generate_plate(root, plate_name="SMALL", rows=2, columns=3, fields=2, channels=("DNA", "ER", "Mito"),
+                          size=(64, 80), seed=7, ground_truth=False, workers=1)
+
+
+# ----------------------------------------------------------------------------- real samples
+
+
+def test_phenix_v1_sample_pixel_exact_valid_statistics(tmp_path):
+    out = tmp_path / "v1.zarr"
+    report = convert(make_config(JUMP / "phenix_v1" / "images", out), echo=False)
+    assert (report.converted, report.skipped, report.failures) == (1, 0, {})
+    assert report.bytes_read == sum(p.stat().st_size for p in (JUMP / "phenix_v1" / "images").glob("*.tiff"))
+    validate_plate(out)
+    info = plate_info(out)
+    assert info.channels == ["Alexa 647", "Alexa 568", "488 long", "Alexa 488", "HOECHST 33342", "Brightfield"]
+    assert info.shape_yx == (1080, 1080) and info.dtype == "uint16"
+    assert assert_pixel_exact(out) == 6
+    # statistics of each channel vs numpy over the TIFF, and the display windows set from them
+    layout, _ = load_layout(out)
+    field = layout.wells[0].fields[0]
+    image_meta = json.loads((out / "A" / "1" / "0" / "zarr.json").read_text())
+    windows = image_meta["attributes"]["ome"]["omero"]["channels"]
+    for c, ch in enumerate(info.channels):
+        values = tifffile.imread(field.planes[ch].path)
+        assert_stats_match_numpy(info.statistics["plate"][ch], values)
+        assert_stats_match_numpy(info.statistics["wells"]["A01"][ch], values)
+        assert windows[c]["label"] == ch
+        assert windows[c]["window"]["start"] == info.statistics["plate"][ch]["p0.1"]
+        assert windows[c]["window"]["end"] == info.statistics["plate"][ch]["p99.9"]
+    csv_rows = (out / ".jumpdenoise" / "statistics.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + 2 * 6  # header + plate and well rows per channel
+    # opens lazily with dask
+    import dask.array as da
+
+    arr = da.from_zarr(str(out / "A" / "1" / "0" / "0"))
+    assert arr.shape == (6, 1080, 1080) and int(arr[4].max().compute()) == info.statistics["plate"][info.channels[4]]["max"]
+
+
+def test_cpg0000_field_with_channel_table(tmp_path):
+    src = JUMP / "cpg0000_BR00117010"
+    out = tmp_path / "cpg.zarr"
+    cfg = make_config(src / "Images", out, source_extra={"channel_map_file": str(src / "channel_table.json")})
+    convert(cfg, echo=False)
+    info = plate_info(out)
+    assert set(info.channels) == {"Mito", "AGP", "RNA", "ER", "DNA", "Brightfield"}
+    assert assert_pixel_exact(out) == 6
+    assert verify_plate(cfg.source, out).ok
+
+
+# ----------------------------------------------------------------------------- generated plates
+
+
+def test_serial_and_parallel_conversions_are_byte_identical(small_plate, tmp_path):
+    serial = tmp_path / "serial.zarr"
+    convert(make_config(small_plate, serial), echo=False)
+    reference = tree_bytes(serial)
+    assert sum("/0/c/" in k for k in reference) == 12 * 3  # level 0: one chunk per channel and field
+    validate_plate(serial)
+    assert assert_pixel_exact(serial) == 36
+
+    pool = tmp_path / "pool.zarr"
+    convert(make_config(small_plate, pool, fields_per_unit=3), executor=LocalExecutor(2), echo=False)
+    assert tree_bytes(pool) == reference
+
+    dask_plate = tmp_path / "dask.zarr"
+    cfg = make_config(small_plate, dask_plate, kind="dask", workers=2)
+    with DaskExecutor(ExecutorConfig(kind="dask", workers=2), dashboard_address=":0", quiet=True) as ex:
+        report = convert(cfg, executor=ex, echo=False)
+    assert report.converted == 12
+    assert tree_bytes(dask_plate) == reference
+
+
+def test_statistics_per_well_and_plate_match_numpy(small_plate, tmp_path):
+    out = tmp_path / "stats.zarr"
+    convert(make_config(small_plate, out, fields_per_unit=2), executor=LocalExecutor(2), echo=False)
+    info = plate_info(out)
+    per_well: dict[str, dict[str, list[np.ndarray]]] = {}
+    for well, _field, _c, ch, path in source_planes(out):
+        per_well.setdefault(well, {}).setdefault(ch, []).append(tifffile.imread(path))
+    assert set(info.statistics["wells"]) == set(per_well) == set(info.wells)
+    for ch in info.channels:
+        for well, planes in per_well.items():
+            assert_stats_match_numpy(info.statistics["wells"][well][ch], np.stack(planes[ch]))
+        assert_stats_match_numpy(info.statistics["plate"][ch], np.stack([p for w in per_well.values() for p in w[ch]]))
+
+
+def _break(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.chmod(0o644)
+    if how == "truncated":
+        path.write_bytes(data[: len(data) * 6 // 10])
+    elif how == "corrupt":
+        path.write_bytes(b"this is not a TIFF file" + data[23:])
+    elif how == "shape":
+        tifffile.imwrite(path, np.zeros((32, 32), np.uint16), compression="lzw")
+    elif how == "dtype":
+        tifffile.imwrite(path, np.zeros((64, 80), np.uint8), compression="lzw")
+
+
+def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
+    src = generate_plate(tmp_path / "src", plate_name="BAD", rows=2, columns=3, fields=2, channels=("DNA", "ER"),
+                         size=(64, 80), seed=11, missing=1, ground_truth=False, workers=1)
+    out = tmp_path / "bad.zarr"
+    layout, _ = None, None
+    from jumpdenoise.io.discovery import discover
+
+    layout = discover(make_config(src, out).source)
+    missing = layout.missing[0]
+    missing_key = f"{missing.well}-{next(f.index for f in layout.well(missing.well).fields if f.site == missing.site)}"
+    candidates = [(w.id, f) for w, f in layout.iter_fields() if f"{w.id}-{f.index}" != missing_key]
+    broken = {}
+    for (well, field), how in zip(candidates, ["truncated", "corrupt", "shape", "dtype"]):
+        path = Path(field.planes["ER"].path)
+        _break(path, how)
+        broken[f"{well}-{field.index}"] = (path.name, how)
+
+    with pytest.raises(UnitFailures) as err:
+        convert(make_config(src, out, fields_per_unit=1), executor=LocalExecutor(2), echo=False)
+    failures = err.value.failures
+    assert set(failures) == set(broken) | {missing_key}
+    for key, (name, how) in broken.items():
+        assert name in failures[key], failures[key]
+        assert {"truncated": "truncated", "corrupt": "TIFF", "shape": "shape", "dtype": "dtype"}[how] in failures[key]
+    assert Path(missing.path).name in failures[missing_key] and "missing" in failures[missing_key]
+    # the other fields are converted, exactly; the failed ones are not marked done
+    done = done_keys(out)
+    assert done == {f"{w.id}-{f.index}" for w, f in layout.iter_fields()} - set(failures)
+    assert assert_pixel_exact(out, skip=set(failures)) == 2 * len(done)
+    saved = json.loads((out / ".jumpdenoise" / "failures.json").read_text())
+    assert set(saved) == set(failures)
+    assert Path(missing.path).name in (out / ".jumpdenoise" / "missing_images.csv").read_text()
+    info = plate_info(out)
+    assert info.statistics["plate"]["DNA"]["count"] == len(done) * 64 * 80
+    # a rerun resumes: only the failed fields are attempted again, and fail again
+    with pytest.raises(UnitFailures) as again:
+        convert(make_config(src, out), echo=False)
+    assert set(again.value.failures) == set(failures)
+
+
+def test_mixed_unit_converts_its_good_fields(tmp_path):
+    src = generate_plate(tmp_path / "src", plate_name="MIX", rows=1, columns=2, fields=2, channels=("DNA",),
+                         size=(48, 48), seed=2, ground_truth=False, workers=1)
+    layout, _ = None, None
+    from jumpdenoise.io.discovery import discover
+
+    out = tmp_path / "mix.zarr"
+    layout = discover(make_config(src, out).source)
+    bad_field = layout.wells[0].fields[1]
+    _break(Path(bad_field.planes["DNA"].path), "truncated")
+    with pytest.raises(UnitFailures) as err:
+        convert(make_config(src, out, fields_per_unit=4), echo=False)
+    (key, message), = err.value.failures.items()
+    assert "A01-1" in message and "truncated" in message
+    assert done_keys(out) == {"A01-0", "A02-0", "A02-1"}
+
+
+def test_existing_output_refused_resumed_or_overwritten(small_plate, tmp_path):
+    out = tmp_path / "exists.zarr"
+    out.mkdir()
+    (out / "notes.txt").write_text("not a plate")
+    with pytest.raises(OutputExistsError, match="exists.zarr"):
+        convert(make_config(small_plate, out), echo=False)
+    assert (out / "notes.txt").read_text() == "not a plate"
+    # a plate prepared from the same source and settings is resumed, not refused
+    convert(make_config(small_plate, out, overwrite=True), echo=False)
+    again = convert(make_config(small_plate, out), echo=False)
+    assert (again.converted, again.skipped) == (0, 12)
+    # other storage settings or another source: refused
+    with pytest.raises(OutputExistsError, match="storage"):
+        convert(make_config(small_plate, out, codec="zstd"), echo=False)
+    other = generate_plate(tmp_path / "other", plate_name="OTHER", rows=1, columns=1, fields=1,
+                           channels=("DNA",), size=(32, 32), seed=1, ground_truth=False, workers=1)
+    with pytest.raises(OutputExistsError, match="another source"):
+        convert(make_config(other, out), echo=False)
+    convert(make_config(other, out, overwrite=True), echo=False)
+    assert plate_info(out).channels == ["DNA"]
+
+
+def test_verify_finds_a_changed_pixel(small_plate, tmp_path):
+    out = tmp_path / "verify.zarr"
+    cfg = make_config(small_plate, out)
+    convert(cfg, echo=False)
+    report = verify_plate(cfg.source, out, executor=LocalExecutor(2))
+    assert report.ok and report.n_fields == 12, str(report)
+    arr = zarr.open_array(out / "B" / "2" / "1" / "0", mode="r+")
+    arr[1, 5, 7] = int(arr[1, 5, 7]) + 3
+    report = verify_plate(cfg.source, out)
+    assert len(report.differences) == 1
+    assert "B02-1 ER: 1 of 5120 pixels differ" in report.differences[0]
+    assert "max |difference| 3" in report.differences[0]

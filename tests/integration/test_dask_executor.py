@@ -1,0 +1,79 @@
+"""DaskExecutor on a real LocalCluster: outcomes in order, failures isolated, a dying worker,
+a bounded window of in-flight units, and make_executor."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dask
+import pytest
+
+from jumpdenoise.config import ExecutorConfig
+from jumpdenoise.errors import ConfigError
+from jumpdenoise.executors import make_executor
+from jumpdenoise.executors.dask import DaskExecutor, worker_lifetime
+from jumpdenoise.executors.local import LocalExecutor
+from jumpdenoise.stages.base import Unit
+
+
+def square_or_fail(unit: Unit) -> int:
+    """Test unit function: fails on key u3, kills its worker process on key die."""
+    if unit.key == "u3":
+        raise ValueError("unit u3 is bad")
+    if unit.key == "die":
+        os._exit(13)
+    return int(unit.key[1:]) ** 2
+
+
+def record_in_flight(unit: Unit) -> int:
+    """Test unit function: records how many units run at once (marker files in items[0])."""
+    folder = Path(unit.items[0])
+    mine = folder / unit.key
+    mine.touch()
+    running = len(list(folder.iterdir()))
+    time.sleep(0.05)
+    mine.unlink()
+    return running
+
+
+def units(keys) -> list[Unit]:
+    return [Unit(stage="test", key=k, items=[]) for k in keys]
+
+
+def test_outcomes_in_order_failures_isolated_and_dead_worker(capsys):
+    keys = [f"u{i}" for i in range(8)] + ["die"]
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with DaskExecutor(ExecutorConfig(kind="dask", workers=2), dashboard_address=":0") as ex:
+            outcomes = ex.map(square_or_fail, units(keys), label="squares")
+    assert [o.key for o in outcomes] == keys
+    assert [o.value for o in outcomes[:3]] == [0, 1, 4] and outcomes[7].value == 49
+    assert not outcomes[3].ok and "unit u3 is bad" in outcomes[3].error
+    assert not outcomes[-1].ok and "KilledWorker" in outcomes[-1].error
+    assert all(o.ok for i, o in enumerate(outcomes[:-1]) if i != 3)
+    assert "Dask dashboard: http://" in capsys.readouterr().err
+
+
+def test_window_bounds_units_in_flight(tmp_path):
+    cfg = ExecutorConfig(kind="dask", workers=2, threads_per_worker=4, dask_window=1)
+    with DaskExecutor(cfg, dashboard_address=":0", quiet=True) as ex:
+        outcomes = ex.map(record_in_flight, [Unit(stage="t", key=f"k{i}", items=[str(tmp_path)]) for i in range(16)])
+    assert all(o.ok for o in outcomes)
+    # 8 worker threads could run 8 units at once; the window (2 workers x 1) allows 2
+    assert max(o.value for o in outcomes) <= 2
+
+
+def test_make_executor_kinds():
+    assert isinstance(make_executor(ExecutorConfig(kind="local", workers=3)), LocalExecutor)
+    ex = make_executor(ExecutorConfig(kind="dask", workers=1))
+    assert isinstance(ex, DaskExecutor) and ex.client is None  # the cluster starts on first use
+    bad = ExecutorConfig.model_construct(kind="nope", workers=1)
+    with pytest.raises(ConfigError, match="nope"):
+        make_executor(bad)
+
+
+@pytest.mark.parametrize("walltime", [3, 10, 60, 720])
+def test_slurm_worker_lifetime_ends_before_walltime(walltime):
+    lifetime, stagger = worker_lifetime(walltime)
+    assert 1 <= lifetime and lifetime + stagger < walltime
