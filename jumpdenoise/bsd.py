@@ -262,23 +262,21 @@ def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray]
 
 
 def denoise_set(model_or_run: object, noisy: Mapping[str, np.ndarray], *, tta: bool = False,
-                tile_size: int = 256, overlap: int = 48, batch_size: int = 8) -> dict[str, np.ndarray]:
+                tile_size: int | None = 256, overlap: int | None = 48, batch_size: int = 8,
+                device: str = "auto") -> dict[str, np.ndarray]:
     """Denoise every image of ``noisy`` with one model (a run folder, checkpoint or loaded model).
 
-    ``tta=True`` averages the 8 flips/rotations (:func:`dihedral_average`), 8x the compute.
+    ``tta=True`` averages the 8 flips/rotations (the predictor's built-in test-time augmentation,
+    the same average as :func:`dihedral_average`), 8x the compute. ``device="auto"`` uses a GPU when
+    there is one.
     """
     from jumpdenoise.predict.arrays import denoise_array
     from jumpdenoise.predict.model import load_model
 
-    model = load_model(model_or_run) if isinstance(model_or_run, (str, Path)) else model_or_run
-
-    def one(img: np.ndarray) -> np.ndarray:
-        return denoise_array(model, img, tile_size=tile_size, overlap=overlap, batch_size=batch_size)
-
-    out = {}
-    for name, img in noisy.items():
-        out[name] = dihedral_average(one, img) if tta else np.asarray(one(img), dtype=np.float32)
-    return out
+    model = load_model(model_or_run, device)
+    return {name: np.asarray(denoise_array(model, img, tile_size=tile_size, overlap=overlap,
+                                           batch_size=batch_size, tta=tta), dtype=np.float32)
+            for name, img in noisy.items()}
 
 
 # --------------------------------------------------------------------------- report

@@ -175,3 +175,150 @@ class RunStatus:
     @property
     def done(self) -> bool:
         return bool(self.stages) and all(s.state == "done" for s in self.stages)
+
+
+# ----------------------------------------------------------------------------- status
+
+_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+def _task_log(log_dir: str | None, job_id: str) -> str | None:
+    if not log_dir:
+        return None
+    from submitit.core.utils import JobPaths
+
+    return str(JobPaths(Path(log_dir), job_id=job_id, task_id=0).stderr)
+
+
+def _job_failure(kind: str, job_id: str, state: str, log: str | None) -> str:
+    from jumpdenoise.executors.slurm import tail
+
+    text = tail(log)
+    return f"{kind} job {job_id} {state}" + (f" (log {log})" if log else "") + (f":\n{text}" if text else "")
+
+
+def collect_status(workdir: str | Path) -> RunStatus:
+    """Per stage: state, units (done/failed/running/pending), job states and failure logs.
+
+    One ``sacct`` call covers every job of the run (SLURM runs); a unit's own record wins
+    over its task's state, except records older than the stage's latest plan.
+
+    Raises
+    ------
+    ConfigError
+        If ``workdir`` holds no ``pipeline_state.json``.
+    """
+    from jumpdenoise.errors import ConfigError
+    from jumpdenoise.executors.slurm import ACTIVE_STATES, poll_states
+
+    rf = RunFolder(Path(workdir).absolute())
+    st = rf.state()
+    if not st:
+        raise ConfigError(f"{rf.workdir}: no {STATE_FILE}; not a pipeline run folder "
+                          "(made by `jumpdenoise run` or `jumpdenoise submit`)")
+    slurm = st.get("executor") == "slurm"
+    jobs: dict = st.get("jobs") or {}
+    names = [s["name"] for s in st.get("stages", [])]
+    plans = {n: rf.plan(n) for n in names}
+    ids = [j for n in names for j in (jobs.get(n) or {}).values()]
+    ids += [a["job_id"] for p in plans.values() if p for a in p.get("arrays", [])]
+    states = poll_states(ids) if slurm and ids else {}
+    log_dir = st.get("log_dir")
+    stages = []
+    for name in names:
+        plan, control = plans[name], jobs.get(name) or {}
+        stage = StageStatus(name, "not started")
+        task_of: dict[int, str] = {}
+        for arr in (plan or {}).get("arrays", []):
+            for k in range(arr["count"]):
+                task_of[arr["first"] + k] = f"{arr['job_id']}_{k}" if arr.get("array", True) else arr["job_id"]
+        for i, u in enumerate((plan or {}).get("units", [])):
+            stage.units.append(_unit_status(rf, name, u["key"], plan, task_of.get(i), states, log_dir))
+        for job_id in set(control.values()) | {t for t in task_of.values()}:
+            stage.jobs[job_id] = states.get(job_id, "UNKNOWN")
+        for kind in ("prepare", "finalize"):
+            job_id = control.get(kind)
+            state = states.get(job_id or "", "")
+            if job_id and state and state not in ACTIVE_STATES and state != "COMPLETED":
+                if kind == "finalize" and job_id == control.get("prepare"):
+                    continue
+                stage.notes.append(_job_failure(kind, job_id, state, _task_log(log_dir, job_id)))
+        stage.state = _stage_state(rf, name, stage, plan, control, states)
+        stages.append(stage)
+    return RunStatus(rf.workdir, st.get("executor", "?"), stages)
+
+
+def _unit_status(rf: RunFolder, stage: str, key: str, plan: dict, task: str | None, states: dict,
+                 log_dir: str | None) -> UnitStatus:
+    from jumpdenoise.executors.slurm import ACTIVE_STATES, tail
+
+    rec = rf.unit(stage, key)
+    if rec and rec.get("finished_at", "") < plan.get("planned_at", ""):
+        rec = None  # a record of an earlier submission
+    if rec:
+        return UnitStatus(key, "done" if rec.get("ok") else "failed", rec.get("job_id") or task,
+                          rec.get("log"), rec.get("error"))
+    if task is None:
+        return UnitStatus(key, "not run")
+    state = states.get(task, "PENDING")
+    log = _task_log(log_dir, task)
+    if state == "PENDING":
+        return UnitStatus(key, "pending", task, log)
+    if state in _RUNNING or state in ACTIVE_STATES:
+        return UnitStatus(key, "running", task, log)
+    if state == "COMPLETED":
+        return UnitStatus(key, "done", task, log)
+    text = tail(log)
+    return UnitStatus(key, "failed", task, log, f"task {task} {state}" + (f":\n{text}" if text else ""))
+
+
+def _stage_state(rf: RunFolder, name: str, stage: StageStatus, plan: dict | None, control: dict,
+                 states: dict) -> str:
+    from jumpdenoise.executors.slurm import ACTIVE_STATES
+
+    if rf.is_done(name):
+        return "done"
+    job_states = [states.get(j, "UNKNOWN") for j in stage.jobs]
+    if any(s in _RUNNING for s in job_states) or stage.count("running"):
+        return "running"
+    if stage.failed or stage.notes:
+        return "failed"
+    if any(s in ACTIVE_STATES for s in job_states if s != "UNKNOWN") or stage.count("pending"):
+        return "pending"
+    if control and all(states.get(j) == "CANCELLED" for j in control.values()):
+        return "cancelled"
+    return "incomplete" if plan else "not started"
+
+
+def format_status(status: RunStatus, error_lines: int = 8) -> str:
+    """Human-readable status: one line per stage, then each failed unit with log and error."""
+    lines = [f"run {status.workdir} ({status.executor})"]
+    for s in status.stages:
+        counts = ", ".join(f"{s.count(k)} {k}" for k in ("done", "running", "pending", "failed", "not run")
+                           if s.count(k))
+        jobs = f"  jobs {' '.join(sorted(s.jobs, key=lambda j: (len(j), j)))}" if s.jobs else ""
+        lines.append(f"  {s.name:<15} {s.state:<12} {len(s.units)} unit(s){': ' + counts if counts else ''}{jobs}")
+    for s in status.stages:
+        for u in s.failed:
+            lines.append(f"FAILED {s.name} unit {u.key}" + (f" (job {u.job_id})" if u.job_id else ""))
+            if u.log:
+                lines.append(f"  log: {u.log}")
+            for ln in (u.error or "").splitlines()[-error_lines:]:
+                lines.append(f"  | {ln}")
+        for note in s.notes:
+            head, *rest = note.splitlines()
+            lines.append(f"FAILED {s.name} {head}")
+            lines += [f"  | {ln}" for ln in rest[-error_lines:]]
+    if status.active_jobs:
+        lines.append(f"{len(status.active_jobs)} job(s) queued or running")
+    elif status.done:
+        lines.append("all stages done")
+    return "\n".join(lines)
+
+
+def cancel_run(workdir: str | Path) -> list[str]:
+    """``scancel`` every queued or running job of the run; returns their ids."""
+    from jumpdenoise.executors.slurm import cancel_jobs
+
+    active = collect_status(workdir).active_jobs
+    return cancel_jobs(active)

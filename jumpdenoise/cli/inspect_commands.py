@@ -22,6 +22,22 @@ def _stats_table(stats: dict, title: str):
     return table
 
 
+def _console():
+    """A rich console; wide enough for the statistics table when output is not a terminal."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _codec_text(codec) -> str:
+    """``blosc zstd clevel 3 bitshuffle`` for a Blosc codec, the class name otherwise."""
+    if type(codec).__name__ == "BloscCodec":
+        return f"blosc {codec.cname.value} clevel {codec.clevel} {codec.shuffle.value}"
+    return type(codec).__name__
+
+
 def _fmt(v) -> str:
     if v is None:
         return "-"
@@ -33,12 +49,10 @@ def _fmt(v) -> str:
 @app.command()
 def info(plate: Path = typer.Argument(..., help="OME-Zarr HCS plate (PLATE.zarr).")) -> None:
     """Describe a plate: wells, fields, channels, shape, dtype, chunking and statistics."""
-    from rich.console import Console
-
     from jumpdenoise.io.ngff import field_array, plate_info
 
     pi = plate_info(plate)
-    console = Console()
+    console = _console()
     first_well = next(iter(pi.wells))
     arr = field_array(pi.path, first_well, pi.wells[first_well][0])
     fields_per_well = sorted({len(f) for f in pi.wells.values()})
@@ -49,7 +63,7 @@ def info(plate: Path = typer.Argument(..., help="OME-Zarr HCS plate (PLATE.zarr)
     console.print(f"field shape (c, y, x): {tuple(arr.shape)}  dtype: {pi.dtype}  "
                   f"pixel size: {pi.pixel_size_um if pi.pixel_size_um is not None else 'unknown'} um  "
                   f"levels: {pi.n_levels}")
-    codecs = [type(c).__name__ for c in (arr.compressors or ())]
+    codecs = [_codec_text(c) for c in (arr.compressors or ())]
     console.print(f"chunks: {tuple(arr.chunks)}  shards: {tuple(arr.shards) if arr.shards else 'none'}  "
                   f"codecs: {', '.join(codecs) or 'none'}")
     if pi.statistics:
@@ -65,8 +79,6 @@ def stats(
     workers: int = typer.Option(1, "--workers", min=1, help="Local processes reading wells."),
 ) -> None:
     """Recompute per-channel statistics of a plate and store them (attrs, CSV, display windows)."""
-    from rich.console import Console
-
     from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.io.ngff import write_statistics_csv
     from jumpdenoise.stages.stats import compute_statistics
@@ -74,4 +86,4 @@ def stats(
     result = compute_statistics(plate, executor=LocalExecutor(workers))
     if csv is not None:
         write_statistics_csv(result, csv)
-    Console().print(_stats_table(result, f"statistics of {plate}"))
+    _console().print(_stats_table(result, f"statistics of {plate}"))

@@ -158,12 +158,11 @@ class ChannelStats:
         return self
 
     def merge_arrays(self, arrays: Mapping[str, np.ndarray]) -> "ChannelStats":
-        """Merge statistics stored by :meth:`to_arrays` (fast: adds the trimmed histogram
-        in place, no full histogram is built)."""
+        """Merge statistics stored by :meth:`to_arrays` (fast: adds the sparse histogram in
+        place, no intermediate full histogram is built)."""
         vr = np.asarray(arrays["value_range"])
         self._check_compatible(str(arrays["dtype"]), str(arrays["scheme"]), tuple(vr.tolist()) if vr.size else None)
-        start, hist = int(arrays["hist_start"]), np.asarray(arrays["hist"])
-        self.hist[start:start + hist.size] += hist
+        self.hist[np.asarray(arrays["hist_bins"], dtype=np.intp)] += np.asarray(arrays["hist_counts"])
         _, lo, hi, mean, m2 = (float(v) for v in arrays["moments"])
         self._add_moments(int(arrays["count"]), mean, m2, lo, hi)
         return self
@@ -194,24 +193,24 @@ class ChannelStats:
         return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's _lerp
 
     def summary(self, percentiles: Sequence[float] = PERCENTILES) -> dict:
-        """``{"count", "min", "max", "mean", "std", "p0.1", ...}`` as plain Python numbers."""
+        """``{"count", "min", "max", "mean", "std", "p0.1", ...}`` as plain Python numbers
+        (``None`` where undefined, e.g. no finite pixel: the result is valid JSON)."""
         out: dict = {"count": int(self.count), "min": _num(self.min), "max": _num(self.max),
-                     "mean": float(self.mean) if self.count else float("nan"), "std": self.std}
+                     "mean": _float(self.mean if self.count else np.nan), "std": _float(self.std)}
         for q, v in zip(percentiles, self.percentiles(percentiles)):
-            out[percentile_key(q)] = float(v)
+            out[percentile_key(q)] = _float(v)
         return out
 
     # ------------------------------------------------------------------ (de)serialise
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Arrays for an ``.npz`` marker; the histogram is trimmed to its non-empty span."""
-        nz = np.flatnonzero(self.hist)
-        start, stop = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        """Arrays for an ``.npz`` marker; the histogram is stored sparse (non-empty bins only)."""
+        bins = np.flatnonzero(self.hist)
         return {
             "dtype": np.array(self.dtype.str), "scheme": np.array(self.scheme),
             "value_range": np.array(self.value_range or (), dtype=np.float64),
             "moments": np.array([self.count, self.min, self.max, self.mean, self.m2], dtype=np.float64),
             "count": np.array(self.count, dtype=np.int64),
-            "hist_start": np.array(start, dtype=np.int64), "hist": self.hist[start:stop].copy(),
+            "hist_bins": bins.astype(np.uint32), "hist_counts": self.hist[bins],
         }
 
     @classmethod
@@ -219,6 +218,10 @@ class ChannelStats:
         """Rebuild statistics written by :meth:`to_arrays`."""
         vr = np.asarray(arrays["value_range"])
         return cls(str(arrays["dtype"]), tuple(vr.tolist()) if vr.size else None).merge_arrays(arrays)
+
+
+def _float(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
 
 
 def _num(v: float) -> float | int | None:
@@ -277,36 +280,45 @@ def merge_partials(partials: Mapping[str, Mapping[str, np.ndarray]], channels: S
                    percentiles: Sequence[float] = PERCENTILES) -> dict:
     """Merge field (``"A01-0"``) or well (``"A01"``) partials into plate and per-well summaries.
 
+    Keys are visited in sorted order and each well is summarised as soon as its partials
+    are merged, so memory holds two accumulators whatever the plate size; ``partials`` may
+    be a lazy mapping that loads each payload in ``__getitem__`` (e.g. from markers).
+
     Returns
     -------
     dict
         ``{"version", "percentiles", "dtype", "histogram", "plate": {channel: summary},
         "wells": {well: {channel: summary}}}`` (see ``docs/FORMATS.md``).
     """
+    from itertools import groupby
+
     if not partials:
         raise ValueError("no partial statistics to merge")
-    wells: dict[str, dict[str, ChannelStats]] = {}
-    for key in sorted(partials):
-        payload = partials[key]
-        names = [str(c) for c in np.atleast_1d(payload["channels"])]
-        acc = wells.setdefault(well_of_key(key), {})
+    wells: dict[str, dict] = {}
+    plate: dict[str, ChannelStats] = {}
+    for well, keys in groupby(sorted(partials), key=well_of_key):
+        acc: dict[str, ChannelStats] = {}
+        for key in keys:
+            payload = partials[key]
+            names = [str(c) for c in np.atleast_1d(payload["channels"])]
+            for ch in channels:
+                if ch not in names:
+                    raise ValueError(f"partial statistics {key} lack channel {ch!r} (have {names})")
+                prefix = f"c{names.index(ch)}."
+                arrays = {k[len(prefix):]: v for k, v in payload.items() if k.startswith(prefix)}
+                if ch not in acc:
+                    vr = np.asarray(arrays["value_range"])
+                    acc[ch] = ChannelStats(str(arrays["dtype"]), tuple(vr.tolist()) if vr.size else None)
+                acc[ch].merge_arrays(arrays)
+        wells[well] = {ch: acc[ch].summary(percentiles) for ch in channels}
         for ch in channels:
-            if ch not in names:
-                raise ValueError(f"partial statistics {key} lack channel {ch!r} (have {names})")
-            i = names.index(ch)
-            arrays = {name: payload[f"c{i}.{name}"] for name in ("dtype", "scheme", "value_range", "moments",
-                                                                 "count", "hist_start", "hist")}
-            if ch not in acc:
-                vr = np.asarray(arrays["value_range"])
-                acc[ch] = ChannelStats(str(arrays["dtype"]), tuple(vr.tolist()) if vr.size else None)
-            acc[ch].merge_arrays(arrays)
-    plate = merge_stats(list(wells.values()), channels)
-    first = next(iter(plate.values()))
+            plate.setdefault(ch, ChannelStats(acc[ch].dtype, acc[ch].value_range)).merge(acc[ch])
+    first = plate[channels[0]]
     return {
         "version": STATS_VERSION,
         "percentiles": [float(q) for q in percentiles],
         "dtype": first.dtype.name,
         "histogram": first.scheme,
         "plate": {ch: plate[ch].summary(percentiles) for ch in channels},
-        "wells": {w: {ch: st[ch].summary(percentiles) for ch in channels} for w, st in wells.items()},
+        "wells": wells,
     }

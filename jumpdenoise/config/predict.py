@@ -1,11 +1,122 @@
-"""Configuration of tiled prediction (owned by the predict stage)."""
+"""Configuration of prediction (the ``predict`` section of the config tree).
+
+The input plate is ``paths.raw_plate``, the output ``paths.denoised_plate``, and the model
+``predict.model`` (default ``paths.run_dir``).
+
+Output dtype:
+
+``"float32"``
+    The denormalised network output, unchanged (default; lossless).
+``"source"``
+    The source plate's dtype (e.g. uint16): the denormalised output is rounded to the
+    nearest integer (halves to even, ``numpy.rint``), clipped to the dtype's range (e.g.
+    0..65535) and cast. Half the storage of float32; denoised values below 0 or above the
+    range are lost.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class PredictConfig(BaseModel):
-    """Placeholder, filled by the predict stage."""
+    """How a plate is denoised.
 
-    model_config = ConfigDict(extra="allow")
+    Attributes
+    ----------
+    model
+        Run folder, ``.ckpt`` or BioImage Model Zoo ``.zip`` (default: ``paths.run_dir``).
+    checkpoint
+        Run folders: ``"best"`` (best.json, else last.ckpt), ``"last"`` or a path.
+    wells
+        Wells to denoise (default: all). The output plate holds only these wells.
+    fields
+        Field indices to denoise in each well (default: all). Other fields of the
+        selected wells stay empty (zeros) in the output and are not marked done.
+    tile_size
+        Tile side in pixels (rounded up to the network's stride); ``None`` predicts whole
+        fields (fastest when they fit in memory: no overlap is computed twice).
+    overlap
+        Tile overlap; ``None`` takes the smallest one giving exact stitching (twice the
+        model's measured receptive-field radius, rounded up to the stride).
+    blending
+        ``"crop"`` keeps the centre of each tile; ``"blend"`` mixes neighbours with cosine
+        ramps outside a guard band of one receptive-field radius. Both are exact when the
+        overlap is large enough.
+    batch_size
+        Tiles per forward pass (one field's tiles per batch; the last batch is padded).
+    dtype
+        ``"float32"`` or ``"source"`` (see the module docstring).
+    bf16
+        bfloat16 autocast on the device (faster; the output differs slightly from fp32).
+    compile
+        ``torch.compile`` the network (slow first call, faster after).
+    tta
+        Test-time augmentation: average over the 8 flips/rotations (8x the compute).
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    wells_per_unit
+        Wells per parallel unit (one SLURM array task / Dask task each).
+    prefetch
+        Fields read ahead while the device computes (and fields waiting to be written).
+    io_threads
+        Threads reading and writing fields (default: up to 8, from the CPUs available).
+    overwrite
+        Replace an existing output. Without it, an output prepared by the same model and
+        settings is resumed; any other existing output is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Path | None = None
+    checkpoint: str | None = None
+    wells: list[str] | None = None
+    fields: list[int] | None = None
+    tile_size: int | None = Field(default=None, ge=16)
+    overlap: int | None = Field(default=None, ge=0)
+    blending: Literal["crop", "blend"] = "crop"
+    batch_size: int = Field(default=8, ge=1)
+    dtype: Literal["float32", "source"] = "float32"
+    bf16: bool = False
+    compile: bool = False
+    tta: bool = False
+    device: str = "auto"
+    wells_per_unit: int = Field(default=8, ge=1)
+    prefetch: int = Field(default=2, ge=1, le=64)
+    io_threads: int | None = Field(default=None, ge=1, le=64)
+    overwrite: bool = False
+
+    @field_validator("wells")
+    @classmethod
+    def _canonical_wells(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from jumpdenoise.io.layout import split_well, well_id
+
+        out = []
+        for w in value:
+            try:
+                out.append(well_id(*split_well(str(w))))
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+        if not out:
+            raise ValueError("an empty list selects no well (leave it out to select all)")
+        return out
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or min(value) < 0):
+            raise ValueError(f"field indices must be >= 0 and at least one, got {value}")
+        return None if value is None else sorted(set(value))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        v = value.strip().lower()
+        if v not in ("auto", "cpu", "cuda", "mps") and not v.startswith("cuda:"):
+            raise ValueError(f"unknown device {value!r} (auto, cpu, cuda, cuda:N)")
+        return v

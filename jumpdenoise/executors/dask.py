@@ -199,7 +199,7 @@ def _slurm_cluster(cfg: ExecutorConfig, dashboard_address: str) -> Any:
         interface=cfg.dask_interface,
         log_directory=str(cfg.log_dir) if cfg.log_dir else None,
         worker_extra_args=["--lifetime", f"{lifetime_min}m", "--lifetime-stagger", f"{stagger_min}m"],
-        dashboard_address=dashboard_address,
+        scheduler_options={"dashboard_address": dashboard_address},
         silence_logs="error",
     )
     # adapt (not scale): workers retired at the end of their lifetime are replaced by new jobs

@@ -151,11 +151,11 @@ class SlurmExecutor(Executor):
 
     # -- submission -------------------------------------------------------------------
     def _executor(self, prof: SlurmProfile, *, name: str, dependency: Sequence[str] | None,
-                  gpus: int, nodes: int = 1, tasks_per_node: int = 1) -> Any:
+                  gpus: int, nodes: int = 1, tasks_per_node: int = 1, extra: dict | None = None) -> Any:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         ex = submitit.AutoExecutor(folder=self.log_dir, cluster="slurm",
                                    slurm_max_num_timeout=prof.max_num_timeout)
-        additional: dict[str, Any] = {str(k): v for k, v in prof.extra.items()}
+        additional: dict[str, Any] = {str(k): v for k, v in {**prof.extra, **(extra or {})}.items()}
         dep = dependency_string(dependency)
         if dep:
             additional["dependency"] = dep
@@ -216,11 +216,15 @@ class SlurmExecutor(Executor):
                 raise ClusterError(f"sbatch of {name} ({len(chunk)} tasks) failed: {exc}") from exc
         return jobs
 
-    def submit_one(self, fn: Callable[..., Any], *args: Any, name: str,
-                   dependency: Sequence[str] | None = None, stage: str | None = None, gpus: bool = False) -> Any:
-        """Submit ``fn(*args)`` as one single-task job, without waiting; returns the job."""
+    def submit_one(self, fn: Callable[..., Any], *args: Any, name: str, dependency: Sequence[str] | None = None,
+                   stage: str | None = None, gpus: bool = False, extra: dict | None = None) -> Any:
+        """Submit ``fn(*args)`` as one single-task job, without waiting; returns the job.
+
+        ``extra`` adds sbatch options for this job only (e.g. ``{"hold": True}``).
+        """
         prof = self._profile(stage)
-        ex = self._executor(prof, name=name, dependency=dependency, gpus=prof.gpus_per_node if gpus else 0)
+        ex = self._executor(prof, name=name, dependency=dependency, gpus=prof.gpus_per_node if gpus else 0,
+                            extra=extra)
         try:
             return ex.submit(fn, *args)
         except Exception as exc:

@@ -16,7 +16,6 @@ import copy
 import csv
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jumpdenoise.errors import OutputExistsError, PlateError
+from jumpdenoise.io.ngff_markers import SIDECAR, clear_done, done_keys, field_key, is_done, load_done, mark_done
 from jumpdenoise.io.ngff_meta import (
     LAYOUT_VERSION,
     STORAGE_KEYS,
@@ -49,8 +49,6 @@ __all__ = [
     "field_key", "is_done", "load_done", "mark_done", "plate_info", "read_field",
     "validate_plate", "write_field", "write_statistics",
 ]
-
-SIDECAR = ".jumpdenoise"
 
 
 def plate_info(plate: str | Path) -> PlateInfo:
@@ -85,8 +83,10 @@ def _create(
     path: Path, *, name: str, n_rows: int, n_columns: int, fields: dict[str, list[int]],
     sites: dict[str, list[int | None]], channels: list[str], shape_yx: tuple[int, int], dtype: str,
     pixel_size_um: float | None, storage: dict, jd_attrs: dict, overwrite: bool,
+    sidecar: dict[str, str] | None = None,
 ) -> None:
-    """Write the whole hierarchy (groups + empty arrays) with zarr's concurrent create_hierarchy."""
+    """Write the whole hierarchy (groups + empty arrays) with zarr's concurrent create_hierarchy,
+    then the ``sidecar`` files (name -> text, under ``.jumpdenoise/``), then the plate metadata."""
     import zarr
     from zarr.core.group import GroupMetadata
     from zarr.storage import LocalStore
@@ -95,10 +95,11 @@ def _create(
     n_levels = 1 + int(storage.get("pyramid_levels") or 0)
     shapes = level_shapes(shape_yx, n_levels)
     arrays = [array_metadata((len(channels), y, x), dtype, storage) for y, x in shapes]
-    jd = {"layout_version": LAYOUT_VERSION, "name": name, "channels": list(channels), "dtype": dtype,
-          "shape_yx": [int(s) for s in shape_yx], "pixel_size_um": pixel_size_um,
-          "storage": {k: storage.get(k) for k in STORAGE_KEYS}, "fields": fields, **jd_attrs}
-    nodes: dict[str, Any] = {"": GroupMetadata(attributes=plate_attrs(name, n_rows, n_columns, fields, jd))}
+    jd = {**jd_attrs, "layout_version": LAYOUT_VERSION, "name": name, "channels": list(channels),
+          "dtype": dtype, "shape_yx": [int(s) for s in shape_yx], "pixel_size_um": pixel_size_um,
+          "storage": {k: storage.get(k) for k in STORAGE_KEYS}, "fields": fields}
+    root_attrs = plate_attrs(name, n_rows, n_columns, fields, jd)  # checked before anything is written
+    nodes: dict[str, Any] = {"": GroupMetadata(attributes={})}
     for row in sorted({well_path(w).split("/")[0] for w in fields}):
         nodes[row] = GroupMetadata(attributes={})
     for w, fs in fields.items():
@@ -109,9 +110,14 @@ def _create(
                 f"{name}/{w}/{f}", channels, dtype, n_levels, pixel_size_um, site))
             for lv, meta in enumerate(arrays):
                 nodes[f"{wp}/{f}/{lv}"] = meta
-    for _ in zarr.create_hierarchy(store=LocalStore(path), nodes=nodes, overwrite=False):
+    store = LocalStore(path)
+    for _ in zarr.create_hierarchy(store=store, nodes=nodes, overwrite=False):
         pass
     (path / SIDECAR).mkdir(exist_ok=True)
+    for fname, text in (sidecar or {}).items():
+        (path / SIDECAR / fname).write_text(text)
+    # the plate metadata last: a creation killed midway leaves no plate that plate_info accepts
+    zarr.open_group(store, mode="r+").update_attributes(root_attrs)
 
 
 def create_plate(
@@ -148,8 +154,7 @@ def create_plate(
     _create(path, name=layout.name, n_rows=layout.n_rows, n_columns=layout.n_columns, fields=fields,
             sites=sites, channels=layout.channel_names, shape_yx=tuple(layout.shape), dtype=layout.dtype,
             pixel_size_um=layout.pixel_size_um, storage=convert.model_dump(), jd_attrs=jd,
-            overwrite=overwrite)
-    layout.save(path / SIDECAR / "layout.json")
+            overwrite=overwrite, sidecar={"layout.json": layout.model_dump_json(indent=1)})
 
 
 def create_plate_like(
@@ -189,13 +194,12 @@ def create_plate_like(
     jd = {k: v for k, v in src.attrs.items()
           if k not in ("statistics", "provenance", "fields", "storage", "channels", "dtype", "kind")}
     jd.update({"kind": kind, "derived_from": str(src.path), **(extra_attrs or {})})
+    layout = src.path / SIDECAR / "layout.json"
     _create(dst, name=src.name, n_rows=src.n_rows or 16, n_columns=src.n_columns or 24,
             fields={w: list(src.wells[w]) for w in keep_wells}, sites=sites, channels=keep_channels,
             shape_yx=src.shape_yx, dtype=str(np.dtype(dtype)), pixel_size_um=src.pixel_size_um,
-            storage=storage, jd_attrs=jd, overwrite=overwrite)
-    layout = src.path / SIDECAR / "layout.json"
-    if layout.is_file():
-        shutil.copyfile(layout, dst / SIDECAR / "layout.json")
+            storage=storage, jd_attrs=jd, overwrite=overwrite,
+            sidecar={"layout.json": layout.read_text()} if layout.is_file() else None)
 
 
 def _site(info: PlateInfo, well: str, field: int) -> int | None:
@@ -290,79 +294,6 @@ def write_field(
         field_array(plate, well, field, lv)[...] = level_data
 
 
-# ----------------------------------------------------------------------------- markers
-
-
-def field_key(well: str, field: int) -> str:
-    """Completion-marker key of a field: ``field_key("A01", 0) == "A01-0"``."""
-    return f"{well}-{int(field)}"
-
-
-def _marker(plate: str | Path, key: str, namespace: str) -> Path:
-    if not key or "/" in key or key.startswith("."):
-        raise ValueError(f"invalid marker key {key!r}")
-    return Path(plate) / SIDECAR / namespace / f"{key}.npz"
-
-
-def mark_done(plate: str | Path, key: str, payload: dict[str, np.ndarray] | None = None,
-              namespace: str = "done") -> None:
-    """Record unit ``key`` as complete, atomically (temporary file, fsync, rename).
-
-    Call only after the unit's data are written. ``payload`` (arrays, e.g. partial
-    statistics) is stored in the marker and returned by :func:`load_done`.
-    """
-    target = _marker(plate, key, namespace)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **(payload or {}))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def is_done(plate: str | Path, key: str, namespace: str = "done") -> bool:
-    """Whether unit ``key`` has a completion marker."""
-    return _marker(plate, key, namespace).is_file()
-
-
-def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str, np.ndarray]:
-    """The payload stored by :func:`mark_done` (raises :class:`PlateError` if there is none)."""
-    path = _marker(plate, key, namespace)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise PlateError(f"{path}: no completion marker for {key}") from None
-    except (OSError, ValueError) as exc:
-        raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
-
-
-def done_keys(plate: str | Path, namespace: str = "done") -> set[str]:
-    """Keys of every completed unit in ``namespace``."""
-    folder = Path(plate) / SIDECAR / namespace
-    if not folder.is_dir():
-        return set()
-    return {n[:-4] for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith(".")}
-
-
-def clear_done(plate: str | Path, key: str | None = None, namespace: str = "done") -> None:
-    """Remove the marker of ``key``, or every marker of ``namespace`` when ``key`` is None."""
-    if key is None:
-        shutil.rmtree(Path(plate) / SIDECAR / namespace, ignore_errors=True)
-    else:
-        _marker(plate, key, namespace).unlink(missing_ok=True)
-
-
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -379,14 +310,20 @@ def _update_group_attrs(group_dir: Path, update) -> None:
 
 
 def display_window(summary: dict, dtype: str) -> dict:
-    """omero ``window`` of a channel: start/end = p0.1/p99.9, min/max = dtype range (integers)
-    or the data range (floats)."""
+    """omero ``window`` of a channel from its plate-level summary.
+
+    ``start``/``end`` = ``p0.1``/``p99.9`` (the data's ``min``/``max`` if those are equal);
+    ``min``/``max`` = the dtype range for integers, the data range for floats. A channel
+    without data keeps the dtype's window.
+    """
     lo, hi = dtype_window(dtype)
+    if summary.get("p0.1") is None or summary.get("p99.9") is None:
+        return {"min": lo, "max": hi, "start": lo, "end": hi}
     if np.dtype(dtype).kind == "f":
         lo, hi = float(summary["min"]), float(summary["max"])
     start, end = float(summary["p0.1"]), float(summary["p99.9"])
     if end <= start:
-        start, end = float(summary["min"]), float(max(summary["max"], summary["min"] + 1))
+        start, end = float(summary["min"]), float(summary["max"])
     return {"min": lo, "max": hi, "start": start, "end": end}
 
 

@@ -34,75 +34,87 @@ from jumpdenoise.io.tiff import probe
 __all__ = ["read_phenix", "read_phenix_files"]
 
 _FLATFIELD_NAME_RE = re.compile(r"ChannelName:\s*(.*?)\s*(?:,\s*[A-Za-z]\w*:|\}\s*$)", re.S)
-_IMAGE_KEYS = frozenset({
-    "URL", "Row", "Col", "FieldID", "PlaneID", "TimepointID", "ChannelID", "ChannelName", "State",
-    "ImageResolutionX", "ImageSizeX", "ImageSizeY", "MainExcitationWavelength", "MainEmissionWavelength",
-})
-_ENTRY_KEYS = _IMAGE_KEYS | {"FlatfieldProfile"}
+_CHANNEL_KEYS = (
+    "ChannelName", "ImageResolutionX", "ImageSizeX", "ImageSizeY", "MainExcitationWavelength",
+    "MainEmissionWavelength", "FlatfieldProfile",
+)
+_IMAGE_KEYS = ("ChannelID", "Row", "Col", "FieldID", "PlaneID", "TimepointID", "URL", "id")
 _PLATE_KEYS = ("PlateID", "Name", "PlateRows", "PlateColumns", "MeasurementID", "PlateTypeName")
 
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
+Facts = dict[str, tuple[str, "str | None"]]  # element name -> (text, Unit attribute)
 
 
-def _children(elem, keys: frozenset[str]) -> dict[str, tuple[str, str | None]]:
-    """Text (and ``Unit`` attribute) of the wanted children of ``elem``."""
+def _facts(elem, wanted: dict[str, str]) -> Facts:
+    """Text and ``Unit`` of the children of ``elem`` whose (namespaced) tag is in ``wanted``."""
     out = {}
     for child in elem:
-        name = _local(child.tag)
-        if name in keys:
-            out[name] = ((child.text or "").strip(), child.get("Unit"))
+        key = wanted.get(child.tag)
+        if key is not None:
+            out[key] = ((child.text or "").strip(), child.get("Unit"))
     return out
 
 
 def _parse_index(path: Path):
-    """One streaming pass over an Index XML.
+    """One streaming pass over an Index XML (``iterparse`` end events; elements cleared once read).
 
-    Returns ``(root_info, plate, entries, images)``: root attributes, plate facts, channel
-    entries by ChannelID (merged over all ``<Map>``s), and one dict per ``<Image>``.
+    Returns
+    -------
+    tuple
+        ``(root_info, plate, entries, channel_facts, images)``: root tag/version/instrument,
+        plate facts, ``<Map><Entry>`` facts by ChannelID (merged over all maps), facts of the
+        first ``<Image>`` of each ChannelID, and one tuple of ``_IMAGE_KEYS`` texts per image.
     """
     root_info: dict[str, str] = {}
     plate: dict[str, str] = {}
-    entries: dict[str, dict[str, tuple[str, str | None]]] = {}
-    images: list[dict[str, tuple[str, str | None]]] = []
-    stack: list = []
+    entries: dict[str, Facts] = {}
+    channel_facts: dict[str, Facts] = {}
+    images: list[tuple[str, ...]] = []
+    ns = None
+    elem = None
     try:
-        for event, elem in ET.iterparse(str(path), events=("start", "end")):
-            if event == "start":
-                if not stack:
-                    root_info["tag"] = elem.tag
-                    root_info["version"] = elem.get("Version", "")
-                stack.append(elem)
-                continue
-            stack.pop()
-            name = _local(elem.tag)
-            parent = _local(stack[-1].tag) if stack else ""
-            if name == "Image" and parent == "Images":
-                images.append(_children(elem, _IMAGE_KEYS))
-            elif name == "Entry" and parent == "Map":
+        for _, elem in ET.iterparse(str(path), events=("end",)):
+            if ns is None:
+                ns = elem.tag[: elem.tag.index("}") + 1] if elem.tag.startswith("{") else ""
+                t_image, t_entry, t_plate, t_well, t_instr = (ns + n for n in ("Image", "Entry", "Plate", "Well", "InstrumentType"))
+                w_image = {ns + k: k for k in _IMAGE_KEYS}
+                w_channel = {ns + k: k for k in _CHANNEL_KEYS}
+                w_plate = {ns + k: k for k in _PLATE_KEYS}
+            tag = elem.tag
+            if tag == t_image:
+                if len(elem) == 0:  # <Image id=.../> reference inside <Well>
+                    continue
+                values = dict.fromkeys(_IMAGE_KEYS, "")
+                for child in elem:
+                    key = w_image.get(child.tag)
+                    if key is not None:
+                        values[key] = (child.text or "").strip()
+                cid = values["ChannelID"]
+                images.append(tuple(values[k] for k in _IMAGE_KEYS))
+                if cid not in channel_facts:
+                    channel_facts[cid] = _facts(elem, w_channel)
+            elif tag == t_entry:
                 info = entries.setdefault(elem.get("ChannelID", ""), {})
-                for key, value in _children(elem, _ENTRY_KEYS).items():
+                for key, value in _facts(elem, w_channel).items():
                     info.setdefault(key, value)
-            elif name == "Plate" and parent == "Plates" and not plate:
-                plate = {k: v[0] for k, v in _children(elem, frozenset(_PLATE_KEYS)).items()}
-            elif name == "Well" and parent == "Wells":
-                pass  # image references only; every fact is on <Image>
-            elif name == "InstrumentType" and len(stack) == 1:
+            elif tag == t_plate and len(elem) and not plate:
+                plate = {k: v[0] for k, v in _facts(elem, w_plate).items()}
+            elif tag == t_instr:
                 root_info["instrument"] = (elem.text or "").strip()
-            else:
+            elif tag != t_well:
                 continue
-            # Drop what was read: keeps memory flat on 100,000+ images.
+            # Drop what was read (an emptied element stays in its parent: ~70 bytes).
             elem.clear()
-            if stack:
-                stack[-1].remove(elem)
     except ET.ParseError as exc:
         raise SourceError(f"{path}: not a valid Index XML ({exc})") from None
     except OSError as exc:
         raise SourceError(f"{path}: cannot read Index XML ({exc.strerror or exc})") from None
-    if _local(root_info.get("tag", "")) != "EvaluationInputData":
-        raise SourceError(f"{path}: not a Harmony Index XML (root element {root_info.get('tag')!r}, expected EvaluationInputData)")
-    return root_info, plate, entries, images
+    if elem is None or elem.tag != f"{ns}EvaluationInputData":
+        raise SourceError(
+            f"{path}: not a Harmony Index XML (root element {getattr(elem, 'tag', None)!r}, expected EvaluationInputData)"
+        )
+    root_info["namespace"] = ns.strip("{}")
+    root_info["version"] = elem.get("Version", "")
+    return root_info, plate, entries, channel_facts, images
 
 
 def _int(value: str, what: str, path: Path) -> int:
@@ -170,29 +182,15 @@ def read_phenix(
     index = path if path.is_file() else find_index(path)
     if index is None:
         raise SourceError(f"{path}: no Index.idx.xml or Index.xml found")
-    root_info, plate, entries, images = _parse_index(index)
+    root_info, plate, entries, channel_facts, images = _parse_index(index)
     channel_map = dict(channel_map or {})
-    folder = index.parent
+    folder = str(index.parent)
 
-    # Channel ids -> source names and wavelengths (image data first, then Maps).
+    # Channel facts: from the first <Image> of each channel (V5), then the Maps (V7).
     names: dict[str, str] = {}
     waves: dict[str, tuple[float | None, float | None]] = {}
     resolution = size_x = size_y = None
-    timepoints: set[int] = set()
-    planes: set[int] = set()
-    for img in images:
-        cid = img.get("ChannelID", ("", None))[0]
-        if "ChannelName" in img and cid not in names and img["ChannelName"][0]:
-            names[cid] = img["ChannelName"][0]
-        if cid not in waves and "MainExcitationWavelength" in img:
-            waves[cid] = (_float(img.get("MainExcitationWavelength")), _float(img.get("MainEmissionWavelength")))
-        if resolution is None:
-            resolution = _micrometres(img.get("ImageResolutionX"))
-        if size_x is None and "ImageSizeX" in img and "ImageSizeY" in img:
-            size_x, size_y = img["ImageSizeX"][0], img["ImageSizeY"][0]
-        timepoints.add(_int(img.get("TimepointID", ("0", None))[0], "TimepointID", index))
-        planes.add(_int(img.get("PlaneID", ("1", None))[0], "PlaneID", index))
-    for cid, info in entries.items():
+    for cid, info in list(channel_facts.items()) + list(entries.items()):
         if cid not in names:
             if info.get("ChannelName", ("", None))[0]:
                 names[cid] = info["ChannelName"][0]
@@ -207,34 +205,38 @@ def read_phenix(
         if size_x is None and "ImageSizeX" in info and "ImageSizeY" in info:
             size_x, size_y = info["ImageSizeX"][0], info["ImageSizeY"][0]
 
+    # images: tuples in _IMAGE_KEYS order (ChannelID, Row, Col, FieldID, PlaneID, TimepointID, URL, id)
+    timepoints = {_int(img[5] or "0", "TimepointID", index) for img in images}
+    planes = {_int(img[4] or "1", "PlaneID", index) for img in images}
     tp = timepoint if timepoint is not None else min(timepoints, default=0)
     pl = plane if plane is not None else min(planes, default=1)
+    tp_text, pl_text = str(tp), str(pl)
     final_names: dict[str, str] = {}
     table = PlaneTable(str(index))
     present = DirIndex()
-    channel_ids: set[str] = set()
     skipped = 0
     first_file = None
-    for img in images:
-        get = lambda k, d="": img.get(k, (d, None))[0]  # noqa: E731
-        if int(get("TimepointID", "0")) != tp or int(get("PlaneID", "1")) != pl:
-            skipped += 1
-            continue
-        cid = get("ChannelID")
-        if cid not in final_names:
+    rows: dict[str, str] = {}
+    for cid, row, col, field, img_plane, img_tp, url, img_id in images:
+        if (img_tp or "0") != tp_text or (img_plane or "1") != pl_text:
+            if int(img_tp or "0") != tp or int(img_plane or "1") != pl:  # e.g. "01"
+                skipped += 1
+                continue
+        name = final_names.get(cid)
+        if name is None:
             source_name = names.get(cid, f"ch{cid}")
-            final_names[cid] = channel_map.get(source_name, channel_map.get(f"ch{cid}", source_name))
-            channel_ids.add(cid)
-        url = get("URL")
+            name = final_names[cid] = channel_map.get(source_name, channel_map.get(f"ch{cid}", source_name))
         if not url:
-            raise SourceError(f"{index}: <Image> {get('id', '?')} has no <URL>")
+            raise SourceError(f"{index}: <Image> {img_id or '?'} has no <URL>")
         file = url if os.path.isabs(url) else os.path.join(folder, url)
-        row = row_from_number(_int(get("Row"), "Row", index))
+        letter = rows.get(row)
+        if letter is None:
+            letter = rows[row] = row_from_number(_int(row, "Row", index))
         exists = present.exists(file)
         if exists and first_file is None:
             first_file = file
-        table.add(row, _int(get("Col"), "Col", index), _int(get("FieldID"), "FieldID", index),
-                  final_names[cid], PlaneRef(path=file), exists)
+        table.add(letter, _int(col, "Col", index), _int(field, "FieldID", index), name, PlaneRef(path=file), exists)
+    channel_ids = set(final_names)
 
     ordered = sorted(channel_ids, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
     clash = _first_duplicate([final_names[c] for c in ordered])
@@ -251,7 +253,7 @@ def read_phenix(
     n_cols = int(plate["PlateColumns"]) if plate.get("PlateColumns", "").isdigit() else None
     metadata = {
         "index_path": str(index),
-        "index_namespace": root_info["tag"].partition("}")[0].lstrip("{"),
+        "index_namespace": root_info["namespace"],
         "index_version": root_info.get("version", ""),
         "instrument": root_info.get("instrument", ""),
         "plate_id": plate.get("PlateID", ""),

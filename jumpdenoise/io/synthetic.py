@@ -213,7 +213,8 @@ def write_index_xml(
     plate_shape
         (rows, columns) of the plate; default the smallest standard plate holding ``wells``.
     compact
-        Write only the elements a reader needs in each ``<Image>`` (for very large test files).
+        Harmony V7 style: channel name, size and resolution once per channel in ``<Maps>``
+        and only ids, URL and position in each ``<Image>`` (small files with many images).
 
     Returns
     -------
@@ -249,6 +250,13 @@ def write_index_xml(
                     f"Profile: {{Type: Identity}}, Quality: 1}}, Channel: {ch}, ChannelName: {escape(cname)}, "
                     "Foreground: {Character: Null, Profile: {Type: Identity}, Quality: 1}, Version: Acapella:2013}"
                     "</FlatfieldProfile>\n      </Entry>\n")
+        if compact:  # Harmony V7 style: channel facts in the Maps, not on every <Image>
+            f.write("    </Map>\n    <Map>\n")
+            for ch, cname in enumerate(channels, start=1):
+                f.write(f'      <Entry ChannelID="{ch}">\n        <ChannelName>{escape(cname)}</ChannelName>\n'
+                        f'        <ImageResolutionX Unit="m">{PIXEL_SIZE_M!r}</ImageResolutionX>\n'
+                        f"        <ImageSizeX>{size[1]}</ImageSizeX>\n        <ImageSizeY>{size[0]}</ImageSizeY>\n"
+                        "      </Entry>\n")
         f.write("    </Map>\n  </Maps>\n  <Images>\n")
         for r, c in wells:
             for fi in range(1, fields + 1):
@@ -359,8 +367,13 @@ def generate_plate(
         for t in tasks:
             _write_field(t)
     else:
-        ctx = multiprocessing.get_context("spawn")
+        # fork: workers need no re-import of __main__ (works from notebooks and stdin scripts)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        ctx = multiprocessing.get_context(method)
         with ctx.Pool(workers, initializer=_init, initargs=(params,)) as pool:
-            for _ in pool.imap_unordered(_write_field, tasks, chunksize=1):
+            # group fields by base canvas so that each process synthesises few canvases
+            tasks.sort(key=lambda t: (t[0] % params["n_base"], t[0]))
+            chunk = max(1, -(-len(tasks) // max(params["n_base"], workers)))
+            for _ in pool.imap_unordered(_write_field, tasks, chunksize=chunk):
                 pass
     return images

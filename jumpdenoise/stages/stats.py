@@ -1,7 +1,8 @@
 """The stats stage: recompute per-channel statistics of any OME-Zarr plate, one unit per well.
 
 It accepts the full :class:`~jumpdenoise.config.JumpDenoiseConfig` (then it works on
-``config.paths.raw_plate``) or a :class:`StatsJob` naming any plate. Each unit reads the
+``config.paths.raw_plate`` and keeps statistics already stored there, e.g. by the convert
+stage) or a :class:`StatsJob` naming any plate (recomputed unless ``recompute=False``). Each unit reads the
 fields of one well and stores the well's partial statistics in a marker
 (``.jumpdenoise/stats/<WELL>.npz``), so an interrupted run resumes; ``finalize`` merges
 them, writes them with :func:`~jumpdenoise.io.ngff.write_statistics` and removes the
@@ -10,6 +11,7 @@ markers (the next run recomputes everything).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,20 @@ NAMESPACE = "stats"
 
 
 class StatsJob(BaseModel):
-    """Accepted in place of the full configuration: compute statistics of ``plate``."""
+    """Accepted in place of the full configuration: compute statistics of ``plate``.
+
+    Attributes
+    ----------
+    plate
+        Any OME-Zarr HCS plate.
+    recompute
+        Recompute even when the plate already holds statistics.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     plate: Path
+    recompute: bool = True
 
 
 def plate_of(config: Any) -> Path:
@@ -38,6 +49,15 @@ def plate_of(config: Any) -> Path:
     if plate is None:
         raise PlateError(f"no plate to compute statistics of in {type(config).__name__}")
     return Path(plate)
+
+
+def _keep_existing(config: Any, plate: Path) -> bool:
+    """Whether stored statistics are kept (nothing to compute)."""
+    from jumpdenoise.io.ngff import done_keys, plate_info
+
+    recompute = getattr(config, "recompute", False)
+    return (not recompute and plate_info(plate).statistics is not None
+            and not done_keys(plate, NAMESPACE))
 
 
 def prepare(config: Any) -> None:
@@ -52,6 +72,8 @@ def plan(config: Any) -> list[Unit]:
     from jumpdenoise.io.ngff import done_keys, plate_info
 
     plate = plate_of(config)
+    if _keep_existing(config, plate):
+        return []
     done = done_keys(plate, NAMESPACE)
     return [Unit(stage=STAGE, key=w, items=[f"{w}/{f}" for f in fields])
             for w, fields in plate_info(plate).wells.items() if w not in done]
@@ -83,19 +105,38 @@ def finalize(config: Any, results: list[dict] | None = None) -> dict:
         If some well has no marker (its unit failed or was not run).
     """
     from jumpdenoise.compute.stats import merge_partials
-    from jumpdenoise.io.ngff import clear_done, done_keys, load_done, plate_info, write_statistics
+    from jumpdenoise.io.ngff import clear_done, done_keys, plate_info, write_statistics
 
     plate = plate_of(config)
     info = plate_info(plate)
+    if _keep_existing(config, plate):
+        return info.statistics
     done = done_keys(plate, NAMESPACE)
     missing = [w for w in info.wells if w not in done]
     if missing:
         raise PlateError(f"{plate}: statistics missing for well(s) {', '.join(missing)}; rerun the stats stage")
-    partials = {w: load_done(plate, w, NAMESPACE) for w in info.wells}
-    stats = merge_partials(partials, info.channels)
+    stats = merge_partials(_Markers(plate, list(info.wells)), info.channels)
     write_statistics(plate, stats)
     clear_done(plate, None, NAMESPACE)
     return stats
+
+
+class _Markers(Mapping):
+    """Well markers of the stats stage, loaded one at a time (bounded memory when merging)."""
+
+    def __init__(self, plate: Path, wells: list[str]) -> None:
+        self.plate, self.wells = plate, wells
+
+    def __getitem__(self, well: str) -> dict:
+        from jumpdenoise.io.ngff import load_done
+
+        return load_done(self.plate, well, NAMESPACE)
+
+    def __iter__(self):
+        return iter(self.wells)
+
+    def __len__(self) -> int:
+        return len(self.wells)
 
 
 def compute_statistics(plate: str | Path, executor=None) -> dict:

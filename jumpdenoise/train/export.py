@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,15 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
     if out.suffix != ".zip":
         raise ModelError(f"--out {out}: a BioImage Model Zoo archive must end in .zip")
     out.parent.mkdir(parents=True, exist_ok=True)
-    careamist = CAREamist(checkpoint_path=ckpt, work_dir=run.export_dir, enable_progress_bar=False)
+    with tempfile.TemporaryDirectory() as work:  # CAREamist writes logs into its work_dir
+        careamist = CAREamist(checkpoint_path=ckpt, work_dir=work, enable_progress_bar=False)
+        _export(careamist, out, ckpt, norm, authors, example)
+    log.info("exported %s to %s", ckpt, out)
+    return out
+
+
+def _export(careamist: Any, out: Path, ckpt: Path, norm: dict, authors: list[dict] | None,
+            example: Path) -> None:
     name = careamist.config.get_safe_experiment_name()
     channels = ", ".join(norm["channels"])
     stats = "; ".join(f"{c}: mean {m:.4g}, std {s:.4g}" for c, m, s in zip(norm["channels"], norm["mean"], norm["std"]))
@@ -99,5 +108,3 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
                              f"checkpoint {ckpt.name}."),
         data_description=f"Normalisation (per channel, from {norm.get('source')}): {stats}.",
         channel_names=list(norm["channels"]))
-    log.info("exported %s to %s", ckpt, out)
-    return out

@@ -142,17 +142,16 @@ def check_cluster(ts: TrainerSettings) -> tuple[int | str, int, list]:
 
 def _callbacks(job: TrainJob, careamics_cfg: Any) -> tuple[list, Any]:
     from careamics.lightning import ConfigSaverCallback
-    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from jumpdenoise.train.module import EpochReport, RunCheckpoint
 
     ck = job.tc.checkpoint
-    checkpoint = ModelCheckpoint(
-        dirpath=job.run.checkpoints, filename="epoch={epoch:03d}-val_loss={val_loss:.5f}",
+    checkpoint = RunCheckpoint(
+        job.run, dirpath=job.run.checkpoints, filename="epoch={epoch:03d}-val_loss={val_loss:.5f}",
         auto_insert_metric_name=False, monitor=ck.monitor, mode=ck.mode, save_top_k=ck.save_top_k,
         save_last=ck.save_last)
     saver = ConfigSaverCallback(careamics_cfg.version, careamics_cfg.get_safe_experiment_name(),
                                 careamics_cfg.training_config, careamics_cfg.data_config)
-    from jumpdenoise.train.module import EpochReport
-
     return [checkpoint, saver, EpochReport(job.run, job.tc.batch_size)], checkpoint
 
 

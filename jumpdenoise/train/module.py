@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 import numpy as np
 import torch
 from careamics.lightning import N2VModule
@@ -68,7 +69,8 @@ class JumpN2VModule(N2VModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
         opt = self.optimizers()
         opt = opt[0] if isinstance(opt, list) else opt
-        self.log("learning_rate", opt.param_groups[0]["lr"], on_step=False, on_epoch=True, batch_size=n)
+        self.log("learning_rate", float(opt.param_groups[0]["lr"]), on_step=False, on_epoch=True, batch_size=n,
+                 sync_dist=True)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:  # type: ignore[override]
@@ -176,7 +178,7 @@ class EpochReport(pl.Callback):
         self.t_last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        from jumpdenoise.train.run_folder import append_curve, plot_curves, write_best
+        from jumpdenoise.train.run_folder import append_curve, plot_curves
 
         if not trainer.is_global_zero:
             return
@@ -194,9 +196,25 @@ class EpochReport(pl.Callback):
         if self.run.path.is_dir():
             append_curve(self.run, row)
             plot_curves(self.run)
-            cb = trainer.checkpoint_callback
-            if cb is not None:
-                score = cb.best_model_score
-                write_best(self.run, best_path=cb.best_model_path or None,
-                           best_score=None if score is None else float(score),
-                           epochs_done=trainer.current_epoch + 1)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` saving at the end of each training epoch, then writing best.json.
+
+    Lightning runs checkpoint callbacks after the others, so the epoch's curves row is
+    written before its checkpoint: a run killed in between retrains that epoch and
+    replaces the row.
+    """
+
+    def __init__(self, run: RunFolder, **kwargs: Any) -> None:
+        super().__init__(save_on_train_epoch_end=True, **kwargs)
+        self.run = run
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        from jumpdenoise.train.run_folder import write_best
+
+        super().on_train_epoch_end(trainer, pl_module)
+        if trainer.is_global_zero and self.run.path.is_dir():
+            score = self.best_model_score
+            write_best(self.run, best_path=self.best_model_path or None,
+                       best_score=None if score is None else float(score), epochs_done=trainer.current_epoch + 1)

@@ -230,6 +230,14 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
     with pytest.raises(UnitFailures) as again:
         convert(make_config(src, out), echo=False)
     assert set(again.value.failures) == set(failures)
+    # once the files are repaired (and the missing one restored), a rerun completes the plate
+    rng = np.random.default_rng(0)
+    for path in [src / name for name, _ in broken.values()] + [Path(missing.path)]:
+        tifffile.imwrite(path, rng.integers(0, 4000, (64, 80), dtype=np.uint16), compression="lzw")
+    report = convert(make_config(src, out), echo=False)
+    assert (report.converted, report.skipped, report.failures) == (len(failures), len(done), {})
+    assert assert_pixel_exact(out) == 2 * 12
+    assert plate_info(out).statistics["plate"]["DNA"]["count"] == 12 * 64 * 80
 
 
 def test_mixed_unit_converts_its_good_fields(tmp_path):

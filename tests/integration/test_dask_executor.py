@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import dask
+import distributed  # noqa: F401 - loads its config defaults before dask.config.set
 import pytest
 
 from jumpdenoise.config import ExecutorConfig
@@ -77,3 +78,29 @@ def test_make_executor_kinds():
 def test_slurm_worker_lifetime_ends_before_walltime(walltime):
     lifetime, stagger = worker_lifetime(walltime)
     assert 1 <= lifetime and lifetime + stagger < walltime
+
+
+@pytest.mark.slurm
+def test_convert_with_dask_workers_as_slurm_jobs(slurm_cluster, tmp_path):
+    from jumpdenoise.config import load_config
+    from jumpdenoise.io.ngff import done_keys
+    from jumpdenoise.io.synthetic import generate_plate
+    from jumpdenoise.stages.convert import convert
+    from jumpdenoise.stages.verify import verify_plate
+
+    source = generate_plate(tmp_path / "src", plate_name="SLURM", rows=1, columns=2, fields=2, channels=("DNA",),
+                            size=(48, 48), seed=1, ground_truth=False, workers=1)
+    logs = tmp_path / "logs"
+    cfg = load_config(overrides={
+        "source": {"path": str(source)}, "paths": {"raw_plate": str(tmp_path / "p.zarr")},
+        "executor": {"kind": "dask", "dask_slurm": True, "workers": 1, "dask_interface": "lo",
+                     "profile": str(slurm_cluster.profile), "log_dir": str(logs)},
+    })
+    with DaskExecutor(cfg.executor, dashboard_address=":0") as ex:
+        report = convert(cfg, executor=ex, echo=False)
+        script = ex.cluster.job_script()
+    assert report.converted == 4 and done_keys(tmp_path / "p.zarr") == {"A01-0", "A01-1", "A02-0", "A02-1"}
+    assert verify_plate(cfg.source, tmp_path / "p.zarr").ok
+    assert "--lifetime" in script and f"#SBATCH -p {slurm_cluster.partition}" in script
+    worker_logs = list(logs.glob("*.err"))
+    assert worker_logs and "Start worker" in worker_logs[0].read_text()  # the worker ran as a SLURM job

@@ -77,6 +77,7 @@ def test_round_trip_is_byte_exact_and_storage_as_configured(tmp_path, storage):
     assert info.n_levels == 1 + storage.get("pyramid_levels", 0)
     assert (path / ".jumpdenoise" / "layout.json").is_file()
     assert PlateLayout.load(path / ".jumpdenoise" / "layout.json") == layout
+    ngff.validate_plate(path)
 
 
 def test_pyramid_levels_are_rounded_2x_means(plate):
@@ -131,6 +132,7 @@ def test_opens_with_ome_zarr_py_and_dask(plate):
     assert np.array_equal(lazy.compute(), pixels(layout, "B01", 1))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_plate_written_by_ome_zarr_py_opens(tmp_path):
     from ome_zarr.format import FormatV05
     from ome_zarr.writer import write_image, write_plate_metadata, write_well_metadata
@@ -193,6 +195,7 @@ def test_create_plate_like_keeps_layout(plate, tmp_path):
     assert info.n_levels == 2 and info.attrs["provenance"] == {"model": "m.zip"}
     site = json.loads((dst / "B/1/1/zarr.json").read_text())["attributes"]["jumpdenoise"]["site"]
     assert site == 2
+    assert (dst / ".jumpdenoise" / "layout.json").read_text() == (path / ".jumpdenoise" / "layout.json").read_text()
     data = np.random.default_rng(0).random((2, 40, 34), dtype=np.float32)
     ngff.write_field(dst, "B01", 1, data)
     assert np.array_equal(ngff.read_field(dst, "B01", 1), data)

@@ -57,6 +57,14 @@ def test_dims_coords_and_values(plate):
     assert np.array_equal(view.sel(well="A01", field=1, c="DNA").values, pixels("A01", 1)[1])
 
 
+def test_view_survives_pickling(plate):
+    import pickle
+
+    view = jumpdenoise.open_plate(plate)
+    clone = pickle.loads(pickle.dumps(view))  # what a Dask worker receives
+    assert np.array_equal(clone.sel(well="A01", field=2).values, pixels("A01", 2))
+
+
 def test_missing_fields_are_padded_and_flagged(plate):
     view = jumpdenoise.open_plate(plate)
     assert view["present"].values.tolist() == [[True, True, True], [True, False, True]]

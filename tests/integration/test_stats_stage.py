@@ -40,7 +40,7 @@ def pixels(well, field):
 @pytest.fixture
 def plate(tmp_path):
     path = tmp_path / "raw.zarr"
-    ngff.create_plate(path, make_layout(), ConvertConfig())
+    ngff.create_plate(path, make_layout(), ConvertConfig(codec="lz4", clevel=5))
     for w in WELLS:
         for f in range(3):
             ngff.write_field(path, w, f, pixels(w, f))
@@ -79,6 +79,11 @@ def test_stage_resumes_and_accepts_full_config(plate):
         stats_stage.run_one(config, unit)
     stats = stats_stage.finalize(config, [])
     assert stats["plate"]["DNA"]["count"] == 9 * 32 * 30
+    # the pipeline's stats stage keeps statistics already stored (e.g. by convert) ...
+    assert stats_stage.plan(config) == []
+    assert stats_stage.finalize(config, [])["plate"] == pytest.approx(stats["plate"])
+    # ... while a StatsJob recomputes them
+    assert len(stats_stage.plan(stats_stage.StatsJob(plate=plate))) == 3
 
 
 def test_float_plate_statistics(plate, tmp_path):
@@ -120,7 +125,7 @@ def test_cli_stats_and_info(plate, tmp_path):
 
     result = runner.invoke(app, ["info", str(plate)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    for text in ["STATSPLATE", "wells: 3", "fields: 9", "DNA, RNA", "(2, 32, 30)", "uint16", "0.65", "plate statistics"]:
+    for text in ["STATSPLATE", "wells: 3", "fields: 9", "DNA, RNA", "(2, 32, 30)", "uint16", "0.65", "blosc lz4 clevel 5", "plate statistics"]:
         assert text in result.output, text
     bad = runner.invoke(app, ["info", str(tmp_path / "nothing.zarr")])
     assert bad.exit_code != 0 and "nothing.zarr" in str(bad.exception)

@@ -61,7 +61,7 @@ def test_arrays_round_trip_through_npz():
     rng = np.random.default_rng(3)
     st = ChannelStats("uint16").update(rng.integers(1000, 1200, size=(50, 50), dtype=np.uint16))
     arrays = st.to_arrays()
-    assert arrays["hist"].size <= 200  # trimmed to the non-empty span
+    assert arrays["hist_bins"].size == arrays["hist_counts"].size <= 200  # non-empty bins only
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     buf.seek(0)
@@ -118,3 +118,12 @@ def test_field_partials_merge_into_plate_and_well_summaries():
 def test_field_partial_rejects_wrong_channel_count():
     with pytest.raises(ValueError, match="3 channels"):
         field_partial(np.zeros((2, 4, 4), np.uint16), ["a", "b", "c"])
+
+
+def test_all_nan_channel_gives_json_safe_summary():
+    import json
+
+    st = ChannelStats("float32").update(np.full((4, 4), np.nan, np.float32))
+    summary = st.summary()
+    assert summary["count"] == 0 and summary["mean"] is None and summary["p50"] is None
+    json.dumps(summary, allow_nan=False)

@@ -1,0 +1,89 @@
+"""Completion markers of a plate's units: ``PLATE/.jumpdenoise/<namespace>/<KEY>.npz``.
+
+A marker is written atomically (temporary file, fsync, rename, fsync of the folder) after the
+unit's data, never before; it may carry a payload of arrays (e.g. partial statistics).
+Re-exported by :mod:`jumpdenoise.io.ngff`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from jumpdenoise.errors import PlateError
+
+SIDECAR = ".jumpdenoise"
+
+
+def field_key(well: str, field: int) -> str:
+    """Completion-marker key of a field: ``field_key("A01", 0) == "A01-0"``."""
+    return f"{well}-{int(field)}"
+
+
+def _marker(plate: str | Path, key: str, namespace: str) -> Path:
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"invalid marker key {key!r}")
+    return Path(plate) / SIDECAR / namespace / f"{key}.npz"
+
+
+def mark_done(plate: str | Path, key: str, payload: dict[str, np.ndarray] | None = None,
+              namespace: str = "done") -> None:
+    """Record unit ``key`` as complete, atomically (temporary file, fsync, rename).
+
+    Call only after the unit's data are written. ``payload`` (arrays, e.g. partial
+    statistics) is stored in the marker and returned by :func:`load_done`.
+    """
+    target = _marker(plate, key, namespace)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **(payload or {}))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def is_done(plate: str | Path, key: str, namespace: str = "done") -> bool:
+    """Whether unit ``key`` has a completion marker."""
+    return _marker(plate, key, namespace).is_file()
+
+
+def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str, np.ndarray]:
+    """The payload stored by :func:`mark_done` (raises :class:`PlateError` if there is none)."""
+    path = _marker(plate, key, namespace)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise PlateError(f"{path}: no completion marker for {key}") from None
+    except (OSError, ValueError) as exc:
+        raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
+
+
+def done_keys(plate: str | Path, namespace: str = "done") -> set[str]:
+    """Keys of every completed unit in ``namespace``."""
+    folder = Path(plate) / SIDECAR / namespace
+    if not folder.is_dir():
+        return set()
+    return {n[:-4] for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith(".")}
+
+
+def clear_done(plate: str | Path, key: str | None = None, namespace: str = "done") -> None:
+    """Remove the marker of ``key``, or every marker of ``namespace`` when ``key`` is None."""
+    if key is None:
+        shutil.rmtree(Path(plate) / SIDECAR / namespace, ignore_errors=True)
+    else:
+        _marker(plate, key, namespace).unlink(missing_ok=True)

@@ -1,0 +1,348 @@
+"""The prediction engine: fields in, denoised fields out, as fast as the device allows.
+
+:class:`Predictor` denoises one normalised field on the device: whole (padded to the
+network's stride) or in tiles (fixed-size batches, stitched on the device), under
+``torch.inference_mode``, optionally in bf16 autocast and through ``torch.compile``.
+
+:func:`run_fields` makes a pipeline of it: reader threads load and normalise the next
+fields while the device computes, writer threads convert and store the previous ones;
+both queues are bounded, so memory stays at a few fields whatever the plate size.
+
+Determinism: a field's result depends only on the field, the model and the settings. A
+batch never mixes fields and always has the same shape (the last batch of tiles is padded
+with zeros), cuDNN runs deterministic algorithms without autotuning, and in fp32 mode
+TF32 is off. The same field predicted by two jobs on the same kind of device gives the
+same bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from jumpdenoise.compute.tiling import BlendMode, TilePlan, plan_tiles, round_up
+from jumpdenoise.errors import ModelError
+from jumpdenoise.predict.model import LoadedModel
+
+log = logging.getLogger("jumpdenoise.predict")
+
+__all__ = ["Predictor", "FieldFailure", "run_fields", "auto_overlap", "normalize", "denormalize"]
+
+
+def auto_overlap(receptive_field: int, stride: int, mode: BlendMode = "crop") -> int:
+    """Smallest overlap giving exact stitching: ``2 r`` (+16 px of ramp when blending), in strides."""
+    extra = 16 if mode == "blend" else 0
+    return round_up(2 * int(receptive_field) + extra, stride)
+
+
+def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(image - mean) / std`` per channel of a ``(c, y, x)`` array, in float32."""
+    m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    s = np.asarray(std, np.float32).reshape(-1, 1, 1)
+    out = image.astype(np.float32)
+    out -= m
+    out /= s
+    return out
+
+
+def denormalize(pred: Any, mean: np.ndarray, std: np.ndarray) -> Any:
+    """Inverse of :func:`normalize` (numpy array or torch tensor, float32, in place)."""
+    c = len(mean)
+    if isinstance(pred, np.ndarray):
+        pred *= np.asarray(std, np.float32).reshape(c, 1, 1)
+        pred += np.asarray(mean, np.float32).reshape(c, 1, 1)
+        return pred
+    import torch
+
+    with torch.inference_mode():
+        pred.mul_(torch.as_tensor(np.asarray(std, np.float32), device=pred.device).view(c, 1, 1))
+        pred.add_(torch.as_tensor(np.asarray(mean, np.float32), device=pred.device).view(c, 1, 1))
+    return pred
+
+
+@contextlib.contextmanager
+def _numerics(device_type: str, bf16: bool) -> Iterator[None]:
+    """Deterministic cuDNN, no autotuning; TF32 off unless bf16 (restored afterwards)."""
+    import torch
+
+    if device_type != "cuda":
+        yield
+        return
+    b = torch.backends
+    saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32)
+    b.cudnn.deterministic, b.cudnn.benchmark = True, False
+    if not bf16:
+        b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32) = saved
+
+
+# The 8 symmetries of the square: (k quarter turns, then flip x?) and their inverses.
+_DIHEDRAL = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+class Predictor:
+    """Denoise fields with a loaded model on its device.
+
+    Parameters
+    ----------
+    model
+        The loaded model (its device is used).
+    tile_size
+        Tile side (rounded up to the stride); ``None`` predicts whole fields.
+    overlap
+        Overlap of neighbouring tiles; ``None`` takes the smallest exact one from the
+        model's receptive field (:func:`auto_overlap`).
+    mode
+        ``"crop"`` (keep tile centres) or ``"blend"`` (cosine ramps).
+    batch_size
+        Tiles per forward pass (tiles of one field only; the last batch is zero-padded).
+    bf16
+        bfloat16 autocast (faster on recent GPUs; outputs differ slightly from fp32).
+    compile
+        ``torch.compile`` the network (first call slower; static shapes).
+    tta
+        Average over the 8 flips/rotations (8x the compute).
+    """
+
+    def __init__(self, model: LoadedModel, *, tile_size: int | None = None, overlap: int | None = None,
+                 mode: BlendMode = "crop", batch_size: int = 8, bf16: bool = False, compile: bool = False,
+                 tta: bool = False) -> None:
+        import torch
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.device = model.device
+        self.tile_size = tile_size
+        self.mode = mode
+        self.batch_size = int(batch_size)
+        self.bf16 = bool(bf16)
+        self.tta = bool(tta)
+        rf = model.receptive_field if (tile_size is not None or overlap is None) else 0
+        self.receptive_field = rf
+        self.overlap = auto_overlap(rf, model.stride, mode) if overlap is None else int(overlap)
+        if tile_size is not None and self.overlap < 2 * rf:
+            log.warning("overlap %d < 2 x receptive-field radius %d: tiles may differ from the whole-field "
+                        "prediction near their seams (use overlap >= %d)", self.overlap, rf, 2 * rf)
+        self.net = torch.compile(model.module, dynamic=False) if compile else model.module
+        self._plans: dict[tuple[int, int], TilePlan] = {}
+        self._weights: dict[tuple[int, int], list] = {}
+
+    def settings(self) -> dict:
+        """JSON-able description of the tiling and numerics (for provenance)."""
+        return {"tile_size": self.tile_size, "overlap": self.overlap, "mode": self.mode,
+                "batch_size": self.batch_size, "bf16": self.bf16, "tta": self.tta,
+                "receptive_field": self.receptive_field, "stride": self.model.stride,
+                "device": str(self.device)}
+
+    def plan(self, shape_yx: Sequence[int]) -> TilePlan:
+        """The tile plan of fields of ``shape_yx`` (cached)."""
+        key = (int(shape_yx[0]), int(shape_yx[1]))
+        if key not in self._plans:
+            guard = min(self.receptive_field, max(0, (self.overlap - 2) // 2))
+            self._plans[key] = plan_tiles(key, tile_size=self.tile_size, overlap=self.overlap,
+                                          stride=self.model.stride, mode=self.mode, guard=guard)
+        return self._plans[key]
+
+    # ------------------------------------------------------------------ device work
+
+    def _forward(self, batch: Any) -> Any:
+        import torch
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.net(batch)
+        if out.shape != batch.shape:
+            raise ModelError(f"{self.model.source}: the network returned {tuple(out.shape)} for an input of "
+                             f"{tuple(batch.shape)}")
+        return out.float()
+
+    def _pad(self, x: Any, padded_yx: tuple[int, int]) -> Any:
+        import torch.nn.functional as F
+
+        h, w = x.shape[-2:]
+        ph, pw = padded_yx[0] - h, padded_yx[1] - w
+        if ph == 0 and pw == 0:
+            return x
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        return F.pad(x[None], (0, pw, 0, ph), mode=mode)[0]
+
+    def _predict_once(self, x: Any) -> Any:
+        import torch
+
+        from jumpdenoise.compute.tiling import finish_blend, stitch
+
+        plan = self.plan(x.shape[-2:])
+        xp = self._pad(x, plan.padded_yx)
+        h, w = plan.shape_yx
+        if plan.whole:
+            return self._forward(xp[None])[0, :, :h, :w]
+        c = x.shape[0]
+        ty, tx = plan.tile_yx
+        if plan.mode == "crop":
+            out = torch.empty((c, h, w), dtype=torch.float32, device=x.device)
+            acc = None
+        else:
+            out = torch.zeros((c, *plan.padded_yx), dtype=torch.float32, device=x.device)
+            acc = torch.zeros((1, *plan.padded_yx), dtype=torch.float32, device=x.device)
+            if plan.shape_yx not in self._weights:
+                self._weights[plan.shape_yx] = [torch.from_numpy(plan.weights(t)[None]).to(x.device)
+                                                for t in plan.tiles]
+        tiles = list(plan.tiles)
+        batch = torch.zeros((self.batch_size, c, ty, tx), dtype=x.dtype, device=x.device)
+        for i in range(0, len(tiles), self.batch_size):
+            chunk = tiles[i:i + self.batch_size]
+            if len(chunk) < self.batch_size:
+                batch.zero_()
+            for k, t in enumerate(chunk):
+                batch[k] = xp[:, t.y0:t.y0 + ty, t.x0:t.x0 + tx]
+            pred = self._forward(batch)
+            weights = self._weights[plan.shape_yx][i:i + len(chunk)] if acc is not None else None
+            stitch(plan, out, pred[:len(chunk)], chunk, acc, weights)
+        return out if acc is None else finish_blend(plan, out, acc)
+
+    def predict_normalized(self, x: Any) -> Any:
+        """Denoise one normalised field ``(c, y, x)`` (float32 tensor on the device)."""
+        import torch
+
+        if x.ndim != 3 or x.shape[0] != self.model.n_channels:
+            raise ModelError(f"{self.model.source}: expects (c, y, x) input with c={self.model.n_channels}, "
+                             f"got {tuple(x.shape)}")
+        with torch.inference_mode(), _numerics(self.device.type, self.bf16):
+            if not self.tta:
+                return self._predict_once(x)
+            total = None
+            for k, flip in _DIHEDRAL:
+                t = torch.rot90(x, k, dims=(-2, -1))
+                t = torch.flip(t, dims=(-1,)) if flip else t
+                y = self._predict_once(t.contiguous())
+                y = torch.flip(y, dims=(-1,)) if flip else y
+                y = torch.rot90(y, -k, dims=(-2, -1))
+                total = y.clone() if total is None else total.add_(y)
+            return total.div_(len(_DIHEDRAL))
+
+    def to_device(self, normalized: np.ndarray) -> Any:
+        """Move a normalised float32 field to the device (pinned, asynchronous on CUDA)."""
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(normalized, dtype=np.float32))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def denoise(self, image: np.ndarray) -> np.ndarray:
+        """Denoise one raw field ``(c, y, x)`` (any dtype) -> float32 in the raw units."""
+        x = self.to_device(normalize(image, self.model.mean, self.model.std))
+        y = denormalize(self.predict_normalized(x), self.model.mean, self.model.std)
+        return y.cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+@dataclass
+class FieldFailure:
+    """A field that could not be read or written (the others go on)."""
+
+    key: Any
+    stage: str
+    error: BaseException
+
+
+@dataclass
+class PipelineReport:
+    """Counts and timings of :func:`run_fields`."""
+
+    done: list = field(default_factory=list)
+    failures: list[FieldFailure] = field(default_factory=list)
+    seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+
+def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], np.ndarray],
+               write: Callable[[Any, np.ndarray, np.ndarray], None], *, prefetch: int = 2,
+               readers: int = 2, writers: int = 2, on_done: Callable[[Any], None] | None = None) -> PipelineReport:
+    """Denoise fields through a bounded read -> compute -> write pipeline.
+
+    Parameters
+    ----------
+    predictor
+        What computes.
+    keys
+        Field identifiers, processed in order.
+    read
+        ``read(key) -> (c, y, x)`` raw array (called in reader threads).
+    write
+        ``write(key, raw, denoised_float32)`` (called in writer threads; it converts,
+        stores, and records completion).
+    prefetch
+        Fields read ahead of the one being computed (and fields waiting to be written).
+    readers, writers
+        Threads reading and writing.
+    on_done
+        Called with each key once written (in the caller's thread).
+
+    Returns
+    -------
+    PipelineReport
+        Done keys and per-field read/write failures. Errors of the computation itself
+        (out of memory, a broken model) are raised.
+    """
+    mean, std = predictor.model.mean, predictor.model.std
+    report = PipelineReport()
+    start = time.perf_counter()
+    keys = list(keys)
+    prefetch = max(1, int(prefetch))
+
+    def load(key: Any) -> tuple[np.ndarray, Any]:
+        raw = read(key)
+        return raw, predictor.to_device(normalize(raw, mean, std))
+
+    def store(key: Any, raw: np.ndarray, pred: Any) -> None:
+        write(key, raw, pred)
+
+    with ThreadPoolExecutor(max(1, readers), thread_name_prefix="jd-read") as rpool, \
+            ThreadPoolExecutor(max(1, writers), thread_name_prefix="jd-write") as wpool:
+        pending_reads: list[tuple[Any, Future]] = [(k, rpool.submit(load, k)) for k in keys[:prefetch]]
+        next_read = len(pending_reads)
+        pending_writes: list[tuple[Any, Future]] = []
+
+        def drain(limit: int) -> None:
+            while len(pending_writes) > limit:
+                key, fut = pending_writes.pop(0)
+                try:
+                    fut.result()
+                    report.done.append(key)
+                    if on_done is not None:
+                        on_done(key)
+                except Exception as exc:  # noqa: BLE001 - reported per field
+                    report.failures.append(FieldFailure(key, "write", exc))
+
+        while pending_reads:
+            key, fut = pending_reads.pop(0)
+            if next_read < len(keys):
+                pending_reads.append((keys[next_read], rpool.submit(load, keys[next_read])))
+                next_read += 1
+            try:
+                raw, x = fut.result()
+            except Exception as exc:  # noqa: BLE001 - reported per field
+                report.failures.append(FieldFailure(key, "read", exc))
+                continue
+            t0 = time.perf_counter()
+            y = denormalize(predictor.predict_normalized(x), mean, std)
+            pred = y.cpu().numpy() if hasattr(y, "cpu") else y
+            report.compute_seconds += time.perf_counter() - t0
+            del x, y
+            drain(prefetch)
+            pending_writes.append((key, wpool.submit(store, key, raw, pred)))
+        drain(0)
+    report.seconds = time.perf_counter() - start
+    return report

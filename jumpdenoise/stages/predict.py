@@ -1,0 +1,419 @@
+"""Predict stage: a raw OME-Zarr plate + a trained model -> a denoised OME-Zarr plate.
+
+The four stage functions (see :mod:`jumpdenoise.stages.base`) take the root
+:class:`~jumpdenoise.config.JumpDenoiseConfig`: input ``paths.raw_plate``, output
+``paths.denoised_plate``, model ``predict.model`` (default ``paths.run_dir``).
+
+- :func:`prepare` loads the model (CPU), picks the model's channels by name from the plate,
+  and creates the output plate's metadata (same layout, the selected wells, the model's
+  channels, a ``provenance`` block) in a staging folder renamed into place. An existing
+  output prepared from the same model file, plate and settings is resumed.
+- :func:`plan` groups the selected wells into units of ``predict.wells_per_unit`` wells
+  (stable keys ``wells-A01-A08``); a unit lists its fields not yet done.
+- :func:`run_one` denoises its fields through the prefetch/compute/write-behind pipeline
+  (:func:`~jumpdenoise.predict.engine.run_fields`); each field is written, then marked
+  done with its partial statistics and its raw-vs-denoised partial. Killed at any moment,
+  a rerun redoes exactly the fields without a marker, with the same bytes.
+- :func:`finalize` merges the partials: statistics (same code as conversion) and the
+  comparison (``attrs["jumpdenoise"]["comparison"]``, ``.jumpdenoise/comparison.csv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jumpdenoise.errors import ConfigError, JumpDenoiseError, ModelError, OutputExistsError, PlateError, UnitFailures
+from jumpdenoise.stages.base import Unit
+
+if TYPE_CHECKING:
+    from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.executors.base import Executor, Outcome
+    from jumpdenoise.io.ngff import PlateInfo
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.model import LoadedModel
+
+STAGE = "predict"
+MODULE = "jumpdenoise.stages.predict"
+SIDECAR = ".jumpdenoise"
+JOB_FILE = "predict.json"
+
+__all__ = ["prepare", "plan", "run_one", "finalize", "predict", "select_channels", "to_output_dtype"]
+
+
+def raw_path(config: JumpDenoiseConfig) -> Path:
+    """The plate to denoise (``paths.raw_plate``)."""
+    return Path(config.paths.raw_plate)
+
+
+def out_path(config: JumpDenoiseConfig) -> Path:
+    """The denoised plate (``paths.denoised_plate``)."""
+    return Path(config.paths.denoised_plate)
+
+
+def model_path(config: JumpDenoiseConfig) -> Path:
+    """The model (``predict.model``, default ``paths.run_dir``)."""
+    return Path(config.predict.model or config.paths.run_dir)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def select_channels(model: LoadedModel, info: PlateInfo) -> list[str]:
+    """The plate channels the model denoises, in the model's order.
+
+    Raises
+    ------
+    PlateError
+        If the plate lacks a channel the model needs.
+    ModelError
+        If the model has no channel names and the plate another channel count.
+    """
+    if model.channels is None:
+        if len(info.channels) != model.n_channels:
+            raise ModelError(f"model {model.source} has {model.n_channels} channel(s) (no names); plate "
+                             f"{info.path} has {len(info.channels)}: {info.channels}")
+        return list(info.channels)
+    missing = [c for c in model.channels if c not in info.channels]
+    if missing:
+        raise PlateError(f"plate {info.path} lacks channel(s) {missing} that model {model.source} needs "
+                         f"(plate channels: {info.channels}; model channels: {model.channels})")
+    return list(model.channels)
+
+
+def _selection(config: JumpDenoiseConfig, info: PlateInfo) -> dict[str, list[int]]:
+    pc = config.predict
+    wells = pc.wells or list(info.wells)
+    absent = [w for w in wells if w not in info.wells]
+    if absent:
+        raise PlateError(f"plate {info.path} has no well(s) {absent} (wells: {', '.join(info.wells)})")
+    sel = {w: [f for f in info.wells[w] if pc.fields is None or f in pc.fields] for w in wells}
+    if not any(sel.values()):
+        raise ConfigError(f"predict.fields: no field {pc.fields} in the selected wells of {info.path}")
+    return sel
+
+
+def to_output_dtype(pred: np.ndarray, dtype: str) -> np.ndarray:
+    """Float32 prediction -> stored pixels: unchanged for float, else rint + clip + cast."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return pred.astype(dt, copy=False)
+    info = np.iinfo(dt)
+    out = np.rint(pred)
+    np.clip(out, info.min, info.max, out=out)
+    return out.astype(dt)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (cached per process by path, size and mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+_PREDICTORS: dict[tuple, tuple[LoadedModel, Predictor]] = {}
+
+
+def get_predictor(config: JumpDenoiseConfig) -> Predictor:
+    """The model loaded on ``predict.device`` and its :class:`Predictor` (cached per process)."""
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.model import load_model, resolve_device
+
+    pc = config.predict
+    path = model_path(config).resolve()
+    device = resolve_device(pc.device)
+    key = (str(path), path.stat().st_mtime_ns if path.exists() else 0, pc.checkpoint, str(device), pc.tile_size,
+           pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta)
+    if key not in _PREDICTORS:
+        lm = load_model(path, str(device), checkpoint=pc.checkpoint)
+        _PREDICTORS.clear()  # one model per process
+        _PREDICTORS[key] = (lm, Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending,
+                                          batch_size=pc.batch_size, bf16=pc.bf16, compile=pc.compile, tta=pc.tta))
+    return _PREDICTORS[key][1]
+
+
+def _settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:
+    s = predictor.settings()
+    s.pop("device")
+    return {**s, "channels": channels, "dtype": out_dtype, "compile": config.predict.compile}
+
+
+def _fingerprint(lm: LoadedModel, raw: Path, settings: dict) -> dict:
+    return {"model_sha256": file_sha256(lm.checkpoint) if lm.checkpoint else None,
+            "raw_plate": str(raw.resolve()), "settings": settings}
+
+
+def read_job(out: Path) -> dict:
+    """The job record prepare wrote into the output plate (selection, channels, fingerprint)."""
+    path = out / SIDECAR / JOB_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlateError(f"{path}: missing; run the predict stage's prepare first") from None
+    except ValueError as exc:
+        raise PlateError(f"{path}: unreadable ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- stage functions
+
+
+def prepare(config: JumpDenoiseConfig) -> dict:
+    """Check model and plate, create the output plate's metadata (one process, before any pixel).
+
+    Returns
+    -------
+    dict
+        The job record (``selection``, ``channels``, ``dtype``, ``fingerprint``).
+
+    Raises
+    ------
+    ModelError, PlateError
+        Model unusable, or plate lacking a channel / well (the message names them).
+    OutputExistsError
+        If the output exists, was not prepared with the same model and settings, and
+        ``predict.overwrite`` is false.
+    """
+    import datetime
+
+    import jumpdenoise
+    from jumpdenoise.io.ngff import create_plate_like, plate_info
+
+    pc = config.predict
+    raw, out = raw_path(config), out_path(config)
+    info = plate_info(raw)
+    predictor = get_predictor(config.model_copy(update={"predict": pc.model_copy(update={"device": "cpu",
+                                                                                           "compile": False})}))
+    lm = predictor.model
+    channels = select_channels(lm, info)
+    selection = _selection(config, info)
+    out_dtype = "float32" if pc.dtype == "float32" else info.dtype
+    fingerprint = _fingerprint(lm, raw, _settings(config, predictor, channels, out_dtype))
+    job = {"selection": selection, "channels": channels, "dtype": out_dtype, "fingerprint": fingerprint}
+    if out.exists() and not pc.overwrite:
+        try:
+            previous = read_job(out)
+        except PlateError:
+            previous = None
+        if previous is not None and previous.get("fingerprint") == fingerprint \
+                and previous.get("selection") == json.loads(json.dumps(selection)):
+            return previous
+        why = "not a plate prepared by jumpdenoise predict" if previous is None else \
+            "prepared with another model, plate, selection or settings"
+        raise OutputExistsError(f"{out} ({why})")
+    import torch
+
+    provenance = {
+        "model": lm.provenance(), "model_sha256": fingerprint["model_sha256"], "raw_plate": str(raw.resolve()),
+        "jumpdenoise_version": jumpdenoise.__version__, "torch_version": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tiling": fingerprint["settings"], "bf16": pc.bf16, "tta": pc.tta, "device": pc.device,
+    }
+    staging = out.with_name(f".{out.name}.preparing")
+    if staging.exists():
+        shutil.rmtree(staging)
+    create_plate_like(raw, staging, dtype=out_dtype, kind="denoised", wells=list(selection), channels=channels,
+                      overwrite=True, extra_attrs={"provenance": provenance})
+    (staging / SIDECAR / JOB_FILE).write_text(json.dumps(job, indent=1))
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, out)
+    return read_job(out)
+
+
+def plan(config: JumpDenoiseConfig) -> list[Unit]:
+    """Units of ``predict.wells_per_unit`` selected wells, listing their fields not yet done."""
+    from jumpdenoise.io.ngff import done_keys, field_key
+
+    out = out_path(config)
+    selection = read_job(out)["selection"]
+    done = done_keys(out)
+    wells = list(selection)
+    n = config.predict.wells_per_unit
+    units = []
+    for i in range(0, len(wells), n):
+        group = wells[i:i + n]
+        items = [f"{w}/{f}" for w in group for f in selection[w] if field_key(w, f) not in done]
+        if items:
+            key = f"wells-{group[0]}" + (f"-{group[-1]}" if len(group) > 1 else "")
+            units.append(Unit(stage=STAGE, key=key, items=items))
+    return units
+
+
+def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
+    """Denoise the fields of one unit: read, predict, write, then mark each field done.
+
+    Returns
+    -------
+    dict
+        ``{"fields": [keys written], "skipped": n already done, "seconds", "compute_seconds",
+        "mpx_channels"}``.
+
+    Raises
+    ------
+    JumpDenoiseError
+        If some fields could not be read or written (the others are done).
+    """
+    from jumpdenoise.compute.stats import field_partial
+    from jumpdenoise.io.ngff import field_key, is_done, mark_done, plate_info, read_field, write_field
+    from jumpdenoise.predict.compare import field_comparison
+    from jumpdenoise.predict.engine import run_fields
+
+    raw, out = raw_path(config), out_path(config)
+    job = read_job(out)
+    channels, out_dtype = job["channels"], job["dtype"]
+    predictor = get_predictor(config)
+    sha = file_sha256(predictor.model.checkpoint) if predictor.model.checkpoint else None
+    if sha != job["fingerprint"]["model_sha256"]:
+        raise ModelError(f"{predictor.model.checkpoint}: the model changed since {out} was prepared; "
+                         "rerun with overwrite")
+    raw_channels = plate_info(raw).channels
+    pairs = [(w, int(f)) for w, f in (item.split("/") for item in unit.items)]
+    todo = [p for p in pairs if not is_done(out, field_key(*p))]
+
+    def read(p: tuple[str, int]) -> np.ndarray:
+        return read_field(raw, p[0], p[1], channels=None if channels == raw_channels else channels)
+
+    def write(p: tuple[str, int], raw_field: np.ndarray, pred: np.ndarray) -> None:
+        data = to_output_dtype(pred, out_dtype)
+        write_field(out, p[0], p[1], data)
+        payload = {**field_partial(data, channels), **field_comparison(raw_field, data)}
+        mark_done(out, field_key(*p), payload)
+
+    threads = config.predict.io_threads or max(1, min(8, (os.cpu_count() or 2)))
+    report = run_fields(predictor, todo, read, write, prefetch=config.predict.prefetch,
+                        readers=max(1, threads // 2), writers=threads)
+    if report.failures:
+        lines = [f"{field_key(*f.key)} ({f.stage}): {type(f.error).__name__}: {f.error}" for f in report.failures]
+        raise JumpDenoiseError(f"{len(lines)} of {len(todo)} field(s) failed in unit {unit.key}:\n" + "\n".join(lines))
+    h, w = plate_info(out).shape_yx
+    return {"fields": [field_key(*p) for p in report.done], "skipped": len(pairs) - len(todo),
+            "seconds": report.seconds, "compute_seconds": report.compute_seconds,
+            "mpx_channels": len(report.done) * len(channels) * h * w / 1e6}
+
+
+def _load_comparison(out: Path, key: str) -> dict[str, np.ndarray]:
+    from jumpdenoise.predict.compare import PREFIX
+
+    path = out / SIDECAR / "done" / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files if k.startswith(PREFIX)}
+    except (OSError, ValueError) as exc:
+        raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
+
+
+def _update_root_attrs(plate: Path, update) -> None:
+    meta_path = plate / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    update(meta.setdefault("attributes", {}))
+    tmp = meta_path.with_name(".zarr.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, meta_path)
+
+
+def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) -> dict:
+    """Merge the done fields' partials: statistics, raw-vs-denoised comparison, failures.
+
+    Returns
+    -------
+    dict
+        ``{"done": fields done, "expected": fields selected, "failures": {unit: error}}``.
+    """
+    from jumpdenoise.io.ngff import done_keys, field_key, write_statistics
+    from jumpdenoise.predict.compare import merge_comparison, write_comparison_csv
+    from jumpdenoise.stages.convert import merge_done_statistics, short_error
+
+    out = out_path(config)
+    job = read_job(out)
+    channels = job["channels"]
+    done = done_keys(out)
+    order = [field_key(w, f) for w, fs in job["selection"].items() for f in fs]
+    keys = [k for k in order if k in done]
+    if keys:
+        write_statistics(out, merge_done_statistics(out, keys, channels))
+        comparison = merge_comparison({k: _load_comparison(out, k) for k in keys}, channels)
+
+        def set_comparison(attrs: dict) -> None:
+            attrs.setdefault("jumpdenoise", {})["comparison"] = comparison
+
+        _update_root_attrs(out, set_comparison)
+        write_comparison_csv(comparison, out / SIDECAR / "comparison.csv")
+    results = results or []
+    failures = {o.key: short_error(o.error) for o in results if not o.ok}
+    (out / SIDECAR / "failures.json").write_text(json.dumps(
+        {o.key: {"error": short_error(o.error), "traceback": o.error, "log": o.log} for o in results if not o.ok},
+        indent=1))
+    return {"done": len(keys), "expected": len(order), "failures": failures}
+
+
+# ----------------------------------------------------------------------------- convenience
+
+
+def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None = None,
+            plate: str | Path | None = None, out: str | Path | None = None, executor: Executor | None = None,
+            echo: bool = False, **settings: Any) -> Path:
+    """Denoise a plate: prepare, run every unit, finalize; returns the output plate.
+
+    Parameters
+    ----------
+    config
+        Root configuration (default: the defaults); ``model``, ``plate``, ``out`` and
+        ``settings`` (fields of :class:`~jumpdenoise.config.predict.PredictConfig`, e.g.
+        ``wells=["A01"]``, ``bf16=True``) override it.
+    executor
+        Where units run (default: this process; the engine is already parallel inside).
+    echo
+        Print a one-line summary.
+
+    Raises
+    ------
+    UnitFailures
+        After finalize, when some units failed (the other fields are done).
+    """
+    from jumpdenoise.config import JumpDenoiseConfig, _format_validation_error
+    from jumpdenoise.executors.local import LocalExecutor
+    from jumpdenoise.stages.base import bind
+    from pydantic import ValidationError
+
+    data = (config or JumpDenoiseConfig()).model_dump()
+    if model is not None:
+        data["predict"]["model"] = str(Path(model).resolve())
+    if plate is not None:
+        data["paths"]["raw_plate"] = str(Path(plate).resolve())
+    if out is not None:
+        data["paths"]["denoised_plate"] = str(Path(out).resolve())
+    data["predict"].update(settings)
+    try:
+        cfg = JumpDenoiseConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, "predict arguments")) from None
+    start = time.perf_counter()
+    prepare(cfg)
+    units = plan(cfg)
+    runner = executor or LocalExecutor(1)
+    outcomes = runner.map(bind(MODULE, cfg), units, label=STAGE) if units else []
+    summary = finalize(cfg, outcomes)
+    if echo:
+        print(f"denoised {summary['done']}/{summary['expected']} field(s) into {out_path(cfg)} "
+              f"in {time.perf_counter() - start:.1f} s")
+    failed = {o.key: o.error or "failed" for o in outcomes if not o.ok}
+    if failed:
+        raise UnitFailures(STAGE, failed)
+    return out_path(cfg)

@@ -1,0 +1,152 @@
+"""Short CPU trainings on a small generated plate: loss falls, checkpoints reload, resume, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from jumpdenoise.config import load_config
+from jumpdenoise.train.run_folder import read_curves
+from jumpdenoise.train.synthetic import synthetic_plate
+
+#: tiny settings: small UNet, 32-px patches, few steps
+TINY = {"channels": ["DNA", "ER"], "patch_size": 32, "batch_size": 8, "patches_per_epoch": 96,
+        "n_val_patches": 32, "model": {"depth": 2, "num_channels_init": 8},
+        "optimizer": {"lr": 2e-3}, "n2v": {"masked_pixel_percentage": 2.0},
+        "trainer": {"accelerator": "cpu", "devices": 1, "num_workers": 0, "enable_progress_bar": False}}
+JUMPDENOISE = str(Path(sys.executable).parent / "jumpdenoise")
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_plate(tmp_path_factory.mktemp("plate") / "plate.zarr", wells=("A01", "A02", "B01"),
+                           n_fields=2, channels=("DNA", "ER", "RNA"), size=96)
+
+
+def _write_config(tmp_path: Path, plate: Path, epochs: int, **extra) -> Path:
+    cfg = {"paths": {"workdir": str(tmp_path), "raw_plate": str(plate)}, "train": {**TINY, "epochs": epochs, **extra}}
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(plate: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from jumpdenoise.stages.train import train
+
+    tmp = tmp_path_factory.mktemp("run")
+    return train(load_config(_write_config(tmp, plate, epochs=4)))
+
+
+def test_validation_loss_falls_and_run_folder_is_complete(trained: Path) -> None:
+    rows = read_curves(trained)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    val = [float(r["val_loss"]) for r in rows]
+    assert val[-1] < val[0], val
+    assert all(float(r["patches_per_s"]) > 0 and float(r["learning_rate"]) > 0 for r in rows)
+    for name in ("config.yaml", "careamics_config.yaml", "normalization.json", "split.json", "curves.csv",
+                 "curves.png", "train.log", "best.json"):
+        assert (trained / name).is_file(), name
+    ckpts = sorted(p.name for p in (trained / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and len(ckpts) == 4  # top 3 by val_loss + last
+    best = json.loads((trained / "best.json").read_text())
+    assert best["epochs_done"] == 4 and best["val_loss"] == pytest.approx(min(val), rel=1e-4)
+    log = (trained / "train.log").read_text()
+    assert "epoch   3" in log and "patches/s" in log
+    assert json.loads((trained / "split.json").read_text())["mode"] == "well"
+
+
+def test_checkpoint_reloads_in_careamics_and_our_loader(trained: Path) -> None:
+    from careamics import CAREamist
+
+    from jumpdenoise.train.export import load_model
+    from jumpdenoise.train.run_folder import best_checkpoint
+
+    ckpt = best_checkpoint(trained)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(k.startswith("model.") for k in state)
+    model, config, norm = load_model(trained)
+    x = np.load(trained / "example_input.npy").astype(np.float32)
+    m = np.asarray(norm["mean"], np.float32)[None, :, None, None]
+    s = np.asarray(norm["std"], np.float32)[None, :, None, None]
+    with torch.no_grad():
+        ours = model(torch.from_numpy((x - m) / s)).numpy() * s + m
+    careamist = CAREamist(checkpoint_path=ckpt, work_dir=trained.parent / "careamist", enable_progress_bar=False)
+    theirs = careamist.predict(x, data_type="array", axes="SCYX")
+    theirs = np.asarray(theirs[0][0] if isinstance(theirs, tuple) else theirs[0])
+    np.testing.assert_allclose(np.squeeze(ours), np.squeeze(theirs), rtol=1e-4, atol=1e-2)
+    assert list(careamist.config.data_config.normalization.input_means) == pytest.approx(norm["mean"])
+
+
+def test_finished_run_plans_nothing(trained: Path) -> None:
+    from jumpdenoise.stages.train import plan
+
+    cfg = load_config(trained.parent / "config.yaml")
+    assert plan(cfg) == []
+    assert plan(load_config(trained.parent / "config.yaml", overrides={"train": {"epochs": 5}}))
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_at_the_right_epoch(plate: Path, tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, plate, epochs=5)
+    run = tmp_path / "model"
+    proc = subprocess.Popen([JUMPDENOISE, "train", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(read_curves(run)) < 2 and proc.poll() is None:
+            time.sleep(0.2)
+        assert proc.poll() is None, "training ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = len(read_curves(run))
+    assert 2 <= done_before < 5
+    out = subprocess.run([JUMPDENOISE, "train", str(cfg)], capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [int(r["epoch"]) for r in read_curves(run)] == [0, 1, 2, 3, 4]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    steps = 96 // 8
+    assert ckpt["epoch"] == 4 and ckpt["global_step"] == 5 * steps
+    assert "resuming from" in (run / "train.log").read_text()
+    first = f"epoch {done_before - 1:>3d}"
+    assert first not in out.stderr  # the epochs already done were not trained again
+
+
+@pytest.mark.slow
+def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_path: Path) -> None:
+    from careamics import CAREamist
+
+    from jumpdenoise.train.export import export_run, load_model
+
+    zip_path = export_run(trained, tmp_path / "model.zip")
+    assert zip_path.is_file()
+    x = np.load(trained / "example_input.npy").astype(np.float32)
+    bmz = CAREamist(bmz_path=zip_path, work_dir=tmp_path / "w", enable_progress_bar=False)
+    assert list(bmz.config.data_config.normalization.input_means) == pytest.approx(
+        json.loads((trained / "normalization.json").read_text())["mean"])
+    pred = bmz.predict(x, data_type="array", axes="SCYX")
+    pred = np.squeeze(np.asarray(pred[0][0] if isinstance(pred, tuple) else pred[0]))
+    model, _, norm = load_model(trained)
+    m = np.asarray(norm["mean"], np.float32)[None, :, None, None]
+    s = np.asarray(norm["std"], np.float32)[None, :, None, None]
+    with torch.no_grad():
+        ours = np.squeeze(model(torch.from_numpy((x - m) / s)).numpy() * s + m)
+    np.testing.assert_allclose(pred, ours, rtol=1e-4, atol=1e-2)
+    import zipfile
+
+    rdf = next(n for n in zipfile.ZipFile(zip_path).namelist() if n.endswith(".yaml") and "rdf" in n)
+    text = zipfile.ZipFile(zip_path).read(rdf).decode()
+    assert "DNA" in text and "ER" in text

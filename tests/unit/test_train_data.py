@@ -1,0 +1,173 @@
+"""Training data: plate selection by name, split by well, patch streams, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jumpdenoise.config import load_config
+from jumpdenoise.errors import ConfigError, PlateError
+from jumpdenoise.train.fields import arrays_to_refs, split_fields
+from jumpdenoise.train.patches import PatchStream, augment_batch, val_patches
+from jumpdenoise.train.plate_patches import plate_fields, plate_normalization
+from jumpdenoise.train.synthetic import synthetic_plate
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_plate(tmp_path_factory.mktemp("p") / "plate.zarr", wells=("A01", "A02", "B01", "B02"),
+                           n_fields=2, channels=("DNA", "ER", "RNA"), size=64)
+
+
+def test_channels_by_name_in_given_order_level0_only(plate: Path) -> None:
+    info, names, refs = plate_fields(plate, channels=["RNA", "DNA"], wells=["A02", "B01"], fields=[1])
+    assert names == ["RNA", "DNA"]
+    assert [r.key for r in refs] == ["A02-1", "B01-1"]
+    assert all(r.array_path.endswith("/0") for r in refs)  # never a pyramid level
+    from jumpdenoise.io.ngff import read_field
+
+    expected = read_field(plate, "A02", 1)[[2, 0]]
+    np.testing.assert_array_equal(refs[0].load(), expected)
+
+
+def test_normalisation_is_the_plate_statistics(plate: Path) -> None:
+    info, names, refs = plate_fields(plate, channels=["ER"])
+    mean, std, source = plate_normalization(info, names, refs)
+    assert mean == [pytest.approx(info.statistics["plate"]["ER"]["mean"])]
+    assert std == [pytest.approx(info.statistics["plate"]["ER"]["std"])]
+    assert "plate statistics" in source
+
+
+def test_split_by_well_is_seeded_and_disjoint(plate: Path) -> None:
+    _, _, refs = plate_fields(plate)
+    a = split_fields(refs, seed=3, val_fraction=0.25, patch_size=32)
+    b = split_fields(refs, seed=3, val_fraction=0.25, patch_size=32)
+    assert a.record == b.record and a.mode == "well"
+    assert len(a.record["val_wells"]) == 1
+    assert not set(a.record["train_wells"]) & set(a.record["val_wells"])
+    assert {r.key.split("-")[0] for r in a.val} == set(a.record["val_wells"])
+    given = split_fields(refs, seed=3, val_fraction=0.25, patch_size=32, val_groups=["B02"])
+    assert given.record["val_wells"] == ["B02"] and len(given.train) == 6
+    json.dumps(a.record)
+
+
+def test_split_falls_back_to_fields_then_rows() -> None:
+    imgs = [np.zeros((1, 64, 80), np.uint16)]
+    one = split_fields(arrays_to_refs(imgs), seed=1, val_fraction=0.1, patch_size=16)
+    assert one.mode == "region"
+    assert one.train[0].rows == (0, 48) and one.val[0].rows == (48, 64)
+    with pytest.raises(ConfigError, match="patch_size 64"):
+        split_fields(arrays_to_refs(imgs), seed=1, val_fraction=0.1, patch_size=64)
+
+
+def test_one_well_splits_by_field(plate: Path) -> None:
+    _, _, refs = plate_fields(plate, wells=["A01"])
+    s = split_fields(refs, seed=1, val_fraction=0.1, patch_size=16)
+    assert s.mode == "field" and len(s.train) == 1 and len(s.val) == 1
+    assert s.train[0].key != s.val[0].key
+
+
+def _stream(refs, rank: int = 0, seed: int = 1, **kw) -> PatchStream:
+    return PatchStream(refs, [100.0], [10.0], patch_size=16, batch_size=4, batches_per_epoch=3, seed=seed,
+                       rank=rank, augmentations=[{"name": "XYFlip", "p": 0.5}], **kw)
+
+
+def test_stream_batches_are_normalised_and_differ_by_rank_and_epoch() -> None:
+    rng = np.random.default_rng(0)
+    refs = arrays_to_refs([rng.normal(100, 10, (1, 64, 64)).astype(np.float32) for _ in range(3)])
+    s0, s1 = _stream(refs, rank=0), _stream(refs, rank=1)
+    e0 = list(s0)
+    e1 = list(s0)
+    r1 = list(s1)
+    assert len(e0) == 3 and e0[0].shape == (4, 1, 16, 16) and e0[0].dtype == torch.float32
+    allx = torch.cat(e0 + e1 + r1)
+    assert abs(float(allx.mean())) < 0.2 and abs(float(allx.std()) - 1) < 0.2
+    assert not torch.equal(e0[0], e1[0])  # next epoch, new patches
+    assert not torch.equal(e0[0], r1[0])  # other rank, other patches
+    again = list(_stream(refs, rank=0))
+    assert all(torch.equal(a, b) for a, b in zip(e0, again))  # seeded
+
+
+def test_workers_draw_different_patches() -> None:
+    rng = np.random.default_rng(0)
+    refs = arrays_to_refs([rng.normal(100, 10, (1, 64, 64)).astype(np.float32) for _ in range(2)])
+    stream = PatchStream(refs, [100.0], [10.0], patch_size=16, batch_size=4, batches_per_epoch=4, seed=1)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    batches = list(loader)
+    assert len(batches) == 4
+    assert not torch.equal(batches[0], batches[1])  # worker 0 and worker 1 interleave
+
+
+def test_field_cache_is_bounded() -> None:
+    loads = []
+
+    class Counting(PatchStream):
+        def _load(self, index: int) -> np.ndarray:
+            loads.append(index)
+            return super()._load(index)
+
+    refs = arrays_to_refs([np.full((1, 32, 32), i, np.float32) for i in range(50)])
+    s = Counting(refs, [0.0], [1.0], patch_size=16, batch_size=8, batches_per_epoch=10, seed=1,
+                 fields_in_cache=4, patches_per_field=8)
+    list(s)
+    # 4 fields first, then one replacement per slot every 4 batches: far fewer than 50 fields
+    assert 4 <= len(loads) <= 4 + 10 * 4
+    assert len(s.refs) == 50
+
+
+def test_augmentations_follow_careamics_semantics() -> None:
+    x = np.arange(2 * 8 * 8, dtype=np.float32).reshape(1, 2, 8, 8).repeat(64, 0)
+    out = augment_batch(x.copy(), [{"name": "XYFlip", "flip_x": True, "flip_y": False, "p": 0.5},
+                                   {"name": "XYRandomRotate90", "p": 0.5}], np.random.default_rng(0))
+    allowed = [np.rot90(v, k, axes=(-2, -1)) for v in (x[0], x[0][..., ::-1]) for k in range(4)]
+    seen = set()
+    for o in out:
+        matches = [i for i, a in enumerate(allowed) if np.array_equal(o, a)]
+        assert matches, "not a flip/rotation of the input"
+        seen.add(matches[0])
+    assert len(seen) >= 6  # identity, flips and rotations all occur
+
+
+def test_val_patches_fixed(plate: Path) -> None:
+    _, _, refs = plate_fields(plate, channels=["DNA"])
+    a = val_patches(refs, [300.0], [50.0], n=10, patch_size=16, seed=5)
+    b = val_patches(refs, [300.0], [50.0], n=10, patch_size=16, seed=5)
+    assert a.shape == (10, 1, 16, 16) and np.array_equal(a, b)
+
+
+def _config(tmp_path: Path, plate: Path, **train) -> object:
+    return load_config(overrides={"paths": {"workdir": str(tmp_path), "raw_plate": str(plate)},
+                                  "train": train})
+
+
+def test_bad_inputs_are_named(tmp_path: Path, plate: Path) -> None:
+    from jumpdenoise.stages.train import prepare
+
+    with pytest.raises(PlateError, match="plate not found.*nowhere.zarr"):
+        prepare(_config(tmp_path, tmp_path / "nowhere.zarr"))
+    with pytest.raises(PlateError, match=r"train\.channels.*'Mito'.*DNA"):
+        prepare(_config(tmp_path, plate, channels=["DNA", "Mito"]))
+    with pytest.raises(PlateError, match=r"train\.wells.*'Z09'"):
+        prepare(_config(tmp_path, plate, wells=["A01", "Z09"]))
+    with pytest.raises(ConfigError, match=r"train\.patch_size 128 is larger than the fields.*64x64"):
+        prepare(_config(tmp_path, plate, patch_size=128))
+    assert not (tmp_path / "model").exists()  # nothing written for a bad input
+
+
+def test_prepare_writes_the_run_header(tmp_path: Path, plate: Path) -> None:
+    from jumpdenoise.stages.train import plan, prepare
+
+    cfg = _config(tmp_path, plate, channels=["ER", "DNA"], patch_size=32)
+    prepare(cfg)
+    run = tmp_path / "model"
+    norm = json.loads((run / "normalization.json").read_text())
+    assert norm["channels"] == ["ER", "DNA"] and len(norm["mean"]) == 2 and str(plate) in norm["source"]
+    split = json.loads((run / "split.json").read_text())
+    assert split["seed"] == 1 and split["mode"] == "well" and split["val_wells"]
+    assert (run / "careamics_config.yaml").is_file() and (run / "config.yaml").is_file()
+    assert np.load(run / "example_input.npy").shape == (1, 2, 64, 64)
+    assert [u.key for u in plan(cfg)] == ["train"]
