@@ -239,7 +239,7 @@ def collect_status(workdir: str | Path) -> RunStatus:
         for kind in ("prepare", "finalize"):
             job_id = control.get(kind)
             state = states.get(job_id or "", "")
-            if job_id and state and state not in ACTIVE_STATES and state != "COMPLETED":
+            if job_id and state and state not in ACTIVE_STATES and state not in ("COMPLETED", "CANCELLED"):
                 if kind == "finalize" and job_id == control.get("prepare"):
                     continue
                 stage.notes.append(_job_failure(kind, job_id, state, _task_log(log_dir, job_id)))
@@ -285,7 +285,7 @@ def _stage_state(rf: RunFolder, name: str, stage: StageStatus, plan: dict | None
         return "failed"
     if any(s in ACTIVE_STATES for s in job_states if s != "UNKNOWN") or stage.count("pending"):
         return "pending"
-    if control and all(states.get(j) == "CANCELLED" for j in control.values()):
+    if any(states.get(j) == "CANCELLED" for j in list(control.values()) + list(stage.jobs)):
         return "cancelled"
     return "incomplete" if plan else "not started"
 

@@ -14,15 +14,21 @@ def bsd(
     train: Path = typer.Option(..., "--train", help="Folder of clean 8-bit grayscale training PNGs (e.g. Train400)."),
     test: Path = typer.Option(..., "--test", help="Folder of clean test PNGs (BSD68, or Set12 for a quick check)."),
     sigma: float = typer.Option(25.0, "--sigma", help="Gaussian noise standard deviation on the 0..255 scale."),
-    epochs: int = typer.Option(100, "--epochs", min=1, help="Training epochs."),
+    schedule: str = typer.Option("short", "--schedule",
+                                 help="Named settings: ci (about a minute on a CPU), short (a CPU run), "
+                                      "full (the N2V paper's BSD68 settings, for a GPU)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Training epochs (default: the schedule's)."),
     tta: bool = typer.Option(False, "--tta", help="Average predictions over 8 flips/rotations (8x compute)."),
     seed: int = typer.Option(0, "--seed", help="Noise seed (test noise uses seed+1)."),
     out: Path = typer.Option(Path("bsd-run"), "--out", help="Output folder (model/, bsd_scores.csv, bsd_summary.json)."),
-    n_train: int | None = typer.Option(None, "--n-train", min=1, help="Use only the first N training images."),
-    n_test: int | None = typer.Option(None, "--n-test", min=1, help="Use only the first N test images."),
-    patch_size: int = typer.Option(64, "--patch-size", min=8, help="Training patch size (pixels)."),
-    batch_size: int = typer.Option(128, "--batch-size", min=1, help="Training batch size."),
+    n_train: int | None = typer.Option(None, "--n-train", min=1,
+                                       help="Use only the first N training images (default: the schedule's)."),
+    n_test: int | None = typer.Option(None, "--n-test", min=1,
+                                      help="Use only the first N test images (default: the schedule's)."),
+    patch_size: int | None = typer.Option(None, "--patch-size", min=8, help="Training patch size (power of 2)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Training batch size."),
     n2v2: bool = typer.Option(False, "--n2v2", help="Use the N2V2 variant (BlurPool, median masking)."),
+    device: str = typer.Option("auto", "--device", help="Prediction device: auto, cpu, cuda."),
 ) -> None:
     """Train N2V on noisy TRAIN images, denoise noisy TEST images, print per-image and mean PSNR/SSIM.
 
@@ -35,10 +41,14 @@ def bsd(
     from jumpdenoise.bsd import run_bsd
 
     console = Console()
-    console.print(f"BSD protocol: train {train}, test {test}, sigma {sigma:g}, {epochs} epochs, seed {seed}"
-                  f"{', TTA' if tta else ''}")
-    report = run_bsd(train, test, sigma=sigma, epochs=epochs, seed=seed, tta=tta, out_dir=out, n_train=n_train,
-                     n_test=n_test, patch_size=patch_size, batch_size=batch_size, n2v2=n2v2)
+    from jumpdenoise.bsd import schedule as bsd_schedule
+
+    settings = bsd_schedule(schedule, epochs=epochs, patch_size=patch_size, batch_size=batch_size)
+    console.print(f"BSD protocol: train {train}, test {test}, sigma {sigma:g}, noise seed {seed}, schedule "
+                  f"{schedule}: {settings['train']['epochs']} epochs{', TTA' if tta else ''}")
+    report = run_bsd(train, test, sigma=sigma, epochs=epochs, seed=seed, tta=tta, out_dir=out,
+                     schedule_name=schedule, n_train=n_train, n_test=n_test, device=device,
+                     patch_size=patch_size, batch_size=batch_size, n2v2=n2v2 or None)
     table = Table(title=f"PSNR (dB, data range 255) and SSIM, sigma {sigma:g}")
     for col in ("image", "noisy PSNR", "denoised PSNR", "gain", "noisy SSIM", "denoised SSIM"):
         table.add_column(col, justify="left" if col == "image" else "right")

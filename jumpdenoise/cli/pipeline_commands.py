@@ -1,5 +1,98 @@
-"""CLI commands of the pipeline part (registered on the shared typer app)."""
+"""CLI commands of the pipeline: ``run``, ``submit``, ``status``, ``cancel``."""
 
 from __future__ import annotations
 
-from jumpdenoise.cli import app  # noqa: F401
+import shutil
+from pathlib import Path
+
+import typer
+
+from jumpdenoise.cli import app
+from jumpdenoise.errors import ConfigError
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+_UNTIL_HELP = "Stop after this stage (convert, stats, train, predict, stats_denoised, report)."
+
+
+def _prepare_demo(workdir: Path) -> dict:
+    """Generate the demo plate in ``workdir/source``; returns the config overrides."""
+    from jumpdenoise.demo import DEMO_PLATE
+    from jumpdenoise.io.synthetic import generate_plate
+    from jumpdenoise.run_state import STATE_FILE
+
+    workdir = workdir.expanduser().absolute()
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / STATE_FILE).is_file():
+        raise ConfigError(f"{workdir} exists and is not a jumpdenoise run folder; choose another --workdir")
+    if workdir.exists():  # a previous demo: start afresh
+        shutil.rmtree(workdir)
+    typer.echo(f"generating the demo plate (Phenix layout, {DEMO_PLATE['rows']} x {DEMO_PLATE['columns']} wells, "
+               f"{DEMO_PLATE['fields']} fields, channels {', '.join(DEMO_PLATE['channels'])}) in {workdir / 'source'}")
+    source = generate_plate(workdir / "source", **DEMO_PLATE)
+    return {"source": {"path": str(source)}, "paths": {"workdir": str(workdir)}}
+
+
+@app.command()
+def run(
+    config: Path | None = typer.Argument(None, help="Pipeline YAML configuration; without it, the embedded demo "
+                                                    "plate runs end to end."),
+    workdir: Path | None = typer.Option(None, "--workdir", "-o", help="Run folder (default: paths.workdir of the "
+                                                                       "config; ./jumpdenoise-demo for the demo)."),
+    until: str | None = typer.Option(None, "--until", help=_UNTIL_HELP),
+) -> None:
+    """Run the whole pipeline on this machine: convert -> stats -> train -> predict -> stats -> report.
+
+    Units run in local processes or on Dask (``executor.kind`` in the config); stages already
+    done in the run folder are skipped, so running again resumes.
+    """
+    from jumpdenoise.config import load_config
+    from jumpdenoise.pipeline import run_pipeline
+    from jumpdenoise.run_state import collect_status, format_status
+
+    if config is None:
+        overrides = _prepare_demo(workdir or Path("jumpdenoise-demo"))
+        cfg = load_config(DEMO_CONFIG, overrides=overrides)
+    else:
+        overrides = {"paths": {"workdir": str(workdir.absolute())}} if workdir else None
+        cfg = load_config(config, overrides=overrides)
+    rf = run_pipeline(cfg, until=until, echo=typer.echo)
+    typer.echo(format_status(collect_status(rf.workdir)))
+    for name, path in (("denoised plate", cfg.paths.denoised_plate), ("report", rf.workdir / "report.md")):
+        if Path(path).exists():
+            typer.echo(f"{name}: {path}")
+
+
+@app.command()
+def submit(
+    config: Path = typer.Argument(..., help="Pipeline YAML configuration with executor.profile (a SLURM profile)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print stages, units, resources and dependencies; "
+                                                          "submit nothing."),
+    until: str | None = typer.Option(None, "--until", help=_UNTIL_HELP),
+) -> None:
+    """Submit the pipeline to SLURM through submitit, each stage afterok the previous one.
+
+    Submitting again resubmits only what is missing or failed.
+    """
+    from jumpdenoise.config import load_config
+    from jumpdenoise.pipeline_slurm import submit_pipeline
+
+    submit_pipeline(load_config(config), dry_run=dry_run, until=until, echo=typer.echo)
+
+
+@app.command()
+def status(
+    workdir: Path = typer.Argument(..., help="Run folder (paths.workdir of the config)."),
+    lines: int = typer.Option(8, "--lines", "-n", min=0, help="Error lines shown per failed unit."),
+) -> None:
+    """Per-stage progress of a run; each failed unit with its log path and the end of its error."""
+    from jumpdenoise.run_state import collect_status, format_status
+
+    typer.echo(format_status(collect_status(workdir), error_lines=lines))
+
+
+@app.command()
+def cancel(workdir: Path = typer.Argument(..., help="Run folder (paths.workdir of the config).")) -> None:
+    """Cancel the queued and running SLURM jobs of a run (``submit`` again resumes it)."""
+    from jumpdenoise.run_state import cancel_run
+
+    ids = cancel_run(workdir)
+    typer.echo(f"cancelled {len(ids)} job(s): {' '.join(ids)}" if ids else "no queued or running job")

@@ -26,7 +26,7 @@ from pathlib import Path
 from jumpdenoise.errors import ImageError, SourceError
 from jumpdenoise.io.discovery import PlaneTable, row_from_number
 from jumpdenoise.io.layout import Channel, PlaneRef, PlateLayout, split_well
-from jumpdenoise.io.tiff import _open, _squeeze_axes
+from jumpdenoise.io.tiff import open_tiff, squeeze_axes
 
 __all__ = ["read_hyperstacks"]
 
@@ -132,11 +132,11 @@ def read_hyperstacks(
         raise SourceError(f"axes must be 'auto', 'CYX' or 'YXC', got {axes!r}")
 
     first = str(folder / matched[0][0])
-    with _open(first) as tif:
+    with open_tiff(first) as tif:
         if not tif.series:
             raise ImageError(first, "no image found in the file")
         series = tif.series[0]
-        shape, saxes = _squeeze_axes(tuple(series.shape), series.axes)
+        shape, saxes = squeeze_axes(tuple(series.shape), series.axes)
         file_axes = _auto_axes(shape, saxes, first) if axes == "AUTO" else axes
         if len(shape) != len(file_axes):
             raise ImageError(first, f"array has shape {tuple(series.shape)}, which does not fit axes {file_axes}")

@@ -110,6 +110,8 @@ def read_load_data(
     for ch in order:
         if not url_cols[ch] and not (f"FileName_Orig{ch}" in header and f"PathName_Orig{ch}" in header):
             raise SourceError(f"{csv_path}: channel {ch!r} needs FileName_Orig{ch} and PathName_Orig{ch} (or URL_Orig{ch})")
+    if not rows:
+        raise SourceError(f"{csv_path}: the load_data CSV has a header but no rows")
     plates = {r.get("Metadata_Plate") or "" for r in rows}
     if len(plates) > 1 and plate_name not in plates:
         raise SourceError(f"{csv_path}: holds plates {sorted(plates)}; set source.plate_name to one of them")

@@ -183,6 +183,8 @@ def read_phenix(
     if index is None:
         raise SourceError(f"{path}: no Index.idx.xml or Index.xml found")
     root_info, plate, entries, channel_facts, images = _parse_index(index)
+    if not images:
+        raise SourceError(f"{index}: the Index XML lists no <Image>")
     channel_map = dict(channel_map or {})
     folder = str(index.parent)
 
@@ -212,6 +214,17 @@ def read_phenix(
     pl = plane if plane is not None else min(planes, default=1)
     tp_text, pl_text = str(tp), str(pl)
     final_names: dict[str, str] = {}
+    for cid in {img[0] for img in images if int(img[5] or "0") == tp and int(img[4] or "1") == pl}:
+        source_name = names.get(cid, f"ch{cid}")
+        final_names[cid] = channel_map.get(source_name, channel_map.get(f"ch{cid}", source_name))
+    if not final_names:
+        raise SourceError(f"{index}: no image with TimepointID {tp} and PlaneID {pl} (present: "
+                          f"timepoints {sorted(timepoints)}, planes {sorted(planes)})")
+    ordered = sorted(final_names, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
+    clash = _first_duplicate([final_names[c] for c in ordered])
+    if clash:
+        ids = [c for c in ordered if final_names[c] == clash]
+        raise SourceError(f"{index}: channels {ids} all map to the name {clash!r}; fix channel_map")
     table = PlaneTable(str(index))
     present = DirIndex()
     skipped = 0
@@ -222,10 +235,7 @@ def read_phenix(
             if int(img_tp or "0") != tp or int(img_plane or "1") != pl:  # e.g. "01"
                 skipped += 1
                 continue
-        name = final_names.get(cid)
-        if name is None:
-            source_name = names.get(cid, f"ch{cid}")
-            name = final_names[cid] = channel_map.get(source_name, channel_map.get(f"ch{cid}", source_name))
+        name = final_names[cid]
         if not url:
             raise SourceError(f"{index}: <Image> {img_id or '?'} has no <URL>")
         file = url if os.path.isabs(url) else os.path.join(folder, url)
@@ -236,13 +246,6 @@ def read_phenix(
         if exists and first_file is None:
             first_file = file
         table.add(letter, _int(col, "Col", index), _int(field, "FieldID", index), name, PlaneRef(path=file), exists)
-    channel_ids = set(final_names)
-
-    ordered = sorted(channel_ids, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
-    clash = _first_duplicate([final_names[c] for c in ordered])
-    if clash:
-        ids = [c for c in ordered if final_names[c] == clash]
-        raise SourceError(f"{index}: channels {ids} all map to the name {clash!r}; fix channel_map")
     channel_list = [
         Channel(name=final_names[c], source_id=c, excitation_nm=waves.get(c, (None, None))[0],
                 emission_nm=waves.get(c, (None, None))[1])

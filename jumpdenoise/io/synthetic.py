@@ -338,18 +338,18 @@ def generate_plate(
     size = (int(size[0]), int(size[1]))
     if rows < 1 or columns < 1 or fields < 1 or not channels or min(size) < 16:
         raise ValueError("rows, columns, fields >= 1, at least one channel and size >= 16 are required")
+    wells = [(r, c) for r in range(1, rows + 1) for c in range(1, columns + 1)]
+    n_fields = len(wells) * fields
+    total = n_fields * len(channels)
+    if not 0 <= missing <= total:
+        raise ValueError(f"missing must be between 0 and {total}, got {missing}")
     out = Path(out_dir)
     images, truth = out / "Images", out / "ground_truth"
     images.mkdir(parents=True, exist_ok=True)
     if ground_truth:
         truth.mkdir(exist_ok=True)
-    wells = [(r, c) for r in range(1, rows + 1) for c in range(1, columns + 1)]
     write_index_xml(images / "Index.idx.xml", plate_name=plate_name, wells=wells, fields=fields,
                     channels=channels, size=size)
-    n_fields = len(wells) * fields
-    total = n_fields * len(channels)
-    if not 0 <= missing <= total:
-        raise ValueError(f"missing must be between 0 and {total}, got {missing}")
     rng = np.random.default_rng([seed, 31])
     gone = rng.choice(total, size=missing, replace=False) if missing else np.array([], int)
     skip: dict[int, set[int]] = {}

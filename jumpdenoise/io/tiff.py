@@ -20,7 +20,7 @@ from jumpdenoise.io.layout import FieldLayout, PlaneRef
 __all__ = ["probe", "read_field", "read_plane", "read_multichannel"]
 
 
-def _open(path: str):
+def open_tiff(path: str):
     """Open ``path`` with tifffile, mapping every failure to :class:`ImageError`."""
     import tifffile
 
@@ -107,7 +107,7 @@ def read_plane(ref: PlaneRef, shape: tuple[int, int], dtype: str, *, out: np.nda
             out[...] = arr
             return out
         return arr
-    with _open(path) as tif:
+    with open_tiff(path) as tif:
         page = _first_page(path, tif)
         # Check metadata before decoding: cheap and gives the clearest message.
         if tuple(page.shape) != shape:
@@ -120,7 +120,7 @@ def read_plane(ref: PlaneRef, shape: tuple[int, int], dtype: str, *, out: np.nda
     return arr
 
 
-def _squeeze_axes(shape: tuple[int, ...], axes: str) -> tuple[tuple[int, ...], str]:
+def squeeze_axes(shape: tuple[int, ...], axes: str) -> tuple[tuple[int, ...], str]:
     """Drop length-1 axes other than Y and X; tifffile's sample axis ``S`` counts as ``C``."""
     kept_shape, kept_axes = [], []
     for n, a in zip(shape, axes):
@@ -155,11 +155,11 @@ def read_multichannel(
         Missing, truncated or corrupt file, or shape, dtype or axes unlike expected.
     """
     path = str(path)
-    with _open(path) as tif:
+    with open_tiff(path) as tif:
         _first_page(path, tif)
         size = tif.filehandle.size
         series = tif.series[0]
-        sshape, saxes = _squeeze_axes(tuple(series.shape), series.axes)
+        sshape, saxes = squeeze_axes(tuple(series.shape), series.axes)
         if len(sshape) != len(axes):
             raise ImageError(path, f"array has shape {tuple(series.shape)} (axes {series.axes}); expected axes {axes}")
         if series.dtype != np.dtype(dtype):
@@ -249,7 +249,7 @@ def probe(path: str | Path, axes: str = "YX") -> tuple[tuple[int, int], str]:
         The file cannot be opened as a TIFF.
     """
     path = str(path)
-    with _open(path) as tif:
+    with open_tiff(path) as tif:
         page = _first_page(path, tif)
         if axes == "YX":
             shp = tuple(page.shape)
@@ -257,7 +257,7 @@ def probe(path: str | Path, axes: str = "YX") -> tuple[tuple[int, int], str]:
                 raise ImageError(path, f"expected a single 2-D plane, found shape {shp} (axes {page.axes})")
             return (int(shp[0]), int(shp[1])), np.dtype(page.dtype).name
         series = tif.series[0]
-        sshape, _ = _squeeze_axes(tuple(series.shape), series.axes)
+        sshape, _ = squeeze_axes(tuple(series.shape), series.axes)
         if len(sshape) != len(axes):
             raise ImageError(path, f"array has shape {tuple(series.shape)}; expected axes {axes}")
         yx = tuple(int(n) for n, a in zip(sshape, axes) if a != "C")

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,6 +203,11 @@ def prepare(config: JumpDenoiseConfig) -> dict:
     lm = predictor.model
     channels = select_channels(lm, info)
     selection = _selection(config, info)
+    try:
+        predictor.plan(info.shape_yx)
+    except ValueError as exc:
+        raise ConfigError(f"predict.tile_size / predict.overlap: {exc} (fields of {info.shape_yx[0]}x"
+                          f"{info.shape_yx[1]}, receptive-field radius {predictor.receptive_field})") from None
     out_dtype = "float32" if pc.dtype == "float32" else info.dtype
     fingerprint = _fingerprint(lm, raw, _settings(config, predictor, channels, out_dtype))
     job = {"selection": selection, "channels": channels, "dtype": out_dtype, "fingerprint": fingerprint}
@@ -308,15 +314,32 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
             "mpx_channels": len(report.done) * len(channels) * h * w / 1e6}
 
 
-def _load_comparison(out: Path, key: str) -> dict[str, np.ndarray]:
+def _load_marker(out: Path, key: str, comparison: bool) -> dict[str, np.ndarray]:
+    """The statistics (or, with ``comparison``, the ``cmp.*``) arrays of one done marker."""
     from jumpdenoise.predict.compare import PREFIX
 
     path = out / SIDECAR / "done" / f"{key}.npz"
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files if k.startswith(PREFIX)}
+            return {k: npz[k] for k in npz.files if k.startswith(PREFIX) == comparison}
     except (OSError, ValueError) as exc:
         raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
+
+
+class _Markers(Mapping):
+    """Lazy ``{field key: statistics partial}`` over done markers (one loaded at a time)."""
+
+    def __init__(self, out: Path, keys: list[str]) -> None:
+        self.out, self.keys = out, list(keys)
+
+    def __getitem__(self, key: str) -> dict[str, np.ndarray]:
+        return _load_marker(self.out, key, comparison=False)
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 def _update_root_attrs(plate: Path, update) -> None:
@@ -336,9 +359,10 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
     dict
         ``{"done": fields done, "expected": fields selected, "failures": {unit: error}}``.
     """
+    from jumpdenoise.compute.stats import merge_partials
     from jumpdenoise.io.ngff import done_keys, field_key, write_statistics
     from jumpdenoise.predict.compare import merge_comparison, write_comparison_csv
-    from jumpdenoise.stages.convert import merge_done_statistics, short_error
+    from jumpdenoise.stages.convert import short_error
 
     out = out_path(config)
     job = read_job(out)
@@ -347,8 +371,8 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
     order = [field_key(w, f) for w, fs in job["selection"].items() for f in fs]
     keys = [k for k in order if k in done]
     if keys:
-        write_statistics(out, merge_done_statistics(out, keys, channels))
-        comparison = merge_comparison({k: _load_comparison(out, k) for k in keys}, channels)
+        write_statistics(out, merge_partials(_Markers(out, keys), channels))
+        comparison = merge_comparison({k: _load_marker(out, k, comparison=True) for k in keys}, channels)
 
         def set_comparison(attrs: dict) -> None:
             attrs.setdefault("jumpdenoise", {})["comparison"] = comparison

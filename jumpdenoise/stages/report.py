@@ -1,9 +1,10 @@
 """The report stage: raw vs denoised plate, per channel, as ``report.md`` + ``report.json``.
 
-The last stage of the pipeline (:mod:`jumpdenoise.pipeline`): one unit that reads the
-statistics stored in both plates (mean, std, percentiles), estimates the noise of a few
-fields of each (median absolute deviation of horizontal pixel differences, a robust
-Gaussian-noise estimate) and writes ``<workdir>/report.md`` and ``<workdir>/report.json``.
+The last stage of the pipeline (:mod:`jumpdenoise.pipeline`): one unit that puts side by
+side the statistics stored in both plates (mean, std, percentiles) and the noise estimates
+of the raw-vs-denoised comparison the predict stage stored in the denoised plate
+(:mod:`jumpdenoise.predict.compare`; estimated here on a few fields when it is absent),
+plus the model's files, in ``<workdir>/report.md`` and ``<workdir>/report.json``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from jumpdenoise.errors import PlateError
 from jumpdenoise.stages.base import Unit
@@ -40,15 +39,10 @@ def plan(config: Any) -> list[Unit]:
     return [Unit(stage=STAGE, key="report", items=[str(raw), str(den)])]
 
 
-def noise_sigma(image: np.ndarray) -> float:
-    """Robust noise estimate of one 2-D plane: 1.4826 * MAD(horizontal differences) / sqrt(2)."""
-    diff = np.diff(np.asarray(image, dtype=np.float64), axis=-1).ravel()
-    mad = np.median(np.abs(diff - np.median(diff)))
-    return float(1.4826 * mad / np.sqrt(2.0))
-
-
 def _sample_noise(plate: Path, channels: list[str]) -> dict[str, float]:
+    """Mean noise estimate of the first fields of ``plate``, per channel."""
     from jumpdenoise.io.ngff import plate_info, read_field
+    from jumpdenoise.predict.compare import noise_sigma
 
     info = plate_info(plate)
     keys = [(w, f) for w, fields in info.wells.items() for f in fields][:SAMPLE_FIELDS]
@@ -62,14 +56,20 @@ def _sample_noise(plate: Path, channels: list[str]) -> dict[str, float]:
 
 
 def build_report(raw: Path, denoised: Path) -> dict:
-    """Per-channel comparison of the two plates (statistics stored in them + noise estimates)."""
+    """Per-channel comparison of the two plates (statistics and noise estimates)."""
     from jumpdenoise.io.ngff import plate_info
 
     infos = {"raw": plate_info(raw), "denoised": plate_info(denoised)}
     channels = [c for c in infos["raw"].channels if c in infos["denoised"].channels]
     if not channels:
         raise PlateError(f"{raw} and {denoised} share no channel name")
-    noise = {k: _sample_noise(Path(info.path), channels) for k, info in infos.items()}
+    stored = (infos["denoised"].attrs.get("comparison") or {}).get("plate", {})
+    if all(ch in stored for ch in channels):
+        noise = {k: {ch: stored[ch].get(f"{k}_noise") for ch in channels} for k in infos}
+        estimator = infos["denoised"].attrs["comparison"].get("noise_estimator", "predict stage")
+    else:
+        noise = {k: _sample_noise(Path(info.path), channels) for k, info in infos.items()}
+        estimator = f"jumpdenoise.predict.compare.noise_sigma, mean over the first {SAMPLE_FIELDS} fields"
     rows = {}
     for ch in channels:
         row: dict[str, Any] = {}
@@ -79,10 +79,9 @@ def build_report(raw: Path, denoised: Path) -> dict:
                 row[f"{kind}_{col}"] = plate_stats.get(col)
             row[f"{kind}_noise_sigma"] = noise[kind][ch]
         raw_sigma, den_sigma = row["raw_noise_sigma"], row["denoised_noise_sigma"]
-        row["noise_reduction"] = raw_sigma / den_sigma if den_sigma else None
+        row["noise_reduction"] = raw_sigma / den_sigma if raw_sigma and den_sigma else None
         rows[ch] = row
-    return {"raw_plate": str(raw), "denoised_plate": str(denoised), "channels": rows,
-            "noise_sample_fields": SAMPLE_FIELDS}
+    return {"raw_plate": str(raw), "denoised_plate": str(denoised), "channels": rows, "noise_estimator": estimator}
 
 
 def _fmt(v: Any) -> str:
@@ -102,8 +101,7 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
         cells = [ch] + [_fmt(row[f"{k}_{c}"]) for k in ("raw", "denoised") for c in (*COLUMNS, "noise_sigma")]
         cells.append(_fmt(row["noise_reduction"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"noise_sigma: 1.4826 x MAD of horizontal pixel differences / sqrt(2), mean over the first "
-                  f"{report['noise_sample_fields']} fields; noise reduction = raw / denoised."]
+    lines += ["", f"noise_sigma: {report['noise_estimator']}; noise reduction = raw / denoised noise."]
     return "\n".join(lines) + "\n"
 
 
