@@ -55,7 +55,7 @@ SCHEDULES: dict[str, dict] = {
         "epochs": 4, "patches_per_epoch": 640, "patch_size": 32, "batch_size": 16, "n_val_patches": 32,
         "model": {"num_channels_init": 16}, "optimizer": {"lr": 1e-3}, "n2v": {"masked_pixel_percentage": 1.5}}},
     "short": {"n_train": None, "n_test": None, "train": {
-        "epochs": 10, "patches_per_epoch": 3200, "patch_size": 32, "batch_size": 16, "n_val_patches": 128,
+        "epochs": 10, "patches_per_epoch": 1600, "patch_size": 32, "batch_size": 16, "n_val_patches": 128,
         "model": {"num_channels_init": 32}, "optimizer": {"lr": 1e-3}, "n2v": {"masked_pixel_percentage": 1.5}}},
     "full": {"n_train": None, "n_test": None, "train": {
         "epochs": 200, "patches_per_epoch": 400 * 128, "patch_size": 64, "batch_size": 128, "n_val_patches": 512,
@@ -277,13 +277,13 @@ def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray]
 
 
 def denoise_set(model_or_run: object, noisy: Mapping[str, np.ndarray], *, tta: bool = False,
-                tile_size: int | None = 256, overlap: int | None = 48, batch_size: int = 8,
+                tile_size: int | None = 256, overlap: int | None = None, batch_size: int = 8,
                 device: str = "auto") -> dict[str, np.ndarray]:
     """Denoise every image of ``noisy`` with one model (a run folder, checkpoint or loaded model).
 
     ``tta=True`` averages the 8 flips/rotations (the predictor's built-in test-time augmentation,
     the same average as :func:`dihedral_average`), 8x the compute. ``device="auto"`` uses a GPU when
-    there is one.
+    there is one. ``overlap=None`` picks the smallest exact tile overlap for the network.
     """
     from jumpdenoise.predict.arrays import denoise_array
     from jumpdenoise.predict.model import load_model

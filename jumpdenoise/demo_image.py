@@ -1,6 +1,8 @@
-"""Single-image Noise2Void demo: one image, noise added, a model trained on that image alone.
+"""Single-image Noise2Void demo, and the sample data of the notebooks.
 
-Used by ``notebooks/single_image_demo.ipynb``. The default image is scikit-image's bundled
+The demo: one image, noise added, a model trained on that image alone
+(``notebooks/single_image_demo.ipynb``). The notebooks' data: stand-in BSD-like image folders and
+the JUMP notebook's source plate (the real cpg0000 field when present, else a generated plate). The default image is scikit-image's bundled
 ``camera`` photograph (512x512, 8-bit; no network needed). Trains in a few minutes on a laptop CPU.
 """
 
@@ -15,8 +17,8 @@ import numpy as np
 from jumpdenoise.bsd import add_gaussian_noise, psnr, ssim
 from jumpdenoise.errors import JumpDenoiseError
 
-__all__ = ["DemoResult", "denoise_demo", "demo_image", "make_noisy", "make_synthetic_sets", "run_demo", "schedule",
-           "score_table", "train_demo"]
+__all__ = ["DemoResult", "denoise_demo", "demo_image", "jump_overrides", "jump_source", "make_noisy",
+           "make_synthetic_sets", "run_demo", "schedule", "score_table", "train_demo"]
 
 #: Named schedules: ``size`` (centred crop, None = whole image) and ``train`` (keyword arguments of
 #: :func:`train_demo`). ``ci`` takes about a minute on 2 CPU cores; ``laptop`` a few minutes on a laptop
@@ -188,3 +190,53 @@ def make_synthetic_sets(out_dir: str | Path, n_train: int = 20, n_test: int = 3,
             Image.fromarray(img[y:y + s, x:x + s]).save(d / f"{sub}_{i + 1:03d}.png")
         result.append(d)
     return result[0], result[1]
+
+
+# --------------------------------------------------------------------------- the JUMP notebook's plate
+
+#: Training settings of the JUMP notebook per schedule (merged over ``configs/n2v_jump.yaml``'s ``train``);
+#: ``full`` keeps the configuration file's own settings.
+JUMP_SCHEDULES: dict[str, dict] = {
+    "ci": {"patch_size": 32, "batch_size": 8, "epochs": 2, "patches_per_epoch": 96, "n_val_patches": 32,
+           "model": {"num_channels_init": 8}, "optimizer": {"lr": 2e-3}, "n2v": {"masked_pixel_percentage": 2.0},
+           "trainer": {"accelerator": "cpu", "devices": 1, "num_workers": 0, "enable_progress_bar": False}},
+    "short": {"patch_size": 64, "batch_size": 16, "epochs": 10, "patches_per_epoch": 640, "n_val_patches": 64,
+              "model": {"num_channels_init": 16}, "optimizer": {"lr": 1e-3}, "n2v": {"masked_pixel_percentage": 1.0},
+              "trainer": {"devices": 1, "num_workers": 0, "enable_progress_bar": False}},
+    "full": {},
+}
+
+CPG0000_FIELD = ("jump", "cpg0000_BR00117010")
+
+
+def jump_source(data_root: str | Path | None, work_dir: str | Path) -> tuple[dict, str]:
+    """The JUMP notebook's source plate as a ``source`` config section, and where it comes from.
+
+    The real cpg0000 field (``<data_root>/jump/cpg0000_BR00117010``: six 1080x1080 Phenix TIFFs, channel
+    names from its ``channel_table.json``) when present; otherwise a small generated plate (Phenix
+    layout, 1 x 2 wells, 2 fields, 256x256, channels DNA ER RNA AGP Mito) written under ``work_dir``.
+    Returns ``(source, origin)`` with ``origin`` ``"cpg0000"`` or ``"generated"``.
+    """
+    if data_root is not None:
+        field_dir = Path(data_root).joinpath(*CPG0000_FIELD)
+        if (field_dir / "Images").is_dir() and (field_dir / "channel_table.json").is_file():
+            return {"kind": "phenix", "path": str((field_dir / "Images").resolve()),
+                    "channel_map_file": str((field_dir / "channel_table.json").resolve()),
+                    "plate_name": "BR00117010"}, "cpg0000"
+    from jumpdenoise.io.synthetic import generate_plate
+
+    images = generate_plate(Path(work_dir).resolve() / "generated_source", plate_name="GENERATED", rows=1,
+                            columns=2, fields=2, channels=("DNA", "ER", "RNA", "AGP", "Mito"), size=(256, 256),
+                            seed=0, ground_truth=False)
+    return {"kind": "phenix", "path": str(images)}, "generated"
+
+
+def jump_overrides(source: dict, work_dir: str | Path, schedule_name: str = "short") -> dict:
+    """Config overrides of the JUMP notebook: its source, outputs in ``work_dir``, a local executor, and the
+    schedule's training settings (:data:`JUMP_SCHEDULES`). Reruns replace converted and denoised plates."""
+    if schedule_name not in JUMP_SCHEDULES:
+        raise JumpDenoiseError(f"unknown schedule {schedule_name!r}; choose one of {sorted(JUMP_SCHEDULES)}")
+    work = Path(work_dir).resolve()
+    return {"source": source, "paths": {"workdir": str(work)}, "convert": {"overwrite": True},
+            "predict": {"overwrite": True}, "executor": {"kind": "local", "workers": 1},
+            "train": JUMP_SCHEDULES[schedule_name]}

@@ -29,19 +29,16 @@ from __future__ import annotations
 
 import importlib
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from jumpdenoise.errors import ClusterError, ConfigError, UnitFailures
-from jumpdenoise.run_state import RunFolder, now, read_json, write_json
+from jumpdenoise.errors import ConfigError, UnitFailures
+from jumpdenoise.run_state import RunFolder, now, write_json
 
 if TYPE_CHECKING:
-    from jumpdenoise.config import JumpDenoiseConfig, SlurmProfile
+    from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.executors.base import Executor, Outcome
-    from jumpdenoise.executors.slurm import SlurmExecutor
 
 
 @dataclass(frozen=True)
@@ -146,15 +143,27 @@ def _finalize(stage: Stage, config: JumpDenoiseConfig, rf: RunFolder, outcomes: 
 
 
 def write_dashboard(rf: RunFolder, link: str, *, remote: bool) -> Path:
-    """Write the Dask dashboard link (and the ``ssh -L`` line for a remote scheduler)."""
+    """Write the Dask dashboard link (and, for a scheduler on a compute node, the ``ssh -L`` line).
+
+    Returns the path of the file (``<workdir>/dask_dashboard.txt``).
+    """
+    import socket
     from urllib.parse import urlparse
 
     url = urlparse(link)
     port = url.port or 8787
+    host = url.hostname or "localhost"
     lines = [f"Dask dashboard: {link}"]
     if remote:
-        lines.append(f"from your laptop: ssh -N -L {port}:{url.hostname}:{port} <login-node>, "
-                     f"then open http://localhost:{port}/status")
+        node = socket.gethostname()
+        job = os.environ.get("SLURM_JOB_ID")
+        lines.append(f"the scheduler runs on {node}" + (f" in SLURM job {job}" if job else ""))
+        if host in ("127.0.0.1", "localhost", "::1"):
+            lines.append(f"it listens on the loopback interface only: from your laptop, "
+                         f"ssh -N -L {port}:localhost:{port} -J <login-node> {node}")
+        else:
+            lines.append(f"from your laptop: ssh -N -L {port}:{host}:{port} <login-node>")
+        lines.append(f"then open http://localhost:{port}/status")
     rf.dashboard_file.parent.mkdir(parents=True, exist_ok=True)
     rf.dashboard_file.write_text("\n".join(lines) + "\n")
     return rf.dashboard_file

@@ -222,7 +222,8 @@ def plan_lines(config: JumpDenoiseConfig, profile: SlurmProfile, until: str | No
                          f"(one per GPU) [{resources(prof, gpus=True, tasks_per_node=tasks)}], "
                          f"requeued from its checkpoint up to {prof.max_num_timeout} time(s), afterok prepare")
         elif config.executor.kind == "dask" and not stage.gpus:
-            lines.append(f"    {stage.name}: {units} on Dask inside the prepare job")
+            lines.append(f"    {stage.name}: {units}, run on Dask by the prepare job"
+                         + (" (dask-jobqueue workers as SLURM jobs)" if config.executor.dask_slurm else ""))
         else:
             arrays = "" if n is None else f" in {max(1, -(-n // prof.max_array_size))} array(s)"
             lines.append(f"    {stage.name}: {units}{arrays}, one array task per unit "
@@ -253,7 +254,7 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
         or sbatch fails.
     """
     from jumpdenoise.config import load_profile
-    from jumpdenoise.executors.slurm import SlurmExecutor
+    from jumpdenoise.executors.slurm import SlurmExecutor, cancel_jobs
     from jumpdenoise.run_state import collect_status
 
     profile = load_profile(config.executor.profile)
@@ -275,20 +276,28 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
     jobs: dict[str, dict] = {}
     first: str | None = None
     dependency: list[str] | None = None
-    for stage in stages:
-        if rf.is_done(stage.name):
-            echo(f"{stage.name}: already done, skipped")
-            continue
-        rf.reset_stage(stage.name)
-        hold = {"hold": True} if first is None else {}
-        prep = _submit_control(ex, job_prepare, stage.name, config, ex, name=f"{stage.name}-prepare",
-                               dependency=dependency, extra=hold)
-        first = first or prep.job_id
-        fin = prep if stage.kind == "inline" else _submit_control(
-            ex, job_finalize, stage.name, config, name=f"{stage.name}-finalize", dependency=[prep.job_id])
-        jobs[stage.name] = {"prepare": prep.job_id, "finalize": fin.job_id}
-        dependency = [fin.job_id]
-        echo(f"{stage.name}: prepare job {prep.job_id}, finalize job {fin.job_id}")
+    try:
+        for stage in stages:
+            if rf.is_done(stage.name):
+                echo(f"{stage.name}: already done, skipped")
+                continue
+            rf.reset_stage(stage.name)
+            hold = {"hold": True} if first is None else {}
+            # units run on Dask inside the prepare job: it gets the stage's resources
+            on_dask = stage.kind == "array" and not stage.gpus and config.executor.kind == "dask"
+            prep = ex.submit_one(job_prepare, stage.name, config, ex, name=f"{stage.name}-prepare",
+                                 dependency=dependency, stage=stage.name if on_dask else "control", extra=hold)
+            first = first or prep.job_id
+            jobs[stage.name] = {"prepare": prep.job_id, "finalize": prep.job_id}
+            fin = prep if stage.kind == "inline" else ex.submit_one(
+                job_finalize, stage.name, config, name=f"{stage.name}-finalize", dependency=[prep.job_id],
+                stage="control")
+            jobs[stage.name]["finalize"] = fin.job_id
+            dependency = [fin.job_id]
+            echo(f"{stage.name}: prepare job {prep.job_id}, finalize job {fin.job_id}")
+    except BaseException:  # a failed sbatch: leave no held half-chain behind
+        cancel_jobs(j for ids in jobs.values() for j in ids.values())
+        raise
     write_json(rf.state_file, {"version": 1, "executor": "slurm", "submitted_at": now(),
                                "config": str(rf.config_file), "log_dir": str(rf.log_dir),
                                "stages": [{"name": s.name} for s in stages], "jobs": jobs})
@@ -298,9 +307,3 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
     else:
         echo("every stage is already done; nothing submitted")
     return jobs
-
-
-def _submit_control(ex: SlurmExecutor, fn: Callable, *args: Any, name: str, dependency: list[str] | None,
-                    extra: dict | None = None) -> Any:
-    """Submit a small control job (prepare/finalize) with the ``control`` profile overrides."""
-    return ex.submit_one(fn, *args, name=name, dependency=dependency, stage="control", extra=extra)

@@ -12,8 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["before_after", "comparison_rows", "image_grid", "save_figure", "statistics_table", "table_figure",
-           "training_curves", "triptych"]
+__all__ = ["before_after", "comparison_rows", "image_grid", "plate_before_after", "plate_channels", "save_figure",
+           "statistics_table", "table_figure", "training_curves", "triptych"]
 
 
 def _figure(figsize: tuple[float, float]):
@@ -55,7 +55,8 @@ def _default_crop(shape: tuple[int, int], crop_size: int) -> tuple[int, int, int
 
 def before_after(raw: np.ndarray, denoised: np.ndarray, channel_names: Sequence[str] | None = None, *,
                  crop: tuple[int, int, int, int] | None = None, crop_size: int = 128,
-                 percentiles: tuple[float, float] = (0.5, 99.5), titles: tuple[str, str] = ("raw", "denoised"),
+                 percentiles: tuple[float, float] = (0.5, 99.5), vrange: tuple[float, float] | None = None,
+                 titles: tuple[str, str] = ("raw", "denoised"),
                  panel_size: float = 3.0, cmap: str = "gray", save: str | Path | None = None,
                  dpi: int = 100):
     """Raw vs denoised, one row per channel: full field side by side, then a zoomed crop of each.
@@ -70,6 +71,8 @@ def before_after(raw: np.ndarray, denoised: np.ndarray, channel_names: Sequence[
         ``(y, x, height, width)`` of the zoomed region; default a centred ``crop_size`` square.
     percentiles
         Display range per channel, computed on the raw image and shared by both panels.
+    vrange
+        A fixed display range for every channel instead (e.g. ``(0, 255)``).
     panel_size
         Inches per panel; the figure is ``4 * panel_size`` wide and ``C * panel_size`` tall.
     """
@@ -86,7 +89,7 @@ def before_after(raw: np.ndarray, denoised: np.ndarray, channel_names: Sequence[
     fig = _figure((4 * panel_size, n_c * panel_size))
     axes = np.atleast_2d(fig.subplots(n_c, 4, squeeze=False))
     for c in range(n_c):
-        vmin, vmax = _limits(r[c], percentiles)
+        vmin, vmax = vrange if vrange is not None else _limits(r[c], percentiles)
         panels = (r[c], d[c], r[c, y:y + h, x:x + w], d[c, y:y + h, x:x + w])
         labels = (titles[0], titles[1], f"{titles[0]} (zoom)", f"{titles[1]} (zoom)")
         for j, (img, label) in enumerate(zip(panels, labels)):
@@ -114,6 +117,41 @@ def _panel(ax, img: np.ndarray, title: str, vmin: float, vmax: float, fontsize: 
     ax.set_title(title, fontsize=fontsize)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _plate_field(plate, well: int | str, field: int | str):
+    """One field ``(c, y, x)`` of an :func:`jumpdenoise.open_plate` DataArray (well/field by index or label)."""
+    sel = plate.isel(well=well) if isinstance(well, int) else plate.sel(well=well)
+    return sel.isel(field=field) if isinstance(field, int) else sel.sel(field=field)
+
+
+def plate_channels(plate, *, well: int | str = 0, field: int | str = 0, percentiles: tuple[float, float] = (0.5, 99.5),
+                   columns: int = 3, panel_size: float = 3.5, save: str | Path | None = None, dpi: int = 100):
+    """Every channel of one field of a plate (an :func:`jumpdenoise.open_plate` DataArray), titled by name.
+
+    ``well`` / ``field``: an index or a label (``"A01"``). The figure is ``columns * panel_size`` by
+    ``rows * panel_size`` inches.
+    """
+    one = _plate_field(plate, well, field)
+    data = np.asarray(one.values)
+    images = {str(ch): data[i] for i, ch in enumerate(one.c.values)}
+    fig = image_grid(images, n=len(images), columns=columns, vrange=None, panel_size=panel_size)
+    fig.suptitle(f"{plate.name or 'plate'}: well {one.well.item()}, field {one.field.item()}")
+    save_figure(fig, save, dpi)
+    return fig
+
+
+def plate_before_after(raw, denoised, *, well: int | str = 0, field: int | str = 0,
+                       save: str | Path | None = None, dpi: int = 100, **kwargs):
+    """:func:`before_after` for one field of a raw and a denoised plate (DataArrays of ``open_plate``).
+
+    The channels shown are the denoised plate's, taken by name from the raw plate. ``kwargs`` go to
+    :func:`before_after` (``crop``, ``crop_size``, ``panel_size``, ...).
+    """
+    den = _plate_field(denoised, well, field)
+    names = [str(c) for c in den.c.values]
+    raw_field = _plate_field(raw.sel(c=names), den.well.item(), den.field.item())
+    return before_after(np.asarray(raw_field.values), np.asarray(den.values), names, save=save, dpi=dpi, **kwargs)
 
 
 def triptych(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray | None = None, *,
@@ -211,7 +249,7 @@ def training_curves(run: str | Path, *, figsize: tuple[float, float] = (8.0, 4.0
                     save: str | Path | None = None, dpi: int = 100):
     """Loss curves (every ``*loss*`` column) per epoch from a run folder's ``curves.csv`` (or that file).
 
-    A learning-rate column (``lr`` or ``*lr*``), when present, is drawn on a second y axis.
+    A learning-rate column (``lr``, ``learning_rate``, ``lr_*``), when present, is drawn on a second y axis.
     """
     p = Path(run)
     path = p / "curves.csv" if p.is_dir() else p
@@ -230,7 +268,7 @@ def training_curves(run: str | Path, *, figsize: tuple[float, float] = (8.0, 4.0
     ax.set_xlabel(x_key or "row")
     ax.set_ylabel("N2V loss (masked-pixel MSE)")
     ax.grid(alpha=0.3)
-    lr_key = next((k for k in cols if k.lower() == "lr" or "lr" in k.lower().split("_")), None)
+    lr_key = next((k for k in cols if k.lower() in ("lr", "learning_rate") or "lr" in k.lower().split("_")), None)
     if lr_key is not None and np.isfinite(cols[lr_key]).any():
         ax2 = ax.twinx()
         ok = np.isfinite(cols[lr_key])
@@ -248,14 +286,17 @@ def _fmt(value: object) -> str:
         v = float(value)
         if not np.isfinite(v):
             return str(v)
-        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+        if v.is_integer() and abs(v) < 1e12:
+            return str(int(v))
+        return f"{v:.1f}" if abs(v) >= 1000 else f"{v:.4g}"
     return str(value)
 
 
 def table_figure(rows: Sequence[Mapping[str, object]], *, title: str | None = None,
                  columns: Sequence[str] | None = None, figsize: tuple[float, float] | None = None,
                  save: str | Path | None = None, dpi: int = 100):
-    """Draw a list of row dicts as a table figure (first column bold, numbers to 4 significant digits)."""
+    """Draw a list of row dicts as a table figure (first column bold; whole numbers as integers, others to
+    4 significant digits or one decimal)."""
     if not rows:
         raise ValueError("table_figure needs at least one row")
     cols = list(columns) if columns is not None else list(rows[0])

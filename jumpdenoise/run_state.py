@@ -283,7 +283,7 @@ def _stage_state(rf: RunFolder, name: str, stage: StageStatus, plan: dict | None
         return "running"
     if stage.failed or stage.notes:
         return "failed"
-    if any(s in ACTIVE_STATES for s in job_states if s != "UNKNOWN") or stage.count("pending"):
+    if any(s in ACTIVE_STATES for s in job_states) or stage.count("pending"):  # UNKNOWN: not in sacct yet
         return "pending"
     if any(states.get(j) == "CANCELLED" for j in list(control.values()) + list(stage.jobs)):
         return "cancelled"

@@ -93,6 +93,13 @@ class DaskExecutor(Executor):
             self._print_dashboard()
         return self.client
 
+    def warm_up(self, fn: Callable[[], Any] | None = None) -> None:
+        """Start the cluster and run ``fn()`` once on every worker (e.g. imports), so that the
+        first units do not pay for start-up; callable from a background thread."""
+        client = self.start()
+        if fn is not None and not self.config.dask_slurm:  # SLURM workers arrive later
+            client.run(fn)
+
     def _print_dashboard(self) -> None:
         link = self.client.dashboard_link
         print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)

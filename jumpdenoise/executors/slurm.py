@@ -153,8 +153,12 @@ class SlurmExecutor(Executor):
     def _executor(self, prof: SlurmProfile, *, name: str, dependency: Sequence[str] | None,
                   gpus: int, nodes: int = 1, tasks_per_node: int = 1, extra: dict | None = None) -> Any:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        ex = submitit.AutoExecutor(folder=self.log_dir, cluster="slurm",
-                                   slurm_max_num_timeout=prof.max_num_timeout)
+        try:
+            ex = submitit.AutoExecutor(folder=self.log_dir, cluster="slurm",
+                                       slurm_max_num_timeout=prof.max_num_timeout)
+        except RuntimeError as exc:  # submitit: 'Could not detect "srun"'
+            raise ClusterError(f"SLURM is not available here ({exc}); submit from a login node of the cluster, "
+                               "or use executor.kind local/dask with `jumpdenoise run`") from exc
         additional: dict[str, Any] = {str(k): v for k, v in {**prof.extra, **(extra or {})}.items()}
         dep = dependency_string(dependency)
         if dep:

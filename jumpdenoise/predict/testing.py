@@ -39,8 +39,12 @@ def noisy_blobs(n_channels: int, shape_yx: tuple[int, int], seed: int, *, dtype:
 
 def make_plate(path: str | Path, *, wells: Sequence[str] = ("A01", "A02"), n_fields: int = 2,
                channels: Sequence[str] = ("DNA", "ER"), shape_yx: tuple[int, int] = (96, 96), seed: int = 0,
-               dtype: str = "uint16", overwrite: bool = False) -> Path:
-    """Write a raw plate of :func:`noisy_blobs` fields; returns its path."""
+               dtype: str = "uint16", overwrite: bool = False, distinct: int | None = None) -> Path:
+    """Write a raw plate of :func:`noisy_blobs` fields; returns its path.
+
+    ``distinct`` fields are synthesised and then reused in turn (default: all distinct),
+    which makes large benchmark plates quick to write.
+    """
     from jumpdenoise.config.convert import ConvertConfig
     from jumpdenoise.io.layout import Channel, FieldLayout, PlateLayout, PlaneRef, WellLayout, split_well
     from jumpdenoise.io.ngff import create_plate, write_field
@@ -57,15 +61,25 @@ def make_plate(path: str | Path, *, wells: Sequence[str] = ("A01", "A02"), n_fie
                          n_columns=24, channels=[Channel(name=c, source_id=str(i)) for i, c in enumerate(channels)],
                          wells=well_layouts, shape=tuple(shape_yx), dtype=dtype, pixel_size_um=0.6)
     create_plate(path, layout, ConvertConfig(), overwrite=overwrite)
+    kept: list[np.ndarray] = []
+    k = 0
     for i, w in enumerate(sorted(wells)):
         for f in range(n_fields):
-            write_field(path, w, f, noisy_blobs(len(channels), shape_yx, seed * 10007 + i * 101 + f, dtype=dtype))
+            if distinct and k >= distinct:
+                data = kept[k % distinct]
+            else:
+                data = noisy_blobs(len(channels), shape_yx, seed * 10007 + i * 101 + f, dtype=dtype)
+                if distinct:
+                    kept.append(data)
+            write_field(path, w, f, data)
+            k += 1
     return path
 
 
 def make_run(run_dir: str | Path, *, channels: Sequence[str] = ("DNA", "ER"), depth: int = 2, features: int = 8,
              patch: int = 32, steps: int = 2, seed: int = 1, n2v2: bool = False,
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Path:
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             accelerator: str = "cpu") -> Path:
     """Train a tiny N2V model with CAREamist for ``steps`` batches and write a run folder.
 
     Parameters
@@ -81,6 +95,9 @@ def make_run(run_dir: str | Path, *, channels: Sequence[str] = ("DNA", "ER"), de
         a real, non-trivial function).
     mean, std
         Normalisation (default: that of :func:`noisy_blobs` images).
+    accelerator
+        Lightning accelerator for the few training steps (stored in the checkpoint, so
+        ``CAREamist(checkpoint_path=...)`` predicts there too).
     """
     from careamics import CAREamist
     from careamics.config import create_advanced_n2v_config
@@ -98,7 +115,7 @@ def make_run(run_dir: str | Path, *, channels: Sequence[str] = ("DNA", "ER"), de
         "jd_predict_test", "array", "CYX", [patch, patch], 4, num_epochs=1, num_steps=steps, n_channels=n_c,
         n_val_patches=2, num_workers=0, model_params={"depth": depth, "num_channels_init": features},
         use_n2v2=n2v2, normalization="mean_std", normalization_params={"input_means": mean, "input_stds": std},
-        trainer_params={"accelerator": "cpu", "enable_model_summary": False}, seed=seed)
+        trainer_params={"accelerator": accelerator, "devices": 1, "enable_model_summary": False}, seed=seed)
     work = run / "_careamics"
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     with warnings.catch_warnings():

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,6 +241,17 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     return {"fields": converted, "bytes": nbytes}
 
 
+def warm_up_worker() -> None:
+    """Import what :func:`run_one` uses (run on each worker before the first unit)."""
+    import imagecodecs  # noqa: F401
+    import tifffile  # noqa: F401
+    import zarr  # noqa: F401
+
+    import jumpdenoise.compute.stats  # noqa: F401
+    import jumpdenoise.io.ngff  # noqa: F401
+    import jumpdenoise.io.tiff  # noqa: F401
+
+
 # ----------------------------------------------------------------------------- finalize
 
 
@@ -412,20 +422,34 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo
         After finalize, when some units failed (the other fields are converted and the
         statistics cover them); the message lists each failure.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from jumpdenoise.executors import make_executor
 
     start = time.perf_counter()
-    layout = prepare(config)
-    units = plan(config)
-    n_fields = sum(len(w.fields) for w in layout.wells)
-    todo = sum(len(u.items) for u in units)
     own = executor is None
     executor = executor or make_executor(config.executor)
+    background = ThreadPoolExecutor(1, thread_name_prefix="convert-executor")
+    # start the cluster and import the hot path on its workers while the source is read
+    warm_up = getattr(executor, "warm_up", None)
+    warming = background.submit(warm_up, warm_up_worker) if warm_up is not None else None
     try:
+        layout = prepare(config)
+        units = plan(config)
+        if warming is not None:
+            warming.result()
         outcomes = executor.map(bind(MODULE, config), units, label="convert")
-    finally:
+    except BaseException:
+        if warming is not None:
+            warming.exception()  # wait: never close a cluster while it starts
         if own:
             executor.close()
+        background.shutdown()
+        raise
+    closing = background.submit(executor.close) if own else None  # overlaps finalize
+    background.shutdown(wait=False)
+    n_fields = sum(len(w.fields) for w in layout.wells)
+    todo = sum(len(u.items) for u in units)
     summary = finalize(config, outcomes)
     report = ConvertReport(
         plate=plate_path(config), n_fields=n_fields, skipped=n_fields - todo,
@@ -434,9 +458,10 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo
         bytes_read=sum(o.value["bytes"] for o in outcomes if o.ok),
         seconds=time.perf_counter() - start,
     )
+    if closing is not None:
+        closing.result()
     if echo:
         print(report, flush=True)
-        sys.stdout.flush()
     if report.failures:
         raise UnitFailures(STAGE, report.failures)
     return report

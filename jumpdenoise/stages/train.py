@@ -17,8 +17,8 @@ from jumpdenoise.stages.base import Unit
 STAGE = "train"
 
 
-def _job(config: Any) -> Any:
-    """Build the :class:`~jumpdenoise.train.loop.TrainJob` of ``config`` (no pixels read)."""
+def build_job(config: Any) -> Any:
+    """Build the :class:`~jumpdenoise.train.loop.TrainJob` of ``config`` (reads no pixels when the plate has statistics)."""
     from jumpdenoise.train.fields import check_patch_fits, split_fields
     from jumpdenoise.train.loop import TrainJob
     from jumpdenoise.train.plate_patches import plate_fields, plate_normalization
@@ -46,7 +46,7 @@ def prepare(config: Any) -> None:
     """Check the plate, channels, wells and patch size; write the run folder header (rank 0)."""
     from jumpdenoise.train.loop import write_run_header
 
-    write_run_header(_job(config))
+    write_run_header(build_job(config))
 
 
 def plan(config: Any) -> list[Unit]:
@@ -64,7 +64,7 @@ def run_one(config: Any, unit: Unit) -> dict:
     from jumpdenoise.train.loop import fit
     from jumpdenoise.train.run_folder import best_checkpoint
 
-    run = fit(_job(config))
+    run = fit(build_job(config))
     return {"run_dir": str(run), "best": str(best_checkpoint(run))}
 
 

@@ -54,3 +54,12 @@ def test_bsd68_notebook(tmp_path: Path) -> None:
     table = (out / "bsd_scores.csv").read_text().splitlines()
     assert table[0].startswith("image,noisy_psnr,denoised_psnr") and table[-1].startswith("mean,")
     assert len(table) == 1 + 2 + 1  # header, 2 test images (ci schedule), mean
+
+
+@pytest.mark.slow
+def test_jump_notebook(tmp_path: Path) -> None:
+    out = _execute("jump_train_predict.ipynb", tmp_path, schedule="ci")
+    _check_figures(out / "figures", {"raw_channels.png": (10.5, 7), "raw_statistics.png": (10, 3),
+                                     "training_curves.png": (8, 4), "raw_vs_denoised.png": (12, 12),
+                                     "denoised_statistics.png": (10, 3)})
+    assert (out / "model" / "curves.csv").is_file() and (out / "denoised.zarr" / "zarr.json").is_file()

@@ -158,3 +158,18 @@ def test_full_pipeline_on_slurm_gives_a_valid_denoised_plate_equal_to_a_local_ru
             a = read_field(denoised, well, f)
             b = read_field(local_cfg.paths.denoised_plate, well, f)
             assert a.dtype == b.dtype and np.array_equal(a, b), f"{well}/{f} differs between SLURM and local"
+
+
+def test_convert_through_dask_jobqueue_workers_writes_the_dashboard_link(slurm_cluster, plate_source: Path,
+                                                                         tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    cfg = small_config(plate_source, workdir, slurm_cluster.profile)
+    cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={
+        "kind": "dask", "dask_slurm": True, "workers": 1, "dask_interface": "lo", "log_dir": tmp_path / "dask-logs"})})
+    submit_pipeline(cfg, until="convert", echo=lambda s: None)
+    status = wait_run(workdir)
+    assert status.done, format_status(status)
+    assert stage(status, "convert").count("done") == 4
+    dashboard = (workdir / "dask_dashboard.txt").read_text()
+    assert "Dask dashboard: http://" in dashboard and "ssh -N -L" in dashboard and "SLURM job" in dashboard
+    assert list((tmp_path / "dask-logs").glob("*.err")), "no dask-jobqueue worker job ran"

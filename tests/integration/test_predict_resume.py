@@ -38,9 +38,18 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", channels=("DNA", "ER"), depth=2, features=8, steps=4)
     plate = make_plate(tmp_path / "raw.zarr", wells=("A01", "A02", "B01", "B02"), n_fields=3,
                        channels=("DNA", "ER"), shape_yx=(128, 128))
-    settings = {"tile_size": 64, "batch_size": 1, "wells_per_unit": 1}
+    settings = {"wells_per_unit": 1, "io_threads": 2}
     out = tmp_path / "den.zarr"
-    script = (f"from jumpdenoise.stages.predict import predict\n"
+    # The killed run is slowed down after each field's data are written (before its marker),
+    # so that SIGKILL lands mid-plate, often between a field's data and its marker.
+    script = (f"import time\n"
+              f"import jumpdenoise.io.ngff as ngff\n"
+              f"real_write = ngff.write_field\n"
+              f"def slow_write(*a, **k):\n"
+              f"    real_write(*a, **k)\n"
+              f"    time.sleep(0.3)\n"
+              f"ngff.write_field = slow_write\n"
+              f"from jumpdenoise.stages.predict import predict\n"
               f"predict(model={str(run)!r}, plate={str(plate)!r}, out={str(out)!r}, **{settings!r})\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -54,8 +54,8 @@ def test_triptych_three_panels_same_scale(tmp_path: Path) -> None:
 
 
 def test_training_curves_from_run_folder(tmp_path: Path) -> None:
-    (tmp_path / "curves.csv").write_text("epoch,train_loss,val_loss,lr\n0,1.0,1.1,0.001\n1,0.8,0.9,0.0005\n"
-                                         "2,0.7,,0.0001\n")
+    (tmp_path / "curves.csv").write_text("epoch,step,train_loss,val_loss,learning_rate,patches_per_s\n0,5,1.0,1.1,0.001,10\n1,10,0.8,0.9,0.0005,12\n"
+                                         "2,15,0.7,,0.0001,11\n")
     fig = plot.training_curves(tmp_path, save=tmp_path / "c.png", dpi=50)
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
@@ -94,3 +94,24 @@ def test_comparison_rows_and_image_grid(tmp_path: Path) -> None:
     grid = plot.image_grid(clean, n=3, columns=2, panel_size=1.0, save=tmp_path / "g.png", dpi=50)
     assert [ax.get_title() for ax in grid.axes[:3]] == ["01", "02", "03"] and not grid.axes[3].axison
     assert _png(tmp_path / "g.png").shape == (100, 100)
+
+
+def test_plate_figures_pick_channels_by_name(tmp_path: Path) -> None:
+    import xarray as xr
+
+    rng = np.random.default_rng(4)
+    raw = xr.DataArray(rng.normal(100, 10, (2, 1, 3, 64, 64)), dims=("well", "field", "c", "y", "x"),
+                       coords={"well": ["A01", "A02"], "field": [0], "c": ["Mito", "DNA", "ER"]}, name="P1")
+    # the denoised plate holds fewer channels, in another order
+    den = xr.DataArray(np.stack([raw.sel(c="ER").values, raw.sel(c="DNA").values * 0 + 7], axis=2),
+                       dims=("well", "field", "c", "y", "x"),
+                       coords={"well": ["A01", "A02"], "field": [0], "c": ["ER", "DNA"]}, name="P1")
+    fig = plot.plate_before_after(raw, den, well="A02", crop_size=16, panel_size=1.0, save=tmp_path / "p.png", dpi=40)
+    assert [ax.get_ylabel() for ax in fig.axes[::4]] == ["ER", "DNA"]
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), raw.sel(well="A02", c="ER").values[0])
+    assert np.all(fig.axes[5].images[0].get_array() == 7)  # DNA row, denoised panel
+    assert _png(tmp_path / "p.png").shape == (80, 160)
+    grid = plot.plate_channels(raw, well=1, columns=2, panel_size=1.0, save=tmp_path / "c.png", dpi=40)
+    assert [ax.get_title() for ax in grid.axes[:3]] == ["Mito", "DNA", "ER"]
+    assert "well A02, field 0" in grid.get_suptitle()
+    assert _png(tmp_path / "c.png").shape == (80, 80)

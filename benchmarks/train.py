@@ -1,0 +1,172 @@
+"""Benchmark of N2V training throughput: jumpdenoise's pipeline vs plain ``CAREamist.train``.
+
+Both train the seed configuration (``configs/n2v_jump.yaml``: CAREamics UNet depth 2,
+32 initial channels, 4 independent channels, 64 x 64 patches, batch 32, XYFlip +
+XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run:
+
+- jumpdenoise: patches streamed lazily from an OME-Zarr plate (level 0) with the
+  normalisation of the plate statistics (:func:`jumpdenoise.train.loop.fit`);
+- CAREamics: ``CAREamist(config).train(train_data=array, val_data=array)`` on the same
+  fields held in memory (CAREamics' fastest input; the same CAREamics configuration).
+
+Throughput is patches per second over ``--steps`` training steps after ``--warmup``
+steps (the model, the optimizer and N2V masking are the same; only the data pipeline
+and the Lightning wiring differ). Each side runs ``--repeats`` times, alternately; the
+best run of each counts. The ratio jumpdenoise / CAREamics is printed last.
+
+Usage::
+
+    python benchmarks/train.py                        # CPU
+    python benchmarks/train.py --device cuda --precision bf16-mixed --workers 8 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool):
+    """A Lightning callback timing training steps ``warmup`` .. ``warmup + steps``."""
+    import lightning.pytorch as pl
+    import torch
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.t0 = self.t1 = None
+            self.count = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
+            self.count += 1
+            if self.count in (warmup, warmup + steps):
+                if sync_cuda:
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                if self.count == warmup:
+                    self.t0 = now
+                else:
+                    self.t1 = now
+                    trainer.should_stop = True
+
+        @property
+        def rate(self) -> float:
+            if self.t0 is None or self.t1 is None:
+                return float("nan")
+            return steps * batch / (self.t1 - self.t0)
+
+    return StepTimer()
+
+
+def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int) -> tuple[Path, dict]:
+    """Write the noisy plate; return it and its fields in memory."""
+    from jumpdenoise.train.synthetic import noisy_field, write_plate
+
+    channels = ["DNA", "ER", "RNA", "AGP"]
+    wells = [f"{'ABCDEFGH'[i // 12]}{i % 12 + 1:02d}" for i in range(n_wells)]
+    fields = {(w, f): noisy_field(4, size, seed + 10 * i + f, n_cells=int(40 * (size / 256) ** 2))[0]
+              for i, w in enumerate(wells) for f in range(n_fields)}
+    return write_plate(workdir / "bench.zarr", fields, channels, overwrite=True), fields
+
+
+def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
+    """The seed configuration, with the benchmark's device settings."""
+    from jumpdenoise.config import load_config
+
+    return load_config(ROOT / "configs" / "n2v_jump.yaml", overrides={
+        "paths": {"workdir": str(workdir), "raw_plate": str(plate), "run_dir": str(workdir / "run")},
+        "train": {"epochs": 1, "n_val_patches": 32, "seed": args.seed,
+                  "patches_per_epoch": (args.warmup + args.steps + 2) * 32,
+                  "trainer": {"accelerator": args.device, "devices": 1, "precision": args.precision,
+                              "num_workers": args.workers, "enable_progress_bar": False}}})
+
+
+def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path) -> float:
+    """patches/s of jumpdenoise's pipeline (plate on disk, lazy patches)."""
+    import shutil
+
+    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.train.loop import fit, write_run_header
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir})})
+    job = build_job(cfg)
+    write_run_header(job)
+    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda")
+    fit(job, extra_callbacks=[timer])
+    return timer.rate
+
+
+def run_careamics(cfg, args: argparse.Namespace, fields: dict, val_wells: list[str], work: Path) -> float:
+    """patches/s of ``CAREamist.train`` with the same configuration and fields (in memory)."""
+    from careamics import CAREamist
+
+    from jumpdenoise.stages.train import build_job
+
+    job = build_job(cfg)
+    cc = job.careamics_config()
+    cc.training_config.trainer_params.update({
+        "max_epochs": 1, "accelerator": args.device, "devices": 1, "precision": args.precision,
+        "limit_val_batches": 1, "enable_progress_bar": False})
+    train = np.stack([a for (w, _), a in fields.items() if w not in val_wells])
+    val = np.stack([a for (w, _), a in fields.items() if w in val_wells])
+    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda")
+    careamist = CAREamist(cc, work_dir=work, callbacks=[timer], enable_progress_bar=False)
+    careamist.train(train_data=train, val_data=val)
+    return timer.rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed (GPU)")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading workers (both sides)")
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--wells", type=int, default=3)
+    parser.add_argument("--fields", type=int, default=2, help="fields per well")
+    parser.add_argument("--size", type=int, default=1024, help="field side in pixels")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        work = Path(tmp)
+        t = time.perf_counter()
+        plate, fields = build_data(work, args.wells, args.fields, args.size, args.seed)
+        print(f"data: {len(fields)} fields of 4 x {args.size} x {args.size} uint16 "
+              f"({time.perf_counter() - t:.1f} s to write), device {args.device}, precision {args.precision}, "
+              f"{args.workers} workers, {torch.get_num_threads()} torch threads", flush=True)
+        cfg = seed_train_config(args, plate, work)
+        import json
+
+        from jumpdenoise.stages.train import build_job
+
+        val_wells = build_job(cfg).split["val_wells"]
+        ours, theirs = [], []
+        for r in range(args.repeats):
+            ours.append(run_jumpdenoise(cfg, args, work / f"run{r}"))
+            print(f"repeat {r}: jumpdenoise {ours[-1]:.1f} patches/s", flush=True)
+            theirs.append(run_careamics(cfg, args, fields, val_wells, work / f"careamics{r}"))
+            print(f"repeat {r}: CAREamist.train {theirs[-1]:.1f} patches/s", flush=True)
+        best_ours, best_theirs = max(ours), max(theirs)
+        print(json.dumps({"device": args.device, "precision": args.precision, "workers": args.workers,
+                          "steps": args.steps, "batch": 32, "patch": 64, "channels": 4,
+                          "jumpdenoise_patches_per_s": round(best_ours, 1),
+                          "careamics_patches_per_s": round(best_theirs, 1)}))
+        print(f"ratio jumpdenoise / CAREamist.train: {best_ours / best_theirs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
