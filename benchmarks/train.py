@@ -11,7 +11,8 @@ XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run
 
 Throughput is patches per second over ``--steps`` training steps after ``--warmup``
 steps (the model, the optimizer and N2V masking are the same; only the data pipeline
-and the Lightning wiring differ). Each side runs ``--repeats`` times, alternately; the
+and the Lightning wiring differ). First, the two data pipelines alone (no model) are timed
+over ``--data-batches`` batches: the headroom that decides the ratio on a fast GPU. Each side runs ``--repeats`` times, alternately; the
 best run of each counts. The ratio jumpdenoise / CAREamics is printed last.
 
 Usage::
@@ -121,6 +122,40 @@ def run_careamics(cfg, args: argparse.Namespace, fields: dict, val_wells: list[s
     return timer.rate
 
 
+def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[float, float]:
+    """patches/s of the two data pipelines alone (no model): ours vs CareamicsDataModule."""
+    from careamics.lightning.data import CareamicsDataModule
+    from careamics.models import get_model_constraints
+
+    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.train.careamics_config import augmentation_dicts
+    from jumpdenoise.train.module import PatchDataModule
+
+    job = build_job(cfg)
+    ts = job.tc.trainer
+    ours = PatchDataModule(job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
+                           batch_size=job.tc.batch_size, patches_per_epoch=(batches + 2) * job.tc.batch_size,
+                           n_val_patches=8, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
+                           num_workers=ts.num_workers, persistent_workers=False, pin_memory=False)
+    ours.setup("fit")
+    cc = job.careamics_config()
+    train = np.stack([a for (w, _), a in fields.items() if w not in val_wells])
+    val = np.stack([a for (w, _), a in fields.items() if w in val_wells])
+    theirs = CareamicsDataModule(data_config=cc.data_config, train_data=train, val_data=val,
+                                 model_constraints=get_model_constraints(cc.algorithm_config.model))
+    theirs.setup("fit")
+    rates = []
+    for loader in (ours.train_dataloader(), theirs.train_dataloader()):
+        it = iter(loader)
+        next(it)  # workers started, first batch
+        t = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        rates.append(batches * job.tc.batch_size / (time.perf_counter() - t))
+        del it
+    return rates[0], rates[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -128,11 +163,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="data-loading workers (both sides)")
     parser.add_argument("--steps", type=int, default=12, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="training runs per side (0: data only)")
     parser.add_argument("--wells", type=int, default=3)
     parser.add_argument("--fields", type=int, default=2, help="fields per well")
     parser.add_argument("--size", type=int, default=1024, help="field side in pixels")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data-only rates")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -154,17 +190,24 @@ def main() -> None:
         from jumpdenoise.stages.train import build_job
 
         val_wells = build_job(cfg).split["val_wells"]
+        d_ours, d_theirs = data_rates(cfg, fields, val_wells, args.data_batches)
+        print(f"data pipeline only (no model): jumpdenoise {d_ours:.0f} patches/s, CareamicsDataModule "
+              f"{d_theirs:.0f} patches/s, ratio {d_ours / d_theirs:.2f}x", flush=True)
         ours, theirs = [], []
         for r in range(args.repeats):
             ours.append(run_jumpdenoise(cfg, args, work / f"run{r}"))
             print(f"repeat {r}: jumpdenoise {ours[-1]:.1f} patches/s", flush=True)
             theirs.append(run_careamics(cfg, args, fields, val_wells, work / f"careamics{r}"))
             print(f"repeat {r}: CAREamist.train {theirs[-1]:.1f} patches/s", flush=True)
+        if not ours:
+            return
         best_ours, best_theirs = max(ours), max(theirs)
         print(json.dumps({"device": args.device, "precision": args.precision, "workers": args.workers,
                           "steps": args.steps, "batch": 32, "patch": 64, "channels": 4,
                           "jumpdenoise_patches_per_s": round(best_ours, 1),
-                          "careamics_patches_per_s": round(best_theirs, 1)}))
+                          "careamics_patches_per_s": round(best_theirs, 1),
+                          "data_only_jumpdenoise_patches_per_s": round(d_ours), "data_only_careamics_patches_per_s":
+                          round(d_theirs)}))
         print(f"ratio jumpdenoise / CAREamist.train: {best_ours / best_theirs:.2f}x")
 
 

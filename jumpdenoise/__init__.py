@@ -3,6 +3,7 @@
 Public API (imported lazily, so ``import jumpdenoise`` does no heavy work):
 
 - :func:`open_plate` — an OME-Zarr plate as a lazy xarray DataArray (well, field, c, y, x).
+- :func:`denoise_array` — denoise a YX / CYX numpy array with a trained model.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "open_plate": "jumpdenoise.io.xarray_view",
     "load_config": "jumpdenoise.config",
+    "denoise_array": "jumpdenoise.predict.arrays",
 }
 
 

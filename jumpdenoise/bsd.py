@@ -52,7 +52,7 @@ REFERENCE_PSNR = {
 #: lr 4e-4, 0.198 % masked pixels); meant for a GPU.
 SCHEDULES: dict[str, dict] = {
     "ci": {"n_train": 20, "n_test": 2, "train": {
-        "epochs": 4, "patches_per_epoch": 640, "patch_size": 32, "batch_size": 16, "n_val_patches": 32,
+        "epochs": 3, "patches_per_epoch": 640, "patch_size": 32, "batch_size": 16, "n_val_patches": 32,
         "model": {"num_channels_init": 16}, "optimizer": {"lr": 1e-3}, "n2v": {"masked_pixel_percentage": 1.5}}},
     "short": {"n_train": None, "n_test": None, "train": {
         "epochs": 10, "patches_per_epoch": 1600, "patch_size": 32, "batch_size": 16, "n_val_patches": 128,

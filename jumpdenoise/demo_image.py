@@ -1,9 +1,11 @@
 """Single-image Noise2Void demo, and the sample data of the notebooks.
 
-The demo: one image, noise added, a model trained on that image alone
-(``notebooks/single_image_demo.ipynb``). The notebooks' data: stand-in BSD-like image folders and
-the JUMP notebook's source plate (the real cpg0000 field when present, else a generated plate). The default image is scikit-image's bundled
-``camera`` photograph (512x512, 8-bit; no network needed). Trains in a few minutes on a laptop CPU.
+The demo (``notebooks/single_image_demo.ipynb``): one image, noise added, a model trained on that
+image alone, in a few minutes on a laptop CPU. The default image is scikit-image's bundled ``camera``
+photograph (512x512, 8-bit; no network needed).
+
+The notebooks' sample data: stand-in BSD-like image folders (:func:`make_synthetic_sets`) and the JUMP
+notebook's source plate (:func:`jump_source`: the real cpg0000 field when present, else a generated plate).
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def run_stage_local(stage: Stage, config: JumpDenoiseConfig, executor: Executor,
     echo(f"[{stage.name}] {len(units)} unit(s) to run")
     runner = executor if stage.kind == "array" else LocalExecutor(1)
     if units and runner is executor:
-        _dask_started(executor, rf, remote=False)
+        _dask_started(executor, rf, remote=bool(config.executor.dask_slurm or config.executor.scheduler_address))
     outcomes = runner.map(bind(stage.module, cfg), units, label=stage.name) if units else []
     _record(rf, stage, outcomes)
     _raise_failures(stage, outcomes)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from jumpdenoise.errors import ClusterError
 from jumpdenoise.pipeline import (
-    BY_NAME, Stage, _dask_started, _finalize, _raise_failures, _record, pipeline_stages, save_config,
+    BY_NAME, Stage, _dask_started, _finalize, _jsonable, _raise_failures, _record, pipeline_stages, save_config,
     stage_config, stage_module,
 )
 from jumpdenoise.run_state import RunFolder, now, write_json
@@ -66,8 +66,6 @@ class UnitTask:
                 rf.write_unit(stage.name, unit.key, ok=False, error=error_text(exc), log=log, job_id=job_id)
             raise
         if rank == 0:
-            from jumpdenoise.pipeline import _jsonable
-
             rf.write_unit(stage.name, unit.key, ok=True, value=_jsonable(value), log=log, job_id=job_id)
         return value
 
@@ -164,11 +162,11 @@ def job_finalize(stage_name: str, config: JumpDenoiseConfig) -> Any:
 # ----------------------------------------------------------------------------- submitting
 
 
-def resources(prof: SlurmProfile, *, gpus: bool, tasks_per_node: int = 1) -> str:
-    """One line describing the resources of a job."""
-    parts = [f"{prof.nodes if tasks_per_node > 1 or gpus and prof.nodes > 1 else 1} node(s)"]
-    if tasks_per_node > 1:
-        parts.append(f"{tasks_per_node} task(s)/node")
+def resources(prof: SlurmProfile, *, gpus: bool, nodes: int = 1, tasks: int = 1) -> str:
+    """One line describing the resources of a job (``tasks`` per node)."""
+    parts = [f"{nodes} node(s)"]
+    if tasks > 1:
+        parts.append(f"{tasks} task(s)/node")
     parts += [f"{prof.cpus_per_task} CPU/task", f"{prof.mem_gb:g} GB", f"{prof.time_min} min"]
     if gpus and prof.gpus_per_node:
         parts.append(f"{prof.gpus_per_node} GPU/node")
@@ -217,9 +215,11 @@ def plan_lines(config: JumpDenoiseConfig, profile: SlurmProfile, until: str | No
             previous = stage.name
             continue
         if stage.kind == "distributed":
-            tasks = max(1, prof.gpus_per_node)
+            from jumpdenoise.executors.slurm import tasks_per_node
+
+            tasks = tasks_per_node(prof)
             lines.append(f"    {stage.name}: {units}, each ONE job of {prof.nodes} node(s) x {tasks} task(s) "
-                         f"(one per GPU) [{resources(prof, gpus=True, tasks_per_node=tasks)}], "
+                         f"(one per GPU) [{resources(prof, gpus=True, nodes=prof.nodes, tasks=tasks)}], "
                          f"requeued from its checkpoint up to {prof.max_num_timeout} time(s), afterok prepare")
         elif config.executor.kind == "dask" and not stage.gpus:
             lines.append(f"    {stage.name}: {units}, run on Dask by the prepare job"

@@ -21,7 +21,13 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+# A policy-rc.d answering 101 keeps the packages' postinst scripts from starting daemons (with
+# the distribution's configuration); start_test_cluster.sh starts them with ours.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d > /dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 $SUDO apt-get update -q
-# policy-rc.d (exit 101) keeps the packages' postinst scripts from starting daemons; start_test_cluster.sh does that.
 $SUDO apt-get install -y -q --no-install-recommends slurm-wlm slurmdbd munge mariadb-server mariadb-client
 echo "install_test_cluster: done"

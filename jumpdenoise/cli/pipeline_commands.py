@@ -11,6 +11,9 @@ from jumpdenoise.cli import app
 from jumpdenoise.errors import ConfigError
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+#: What a demo folder holds (``jumpdenoise run`` or ``jumpdenoise demo``); anything else is the user's.
+DEMO_ENTRIES = {"source", "raw.zarr", "model", "denoised.zarr", ".pipeline", "pipeline_state.json", "report.md",
+                "report.json", "dask_dashboard.txt", ".raw.zarr.preparing", ".denoised.zarr.preparing"}
 _UNTIL_HELP = "Stop after this stage (convert, stats, train, predict, stats_denoised, report)."
 
 
@@ -18,12 +21,13 @@ def _prepare_demo(workdir: Path) -> dict:
     """Generate the demo plate in ``workdir/source``; returns the config overrides."""
     from jumpdenoise.demo import DEMO_PLATE
     from jumpdenoise.io.synthetic import generate_plate
-    from jumpdenoise.run_state import STATE_FILE
-
     workdir = workdir.expanduser().absolute()
-    if workdir.exists() and any(workdir.iterdir()) and not (workdir / STATE_FILE).is_file():
-        raise ConfigError(f"{workdir} exists and is not a jumpdenoise run folder; choose another --workdir")
-    if workdir.exists():  # a previous demo: start afresh
+    if workdir.exists():
+        foreign = sorted(p.name for p in workdir.iterdir() if p.name not in DEMO_ENTRIES)
+        if foreign:
+            raise ConfigError(f"{workdir} exists and holds {', '.join(foreign[:5])}, which no jumpdenoise demo "
+                              "wrote; choose another --workdir")
+        # a previous demo (of `run` or `demo`): start afresh
         shutil.rmtree(workdir)
     typer.echo(f"generating the demo plate (Phenix layout, {DEMO_PLATE['rows']} x {DEMO_PLATE['columns']} wells, "
                f"{DEMO_PLATE['fields']} fields, channels {', '.join(DEMO_PLATE['channels'])}) in {workdir / 'source'}")

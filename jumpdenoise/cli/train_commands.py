@@ -22,8 +22,8 @@ def train(
 ) -> None:
     """Train a Noise2Void denoiser on an OME-Zarr plate (CAREamics UNet, Lightning, DDP).
 
-    Writes a run folder (config, normalisation, split, checkpoints top-3 + last, curves,
-    log). Rerunning the same command resumes from checkpoints/last.ckpt.
+    Writes a run folder: config, normalisation, split, checkpoints (top 3 + last), curves, log.
+    Rerunning the same command resumes from checkpoints/last.ckpt.
     """
     from jumpdenoise.config import load_config
     from jumpdenoise.stages.train import train as run_train

@@ -25,6 +25,7 @@ class SlurmResources(BaseModel):
     cpus_per_task: int | None = Field(default=None, ge=1)
     gpus_per_node: int | None = Field(default=None, ge=0)
     nodes: int | None = Field(default=None, ge=1)
+    tasks_per_node: int | None = Field(default=None, ge=1)
     setup: list[str] | None = None
     extra: dict[str, object] | None = None
 
@@ -46,6 +47,9 @@ class SlurmProfile(BaseModel):
         GPUs per node for GPU stages (training, prediction); CPU stages ask for none.
     nodes
         Nodes of the multi-GPU training job (one task per GPU on each node).
+    tasks_per_node
+        Tasks (processes) per node of the training job; default ``gpus_per_node`` (one per
+        GPU), or 1 without GPUs. Set it for CPU-only DDP (e.g. 2 on the test cluster).
     setup
         Shell lines run before the job (module loads, environment activation).
     max_array_size
@@ -76,6 +80,7 @@ class SlurmProfile(BaseModel):
     cpus_per_task: int = Field(default=2, ge=1)
     gpus_per_node: int = Field(default=0, ge=0)
     nodes: int = Field(default=1, ge=1)
+    tasks_per_node: int | None = Field(default=None, ge=1)
     setup: list[str] = Field(default_factory=list)
     max_array_size: int = Field(default=1000, ge=1)
     array_parallelism: int = Field(default=64, ge=1)

@@ -95,9 +95,15 @@ class DaskExecutor(Executor):
 
     def warm_up(self, fn: Callable[[], Any] | None = None) -> None:
         """Start the cluster and run ``fn()`` once on every worker (e.g. imports), so that the
-        first units do not pay for start-up; callable from a background thread."""
+        first units do not pay for start-up; callable from a background thread.
+
+        SLURM workers arrive when their jobs start: nothing is done for them here (and
+        dask-jobqueue must be started from the main thread).
+        """
+        if self.config.dask_slurm:
+            return
         client = self.start()
-        if fn is not None and not self.config.dask_slurm:  # SLURM workers arrive later
+        if fn is not None:
             client.run(fn)
 
     def _print_dashboard(self) -> None:

@@ -47,6 +47,7 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", 
                  "SUSPENDED", "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT",
                  "UNKNOWN"}
 ENV_FLAG = "JUMPDENOISE_SUBMITIT"
+GPU_STAGES = {"train", "predict"}
 ERROR_LINES = 12
 
 
@@ -67,6 +68,11 @@ def dependency_string(job_ids: Iterable[str] | None) -> str | None:
     """``--dependency`` value requiring all ``job_ids`` (arrays: every task) to succeed."""
     ids = sorted({base_id(j) for j in job_ids or []}, key=lambda s: (len(s), s))
     return f"afterok:{':'.join(ids)}" if ids else None
+
+
+def tasks_per_node(profile: SlurmProfile) -> int:
+    """Processes per node of the training job: ``profile.tasks_per_node``, else one per GPU (at least 1)."""
+    return profile.tasks_per_node or max(1, profile.gpus_per_node)
 
 
 def poll_states(job_ids: Iterable[str]) -> dict[str, str]:
@@ -239,14 +245,14 @@ class SlurmExecutor(Executor):
         """Submit ``fn(*args)`` as ONE multi-node, multi-GPU job (training).
 
         ``profile.nodes`` nodes x ``profile.gpus_per_node`` GPUs, one task per GPU
-        (``--ntasks-per-node == --gpus-per-node``, 1 task on a CPU-only profile), all started by
+        (``--ntasks-per-node == --gpus-per-node``; :func:`tasks_per_node`), all started by
         ``srun``; ``fn`` runs in every task and must resume from its own checkpoint: the job
         is requeued (``profile.max_num_timeout`` times on time limit, always on preemption).
         """
         prof = self._profile(stage)
         gpus = prof.gpus_per_node
         ex = self._executor(prof, name=name, dependency=dependency, gpus=gpus,
-                            nodes=prof.nodes, tasks_per_node=max(1, gpus))
+                            nodes=prof.nodes, tasks_per_node=tasks_per_node(prof))
         try:
             return ex.submit(ResumableJob(fn), *args)
         except Exception as exc:
@@ -281,10 +287,16 @@ class SlurmExecutor(Executor):
         return [outcomes[i] for i in range(len(jobs))]
 
     def map(self, fn: Callable[[Any], Any], units: Sequence[Any], *, label: str = "") -> list[Outcome]:
-        """Run ``fn`` over ``units`` as job arrays and wait; see :meth:`Executor.map`."""
+        """Run ``fn`` over ``units`` as job arrays and wait; see :meth:`Executor.map`.
+
+        Without ``stage`` given at construction, the units' own ``stage`` picks the profile
+        overrides, and prediction/training units ask for the profile's GPUs.
+        """
         if not units:
             return []
-        jobs = self.submit_stage(fn, units, name=label or "jumpdenoise", stage=self.stage, gpus=self.gpus)
+        stage = self.stage or getattr(units[0], "stage", None)
+        gpus = self.gpus or (self.stage is None and stage in GPU_STAGES)
+        jobs = self.submit_stage(fn, units, name=label or "jumpdenoise", stage=stage, gpus=gpus)
         try:
             return self.wait(jobs, [u.key for u in units], label=label or "units")
         except KeyboardInterrupt:

@@ -141,19 +141,24 @@ def measure_receptive_field(module: Any, n_channels: int, stride: int = 1, *, ma
     """Radius (pixels) over which an input pixel changes the output of ``module``.
 
     Impulses of +-50 (normalised units) are added at ``stride`` pooling phases to a random
-    image; the radius is the farthest output change from any impulse. It is exact for
-    convolutional networks in eval mode and cheap (one batched forward pass, repeated with
-    a larger image if the change reaches the border).
+    image; the radius is the farthest output change (above 1e-9 of the largest change, to
+    ignore rounding) from any impulse. The measurement runs on a float64 CPU copy of the
+    network (no Winograd/TF32 rounding spreading changes beyond the true receptive field);
+    it is exact for convolutional networks in eval mode and cheap (one batched forward
+    pass, repeated with a larger image if the change reaches the border).
     """
+    import copy
+
     import torch
 
-    dev = next((p.device for p in module.parameters()), torch.device("cpu"))
+    module = copy.deepcopy(module).to("cpu", torch.float64).eval()
+    dev = torch.device("cpu")
     stride = max(1, int(stride))
     size = max(64, 16 * stride)
     gen = torch.Generator().manual_seed(0)
     while True:
         c = size // 2
-        base = torch.randn(1, n_channels, size, size, generator=gen)
+        base = torch.randn(1, n_channels, size, size, generator=gen, dtype=torch.float64)
         batch = [base]
         where = []
         for p in range(stride):
@@ -163,10 +168,11 @@ def measure_receptive_field(module: Any, n_channels: int, stride: int = 1, *, ma
                 batch.append(x)
                 where.append(c + p)
         with torch.inference_mode():
-            out = module(torch.cat(batch).to(dev)).float().cpu()
+            out = module(torch.cat(batch).to(dev))
         radius, touches = 0, False
         for k, pos in enumerate(where):
-            changed = (out[k + 1] - out[0]).abs().amax(dim=0) > 0
+            diff = (out[k + 1] - out[0]).abs().amax(dim=0)
+            changed = diff > 1e-9 * float(diff.max())
             ys, xs = torch.nonzero(changed, as_tuple=True)
             if ys.numel() == 0:
                 continue

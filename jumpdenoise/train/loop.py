@@ -173,15 +173,7 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
     handler = attach_log_file(job.run) if is_global_zero() and job.run.path.is_dir() else None
     try:
         pl.seed_everything(job.tc.seed, workers=True, verbose=False)
-        world_guess = (devices if isinstance(devices, int) else 1) * num_nodes
-        careamics_cfg = job.careamics_config(world_size=world_guess)
-        module = JumpN2VModule(careamics_cfg.algorithm_config)
-        data = PatchDataModule(
-            job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
-            batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
-            n_val_patches=job.tc.n_val_patches, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
-            num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
-            fields_in_cache=job.tc.fields_in_cache, patches_per_field=job.tc.patches_per_field)
+        careamics_cfg = job.careamics_config()
         callbacks, checkpoint = _callbacks(job, careamics_cfg)
         trainer = pl.Trainer(
             accelerator=ts.accelerator, devices=devices, num_nodes=num_nodes, strategy=ts.strategy,
@@ -189,13 +181,22 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
             logger=False, default_root_dir=job.run.path, log_every_n_steps=ts.log_every_n_steps,
             gradient_clip_val=ts.gradient_clip_val, enable_progress_bar=ts.enable_progress_bar,
             num_sanity_val_steps=0, plugins=plugins or None, **ts.extra)
+        # the lr rule needs the world size, known once the trainer exists
+        module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
+        data = PatchDataModule(
+            job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
+            batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
+            n_val_patches=job.tc.n_val_patches, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
+            num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
+            fields_in_cache=job.tc.fields_in_cache, patches_per_field=job.tc.patches_per_field)
         ckpt = resume_checkpoint(job.run)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
         log.info("training %s: %d train / %d val field(s), channels %s, %d patches per epoch, "
-                 "effective batch %d (%d x %d processes)", job.run.path, len(job.train_refs),
+                 "effective batch %d (%d x %d processes), lr %g", job.run.path, len(job.train_refs),
                  len(job.val_refs), job.channels, job.patches_per_epoch,
-                 job.tc.batch_size * trainer.world_size, job.tc.batch_size, trainer.world_size)
+                 job.tc.batch_size * trainer.world_size, job.tc.batch_size, trainer.world_size,
+                 module.config.optimizer.parameters["lr"])
         trainer.fit(module, datamodule=data, ckpt_path=ckpt)
         if trainer.is_global_zero:
             score = checkpoint.best_model_score

@@ -32,7 +32,7 @@ def test_bsd_command_trains_denoises_and_prints_scores(tmp_path: Path) -> None:
     train, test = _sets(tmp_path)
     out = tmp_path / "run"
     proc = subprocess.run([_cli(), "bsd", "--train", str(train), "--test", str(test), "--sigma", "25",
-                           "--schedule", "ci", "--epochs", "3", "--n-train", "12", "--n-test", "2",
+                           "--schedule", "ci", "--epochs", "2", "--n-train", "12", "--n-test", "2",
                            "--seed", "5", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -19,6 +19,7 @@ from jumpdenoise.config import ExecutorConfig, load_config
 from jumpdenoise.errors import OutputExistsError, UnitFailures
 from jumpdenoise.executors.dask import DaskExecutor
 from jumpdenoise.executors.local import LocalExecutor
+from jumpdenoise.io.discovery import discover
 from jumpdenoise.io.ngff import done_keys, plate_info, read_field, validate_plate
 from jumpdenoise.io.synthetic import generate_plate
 from jumpdenoise.stages.convert import convert, load_layout
@@ -196,9 +197,6 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
     src = generate_plate(tmp_path / "src", plate_name="BAD", rows=2, columns=3, fields=2, channels=("DNA", "ER"),
                          size=(64, 80), seed=11, missing=1, ground_truth=False, workers=1)
     out = tmp_path / "bad.zarr"
-    layout, _ = None, None
-    from jumpdenoise.io.discovery import discover
-
     layout = discover(make_config(src, out).source)
     missing = layout.missing[0]
     missing_key = f"{missing.well}-{next(f.index for f in layout.well(missing.well).fields if f.site == missing.site)}"
@@ -243,16 +241,13 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
 def test_mixed_unit_converts_its_good_fields(tmp_path):
     src = generate_plate(tmp_path / "src", plate_name="MIX", rows=1, columns=2, fields=2, channels=("DNA",),
                          size=(48, 48), seed=2, ground_truth=False, workers=1)
-    layout, _ = None, None
-    from jumpdenoise.io.discovery import discover
-
     out = tmp_path / "mix.zarr"
     layout = discover(make_config(src, out).source)
     bad_field = layout.wells[0].fields[1]
     _break(Path(bad_field.planes["DNA"].path), "truncated")
     with pytest.raises(UnitFailures) as err:
         convert(make_config(src, out, fields_per_unit=4), echo=False)
-    (key, message), = err.value.failures.items()
+    ((_key, message),) = err.value.failures.items()
     assert "A01-1" in message and "truncated" in message
     assert done_keys(out) == {"A01-0", "A02-0", "A02-1"}
 

@@ -159,3 +159,19 @@ def test_checkpointable_job_is_requeued_after_time_limit(executor: SlurmExecutor
     (out,) = executor.wait([job], ["train"])
     assert out.ok, out.error
     assert out.value == 2  # it ran a second time, after the requeue
+
+
+def rank_and_size() -> tuple[int, int]:
+    """What srun tells each task of a multi-task job."""
+    import os
+
+    return int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+
+
+def test_distributed_job_starts_one_process_per_task_with_srun(executor: SlurmExecutor) -> None:
+    executor.profile = executor.profile.model_copy(update={"tasks_per_node": 2, "stages": {}})
+    job = executor.submit_distributed(rank_and_size, name="ddp", stage=None)
+    (out,) = executor.wait([job], ["train"])
+    assert out.ok, out.error
+    assert out.value == (0, 2)  # task 0's result; both tasks ran in the same job
+    assert [t.result() for t in (job.task(0), job.task(1))] == [(0, 2), (1, 2)]

@@ -138,8 +138,10 @@ def test_shared_set12_noisy_psnr_matches_the_reference() -> None:
 def test_schedules_and_demo_helpers() -> None:
     from jumpdenoise import demo_image as demo
 
-    ci = bsd.schedule("ci", epochs=5, patch_size=None)
+    ci = bsd.schedule("ci", epochs=5, patch_size=None, model={"depth": 3})
     assert ci["n_train"] == 20 and ci["train"]["epochs"] == 5 and ci["train"]["patch_size"] == 32
+    assert ci["train"]["model"] == {"num_channels_init": 16, "depth": 3}  # dicts are merged
+    assert bsd.SCHEDULES["ci"]["train"]["model"] == {"num_channels_init": 16}  # and not changed in place
     with pytest.raises(JumpDenoiseError, match="unknown schedule 'nope'"):
         bsd.schedule("nope")
     assert demo.schedule("ci")["size"] == 128
