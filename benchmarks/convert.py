@@ -108,8 +108,16 @@ class PeakRSS:
         return self.peak
 
 
-def timed(cmd: list[str]) -> tuple[float, int, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS of its tree, output)."""
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[float, int, str, float]:
+    """Run ``cmd``; return (wall seconds, peak RSS of its tree, output, CPU seconds of its tree)."""
+    cpu0 = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sampler = PeakRSS(proc.pid)
@@ -118,7 +126,7 @@ def timed(cmd: list[str]) -> tuple[float, int, str]:
     peak = sampler.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{output}")
-    return wall, peak, output
+    return wall, peak, output, _children_cpu() - cpu0
 
 
 def generate(source_root: Path, size_gb: float, workers: int) -> Path:
@@ -173,9 +181,9 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
         report_line = next((ln for ln in results["convert"][2].splitlines() if "MB/s" in ln), "")
 
-        print(f"\n{'method':<16}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}")
-        for name, (wall, peak, _) in results.items():
-            print(f"{name:<16}{wall:>9.1f}{mb / wall:>9.1f}{peak / 1e6:>13.0f}")
+        print(f"\n{'method':<16}{'seconds':>9}{'MB/s':>9}{'peak RSS MB':>13}{'CPU s':>8}{'MB/CPU s':>10}")
+        for name, (wall, peak, _, cpu) in results.items():
+            print(f"{name:<16}{wall:>9.1f}{mb / wall:>9.1f}{peak / 1e6:>13.0f}{cpu:>8.1f}{mb / cpu:>10.1f}")
         conv = mb / results["convert"][0]
         print(f"\njumpdenoise convert (default Dask executor), end to end: {conv:.1f} MB/s")
         print(f"  its own report: {report_line.strip()}")
@@ -185,6 +193,12 @@ def main() -> None:
         print(f"jumpdenoise convert --executor local: {conv_local:.1f} MB/s "
               f"({conv_local / (mb / results['naive'][0]):.2f}x naive, "
               f"{conv_local / (mb / results['decode-only'][0]):.2f}x decode-only)")
+        cpu = {name: r[3] for name, r in results.items()}
+        w = args.workers
+        print("from CPU time (robust to other load on the machine; a projection of the wall-time ratios on an "
+              f"idle machine where convert and decode-only keep {w} cores busy and naive one):")
+        print(f"  projected vs naive loop:  {cpu['naive'] / (cpu['convert'] / w):.2f}x")
+        print(f"  projected vs decode-only: {cpu['decode-only'] / cpu['convert']:.2f}x")
         load = os.getloadavg()
         print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     finally:

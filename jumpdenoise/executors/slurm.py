@@ -338,8 +338,8 @@ def _outcome(job: Any, key: str, state: str, ended_at: dict[int, float], index: 
     if state == "COMPLETED" and time.monotonic() - first < 10:
         return None
     text = tail(log) or tail(tasks[0].paths.stdout)
-    return Outcome(key, False, error=f"job {job.job_id} ended {state} without a result" + (f":\n{text}" if text else ""),
-                   log=log, extra=extra)
+    error = f"job {job.job_id} ended {state} without a result" + (f":\n{text}" if text else "")
+    return Outcome(key, False, error=error, log=log, extra=extra)
 
 
 def _load_result(path: Path) -> tuple[str, Any]:

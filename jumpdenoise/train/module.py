@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
 import numpy as np
 import torch
 from careamics.lightning import N2VModule
 from careamics.losses import n2v_loss
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from jumpdenoise.train.fields import FieldRef
 from jumpdenoise.train.patches import PatchStream, val_patches
@@ -35,8 +35,15 @@ class JumpN2VModule(N2VModule):
         return int(self.config.n2v_config.seed or 0)
 
     def on_fit_start(self) -> None:
-        """Seed the N2V masking on this rank's device (seed + rank): ranks mask differently."""
-        seed = self._manipulator_seed() + 1009 * self.global_rank
+        """Replace CAREamics' hook (it requires CAREamics' own data module)."""
+
+    def on_train_epoch_start(self) -> None:
+        """Seed the N2V masking on this rank's device from (seed, rank, epoch).
+
+        Ranks mask differently, every epoch differently, and a resumed run masks as an
+        uninterrupted one would.
+        """
+        seed = self._manipulator_seed() + 1009 * self.global_rank + 100_003 * self.current_epoch
         self.n2v_manipulate.rng = torch.Generator(device=self.device).manual_seed(seed)
         self._train_rng = self.n2v_manipulate.rng
 

@@ -66,7 +66,8 @@ def test_failed_local_unit_is_reported_by_run_and_status(tmp_path: Path) -> None
 def test_submit_dry_run_prints_the_plan(tmp_path: Path) -> None:
     source = generate_plate(tmp_path / "source", rows=1, columns=2, fields=1, channels=("DNA",), size=(32, 32),
                             seed=1, ground_truth=False)
-    cfg = _config(tmp_path, source, executor={"kind": "slurm", "profile": str(ROOT / "slurm/profiles/gpu_cluster_example.yaml")})
+    profile = ROOT / "slurm" / "profiles" / "gpu_cluster_example.yaml"
+    cfg = _config(tmp_path, source, executor={"kind": "slurm", "profile": str(profile)})
     res = jd("submit", str(cfg), "--dry-run", cwd=tmp_path, timeout=300)
     assert res.returncode == 0, res.stderr
     out = res.stdout

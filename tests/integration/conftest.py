@@ -42,7 +42,8 @@ def _cluster_problem() -> tuple[str | None, SlurmCluster | None]:
         lines = _run(["sinfo", "-h", "-N", "-o", "%N|%P|%T|%c"]).split()
     except (subprocess.SubprocessError, OSError) as exc:
         return f"sinfo fails: {exc} (run slurm/start_test_cluster.sh)", None
-    ready = [ln.split("|") for ln in lines if ln.split("|")[2].rstrip("*") in {"idle", "mixed", "allocated", "completing"}]
+    usable = {"idle", "mixed", "allocated", "completing"}
+    ready = [ln.split("|") for ln in lines if ln.split("|")[2].rstrip("*") in usable]
     if not ready:
         return f"no available SLURM node (sinfo: {lines})", None
     try:

@@ -286,3 +286,29 @@ def test_verify_finds_a_changed_pixel(small_plate, tmp_path):
     assert len(report.differences) == 1
     assert "B02-1 ER: 1 of 5120 pixels differ" in report.differences[0]
     assert "max |difference| 3" in report.differences[0]
+
+
+@pytest.mark.parametrize("layout_axes", ["CYX", "YXC"])
+def test_hyperstack_folder_converts_pixel_exact(tmp_path, layout_axes):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    stacks = {}
+    for well in ("B03", "C04"):
+        for site in (1, 2):
+            data = rng.integers(0, 60000, (3, 40, 56), dtype=np.uint16)
+            stacks[(well, site)] = data
+            arr = data if layout_axes == "CYX" else np.moveaxis(data, 0, -1)
+            tifffile.imwrite(folder / f"plate_{well}_s{site}.tif", arr, compression="lzw",
+                             photometric="minisblack", planarconfig="separate" if layout_axes == "CYX" else "contig")
+    out = tmp_path / "stacks.zarr"
+    cfg = make_config(folder, out, source_extra={
+        "kind": "hyperstack", "filename_pattern": r"_(?P<well>[A-P]\d{2})_s(?P<field>\d+)\.tif$",
+        "axes": layout_axes, "channel_names": ["DNA", "ER", "Mito"]})
+    convert(cfg, echo=False)
+    validate_plate(out)
+    info = plate_info(out)
+    assert info.channels == ["DNA", "ER", "Mito"] and set(info.wells) == {"B03", "C04"}
+    for (well, site), data in stacks.items():
+        assert np.array_equal(read_field(out, well, site - 1), data), (well, site)
+    assert verify_plate(cfg.source, out).ok

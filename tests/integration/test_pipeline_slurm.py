@@ -173,3 +173,27 @@ def test_convert_through_dask_jobqueue_workers_writes_the_dashboard_link(slurm_c
     dashboard = (workdir / "dask_dashboard.txt").read_text()
     assert "Dask dashboard: http://" in dashboard and "ssh -N -L" in dashboard and "SLURM job" in dashboard
     assert list((tmp_path / "dask-logs").glob("*.err")), "no dask-jobqueue worker job ran"
+
+
+@pytest.mark.slow
+def test_training_is_one_job_of_two_srun_tasks_running_ddp(slurm_cluster, plate_source: Path, tmp_path: Path) -> None:
+    from jumpdenoise.config import SlurmProfile, load_profile
+
+    data = load_profile(slurm_cluster.profile).model_dump()
+    data["stages"]["train"].update(tasks_per_node=2, mem_gb=2)
+    profile = SlurmProfile.model_validate(data)
+    ddp_train = {**TINY_TRAIN, "trainer": {**TINY_TRAIN["trainer"], "devices": 2, "strategy": "ddp"}}
+    workdir = tmp_path / "run"
+    cfg = small_config(plate_source, workdir, slurm_cluster.profile, train=ddp_train)
+    cfg = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"profile": profile})})
+    submit_pipeline(cfg, until="train", echo=lambda s: None)
+    status = wait_run(workdir, timeout=600)
+    assert status.done, format_status(status)
+    train = stage(status, "train")
+    (job_id,) = [j for j in train.jobs if j not in RunFolder(workdir.absolute()).state()["jobs"]["train"].values()]
+    logs = workdir / ".pipeline" / "logs"
+    # submitit's line in each task's log: two processes (global ranks 0 and 1 of 2) in ONE job
+    ranks = sorted(ln.split("global_rank=")[1].split(")")[0] + ")" for t in (0, 1)
+                   for ln in (logs / f"{job_id}_{t}_log.out").read_text().splitlines() if "global_rank=" in ln)
+    assert ranks == ["0(2)", "1(2)"]
+    assert (Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt").is_file()

@@ -178,3 +178,26 @@ def test_cli_predict_and_export_tiff_with_load_data_source(setup: dict, tmp_path
     assert got[0]["PathName_OrigRNA"] == str(src) and got[0]["FileName_IllumDNA"] == "illum_DNA.npy"
     res = CliRunner().invoke(app, ["export-tiff", str(out), str(export)])
     assert res.exit_code != 0 and "already exists" in str(res.exception)
+
+
+def test_bmz_zip_and_checkpoint_load_like_the_run_folder(setup: dict) -> None:
+    from careamics import CAREamist
+
+    from jumpdenoise.predict.arrays import denoise_array
+    from jumpdenoise.predict.model import load_model
+
+    ckpt = setup["run"] / "checkpoints" / "last.ckpt"
+    careamist = CAREamist(checkpoint_path=ckpt, work_dir=setup["root"] / "bmz-work", enable_progress_bar=False)
+    example = read_field(setup["plate"], "A01", 0, channels=["DNA", "ER"])[:, :64, :64].astype(np.float32)
+    zip_path = setup["root"] / "model.zip"
+    careamist.export_to_bmz(path_to_archive=zip_path, friendly_model_name="jumpdenoise test model",
+                            input_array=example, authors=[{"name": "jumpdenoise"}],
+                            general_description="a tiny N2V test model", data_description="synthetic blobs",
+                            channel_names=["DNA", "ER"])
+    run_model = load_model(setup["run"])
+    for other, kind in ((load_model(zip_path), "bmz"), (load_model(ckpt), "checkpoint")):
+        assert other.kind == kind and other.channels == ["DNA", "ER"] and other.stride == run_model.stride
+        np.testing.assert_allclose(other.mean, run_model.mean, rtol=1e-6)
+        raw = read_field(setup["plate"], "B02", 0, channels=["DNA", "ER"])
+        np.testing.assert_allclose(denoise_array(other, raw, tile_size=None), denoise_array(run_model, raw, tile_size=None),
+                                   rtol=1e-5, atol=1e-4)
