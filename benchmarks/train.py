@@ -145,7 +145,9 @@ def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[f
                                  model_constraints=get_model_constraints(cc.algorithm_config.model))
     theirs.setup("fit")
     rates = []
-    for loader in (ours.train_dataloader(), theirs.train_dataloader()):
+    loaders = (ours.train_dataloader(), theirs.train_dataloader())
+    batches = min(batches, *(len(loader) - 1 for loader in loaders))  # CAREamics: one epoch of the fields
+    for loader in loaders:
         it = iter(loader)
         next(it)  # workers started, first batch
         t = time.perf_counter()

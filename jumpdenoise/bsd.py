@@ -272,6 +272,7 @@ def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray]
         n_val = max(1, int(round(len(images) * val_fraction)))
         images, val = images[:-n_val], images[-n_val:]
     trainer = {"enable_progress_bar": False, **(trainer or {})}  # the run logs one line per epoch
+    run_dir = Path(run_dir).resolve()  # absolute: the run folder records checkpoint paths relative to it
     return Path(train_on_arrays(images, run_dir, val_images=val, epochs=epochs, patch_size=patch_size,
                                 batch_size=batch_size, n2v2=n2v2, seed=seed, trainer=trainer, **overrides))
 

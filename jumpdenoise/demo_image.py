@@ -90,6 +90,7 @@ def train_demo(noisy: np.ndarray, run_dir: str | Path, *, epochs: int = 15, patc
     from jumpdenoise.train.arrays import train_on_arrays
 
     trainer = {"enable_progress_bar": False, **(trainer or {})}
+    run_dir = Path(run_dir).resolve()  # absolute: the run folder records checkpoint paths relative to it
     return Path(train_on_arrays([noisy], run_dir, epochs=epochs, patch_size=patch_size, batch_size=batch_size,
                                 seed=seed, trainer=trainer, **overrides))
 
