@@ -30,4 +30,4 @@ benchmarks: install
 	$(PY) benchmarks/predict.py
 
 clean:
-	rm -rf $(VENV) jumpdenoise-run
+	rm -rf $(VENV) jumpdenoise-run jumpdenoise-demo
