@@ -24,6 +24,16 @@ from jumpdenoise.progress import progress_bar
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
 
+#: glibc malloc settings of LocalCluster workers (set before they start). Dask's default,
+#: MALLOC_TRIM_THRESHOLD_=65536, returns every freed buffer to the OS, so each field's
+#: multi-MB buffers are page-faulted anew: measured 2900 page faults and 6 ms of system
+#: time per 1080 x 1080 plane. Keeping up to 256 MB and serving buffers under 32 MB from
+#: the heap cuts that to ~90 faults and ~1 ms; memory stays bounded by the working set.
+WORKER_MALLOC_ENV = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 256 * 2**20,
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
+}
+
 
 class DaskExecutor(Executor):
     """Run units on a Dask cluster.
@@ -76,15 +86,17 @@ class DaskExecutor(Executor):
                 self.cluster = _slurm_cluster(cfg, self.dashboard_address)
                 self.client = Client(self.cluster)
             else:
+                import dask
                 from distributed import LocalCluster
 
-                self.cluster = LocalCluster(
-                    n_workers=cfg.workers,
-                    threads_per_worker=cfg.threads_per_worker,
-                    processes=True,
-                    dashboard_address=self.dashboard_address,
-                    silence_logs=logging.ERROR,
-                )
+                with dask.config.set(WORKER_MALLOC_ENV):
+                    self.cluster = LocalCluster(
+                        n_workers=cfg.workers,
+                        threads_per_worker=cfg.threads_per_worker,
+                        processes=True,
+                        dashboard_address=self.dashboard_address,
+                        silence_logs=logging.ERROR,
+                    )
                 self.client = Client(self.cluster)
         except (OSError, TimeoutError) as exc:
             where = cfg.scheduler_address or ("SLURM jobs" if cfg.dask_slurm else "a LocalCluster")
