@@ -31,7 +31,7 @@ SCHEDULES: dict[str, dict] = {
         "epochs": 3, "patches_per_epoch": 320, "patch_size": 32, "batch_size": 16, "n_val_patches": 16,
         "model": {"num_channels_init": 16}, "optimizer": {"lr": 1e-3}, "n2v": {"masked_pixel_percentage": 1.5}}},
     "laptop": {"size": None, "train": {
-        "epochs": 25, "patches_per_epoch": 1280, "patch_size": 32, "batch_size": 16, "n_val_patches": 64,
+        "epochs": 15, "patches_per_epoch": 640, "patch_size": 32, "batch_size": 16, "n_val_patches": 64,
         "model": {"num_channels_init": 32}, "optimizer": {"lr": 1e-3}, "n2v": {"masked_pixel_percentage": 1.5}}},
     "full": {"size": None, "train": {
         "epochs": 50, "patches_per_epoch": 1280, "patch_size": 64, "batch_size": 32, "n_val_patches": 128,
