@@ -149,7 +149,8 @@ def plot_curves(run: RunFolder) -> None:
 def write_best(run: RunFolder, *, best_path: str | None, best_score: float | None, epochs_done: int) -> None:
     """Write best.json: the best checkpoint by val_loss, last.ckpt, epochs completed."""
     best = Path(best_path) if best_path else run.last
-    rel = best.relative_to(run.path) if best.is_absolute() and run.path.resolve() in best.resolve().parents else best
+    full, root = best.resolve(), run.path.resolve()  # both absolute: relative run folders work too
+    rel = full.relative_to(root) if root in full.parents else full
     write_json(run.best, {"best": str(rel), "val_loss": best_score, "last": "checkpoints/last.ckpt",
                           "epochs_done": epochs_done})
 

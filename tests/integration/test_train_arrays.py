@@ -88,3 +88,14 @@ def test_train_on_folder(tmp_path: Path) -> None:
     split = json.loads((run / "split.json").read_text())
     assert split["mode"] == "well" and len(split["val_fields"]) == 1 and len(split["train_fields"]) == 2
     assert (run / "best.json").is_file()
+
+
+def test_relative_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run folder given as a relative path (e.g. `--out bsd-run`) works and best.json is relative."""
+    monkeypatch.chdir(tmp_path)
+    noisy, _ = noisy_field(1, 96, seed=4)
+    run = train_on_arrays(noisy[0], "rel-run", epochs=1, patch_size=32, batch_size=8, **TINY)
+    best = json.loads((tmp_path / "rel-run" / "best.json").read_text())
+    assert not Path(best["best"]).is_absolute()
+    assert (tmp_path / "rel-run" / best["best"]).is_file()
+    assert Path(run).resolve() == (tmp_path / "rel-run").resolve()

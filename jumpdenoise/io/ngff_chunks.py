@@ -1,0 +1,111 @@
+"""Fast path of :func:`jumpdenoise.io.ngff.write_field`: whole chunks encoded and stored directly.
+
+zarr-python spends about 1 ms of CPU per 1080 x 1080 chunk around the blosc encoding
+(async tasks, buffer wrappers, copies): a quarter of the cost of writing a plane. For the
+layouts jumpdenoise writes by default (zarr v3, no sharding, chunks that tile the array
+exactly, ``bytes`` + ``blosc`` codecs, a local store), :func:`write_whole_chunks` encodes
+each chunk with numcodecs' Blosc configured as zarr's ``BloscCodec`` configures it and
+stores it as zarr's ``LocalStore`` does (temporary file in the same folder, then rename),
+honouring the array's ``write_empty_chunks``. The chunk files are byte-identical to
+zarr's. Any other layout returns ``False`` and the caller writes with zarr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from itertools import product
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import zarr
+
+__all__ = ["write_whole_chunks"]
+
+_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+def _blosc_of(array: zarr.Array, data: np.ndarray):
+    """The numcodecs Blosc equal to ``array``'s codecs, or ``None`` if they are not bytes + blosc."""
+    from numcodecs import Blosc
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    codecs = array.metadata.codecs
+    if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
+        return None
+    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+    if data.dtype.itemsize > 1 and (endian != "little" or data.dtype.byteorder == ">"
+                                    or (data.dtype.byteorder == "=" and sys.byteorder != "little")):
+        return None
+    blosc = codecs[1]
+    if blosc.typesize is None:
+        return None
+    return Blosc.from_config({"cname": blosc.cname.value, "clevel": blosc.clevel,
+                              "shuffle": _SHUFFLE[blosc.shuffle.value], "blocksize": blosc.blocksize,
+                              "typesize": blosc.typesize})
+
+
+def _put(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` like zarr's LocalStore: temporary file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
+    """Write all of ``array`` from ``data`` chunk by chunk, bypassing zarr's write machinery.
+
+    Parameters
+    ----------
+    array
+        A zarr v3 array in a :class:`zarr.storage.LocalStore`.
+    data
+        Values for the whole array (same shape and dtype).
+
+    Returns
+    -------
+    bool
+        ``True`` if written; ``False`` (nothing written) if the layout is not supported
+        here (sharding, partial edge chunks, other codecs or store, float data with
+        ``write_empty_chunks`` off); write with zarr then.
+    """
+    from zarr.core.chunk_grids import RegularChunkGrid
+    from zarr.storage import LocalStore
+
+    meta = array.metadata
+    if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store, LocalStore):
+        return False
+    if tuple(data.shape) != tuple(array.shape) or data.dtype != array.dtype:
+        return False
+    if not isinstance(meta.chunk_grid, RegularChunkGrid):
+        return False
+    chunks = tuple(int(c) for c in meta.chunk_grid.chunk_shape)
+    if any(s % c for s, c in zip(array.shape, chunks)):
+        return False
+    write_empty = bool(array.async_array.config.write_empty_chunks)
+    if not write_empty and data.dtype.kind not in "uib":  # NaN-aware emptiness: leave to zarr
+        return False
+    encoder = _blosc_of(array, data)
+    if encoder is None:
+        return False
+    root = Path(array.store.root) / array.path if array.path else Path(array.store.root)
+    fill = array.fill_value
+    counts = [s // c for s, c in zip(array.shape, chunks)]
+    for coords in product(*(range(n) for n in counts)):
+        chunk = data[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))]
+        path = root / meta.encode_chunk_key(coords)
+        if not write_empty and not np.any(chunk != fill):
+            path.unlink(missing_ok=True)  # zarr deletes a chunk that holds only the fill value
+            continue
+        _put(path, encoder.encode(np.ascontiguousarray(chunk)))
+    return True
