@@ -79,9 +79,11 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
         here (sharding, partial edge chunks, other codecs or store, float data with
         ``write_empty_chunks`` off); write with zarr then.
     """
-    from zarr.core.chunk_grids import RegularChunkGrid
-    from zarr.storage import LocalStore
-
+    try:  # zarr internals this path relies on; any other zarr version falls back to zarr
+        from zarr.core.chunk_grids import RegularChunkGrid
+        from zarr.storage import LocalStore
+    except ImportError:
+        return False
     meta = array.metadata
     if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store, LocalStore):
         return False
@@ -92,7 +94,10 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
     chunks = tuple(int(c) for c in meta.chunk_grid.chunk_shape)
     if any(s % c for s, c in zip(array.shape, chunks)):
         return False
-    write_empty = bool(array.async_array.config.write_empty_chunks)
+    config = getattr(getattr(array, "async_array", None), "config", None)
+    if config is None or not hasattr(meta, "encode_chunk_key"):
+        return False
+    write_empty = bool(config.write_empty_chunks)
     if not write_empty and data.dtype.kind not in "uib":  # NaN-aware emptiness: leave to zarr
         return False
     encoder = _blosc_of(array, data)

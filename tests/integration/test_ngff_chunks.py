@@ -1,0 +1,56 @@
+"""The direct whole-chunk writer gives the same files as zarr's own write, for every layout it takes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from jumpdenoise.io.ngff_chunks import write_whole_chunks
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _create(path: Path, shape, chunks, dtype, cname, shuffle, write_empty: bool) -> zarr.Array:
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    return zarr.create_array(
+        store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+        serializer=BytesCodec(), compressors=[BloscCodec(cname=cname, clevel=5, shuffle=shuffle)],
+        config={"write_empty_chunks": write_empty}, dimension_names=["c", "y", "x"],
+    )
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "float32"])
+@pytest.mark.parametrize("cname,shuffle", [("lz4", "bitshuffle"), ("zstd", "shuffle"), ("lz4", "noshuffle")])
+@pytest.mark.parametrize("chunks", [(1, 48, 64), (1, 24, 32)])
+def test_direct_chunks_equal_zarr(tmp_path: Path, dtype: str, cname: str, shuffle: str, chunks) -> None:
+    rng = np.random.default_rng(7)
+    data = (rng.gamma(2.0, 300.0, size=(3, 48, 64))).astype(dtype)
+    data[1] = 0  # an all-fill-value channel: written or not depending on write_empty_chunks
+    for write_empty in (True, False):
+        ours = _create(tmp_path / f"ours-{write_empty}", data.shape, chunks, dtype, cname, shuffle, write_empty)
+        ref = _create(tmp_path / f"ref-{write_empty}", data.shape, chunks, dtype, cname, shuffle, write_empty)
+        taken = write_whole_chunks(ours, data)
+        if not taken:
+            ours[...] = data
+        ref[...] = data
+        assert _files(tmp_path / f"ours-{write_empty}") == _files(tmp_path / f"ref-{write_empty}")
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"ours-{write_empty}"))[...], data)
+    if dtype != "float32":
+        assert taken, "the fast path should take integer whole-chunk layouts"
+
+
+def test_layouts_it_does_not_take_are_refused(tmp_path: Path) -> None:
+    data = np.ones((2, 50, 64), dtype="uint16")
+    arr = _create(tmp_path / "a", data.shape, (1, 48, 64), "uint16", "lz4", "bitshuffle", True)  # 48 does not tile 50
+    assert write_whole_chunks(arr, data) is False
+    assert not any(p.name.isdigit() for p in (tmp_path / "a").rglob("*") if p.is_file())
