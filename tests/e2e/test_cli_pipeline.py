@@ -42,7 +42,8 @@ def test_run_without_config_runs_the_demo_end_to_end(tmp_path: Path) -> None:
 
 
 def _config(tmp_path: Path, source: Path, **sections) -> Path:
-    cfg = {"source": {"path": str(source)}, "paths": {"workdir": str(tmp_path / "run")}, **sections}
+    cfg = {"source": {"path": str(source)}, "paths": {"workdir": str(tmp_path / "run")},
+           "convert": {"fields_per_unit": 1}, **sections}  # one field per unit: tests name single-field units
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -30,6 +30,7 @@ PLATE = dict(rows=1, columns=2, fields=2, channels=("DNA", "Mito"), size=(64, 64
 
 def small_config(source: Path, workdir: Path, profile: Path, **extra) -> JumpDenoiseConfig:
     over = {"source": {"path": str(source)}, "paths": {"workdir": str(workdir)},
+            "convert": {"fields_per_unit": 1},  # one field per unit: the tests name single-field units
             "executor": {"kind": "slurm", "profile": str(profile)}}
     over.update(extra)
     return load_config(overrides=over)
