@@ -11,8 +11,8 @@ both queues are bounded, so memory stays at a few fields whatever the plate size
 Determinism: a field's result depends only on the field, the model and the settings. A
 batch never mixes fields and always has the same shape (the last batch of tiles is padded
 with zeros), cuDNN runs deterministic algorithms without autotuning, and in fp32 mode
-TF32 is off. The same field predicted by two jobs on the same kind of device gives the
-same bits.
+TF32 is off; on CPU the thread count is pinned to the CPUs the process may use. The same
+field predicted by two jobs on the same kind of device (and CPU allotment) gives the same bits.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from jumpdenoise.compute.threads import pinned_torch_threads
 from jumpdenoise.compute.tiling import BlendMode, TilePlan, plan_tiles, round_up
 from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.model import LoadedModel
@@ -69,11 +70,16 @@ def denormalize(pred: Any, mean: np.ndarray, std: np.ndarray) -> Any:
 
 @contextlib.contextmanager
 def _numerics(device_type: str, bf16: bool) -> Iterator[None]:
-    """Deterministic cuDNN, no autotuning; TF32 off unless bf16 (restored afterwards)."""
+    """Deterministic numerics (restored afterwards).
+
+    CUDA: deterministic cuDNN, no autotuning, TF32 off unless bf16. CPU: torch's intra-op
+    thread count is pinned (:func:`jumpdenoise.compute.threads.pinned_torch_threads`).
+    """
     import torch
 
     if device_type != "cuda":
-        yield
+        with pinned_torch_threads():
+            yield
         return
     b = torch.backends
     saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32)

@@ -7,6 +7,7 @@ trains, resuming from ``checkpoints/last.ckpt`` when the folder has one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jumpdenoise.compute.threads import pinned_torch_threads
 from jumpdenoise.config.train import TrainConfig, TrainerSettings
 from jumpdenoise.errors import ClusterError
 from jumpdenoise.train.fields import FieldRef
@@ -197,7 +199,11 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
                  len(job.val_refs), job.channels, job.patches_per_epoch,
                  job.tc.batch_size * trainer.world_size, job.tc.batch_size, trainer.world_size,
                  module.config.optimizer.parameters["lr"])
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+        # one CPU process: pin torch's threads so the bits do not depend on what ran before in this
+        # process (DDP ranks get theirs from Lightning)
+        single_cpu = trainer.world_size == 1 and type(trainer.accelerator).__name__ == "CPUAccelerator"
+        with pinned_torch_threads() if single_cpu else contextlib.nullcontext():
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt)
         if trainer.is_global_zero:
             score = checkpoint.best_model_score
             write_best(job.run, best_path=checkpoint.best_model_path or None,

@@ -201,3 +201,25 @@ def test_bmz_zip_and_checkpoint_load_like_the_run_folder(setup: dict) -> None:
         raw = read_field(setup["plate"], "B02", 0, channels=["DNA", "ER"])
         np.testing.assert_allclose(denoise_array(other, raw, tile_size=None), denoise_array(run_model, raw, tile_size=None),
                                    rtol=1e-5, atol=1e-4)
+
+
+def test_output_bits_do_not_depend_on_torch_threads_set_elsewhere(tmp_path: Path) -> None:
+    """Another library changing torch's thread count in-process (Lightning does) changes no bit."""
+    import torch
+
+    from jumpdenoise.predict.arrays import denoise_array
+    from jumpdenoise.predict.model import load_model
+    from jumpdenoise.predict.testing import make_run
+
+    model = load_model(make_run(tmp_path / "run", channels=("DNA", "ER"), depth=2, features=8, steps=2))
+    image = np.random.default_rng(5).gamma(2.0, 300.0, (2, 96, 96)).astype("uint16")
+    saved = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            outs.append(denoise_array(model, image, tile_size=None))
+            assert torch.get_num_threads() == threads  # restored after prediction
+    finally:
+        torch.set_num_threads(saved)
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[1], outs[2])
