@@ -146,7 +146,7 @@ class DaskExecutor(Executor):
         """Run ``fn`` over ``units`` with a bounded window of futures; see :meth:`Executor.map`."""
         if not units:
             return []
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         client = self.start()
         window = max(self.n_workers(), self.config.workers) * self.config.dask_window
@@ -156,13 +156,17 @@ class DaskExecutor(Executor):
         queue = as_completed()
         outcomes: dict[str, Outcome] = {}
 
-        def submit_next() -> None:
-            unit = next(todo, None)
-            if unit is None:
-                return
-            fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}")
+        retried: set[str] = set()
+
+        def submit(unit: Any, suffix: str = "") -> None:
+            fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}{suffix}")
             in_flight[fut] = unit
             queue.add(fut)
+
+        def submit_next() -> None:
+            unit = next(todo, None)
+            if unit is not None:
+                submit(unit)
 
         for _ in range(window):
             submit_next()
@@ -174,6 +178,13 @@ class DaskExecutor(Executor):
                 except BaseException as exc:  # noqa: BLE001 - worker died (KilledWorker), cancelled...
                     if isinstance(exc, KeyboardInterrupt):
                         raise
+                    if isinstance(exc, KilledWorker) and unit.key not in retried:
+                        # units are idempotent: one that shared a worker with a unit that killed it
+                        # runs again, alone in its key; the culprit dies again and is reported
+                        retried.add(unit.key)
+                        fut.release()
+                        submit(unit, "-retry")
+                        continue
                     outcomes[unit.key] = Outcome(unit.key, False, error=error_text(exc))
                 fut.release()
                 advance()
