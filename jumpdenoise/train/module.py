@@ -10,6 +10,7 @@ rank, validation masks are the same every epoch, and losses are synchronised acr
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -69,8 +70,9 @@ class JumpN2VModule(N2VModule):
         if not getattr(self, "_announced", False):  # one line per rank: ranks draw different patches
             self._announced = True
             x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            print(f"rank {self.global_rank}/{self.trainer.world_size}: first batch {tuple(x.shape)} "
-                  f"sum {float(x.double().sum()):.6f}", file=sys.stderr, flush=True)
+            line = (f"rank {self.global_rank}/{self.trainer.world_size}: first batch {tuple(x.shape)} "
+                    f"sum {float(x.double().sum()):.6f}\n")
+            os.write(sys.stderr.fileno(), line.encode())  # one write: lines of two ranks never interleave
         loss, n = self._loss(batch)
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
