@@ -72,15 +72,29 @@ def schedule(name: str = "short", **train_overrides) -> dict:
     ``train`` holds keyword arguments of :func:`train_bsd_model`; ``train_overrides`` replace or add
     entries there (``None`` values are ignored; dict values such as ``model`` are merged).
     """
-    if name not in SCHEDULES:
-        raise JumpDenoiseError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
-    base = SCHEDULES[name]
+    base, train = pick_schedule(SCHEDULES, name, train_overrides)
+    return {"n_train": base["n_train"], "n_test": base["n_test"], "train": train}
+
+
+def pick_schedule(schedules: dict, name: str, train_overrides: dict) -> tuple[dict, dict]:
+    """Return ``(schedules[name], its "train" dict with the overrides applied)``.
+
+    ``None`` overrides are ignored; dict overrides (e.g. ``model``) are merged into dict values.
+
+    Raises
+    ------
+    JumpDenoiseError
+        If ``name`` is not a key of ``schedules``.
+    """
+    if name not in schedules:
+        raise JumpDenoiseError(f"unknown schedule {name!r}; choose one of {sorted(schedules)}")
+    base = schedules[name]
     train = {k: dict(v) if isinstance(v, dict) else v for k, v in base["train"].items()}
     for key, value in train_overrides.items():
         if value is None:
             continue
         train[key] = {**train[key], **value} if isinstance(value, dict) and isinstance(train.get(key), dict) else value
-    return {"n_train": base["n_train"], "n_test": base["n_test"], "train": train}
+    return base, train
 
 
 # --------------------------------------------------------------------------- reading and noise

@@ -41,14 +41,9 @@ SCHEDULES: dict[str, dict] = {
 
 def schedule(name: str = "laptop", **train_overrides) -> dict:
     """A named schedule (``ci``, ``laptop``, ``full``): ``{"size", "train": {...}}``, ``None`` overrides ignored."""
-    if name not in SCHEDULES:
-        raise JumpDenoiseError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
-    base = SCHEDULES[name]
-    train = {k: dict(v) if isinstance(v, dict) else v for k, v in base["train"].items()}
-    for key, value in train_overrides.items():
-        if value is None:
-            continue
-        train[key] = {**train[key], **value} if isinstance(value, dict) and isinstance(train.get(key), dict) else value
+    from jumpdenoise.bsd import pick_schedule
+
+    base, train = pick_schedule(SCHEDULES, name, train_overrides)
     return {"size": base["size"], "train": train}
 
 
