@@ -10,7 +10,6 @@ rank, validation masks are the same every epoch, and losses are synchronised acr
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -72,7 +71,8 @@ class JumpN2VModule(N2VModule):
             x = batch[0] if isinstance(batch, (list, tuple)) else batch
             line = (f"rank {self.global_rank}/{self.trainer.world_size}: first batch {tuple(x.shape)} "
                     f"sum {float(x.double().sum()):.6f}\n")
-            os.write(sys.stderr.fileno(), line.encode())  # one write: lines of two ranks never interleave
+            sys.stderr.write(line)  # the whole line in one write (print() writes the end apart): ranks never
+            sys.stderr.flush()      # interleave inside a line; works where stderr has no fileno (notebooks)
         loss, n = self._loss(batch)
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
