@@ -301,7 +301,7 @@ def write_field(
 # ----------------------------------------------------------------------------- statistics
 
 
-def _update_group_attrs(group_dir: Path, update) -> None:
+def update_group_attrs(group_dir: Path, update) -> None:
     """Rewrite one group's zarr.json with ``update(attributes)`` applied (atomic rename)."""
     import json
 
@@ -346,7 +346,7 @@ def write_statistics(plate: str | Path, stats: dict) -> None:
     def set_stats(attrs: dict) -> None:
         attrs.setdefault("jumpdenoise", {})["statistics"] = stats
 
-    _update_group_attrs(root, set_stats)
+    update_group_attrs(root, set_stats)
     write_statistics_csv(stats, root / SIDECAR / "statistics.csv")
     windows = [display_window(stats["plate"][c], info.dtype) for c in info.channels]
 
@@ -355,7 +355,7 @@ def write_statistics(plate: str | Path, stats: dict) -> None:
             ch["window"] = win
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda wf: _update_group_attrs(root / info.image_path(*wf), set_windows),
+        list(pool.map(lambda wf: update_group_attrs(root / info.image_path(*wf), set_windows),
                       info.field_keys()))
 
 

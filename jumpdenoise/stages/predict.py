@@ -342,15 +342,6 @@ class _Markers(Mapping):
         return len(self.keys)
 
 
-def _update_root_attrs(plate: Path, update) -> None:
-    meta_path = plate / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    update(meta.setdefault("attributes", {}))
-    tmp = meta_path.with_name(".zarr.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, meta_path)
-
-
 def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) -> dict:
     """Merge the done fields' partials: statistics, raw-vs-denoised comparison, failures.
 
@@ -360,7 +351,7 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
         ``{"done": fields done, "expected": fields selected, "failures": {unit: error}}``.
     """
     from jumpdenoise.compute.stats import merge_partials
-    from jumpdenoise.io.ngff import done_keys, field_key, write_statistics
+    from jumpdenoise.io.ngff import done_keys, field_key, update_group_attrs, write_statistics
     from jumpdenoise.predict.compare import merge_comparison, write_comparison_csv
     from jumpdenoise.stages.convert import short_error
 
@@ -377,7 +368,7 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
         def set_comparison(attrs: dict) -> None:
             attrs.setdefault("jumpdenoise", {})["comparison"] = comparison
 
-        _update_root_attrs(out, set_comparison)
+        update_group_attrs(out, set_comparison)
         write_comparison_csv(comparison, out / SIDECAR / "comparison.csv")
     results = results or []
     failures = {o.key: short_error(o.error) for o in results if not o.ok}

@@ -15,6 +15,8 @@ import pytest
 import tifffile
 import zarr
 
+from plate_files import tree_bytes
+
 from jumpdenoise.config import ExecutorConfig, load_config
 from jumpdenoise.errors import OutputExistsError, UnitFailures
 from jumpdenoise.executors.dask import DaskExecutor
@@ -39,18 +41,6 @@ def make_config(source: Path, out: Path, *, workers: int = 1, kind: str = "local
         "convert": convert_kw,
         "executor": {"kind": kind, "workers": workers},
     })
-
-
-def tree_bytes(plate: Path) -> dict[str, bytes]:
-    """Every file of the zarr hierarchy (not the .jumpdenoise sidecar, not temporary files)."""
-    out = {}
-    for root, dirs, files in os.walk(plate):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith("."):
-                p = Path(root) / name
-                out[str(p.relative_to(plate))] = p.read_bytes()
-    return out
 
 
 def source_planes(plate: Path):

@@ -12,24 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from plate_files import tree_bytes
+
 from jumpdenoise.config import load_config
 from jumpdenoise.io.ngff import done_keys, plate_info
 from jumpdenoise.io.synthetic import generate_plate
 from jumpdenoise.stages.convert import convert
 
 CLI = [sys.executable, "-c", "from jumpdenoise.cli import main; main()"]
-
-
-def tree_bytes(plate: Path) -> dict[str, bytes]:
-    """Every file of the zarr hierarchy (not the .jumpdenoise sidecar, not temporary files)."""
-    out = {}
-    for root, dirs, files in os.walk(plate):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith("."):
-                p = Path(root) / name
-                out[str(p.relative_to(plate))] = p.read_bytes()
-    return out
 
 
 def start(source: Path, out: Path, executor: str) -> subprocess.Popen:
