@@ -1,24 +1,61 @@
 #!/usr/bin/env bash
-# The GPU benchmark run, prepared to go in ONE call on a lent GPU machine (see README):
+# The GPU benchmark run, prepared to go in ONE call on a lent GPU machine (no network there):
 #   bash benchmarks/run_gpu.sh            # results under ${OUT:-benchmarks/out}
-# Installs the package into .venv if needed, then runs the train and predict benchmarks
-# (each prints ratios against CAREamics measured in the same run) and the BSD command on Set12
-# when ../shared/data/bsd is present.
-set -euo pipefail
+# Python: the machine's python3 (it has torch, lightning, tifffile, xarray...) plus the missing
+# packages as wheels in .whl/ (see benchmarks/README.md, "GPU run"), installed to /tmp/site.
+# BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call).
+# Phases (each under its own timeout, so one failing leaves the others' results):
+#   1. predict: jumpdenoise predict (fp32, bf16, bf16+compile) vs CAREamist.predict, plate in/out;
+#   2. train:   jumpdenoise's training pipeline vs CAREamist.train, patches/s, bf16-mixed;
+#   3. bsd:     the N2V paper's BSD settings (schedule full) for a fixed time, PSNR on Set12.
+# SMOKE=1 runs the same phases with tiny CPU settings (a dry run on any machine).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/out}
 mkdir -p "$out"
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-  .venv/bin/python -m pip install -q -e .
+py=${PYTHON:-python3}
+if ! $py -c "import careamics, zarr, dask" 2>/dev/null; then
+  if [ -d .whl ]; then
+    site=${SITE:-/tmp/site}
+    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
+      || { echo "wheel install failed"; exit 1; }
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  elif [ -x .venv/bin/python ]; then
+    py=.venv/bin/python
+  else
+    python3 -m venv .venv && .venv/bin/python -m pip install -q -e . && py=.venv/bin/python
+  fi
 fi
-py=.venv/bin/python
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
-timeout 200 $py benchmarks/predict.py --device cuda --fields 64 --modes fp32,bf16,bf16+compile \
-  --json "$out/predict.json" 2>&1 | tee "$out/predict.txt" || echo "predict benchmark failed or timed out"
-timeout 200 $py benchmarks/train.py --device cuda --precision bf16-mixed --workers 8 --steps 200 \
-  2>&1 | tee "$out/train.txt" || echo "train benchmark failed or timed out"
-if [ -d ../shared/data/bsd/train400 ]; then
-  timeout 150 .venv/bin/jumpdenoise bsd --train ../shared/data/bsd/train400 --test ../shared/data/bsd/set12 \
-    --sigma 25 --schedule short --device cuda --out "$out/bsd" 2>&1 | tee "$out/bsd.txt" || echo "bsd run failed or timed out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+bsd=${BSD_DIR:-.gpu_data/bsd}
+if [ "${SMOKE:-0}" = 1 ]; then
+  dev=cpu; pred=(--fields 2 --size 256 --modes fp32 --careamics-fields 2)
+  train=(--precision 32-true --workers 1 --steps 3 --repeats 1 --wells 3 --fields 1 --size 512 --data-batches 3)
+  bsdargs=(--schedule ci --n-train 4 --n-test 1 --max-minutes 0.5)
+  t_pred=400 t_train=300 t_bsd=300
+else
+  dev=cuda; pred=(--fields 64 --modes fp32,bf16,bf16+compile --careamics-fields 32)
+  train=(--precision bf16-mixed --workers 8 --steps 200 --repeats 1 --wells 10 --fields 4)
+  bsdargs=(--schedule full --max-minutes 2.5 --precision bf16-mixed --workers 6)
+  t_pred=200 t_train=140 t_bsd=230
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
+$py -c "import jumpdenoise, careamics, torch; print('jumpdenoise', jumpdenoise.__version__, 'careamics',
+careamics.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee "$out/env.txt"
+t0=$SECONDS
+timeout $t_pred $py benchmarks/predict.py --device $dev "${pred[@]}" --engine-only --json "$out/predict.json" \
+  > "$out/predict.txt" 2>&1 || echo "predict benchmark failed or timed out (rc $?)" | tee -a "$out/predict.txt"
+echo "predict phase: $((SECONDS - t0)) s"; t0=$SECONDS
+timeout $t_train $py benchmarks/train.py --device $dev "${train[@]}" > "$out/train.txt" 2>&1 \
+  || echo "train benchmark failed or timed out (rc $?)" | tee -a "$out/train.txt"
+echo "train phase: $((SECONDS - t0)) s"; t0=$SECONDS
+if [ -d "$bsd/train400" ]; then
+  timeout $t_bsd $py -m jumpdenoise bsd --train "$bsd/train400" --test "$bsd/set12" --sigma 25 --device $dev \
+    "${bsdargs[@]}" --out "$out/bsd" > "$out/bsd.txt" 2>&1 || echo "bsd run failed or timed out (rc $?)" | tee -a "$out/bsd.txt"
+  cp "$out/bsd/bsd_summary.json" "$out/bsd_summary.json" 2>/dev/null
+  rm -rf "$out/bsd"
+else
+  echo "no BSD images under $bsd: bsd phase skipped"
+fi
+echo "bsd phase: $((SECONDS - t0)) s"
+for f in predict train bsd; do echo "=== $f"; grep -E "Mpx-ch/s|ratio|patches/s|bf16 vs|mean PSNR|failed|Error|error" "$out/$f.txt" | tail -20; done

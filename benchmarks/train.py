@@ -55,11 +55,21 @@ def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool):
                     self.t1 = now
                     trainer.should_stop = True
 
+        def on_train_end(self, trainer, pl_module) -> None:
+            # The data ran out before warmup + steps (a short CAREamics epoch): time the steps done.
+            if self.t0 is not None and self.t1 is None and self.count > warmup:
+                if sync_cuda:
+                    torch.cuda.synchronize()
+                self.t1 = time.perf_counter()
+
         @property
         def rate(self) -> float:
             if self.t0 is None or self.t1 is None:
                 return float("nan")
-            return steps * batch / (self.t1 - self.t0)
+            done = min(steps, self.count - warmup)
+            if done < steps:
+                print(f"  (only {done} of {steps} timed steps: the epoch ended first)", flush=True)
+            return done * batch / (self.t1 - self.t0)
 
     return StepTimer()
 
@@ -146,7 +156,7 @@ def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[f
     theirs.setup("fit")
     rates = []
     loaders = (ours.train_dataloader(), theirs.train_dataloader())
-    batches = min(batches, *(len(loader) - 1 for loader in loaders))  # CAREamics: one epoch of the fields
+    batches = max(1, min(batches, *(len(loader) - 1 for loader in loaders)))  # CAREamics: one epoch of the fields
     for loader in loaders:
         it = iter(loader)
         next(it)  # workers started, first batch

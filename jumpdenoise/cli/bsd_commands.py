@@ -30,6 +30,11 @@ def bsd(
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Training batch size."),
     n2v2: bool = typer.Option(False, "--n2v2", help="Use the N2V2 variant (BlurPool, median masking)."),
     device: str = typer.Option("auto", "--device", help="Prediction device: auto, cpu, cuda."),
+    precision: str = typer.Option("32-true", "--precision", help="Training precision: 32-true or bf16-mixed (GPU)."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes for training."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", min=0.1,
+                                             help="Stop training after this many minutes (the best model so far "
+                                                  "is used)."),
 ) -> None:
     """Train N2V on noisy TRAIN images, denoise noisy TEST images, print per-image and mean PSNR/SSIM.
 
@@ -49,7 +54,8 @@ def bsd(
                   f"{schedule}: {settings['train']['epochs']} epochs{', TTA' if tta else ''}")
     report = run_bsd(train, test, sigma=sigma, epochs=epochs, seed=seed, tta=tta, out_dir=out,
                      schedule_name=schedule, n_train=n_train, n_test=n_test, device=device,
-                     patch_size=patch_size, batch_size=batch_size, n2v2=n2v2 or None)
+                     patch_size=patch_size, batch_size=batch_size, n2v2=n2v2 or None,
+                     trainer=bsd_trainer(precision, workers, max_minutes))
     table = Table(title=f"PSNR (dB, data range 255) and SSIM, sigma {sigma:g}")
     for col in ("image", "noisy PSNR", "denoised PSNR", "gain", "noisy SSIM", "denoised SSIM"):
         table.add_column(col, justify="left" if col == "image" else "right")
@@ -65,3 +71,15 @@ def bsd(
                   f" over {len(report.scores)} image(s); training {report.train_seconds:.0f} s on {report.n_train}"
                   f" image(s), prediction {report.predict_seconds:.0f} s")
     console.print(f"scores written to {Path(out) / 'bsd_scores.csv'}; model in {report.run_dir}")
+
+
+def bsd_trainer(precision: str, workers: int, max_minutes: float | None) -> dict | None:
+    """Trainer settings of the ``bsd`` command's options (``None`` when all are defaults)."""
+    trainer: dict = {}
+    if precision != "32-true":
+        trainer["precision"] = precision
+    if workers:
+        trainer["num_workers"] = workers
+    if max_minutes is not None:
+        trainer["extra"] = {"max_time": {"seconds": round(max_minutes * 60)}}
+    return trainer or None

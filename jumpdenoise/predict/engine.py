@@ -321,9 +321,10 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         ``write(key, raw, denoised_float32)`` (called in writer threads; it converts,
         stores, and records completion).
     prefetch
-        Fields read ahead of the one being computed (and fields waiting to be written).
+        Fields read ahead of the one being computed.
     readers, writers
-        Threads reading and writing.
+        Threads reading and writing (up to ``max(prefetch, writers)`` fields wait to be
+        written, so that every writer has work).
     on_done
         Called with each key once written (in the caller's thread).
 
@@ -378,7 +379,7 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
             pred = y.cpu().numpy() if hasattr(y, "cpu") else y
             report.compute_seconds += time.perf_counter() - t0
             del x, y
-            drain(prefetch)
+            drain(max(prefetch, writers))
             pending_writes.append((key, wpool.submit(store, key, raw, pred)))
         drain(0)
     report.seconds = time.perf_counter() - start

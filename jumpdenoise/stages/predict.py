@@ -143,7 +143,8 @@ def get_predictor(config: JumpDenoiseConfig) -> Predictor:
            pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta)
     if key not in _PREDICTORS:
         lm = load_model(path, str(device), checkpoint=pc.checkpoint)
-        _PREDICTORS.clear()  # one model per process
+        while len(_PREDICTORS) >= 2:  # at most two (prepare's CPU copy and the worker's device copy)
+            _PREDICTORS.pop(next(iter(_PREDICTORS)))
         _PREDICTORS[key] = (lm, Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending,
                                           batch_size=pc.batch_size, bf16=pc.bf16, compile=pc.compile, tta=pc.tta))
     return _PREDICTORS[key][1]
