@@ -9,6 +9,8 @@
 #   2. train:   jumpdenoise's training pipeline vs CAREamist.train, patches/s, bf16-mixed;
 #   3. bsd:     the N2V paper's BSD settings (schedule full) for a fixed time, PSNR on Set12.
 # SMOKE=1 runs the same phases with tiny CPU settings (a dry run on any machine).
+# PHASES="predict train" picks phases; PRED_MODES, TRAIN_VARIANTS (see benchmarks/train.py --variants)
+# and BSD_MINUTES change what they measure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/out}
@@ -30,26 +32,31 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bsd=${BSD_DIR:-.gpu_data/bsd}
 if [ "${SMOKE:-0}" = 1 ]; then
   dev=cpu; pred=(--fields 2 --size 256 --modes fp32 --careamics-fields 2)
-  train=(--precision 32-true --workers 1 --steps 3 --repeats 1 --wells 3 --fields 1 --size 512 --data-batches 3)
+  train=(--precision 32-true --workers 1 --steps 3 --repeats 1 --wells 3 --fields 1 --size 512 --data-batches 3
+         --variants ${TRAIN_VARIANTS:-default})
   bsdargs=(--schedule ci --n-train 4 --n-test 1 --max-minutes 0.5)
   t_pred=400 t_train=300 t_bsd=300
 else
-  dev=cuda; pred=(--fields 64 --modes fp32,bf16,bf16+compile --careamics-fields 32)
-  train=(--precision bf16-mixed --workers 8 --steps 200 --repeats 1 --wells 10 --fields 4)
-  bsdargs=(--schedule full --max-minutes 2.5 --precision bf16-mixed --workers 6)
-  t_pred=200 t_train=140 t_bsd=230
+  dev=cuda; pred=(--fields 64 --modes ${PRED_MODES:-fp32,bf16,bf16+compile} --careamics-fields 32)
+  train=(--precision bf16-mixed --workers 8 --steps 200 --repeats 1 --wells 10 --fields 4
+         --variants ${TRAIN_VARIANTS:-default})
+  bsdargs=(--schedule full --max-minutes ${BSD_MINUTES:-2.5} --precision bf16-mixed --workers 6)
+  t_pred=${T_PRED:-200} t_train=${T_TRAIN:-140} t_bsd=${T_BSD:-230}
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
 $py -c "import jumpdenoise, careamics, torch; print('jumpdenoise', jumpdenoise.__version__, 'careamics',
 careamics.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee "$out/env.txt"
+phases=${PHASES:-predict train bsd}
 t0=$SECONDS
-timeout $t_pred $py benchmarks/predict.py --device $dev "${pred[@]}" --engine-only --json "$out/predict.json" \
-  > "$out/predict.txt" 2>&1 || echo "predict benchmark failed or timed out (rc $?)" | tee -a "$out/predict.txt"
+[[ " $phases " == *" predict "* ]] && { timeout $t_pred $py benchmarks/predict.py --device $dev "${pred[@]}" --engine-only --json "$out/predict.json" \
+  > "$out/predict.txt" 2>&1 || echo "predict benchmark failed or timed out (rc $?)" | tee -a "$out/predict.txt"; }
 echo "predict phase: $((SECONDS - t0)) s"; t0=$SECONDS
-timeout $t_train $py benchmarks/train.py --device $dev "${train[@]}" > "$out/train.txt" 2>&1 \
-  || echo "train benchmark failed or timed out (rc $?)" | tee -a "$out/train.txt"
+[[ " $phases " == *" train "* ]] && { timeout $t_train $py benchmarks/train.py --device $dev "${train[@]}" \
+  > "$out/train.txt" 2>&1 || echo "train benchmark failed or timed out (rc $?)" | tee -a "$out/train.txt"; }
 echo "train phase: $((SECONDS - t0)) s"; t0=$SECONDS
-if [ -d "$bsd/train400" ]; then
+if [[ " $phases " != *" bsd "* ]]; then
+  :
+elif [ -d "$bsd/train400" ]; then
   timeout $t_bsd $py -m jumpdenoise bsd --train "$bsd/train400" --test "$bsd/set12" --sigma 25 --device $dev \
     "${bsdargs[@]}" --out "$out/bsd" > "$out/bsd.txt" 2>&1 || echo "bsd run failed or timed out (rc $?)" | tee -a "$out/bsd.txt"
   cp "$out/bsd/bsd_summary.json" "$out/bsd_summary.json" 2>/dev/null
@@ -58,4 +65,4 @@ else
   echo "no BSD images under $bsd: bsd phase skipped"
 fi
 echo "bsd phase: $((SECONDS - t0)) s"
-for f in predict train bsd; do echo "=== $f"; grep -E "Mpx-ch/s|ratio|patches/s|bf16 vs|mean PSNR|failed|Error|error" "$out/$f.txt" | tail -20; done
+for f in $phases; do [ -f "$out/$f.txt" ] || continue; echo "=== $f"; grep -E "Mpx-ch/s|ratio|patches/s|bf16 vs|mean PSNR|failed|Error|error" "$out/$f.txt" | tail -20; done

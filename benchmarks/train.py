@@ -97,7 +97,23 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
                               "num_workers": args.workers, "enable_progress_bar": False}}})
 
 
-def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path) -> float:
+#: Variant tokens of ``--variants`` (joined with ``+``) -> trainer settings.
+VARIANT_TOKENS = {"default": {}, "no-autotune": {"cudnn_benchmark": False}, "autotune": {"cudnn_benchmark": True},
+                  "channels_last": {"channels_last": True}, "channels_first": {"channels_last": False},
+                  "careamics_masking": {"fast_masking": False}, "compile": {"compile": True}}
+
+
+def variant_settings(name: str) -> dict:
+    """Trainer settings of a variant name such as ``channels_last+compile``."""
+    settings: dict = {}
+    for token in name.split("+"):
+        if token not in VARIANT_TOKENS:
+            raise SystemExit(f"unknown variant token {token!r}; choose from {sorted(VARIANT_TOKENS)}")
+        settings.update(VARIANT_TOKENS[token])
+    return settings
+
+
+def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str = "default") -> float:
     """patches/s of jumpdenoise's pipeline (plate on disk, lazy patches)."""
     import shutil
 
@@ -105,7 +121,9 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path) -> float:
     from jumpdenoise.train.loop import fit, write_run_header
 
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir})})
+    trainer = cfg.train.trainer.model_copy(update=variant_settings(variant))
+    cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir}),
+                                 "train": cfg.train.model_copy(update={"trainer": trainer})})
     job = build_job(cfg)
     write_run_header(job)
     timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda")
@@ -182,6 +200,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data-only rates")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--variants", default="default",
+                        help="comma list of jumpdenoise variants, tokens joined by +: default, no-autotune, "
+                             "autotune, channels_last, channels_first, careamics_masking, compile (e.g. "
+                             "default,channels_first+no-autotune+careamics_masking,compile)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
@@ -205,22 +227,37 @@ def main() -> None:
         d_ours, d_theirs = data_rates(cfg, fields, val_wells, args.data_batches)
         print(f"data pipeline only (no model): jumpdenoise {d_ours:.0f} patches/s, CareamicsDataModule "
               f"{d_theirs:.0f} patches/s, ratio {d_ours / d_theirs:.2f}x", flush=True)
-        ours, theirs = [], []
+        variants = args.variants.split(",")
+        for v in variants:
+            variant_settings(v)  # fail early on a typo
+        ours: dict[str, list[float]] = {v: [] for v in variants}
+        theirs: list[float] = []
         for r in range(args.repeats):
-            ours.append(run_jumpdenoise(cfg, args, work / f"run{r}"))
-            print(f"repeat {r}: jumpdenoise {ours[-1]:.1f} patches/s", flush=True)
+            for v in variants:
+                try:
+                    ours[v].append(run_jumpdenoise(cfg, args, work / f"run{r}-{v}", v))
+                except Exception as exc:  # noqa: BLE001 - one failing variant leaves the others
+                    print(f"repeat {r}: jumpdenoise [{v}] FAILED: {type(exc).__name__}: {exc}", flush=True)
+                    continue
+                print(f"repeat {r}: jumpdenoise [{v}] {ours[v][-1]:.1f} patches/s", flush=True)
             theirs.append(run_careamics(cfg, args, fields, val_wells, work / f"careamics{r}"))
             print(f"repeat {r}: CAREamist.train {theirs[-1]:.1f} patches/s", flush=True)
-        if not ours:
+        if not theirs:
             return
-        best_ours, best_theirs = max(ours), max(theirs)
+        best_theirs = max(theirs)
+        for v in variants[1:]:
+            if ours[v]:
+                print(f"ratio jumpdenoise [{v}] / CAREamist.train: {max(ours[v]) / best_theirs:.2f}x")
+        if not ours[variants[0]]:
+            return
+        best_ours = max(ours[variants[0]])
         print(json.dumps({"device": args.device, "precision": args.precision, "workers": args.workers,
                           "steps": args.steps, "batch": 32, "patch": 64, "channels": 4,
                           "jumpdenoise_patches_per_s": round(best_ours, 1),
                           "careamics_patches_per_s": round(best_theirs, 1),
                           "data_only_jumpdenoise_patches_per_s": round(d_ours), "data_only_careamics_patches_per_s":
                           round(d_theirs)}))
-        print(f"ratio jumpdenoise / CAREamist.train: {best_ours / best_theirs:.2f}x")
+        print(f"ratio jumpdenoise [{variants[0]}] / CAREamist.train: {best_ours / best_theirs:.2f}x")
 
 
 if __name__ == "__main__":

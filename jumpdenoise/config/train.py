@@ -163,6 +163,20 @@ class TrainerSettings(BaseModel):
         Clip gradients to this norm (``None``: no clipping).
     enable_progress_bar
         Show Lightning's progress bar.
+    cudnn_benchmark
+        Let cuDNN time its convolution algorithms on the first batches and keep the fastest
+        (``None``: on when training on a GPU; the grouped convolutions of independent
+        channels gain most). Training numerics stay within float rounding.
+    channels_last
+        Run the network in channels-last memory layout (NHWC; same results within float
+        rounding). Measured 1.5-1.7x faster training of the seed UNet on a 2-core CPU.
+    fast_masking
+        N2V masking of the whole batch in a few kernels without host synchronisation
+        (:mod:`jumpdenoise.train.masking`; uniform strategy without struct mask) instead of
+        CAREamics' per-channel masking, which stalls a GPU. Same masking statistics.
+    compile
+        ``torch.compile`` the network in place (state dict unchanged, checkpoints load in
+        CAREamics as before; the first steps are slower while it compiles).
     extra
         Other ``lightning.Trainer`` arguments.
     """
@@ -180,6 +194,10 @@ class TrainerSettings(BaseModel):
     log_every_n_steps: int = Field(default=10, ge=1)
     gradient_clip_val: float | None = None
     enable_progress_bar: bool = True
+    cudnn_benchmark: bool | None = None
+    channels_last: bool = True
+    fast_masking: bool = True
+    compile: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
 

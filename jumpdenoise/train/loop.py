@@ -157,6 +157,19 @@ def _callbacks(job: TrainJob, careamics_cfg: Any) -> tuple[list, Any]:
     return [checkpoint, saver, EpochReport(job.run, job.tc.batch_size)], checkpoint
 
 
+@contextlib.contextmanager
+def cudnn_autotune(on: bool):
+    """``torch.backends.cudnn.benchmark = on`` inside the block (restored afterwards)."""
+    import torch
+
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on or saved
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
     """Train (or resume) the job; return the run folder.
 
@@ -185,6 +198,11 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
             num_sanity_val_steps=0, plugins=plugins or None, **ts.extra)
         # the lr rule needs the world size, known once the trainer exists
         module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
+        module.channels_last, module.compile_network = ts.channels_last, ts.compile
+        if ts.fast_masking:
+            module.use_fast_masking()
+        on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
+        autotune = bool(ts.cudnn_benchmark or (ts.cudnn_benchmark is None and on_gpu))
         data = PatchDataModule(
             job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
             batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
@@ -202,7 +220,7 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
         # one CPU process: pin torch's threads so the bits do not depend on what ran before in this
         # process (DDP ranks get theirs from Lightning)
         single_cpu = trainer.world_size == 1 and type(trainer.accelerator).__name__ == "CPUAccelerator"
-        with pinned_torch_threads() if single_cpu else contextlib.nullcontext():
+        with pinned_torch_threads() if single_cpu else contextlib.nullcontext(), cudnn_autotune(autotune):
             trainer.fit(module, datamodule=data, ckpt_path=ckpt)
         if trainer.is_global_zero:
             score = checkpoint.best_model_score

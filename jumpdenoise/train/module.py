@@ -31,6 +31,36 @@ log = logging.getLogger("jumpdenoise.train")
 class JumpN2VModule(N2VModule):
     """CAREamics ``N2VModule`` trained on tensors ``(b, c, y, x)`` under (optionally) DDP."""
 
+    def use_fast_masking(self) -> bool:
+        """Mask with :class:`~jumpdenoise.train.masking.UniformMasking` when the configuration allows.
+
+        Same masking statistics, without CAREamics' host synchronisations (see ``masking.py``).
+        Returns whether it was switched.
+        """
+        from jumpdenoise.train.masking import UniformMasking, supports
+
+        n2v = self.config.n2v_config
+        if not supports(n2v):
+            return False
+        self.n2v_manipulate = UniformMasking(n2v.masked_pixel_percentage, n2v.roi_size, seed=int(n2v.seed or 1),
+                                             device=self.n2v_manipulate.rng.device)
+        return True
+
+    #: Performance settings (set by :func:`jumpdenoise.train.loop.fit`; see ``TrainerSettings``).
+    channels_last: bool = False
+    compile_network: bool = False
+
+    def configure_model(self) -> None:
+        """Channels-last layout and ``torch.compile`` of the UNet, when asked for.
+
+        ``Module.compile`` compiles in place: parameter names, hence checkpoints, do not change.
+        """
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.compile_network and not getattr(self, "_compiled", False):
+            self.model.compile()
+            self._compiled = True
+
     def _manipulator_seed(self) -> int:
         return int(self.config.n2v_config.seed or 0)
 
@@ -61,6 +91,8 @@ class JumpN2VModule(N2VModule):
     def _loss(self, batch: Any) -> tuple[torch.Tensor, int]:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         x_masked, x_original, mask = self.n2v_manipulate(x)
+        if self.channels_last:
+            x_masked = x_masked.contiguous(memory_format=torch.channels_last)
         prediction = self.model(x_masked)
         return n2v_loss(prediction.float(), x_original.float(), mask), x.shape[0]
 
@@ -74,7 +106,8 @@ class JumpN2VModule(N2VModule):
             sys.stderr.write(line)  # the whole line in one write (print() writes the end apart): ranks never
             sys.stderr.flush()      # interleave inside a line; works where stderr has no fileno (notebooks)
         loss, n = self._loss(batch)
-        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
+        if self.trainer.progress_bar_callback is not None:  # reading it for the bar syncs with the GPU
+            self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
         opt = self.optimizers()
         opt = opt[0] if isinstance(opt, list) else opt

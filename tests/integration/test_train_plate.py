@@ -150,3 +150,35 @@ def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_
     rdf = next(n for n in zipfile.ZipFile(zip_path).namelist() if n.endswith(".yaml") and "rdf" in n)
     text = zipfile.ZipFile(zip_path).read(rdf).decode()
     assert "DNA" in text and "ER" in text
+
+
+def test_compiled_module_keeps_careamics_parameter_names(trained: Path) -> None:
+    """``train.trainer.compile`` compiles in place: the state dict (what checkpoints hold) is unchanged."""
+    from jumpdenoise.train.module import JumpN2VModule
+
+    module = JumpN2VModule.load_from_checkpoint(trained / "checkpoints" / "last.ckpt", map_location="cpu")
+    before = list(module.state_dict())
+    module.channels_last = module.compile_network = True
+    module.configure_model()
+    assert list(module.state_dict()) == before and all("_orig_mod" not in k for k in before)
+    assert module.model.encoder.encoder_blocks[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_training_writes_careamics_checkpoints(plate: Path, tmp_path: Path) -> None:
+    """The performance switches change how the UNet runs, not what is saved."""
+    from careamics import CAREamist
+
+    from jumpdenoise.stages.train import train
+    from jumpdenoise.train.run_folder import best_checkpoint
+
+    trainer = {**TINY["trainer"], "channels_last": True}
+    run = train(load_config(_write_config(tmp_path, plate, epochs=1, trainer=trainer)))
+    rows = read_curves(run)
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["val_loss"]))
+    ckpt = best_checkpoint(run)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all(k.startswith("model.") and "_orig_mod" not in k for k in state)
+    careamist = CAREamist(checkpoint_path=ckpt, work_dir=tmp_path / "careamist", enable_progress_bar=False)
+    x = np.load(run / "example_input.npy").astype(np.float32)
+    pred = careamist.predict(x, data_type="array", axes="SCYX")
+    assert np.isfinite(np.asarray(pred[0])).all()
