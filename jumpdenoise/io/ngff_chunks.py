@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     import zarr
 
-__all__ = ["write_whole_chunks"]
+__all__ = ["remove_partial_chunks", "write_whole_chunks"]
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
@@ -114,3 +114,20 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
             continue
         _put(path, encoder.encode(np.ascontiguousarray(chunk)))
     return True
+
+
+def remove_partial_chunks(folder: Path) -> int:
+    """Remove the temporary chunk files (``*.partial``) under ``folder`` and return their number.
+
+    :func:`write_whole_chunks` and zarr's ``LocalStore`` write a chunk to
+    ``<chunk>.<uuid>.partial`` and rename it; a process killed in between leaves the
+    temporary behind. Call it only for arrays nobody else is writing (e.g. a field being
+    converted again after a crash).
+    """
+    removed = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".partial"):
+                os.unlink(os.path.join(root, name))
+                removed += 1
+    return removed

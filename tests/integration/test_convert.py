@@ -24,7 +24,9 @@ from jumpdenoise.executors.local import LocalExecutor
 from jumpdenoise.io.discovery import discover
 from jumpdenoise.io.ngff import done_keys, plate_info, read_field, validate_plate
 from jumpdenoise.io.synthetic import generate_plate
-from jumpdenoise.stages.convert import convert, load_layout
+from jumpdenoise.io.layout import PlaneRef
+from jumpdenoise.io.tiff import _decode_libtiff, read_plane
+from jumpdenoise.stages.convert import convert, load_layout, own_executor
 from jumpdenoise.stages.verify import verify_plate
 
 JUMP = Path(__file__).resolve().parents[3] / "shared" / "data" / "jump"
@@ -155,6 +157,52 @@ def test_serial_and_parallel_conversions_are_byte_identical(small_plate, tmp_pat
     assert report.converted == 12
     assert tree_bytes(dask_plate) == reference
 
+    # the default of `jumpdenoise convert`: a LocalCluster whose workers are threads of this process
+    threads = tmp_path / "threads.zarr"
+    cfg = make_config(small_plate, threads, kind="dask", workers=2, fields_per_unit=1)
+    with DaskExecutor(cfg.executor, dashboard_address=":0", quiet=True, processes=False) as ex:
+        report = convert(cfg, executor=ex, echo=False)
+        assert ex.cluster.processes is False and len(ex.client.nthreads()) == 1
+    assert report.converted == 12
+    assert tree_bytes(threads) == reference
+    assert not zarr.config.get("array.write_empty_chunks")  # the process-wide setting is restored
+
+
+def test_own_executor_runs_a_local_dask_cluster_in_threads(tmp_path):
+    threaded = own_executor(make_config(tmp_path, tmp_path / "o.zarr", kind="dask", workers=2))
+    assert isinstance(threaded, DaskExecutor) and threaded.processes is False
+    cfg = make_config(tmp_path, tmp_path / "o.zarr", kind="dask", workers=2)
+    remote = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"scheduler_address": "tcp://x:1"})})
+    assert own_executor(remote).processes is True
+    assert isinstance(own_executor(make_config(tmp_path, tmp_path / "o.zarr", workers=2)), LocalExecutor)
+
+
+def test_libtiff_and_tifffile_decode_the_same_pixels(tmp_path):
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 60000, (70, 90), dtype=np.uint16)
+    ref = PlaneRef(path=str(tmp_path / "lzw.tif"))
+    tifffile.imwrite(ref.path, data, compression="lzw")
+    with tifffile.TiffFile(ref.path) as tif:
+        by_libtiff = _decode_libtiff(tif, tif.pages[0], None)
+        by_tifffile = tif.pages[0].asarray()
+    assert by_libtiff is not None and np.array_equal(by_libtiff, data) and np.array_equal(by_tifffile, data)
+    variants = {"predictor": {"predictor": True}, "strips": {"rowsperstrip": 16}, "tiles": {"tile": (32, 32)},
+                "big-endian": {"byteorder": ">"}}
+    for name, kw in variants.items():  # LZW variants: libtiff decodes them all like tifffile
+        path = tmp_path / f"{name}.tif"
+        tifffile.imwrite(path, data, compression="lzw", **kw)
+        with tifffile.TiffFile(path) as tif:
+            got = _decode_libtiff(tif, tif.pages[0], None)
+        assert got is not None and np.array_equal(got, data), name
+        assert np.array_equal(read_plane(PlaneRef(path=str(path)), (70, 90), "uint16"), data), name
+    out = np.zeros((2, 70, 90), np.uint16)
+    assert np.array_equal(read_plane(ref, (70, 90), "uint16", out=out[1]), data) and np.array_equal(out[1], data)
+    deflate = PlaneRef(path=str(tmp_path / "zlib.tif"))
+    tifffile.imwrite(deflate.path, data, compression="zlib")
+    with tifffile.TiffFile(deflate.path) as tif:  # not LZW: tifffile decodes it
+        assert _decode_libtiff(tif, tif.pages[0], None) is None
+    assert np.array_equal(read_plane(deflate, (70, 90), "uint16"), data)
+
 
 def test_statistics_per_well_and_plate_match_numpy(small_plate, tmp_path):
     out = tmp_path / "stats.zarr"
@@ -181,6 +229,10 @@ def _break(path: Path, how: str) -> None:
         tifffile.imwrite(path, np.zeros((32, 32), np.uint16), compression="lzw")
     elif how == "dtype":
         tifffile.imwrite(path, np.zeros((64, 80), np.uint8), compression="lzw")
+    elif how == "garbled":  # valid header, LZW codes overwritten: neither libtiff nor tifffile decodes it
+        with tifffile.TiffFile(path) as tif:
+            start = tif.pages[0].dataoffsets[0] + tif.pages[0].databytecounts[0] // 3
+        path.write_bytes(data[:start] + b"\xff" * 64 + data[start + 64:])
 
 
 def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
@@ -192,7 +244,7 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
     missing_key = f"{missing.well}-{next(f.index for f in layout.well(missing.well).fields if f.site == missing.site)}"
     candidates = [(w.id, f) for w, f in layout.iter_fields() if f"{w.id}-{f.index}" != missing_key]
     broken = {}
-    for (well, field), how in zip(candidates, ["truncated", "corrupt", "shape", "dtype"]):
+    for (well, field), how in zip(candidates, ["truncated", "corrupt", "shape", "dtype", "garbled"]):
         path = Path(field.planes["ER"].path)
         _break(path, how)
         broken[f"{well}-{field.index}"] = (path.name, how)
@@ -203,7 +255,8 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
     assert set(failures) == set(broken) | {missing_key}
     for key, (name, how) in broken.items():
         assert name in failures[key], failures[key]
-        assert {"truncated": "truncated", "corrupt": "TIFF", "shape": "shape", "dtype": "dtype"}[how] in failures[key]
+        assert {"truncated": "truncated", "corrupt": "TIFF", "shape": "shape", "dtype": "dtype",
+                "garbled": "cannot decode"}[how] in failures[key]
     assert Path(missing.path).name in failures[missing_key] and "missing" in failures[missing_key]
     # the other fields are converted, exactly; the failed ones are not marked done
     done = done_keys(out)

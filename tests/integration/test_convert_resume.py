@@ -91,3 +91,27 @@ def test_sigkill_then_rerun_gives_identical_plate(tmp_path, executor):
     assert plate_info(out).statistics == plate_info(reference).statistics
     assert (out / ".jumpdenoise" / "statistics.csv").read_bytes() == \
         (reference / ".jumpdenoise" / "statistics.csv").read_bytes()
+    assert not list((out / ".jumpdenoise" / "done").glob(".*.tmp"))  # temporaries of killed runs removed
+
+
+def test_temporaries_of_a_killed_run_are_removed_on_resume(tmp_path):
+    """A run killed inside a write leaves a chunk's ``*.partial`` and a marker's ``.KEY.*.tmp``
+    (as zarr's LocalStore and mark_done name them): the rerun removes both."""
+    source = generate_plate(tmp_path / "src", plate_name="TMP", rows=1, columns=2, fields=2, channels=("DNA", "ER"),
+                            size=(40, 48), seed=3, ground_truth=False, workers=1)
+    cfg = load_config(overrides={"source": {"path": str(source)}, "paths": {"raw_plate": str(tmp_path / "p.zarr")},
+                                 "executor": {"kind": "local", "workers": 1}})
+    out = tmp_path / "p.zarr"
+    convert(cfg, echo=False)
+    want = tree_bytes(out)
+    info = plate_info(out)
+    chunk_dir = out / info.image_path("A02", 1) / "0" / "c" / "1" / "0"
+    stale_chunk = chunk_dir / "0.0123456789abcdef0123456789abcdef.partial"
+    stale_chunk.write_bytes(b"half a chunk")
+    stale_marker = out / ".jumpdenoise" / "done" / ".A02-1.k1ll3d.tmp"
+    stale_marker.write_bytes(b"half a marker")
+    (out / ".jumpdenoise" / "done" / "A02-1.npz").unlink()  # the field the killed run was writing
+    report = convert(cfg, echo=False)
+    assert (report.converted, report.skipped) == (1, 3)
+    assert not stale_chunk.exists() and not stale_marker.exists()
+    assert tree_bytes(out) == want
