@@ -39,7 +39,9 @@ def convert(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML configuration (source, convert, executor)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output. Without it, a plate "
                                    "prepared from the same source is resumed and any other output is refused."),
-    workers: int | None = typer.Option(None, "--workers", "-w", min=1, help="Worker processes (default 2)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1,
+                                       help="Parallel workers (default 2): threads of the local Dask cluster, "
+                                            "processes with --executor local."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, "
                                          "e.g. tcp://node12:8786."),
     executor: str | None = typer.Option(None, "--executor", help="local, dask or slurm (default: a Dask "
