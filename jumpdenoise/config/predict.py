@@ -17,7 +17,7 @@ Output dtype:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -64,6 +64,13 @@ class PredictConfig(BaseModel):
         Fields read ahead while the device computes (and fields waiting to be written).
     io_threads
         Threads reading and writing fields (default: up to 8, from the CPUs available).
+    write_processes
+        Where denoised fields are written (converted, compressed, statistics and
+        comparison computed, marked done): ``0`` in ``io_threads`` threads of the
+        predicting process; ``n`` in ``n`` writer processes fed through shared memory
+        (a ring of ``n + prefetch`` fields), which keeps a fast GPU busy where threads
+        are limited by Python's GIL; ``"auto"`` (default): ``min(8, CPUs - 2)`` processes
+        on CUDA with at least 4 CPUs, threads otherwise. Same bytes on disk either way.
     overwrite
         Replace an existing output. Without it, an output prepared by the same model and
         settings is resumed; any other existing output is refused.
@@ -87,6 +94,7 @@ class PredictConfig(BaseModel):
     wells_per_unit: int = Field(default=8, ge=1)
     prefetch: int = Field(default=2, ge=1, le=64)
     io_threads: int | None = Field(default=None, ge=1, le=64)
+    write_processes: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     overwrite: bool = False
 
     @field_validator("wells")

@@ -11,8 +11,10 @@ The four stage functions (see :mod:`jumpdenoise.stages.base`) take the root
 - :func:`plan` groups the selected wells into units of ``predict.wells_per_unit`` wells
   (stable keys ``wells-A01-A08``); a unit lists its fields not yet done.
 - :func:`run_one` denoises its fields through the prefetch/compute/write-behind pipeline
-  (:func:`~jumpdenoise.predict.engine.run_fields`); each field is written, then marked
-  done with its partial statistics and its raw-vs-denoised partial. Killed at any moment,
+  (:func:`~jumpdenoise.predict.engine.run_fields`; writer threads or, with
+  ``predict.write_processes``, writer processes); each field is written, then marked done
+  with its partial statistics and its raw-vs-denoised partial
+  (:class:`~jumpdenoise.predict.writers.PlateFieldWriter`). Killed at any moment,
   a rerun redoes exactly the fields without a marker, with the same bytes.
 - :func:`finalize` merges the partials: statistics (same code as conversion) and the
   comparison (``attrs["jumpdenoise"]["comparison"]``, ``.jumpdenoise/comparison.csv``).
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, ModelError, OutputExistsError, PlateError, UnitFailures
+from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
 
 if TYPE_CHECKING:
@@ -99,17 +102,6 @@ def _selection(config: JumpDenoiseConfig, info: PlateInfo) -> dict[str, list[int
     if not any(sel.values()):
         raise ConfigError(f"predict.fields: no field {pc.fields} in the selected wells of {info.path}")
     return sel
-
-
-def to_output_dtype(pred: np.ndarray, dtype: str) -> np.ndarray:
-    """Float32 prediction -> stored pixels: unchanged for float, else rint + clip + cast."""
-    dt = np.dtype(dtype)
-    if dt.kind == "f":
-        return pred.astype(dt, copy=False)
-    info = np.iinfo(dt)
-    out = np.rint(pred)
-    np.clip(out, info.min, info.max, out=out)
-    return out.astype(dt)
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -277,10 +269,9 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     JumpDenoiseError
         If some fields could not be read or written (the others are done).
     """
-    from jumpdenoise.compute.stats import field_partial
-    from jumpdenoise.io.ngff import field_key, is_done, mark_done, plate_info, read_field, write_field
-    from jumpdenoise.predict.compare import field_comparison
+    from jumpdenoise.io.ngff import field_key, is_done, plate_info, read_field
     from jumpdenoise.predict.engine import run_fields
+    from jumpdenoise.predict.writers import PlateFieldWriter, resolve_write_processes
 
     raw, out = raw_path(config), out_path(config)
     job = read_job(out)
@@ -297,15 +288,11 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     def read(p: tuple[str, int]) -> np.ndarray:
         return read_field(raw, p[0], p[1], channels=None if channels == raw_channels else channels)
 
-    def write(p: tuple[str, int], raw_field: np.ndarray, pred: np.ndarray) -> None:
-        data = to_output_dtype(pred, out_dtype)
-        write_field(out, p[0], p[1], data)
-        payload = {**field_partial(data, channels), **field_comparison(raw_field, data)}
-        mark_done(out, field_key(*p), payload)
-
-    threads = config.predict.io_threads or max(1, min(8, (os.cpu_count() or 2)))
-    report = run_fields(predictor, todo, read, write, prefetch=config.predict.prefetch,
-                        readers=max(1, threads // 2), writers=threads)
+    pc = config.predict
+    threads = pc.io_threads or max(1, min(8, (os.cpu_count() or 2)))
+    report = run_fields(predictor, todo, read, PlateFieldWriter(str(out), out_dtype, tuple(channels)),
+                        prefetch=pc.prefetch, readers=max(1, threads // 2), writers=threads,
+                        write_processes=resolve_write_processes(pc.write_processes, predictor.device.type))
     if report.failures:
         lines = [f"{field_key(*f.key)} ({f.stage}): {type(f.error).__name__}: {f.error}" for f in report.failures]
         raise JumpDenoiseError(f"{len(lines)} of {len(todo)} field(s) failed in unit {unit.key}:\n" + "\n".join(lines))
@@ -405,6 +392,7 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
     """
     from jumpdenoise.config import JumpDenoiseConfig, _format_validation_error
     from jumpdenoise.executors.local import LocalExecutor
+    from jumpdenoise.predict.writers import close_writer_pool
     from jumpdenoise.stages.base import bind
     from pydantic import ValidationError
 
@@ -424,7 +412,11 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
     prepare(cfg)
     units = plan(cfg)
     runner = executor or LocalExecutor(1)
-    outcomes = runner.map(bind(MODULE, cfg), units, label=STAGE) if units else []
+    try:
+        outcomes = runner.map(bind(MODULE, cfg), units, label=STAGE) if units else []
+    except BaseException:
+        close_writer_pool()  # writer processes, if any, are kept for the next plate unless interrupted
+        raise
     summary = finalize(cfg, outcomes)
     if echo:
         print(f"denoised {summary['done']}/{summary['expected']} field(s) into {out_path(cfg)} "

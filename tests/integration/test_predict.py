@@ -223,3 +223,17 @@ def test_output_bits_do_not_depend_on_torch_threads_set_elsewhere(tmp_path: Path
     finally:
         torch.set_num_threads(saved)
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[1], outs[2])
+
+
+def test_writer_processes_write_the_same_plate_as_threads(setup: dict) -> None:
+    """write_processes=2 (shared memory, spawned writers) stores the same bytes as writer threads."""
+    out = predict(model=setup["run"], plate=setup["plate"], out=setup["root"] / "processes.zarr", write_processes=2)
+    files = {}
+    for plate in (setup["out"], out):
+        files[plate] = {p.relative_to(plate).as_posix(): p.read_bytes() for p in sorted(plate.rglob("*"))
+                        if p.is_file() and "/c/" in p.as_posix()}  # every chunk of every level
+    assert len(files[out]) >= 4 * 2 and files[out] == files[setup["out"]]
+    raw_done, proc_done = (np.load(p / ".jumpdenoise" / "done" / "B02-1.npz") for p in (setup["out"], out))
+    assert raw_done.files == proc_done.files
+    assert all(np.array_equal(raw_done[k], proc_done[k]) for k in raw_done.files)
+    assert plate_info(out).attrs["comparison"] == plate_info(setup["out"]).attrs["comparison"]

@@ -1,0 +1,339 @@
+"""The write side of prediction: one field's job, and writer processes fed through shared memory.
+
+:class:`PlateFieldWriter` is what happens to a denoised field: converted to the output
+dtype, written (level 0 and pyramid), its statistics partial and raw-vs-denoised partial
+computed, then marked done (after its data, never before). It is a small picklable object,
+so the same code runs in writer threads or in writer processes: same bytes either way.
+
+:class:`WriterProcesses` runs such jobs in ``spawn``-ed processes (never ``fork``: the
+parent may have initialised CUDA), past the parent's GIL. Fields travel through a ring of
+field-sized slots in one :class:`multiprocessing.shared_memory.SharedMemory` block: the
+parent copies the raw field and the prediction (device -> host straight into the slot) and
+sends only ``(slot, key, job)``; a slot is reused once its writer reports back, so memory
+stays at ``slots`` fields. Writers ignore SIGINT (the parent decides), stop when the parent
+dies, and the block is unlinked when the pool closes (or, after a crash of the parent, by
+multiprocessing's resource tracker).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import multiprocessing as mp
+import pickle
+import queue
+import signal
+import sys
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from jumpdenoise.errors import JumpDenoiseError
+
+log = logging.getLogger("jumpdenoise.predict")
+
+__all__ = ["PlateFieldWriter", "WriterProcesses", "WriterDied", "to_output_dtype", "resolve_write_processes",
+           "writer_pool", "close_writer_pool"]
+
+_ALIGN = 4096
+
+
+def to_output_dtype(pred: np.ndarray, dtype: str) -> np.ndarray:
+    """Float32 prediction -> stored pixels: unchanged for float, else rint + clip + cast."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return pred.astype(dt, copy=False)
+    info = np.iinfo(dt)
+    out = np.rint(pred)
+    np.clip(out, info.min, info.max, out=out)
+    return out.astype(dt)
+
+
+@dataclass(frozen=True)
+class PlateFieldWriter:
+    """Store one denoised field of plate ``out`` (picklable: runs in threads or processes).
+
+    ``writer((well, field), raw, pred)``: ``pred`` (float32, raw units) is converted to
+    ``dtype`` (:func:`to_output_dtype`), written, and marked done with its statistics
+    partial and its comparison partial (``cmp.*``) against ``raw``.
+    """
+
+    out: str
+    dtype: str
+    channels: tuple[str, ...]
+
+    def __call__(self, key: tuple[str, int], raw: np.ndarray, pred: np.ndarray) -> None:
+        from jumpdenoise.compute.stats import field_partial
+        from jumpdenoise.io import ngff
+        from jumpdenoise.predict.compare import field_comparison
+
+        data = to_output_dtype(pred, self.dtype)
+        ngff.write_field(self.out, key[0], key[1], data)
+        partial = field_partial(data, list(self.channels))
+        ngff.mark_done(self.out, ngff.field_key(*key), {**partial, **field_comparison(raw, data, partial)})
+
+
+def resolve_write_processes(setting: int | str, device_type: str) -> int:
+    """Writer processes for a ``predict.write_processes`` setting (``0``: threads).
+
+    ``"auto"``: on CUDA with at least 4 CPUs, ``min(8, CPUs - 2)`` processes (the
+    parent keeps two CPUs: reading and driving the device); threads otherwise.
+    """
+    from jumpdenoise.compute.threads import cpu_threads
+
+    if setting != "auto":
+        return max(0, int(setting))
+    cpus = cpu_threads()
+    return min(8, cpus - 2) if device_type == "cuda" and cpus >= 4 else 0
+
+
+class WriterDied(JumpDenoiseError):
+    """A writer process ended unexpectedly (killed, out of memory)."""
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` with its traceback as a note, or a plain error with its text if it cannot be pickled."""
+    text = "".join(traceback.format_exception(exc))
+    try:
+        exc.add_note(f"(in writer process {mp.current_process().name})\n{text}")
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - anything unpicklable
+        return JumpDenoiseError(f"{type(exc).__name__}: {exc}")
+
+
+def _views(buf: Any, layout: tuple, slot: int) -> tuple[np.ndarray, np.ndarray]:
+    (raw_shape, raw_dtype, raw_bytes), (pred_shape, pred_dtype, _), slot_bytes = layout
+    base = slot * slot_bytes
+    raw = np.ndarray(raw_shape, np.dtype(raw_dtype), buffer=buf, offset=base)
+    pred = np.ndarray(pred_shape, np.dtype(pred_dtype), buffer=buf, offset=base + raw_bytes)
+    return raw, pred
+
+
+def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: Any) -> None:
+    """A writer process: take ``(slot, key, job)``, run ``job(key, raw, pred)``, report back."""
+    from multiprocessing import shared_memory
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # one process is one writer, as a writer thread is (Blosc only threads on the main thread)
+        from numcodecs import blosc
+
+        blosc.use_threads = False
+    except ImportError:  # pragma: no cover - numcodecs comes with zarr
+        pass
+    parent = mp.parent_process()
+    shm = shared_memory.SharedMemory(name=shm_name)
+    try:
+        while not stop.is_set():
+            if parent is not None and not parent.is_alive():
+                break
+            try:
+                msg = tasks.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg is None:
+                break
+            slot, key, job = msg
+            raw, pred = _views(shm.buf, layout, slot)
+            try:
+                job(key, raw, pred)
+                error = None
+            except Exception as exc:  # noqa: BLE001 - reported per field
+                error = _portable(exc)
+            del raw, pred
+            results.put((slot, key, error))
+    finally:
+        try:
+            shm.close()
+        except BufferError:  # a job kept a view: the mapping goes with the process
+            pass
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start children without re-running the ``__main__`` script (``spawn`` would import it
+    again, and a script without an ``if __name__ == "__main__"`` guard would start over).
+    Writers need nothing from it: their jobs are importable classes."""
+    main = sys.modules.get("__main__")
+    path = None
+    if main is not None and getattr(main, "__spec__", None) is None:
+        path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
+
+
+class WriterProcesses:
+    """A pool of writer processes and a ring of shared-memory field slots.
+
+    Parameters
+    ----------
+    processes
+        Writer processes (``spawn`` context).
+    slots
+        Field slots in the ring (at least ``processes``; memory: ``slots`` fields).
+    raw, pred
+        ``(shape, dtype)`` of the raw field and of the prediction.
+    """
+
+    def __init__(self, processes: int, slots: int, raw: tuple[tuple[int, ...], Any],
+                 pred: tuple[tuple[int, ...], Any]) -> None:
+        from multiprocessing import shared_memory
+
+        if mp.current_process().daemon:
+            raise JumpDenoiseError("writer processes cannot start in a daemonic process (use threads)")
+        self.processes = max(1, int(processes))
+        self.n_slots = max(self.processes, int(slots))
+        specs = []
+        for shape, dtype in (raw, pred):
+            dt = np.dtype(dtype)
+            nbytes = int(np.prod(shape)) * dt.itemsize
+            specs.append((tuple(int(v) for v in shape), dt.str, -(-nbytes // _ALIGN) * _ALIGN))
+        self.layout = (specs[0], specs[1], specs[0][2] + specs[1][2])
+        self.key = (self.processes, self.n_slots, specs[0][:2], specs[1][:2])
+        ctx = mp.get_context("spawn")
+        self._shm = shared_memory.SharedMemory(create=True, size=max(1, self.n_slots * self.layout[2]))
+        self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self._free = deque(range(self.n_slots))
+        self._in_flight: dict[int, Any] = {}
+        self._procs: list = []
+        self.closed = False
+        try:
+            with _main_script_hidden():
+                for i in range(self.processes):
+                    p = ctx.Process(target=_writer_main, name=f"jd-writer-{i}", daemon=True,
+                                    args=(self._shm.name, self.layout, self._tasks, self._results, self._stop))
+                    p.start()
+                    self._procs.append(p)
+        except BaseException:
+            self.close()
+            raise
+
+    def views(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(raw, pred)`` arrays of ``slot`` (write into them, then :meth:`submit`)."""
+        return _views(self._shm.buf, self.layout, slot)
+
+    def fits(self, raw: np.ndarray, pred_shape: tuple[int, ...]) -> bool:
+        """Whether a field of this raw array and prediction shape fits the slots."""
+        (rs, rd, _), (ps, _, _), _ = self.layout
+        return tuple(raw.shape) == rs and raw.dtype.str == rd and tuple(pred_shape) == ps
+
+    @property
+    def in_flight(self) -> int:
+        """Fields submitted and not yet reported."""
+        return len(self._in_flight)
+
+    def acquire(self, on_result: Callable[[Any, BaseException | None], None]) -> int:
+        """A free slot, waiting (and reporting finished fields to ``on_result``) if none is."""
+        while not self._free:
+            self.collect(on_result, block=True)
+        return self._free.popleft()
+
+    def release(self, slot: int) -> None:
+        """Give back a slot acquired but not submitted."""
+        self._free.appendleft(slot)
+
+    def submit(self, slot: int, key: Any, job: Callable[[Any, np.ndarray, np.ndarray], None]) -> None:
+        """Have a writer run ``job(key, raw, pred)`` on the slot's arrays."""
+        self._in_flight[slot] = key
+        self._tasks.put((slot, key, job))
+
+    def collect(self, on_result: Callable[[Any, BaseException | None], None], *, block: bool = False) -> None:
+        """Report finished fields (``on_result(key, error or None)``); ``block`` waits for one.
+
+        Raises
+        ------
+        WriterDied
+            If a writer process ended while fields were in flight.
+        """
+        while self._in_flight:
+            try:
+                slot, key, error = self._results.get(timeout=1.0) if block else self._results.get_nowait()
+            except queue.Empty:
+                if not block:
+                    return
+                dead = [p for p in self._procs if p.exitcode is not None]
+                if dead:
+                    keys = list(self._in_flight.values())
+                    raise WriterDied(f"writer process {dead[0].name} ended (exit code {dead[0].exitcode}, "
+                                     f"killed or out of memory?) with {len(keys)} field(s) in flight: "
+                                     f"{keys[:8]}") from None
+                continue
+            self._in_flight.pop(slot, None)
+            self._free.append(slot)
+            on_result(key, error)
+            block = False
+
+    def wait_all(self, on_result: Callable[[Any, BaseException | None], None]) -> None:
+        """Wait until every submitted field is reported."""
+        while self._in_flight:
+            self.collect(on_result, block=True)
+
+    def alive(self) -> bool:
+        """Whether every writer process is running."""
+        return not self.closed and all(p.is_alive() for p in self._procs)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the writers (they finish the field in hand), end stragglers, free the memory."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        for _ in self._procs:
+            try:
+                self._tasks.put(None)
+            except (OSError, ValueError):
+                break
+        for p in self._procs:
+            p.join(timeout)
+            if p.is_alive():
+                log.warning("writer process %s did not stop; terminating it", p.name)
+                p.terminate()
+                p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for q in (self._tasks, self._results):
+            q.close()
+            q.cancel_join_thread()
+        try:
+            self._shm.close()
+        except BufferError:  # a view is still referenced: the mapping goes when it does
+            log.debug("shared memory %s still referenced at close", self._shm.name)
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+_POOL: WriterProcesses | None = None
+
+
+def writer_pool(processes: int, slots: int, raw: np.ndarray, pred_shape: tuple[int, ...]) -> WriterProcesses:
+    """This process's writer pool for fields like ``raw`` (reused across units and plates:
+    idle writers cost no CPU; replaced when the settings or the field shape change; closed
+    by :func:`close_writer_pool`, on an error or interrupt of the pipeline, and at exit)."""
+    global _POOL
+    if _POOL is not None and (not _POOL.alive() or _POOL.processes != processes or _POOL.n_slots != slots
+                              or not _POOL.fits(raw, pred_shape) or _POOL.in_flight):
+        close_writer_pool()
+    if _POOL is None:
+        _POOL = WriterProcesses(processes, slots, (raw.shape, raw.dtype), (pred_shape, np.float32))
+    return _POOL
+
+
+def close_writer_pool() -> None:
+    """Close this process's writer pool, if any (idempotent)."""
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.close()
+
+
+atexit.register(close_writer_pool)
