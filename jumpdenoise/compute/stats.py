@@ -120,10 +120,11 @@ class ChannelStats:
         if self.scheme == "int":  # moments from the histogram: no second pass over the pixels
             mean, m2, lo, hi = _int_moments(hist, self.offset, n)
         else:
+            lo, hi = float(flat.min()), float(flat.max())
             data = flat.astype(np.float64)
             mean = float(data.mean())
-            m2 = float(np.square(data - mean).sum())
-            lo, hi = float(data.min()), float(data.max())
+            data -= mean
+            m2 = float(np.square(data, out=data).sum())  # in place: no temporaries, no BLAS threads
         self.hist += hist
         self._add_moments(n, mean, m2, lo, hi)
         return self

@@ -76,8 +76,7 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
     -------
     bool
         ``True`` if written; ``False`` (nothing written) if the layout is not supported
-        here (sharding, partial edge chunks, other codecs or store, float data with
-        ``write_empty_chunks`` off); write with zarr then.
+        here (sharding, partial edge chunks, other codecs or store); write with zarr then.
     """
     try:  # zarr internals this path relies on; any other zarr version falls back to zarr
         from zarr.core.chunk_grids import RegularChunkGrid
@@ -98,8 +97,6 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
     if config is None or not hasattr(meta, "encode_chunk_key"):
         return False
     write_empty = bool(config.write_empty_chunks)
-    if not write_empty and data.dtype.kind not in "uib":  # NaN-aware emptiness: leave to zarr
-        return False
     encoder = _blosc_of(array, data)
     if encoder is None:
         return False
@@ -109,11 +106,26 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
     for coords in product(*(range(n) for n in counts)):
         chunk = data[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))]
         path = root / meta.encode_chunk_key(coords)
-        if not write_empty and not np.any(chunk != fill):
+        if not write_empty and _only_fill(chunk, fill):
             path.unlink(missing_ok=True)  # zarr deletes a chunk that holds only the fill value
             continue
         _put(path, encoder.encode(np.ascontiguousarray(chunk)))
     return True
+
+
+def _only_fill(chunk: np.ndarray, fill: object) -> bool:
+    """Whether ``chunk`` holds nothing but ``fill``, as zarr decides it for float data too.
+
+    A zero fill value matches bit for bit (``-0.0`` is not empty); a NaN fill value matches NaN.
+    """
+    if chunk.dtype.kind == "f":
+        f = np.asarray(fill, dtype=chunk.dtype)
+        if f == 0:
+            bits = np.dtype(f"u{chunk.dtype.itemsize}")
+            return not np.any(chunk.view(bits) != f.view(bits))
+        if np.isnan(f):
+            return bool(np.isnan(chunk).all())
+    return not np.any(chunk != fill)
 
 
 def remove_partial_chunks(folder: Path) -> int:

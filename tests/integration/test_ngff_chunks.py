@@ -45,8 +45,27 @@ def test_direct_chunks_equal_zarr(tmp_path: Path, dtype: str, cname: str, shuffl
         ref[...] = data
         assert _files(tmp_path / f"ours-{write_empty}") == _files(tmp_path / f"ref-{write_empty}")
         np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"ours-{write_empty}"))[...], data)
-    if dtype != "float32":
-        assert taken, "the fast path should take integer whole-chunk layouts"
+    assert taken, "the fast path should take whole-chunk layouts"
+
+
+@pytest.mark.parametrize("fill", [0.0, float("nan")])
+def test_float_chunks_of_only_the_fill_value_are_treated_like_zarr(tmp_path: Path, fill: float) -> None:
+    from zarr.codecs import BloscCodec, BytesCodec
+
+    data = np.random.default_rng(3).normal(size=(4, 32, 32)).astype("float32")
+    data[0] = np.nan  # empty only for a NaN fill value
+    data[1] = -0.0  # equal to a 0 fill value
+    data[2, :5] = np.nan  # partly NaN: never empty
+    for name in ("ours", "ref"):
+        arr = zarr.create_array(store=str(tmp_path / name), shape=data.shape, chunks=(1, 32, 32), dtype="float32",
+                                fill_value=fill, serializer=BytesCodec(),
+                                compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+                                config={"write_empty_chunks": False})
+        if name == "ours":
+            assert write_whole_chunks(arr, data)
+        else:
+            arr[...] = data
+    assert _files(tmp_path / "ours") == _files(tmp_path / "ref")
 
 
 def test_layouts_it_does_not_take_are_refused(tmp_path: Path) -> None:
