@@ -7,16 +7,15 @@ Safe parallel writing follows two rules (see ``docs/FORMATS.md``):
 2. A unit writes whole fields with :func:`write_field` (whole chunks and shards), then
    records its completion with :func:`mark_done` (atomic rename), never before.
 
-Statistics are written once, by one process, with :func:`write_statistics`.
+Statistics are written once, by one process, with :func:`write_statistics`
+(:mod:`jumpdenoise.io.ngff_statistics`, re-exported here).
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,6 @@ from jumpdenoise.io.ngff_meta import (
     STORAGE_KEYS,
     PlateInfo,
     array_metadata,
-    dtype_window,
     image_attrs,
     level_shapes,
     plate_attrs,
@@ -37,6 +35,7 @@ from jumpdenoise.io.ngff_meta import (
     well_attrs,
     well_path,
 )
+from jumpdenoise.io.ngff_statistics import display_window, update_group_attrs, write_statistics, write_statistics_csv
 
 if TYPE_CHECKING:
     import zarr
@@ -237,15 +236,24 @@ def field_array(plate: str | Path, well: str, field: int, level: int = 0) -> zar
 def read_field(
     plate: str | Path, well: str, field: int, level: int = 0, channels: list[str] | None = None
 ) -> np.ndarray:
-    """Read one field as a numpy array (c, y, x), optionally a subset of channels by name."""
+    """Read one field as a numpy array (c, y, x), optionally a subset of channels by name.
+
+    Whole-chunk layouts are decoded directly (:func:`jumpdenoise.io.ngff_chunks.read_whole_chunks`).
+    """
+    from jumpdenoise.io.ngff_chunks import read_whole_chunks
+
     arr = field_array(plate, well, field, level)
-    if channels is None:
-        return arr[...]
-    names = read_plate_info(plate).channels
-    missing = [c for c in channels if c not in names]
-    if missing:
-        raise PlateError(f"{plate}: no channel(s) {missing} (channels: {names})")
-    return np.stack([arr[names.index(c)] for c in channels])
+    if channels is not None:
+        names = read_plate_info(plate).channels
+        missing = [c for c in channels if c not in names]
+        if missing:
+            raise PlateError(f"{plate}: no channel(s) {missing} (channels: {names})")
+        if channels == names:
+            channels = None
+    data = read_whole_chunks(arr) if channels is None or len(channels) > 1 else None
+    if data is None:
+        return arr[...] if channels is None else np.stack([arr[names.index(c)] for c in channels])
+    return data if channels is None else data[[names.index(c) for c in channels]]
 
 
 def downsample2(data: np.ndarray) -> np.ndarray:
@@ -296,82 +304,6 @@ def write_field(
         target = field_array(plate, well, field, lv)
         if not write_whole_chunks(target, level_data):  # same bytes as zarr's write, less CPU
             target[...] = level_data
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def update_group_attrs(group_dir: Path, update) -> None:
-    """Rewrite one group's zarr.json with ``update(attributes)`` applied (atomic rename)."""
-    import json
-
-    meta_path = group_dir / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    update(meta.setdefault("attributes", {}))
-    tmp = meta_path.with_name(".zarr.json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, meta_path)
-
-
-def display_window(summary: dict, dtype: str) -> dict:
-    """omero ``window`` of a channel from its plate-level summary.
-
-    ``start``/``end`` = ``p0.1``/``p99.9`` (the data's ``min``/``max`` if those are equal);
-    ``min``/``max`` = the dtype range for integers, the data range for floats. A channel
-    without data keeps the dtype's window.
-    """
-    lo, hi = dtype_window(dtype)
-    if summary.get("p0.1") is None or summary.get("p99.9") is None:
-        return {"min": lo, "max": hi, "start": lo, "end": hi}
-    if np.dtype(dtype).kind == "f":
-        lo, hi = float(summary["min"]), float(summary["max"])
-    start, end = float(summary["p0.1"]), float(summary["p99.9"])
-    if end <= start:
-        start, end = float(summary["min"]), float(summary["max"])
-    return {"min": lo, "max": hi, "start": start, "end": end}
-
-
-def write_statistics(plate: str | Path, stats: dict) -> None:
-    """Store statistics in the plate: root attributes, ``statistics.csv`` and omero windows.
-
-    Single process only (finalize). ``stats`` has the structure documented in
-    ``docs/FORMATS.md`` (as returned by :func:`jumpdenoise.compute.stats.merge_partials`).
-    """
-    info = read_plate_info(plate)
-    root = info.path
-    missing = [c for c in info.channels if c not in stats.get("plate", {})]
-    if missing:
-        raise PlateError(f"{root}: statistics lack channel(s) {missing}")
-
-    def set_stats(attrs: dict) -> None:
-        attrs.setdefault("jumpdenoise", {})["statistics"] = stats
-
-    update_group_attrs(root, set_stats)
-    write_statistics_csv(stats, root / SIDECAR / "statistics.csv")
-    windows = [display_window(stats["plate"][c], info.dtype) for c in info.channels]
-
-    def set_windows(attrs: dict) -> None:
-        for ch, win in zip(attrs.get("ome", {}).get("omero", {}).get("channels", []), windows):
-            ch["window"] = win
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda wf: update_group_attrs(root / info.image_path(*wf), set_windows),
-                      info.field_keys()))
-
-
-def write_statistics_csv(stats: dict, path: str | Path) -> None:
-    """One row per (scope, well, channel): count, min, max, mean, std and the percentiles."""
-    percentile_cols = [f"p{q:g}" for q in stats.get("percentiles", [])]
-    cols = ["scope", "well", "channel", "count", "min", "max", "mean", "std", *percentile_cols]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(cols)
-        scopes = [("plate", "", stats["plate"])]
-        scopes += [("well", w, per_ch) for w, per_ch in stats.get("wells", {}).items()]
-        for scope, well, per_channel in scopes:
-            for ch, s in per_channel.items():
-                writer.writerow([scope, well, ch, *(s.get(c) for c in cols[3:])])
 
 
 # ----------------------------------------------------------------------------- validation

@@ -8,6 +8,10 @@ each chunk with numcodecs' Blosc configured as zarr's ``BloscCodec`` configures 
 stores it as zarr's ``LocalStore`` does (temporary file in the same folder, then rename),
 honouring the array's ``write_empty_chunks``. The chunk files are byte-identical to
 zarr's. Any other layout returns ``False`` and the caller writes with zarr.
+
+:func:`read_whole_chunks` is the reverse for :func:`jumpdenoise.io.ngff.read_field`: each
+chunk file is decoded by blosc straight into the result (a missing chunk is the fill
+value), without zarr's event loop, which runs every read of a process through one thread.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 if TYPE_CHECKING:
     import zarr
 
-__all__ = ["remove_partial_chunks", "write_whole_chunks"]
+__all__ = ["read_whole_chunks", "remove_partial_chunks", "write_whole_chunks"]
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
@@ -78,29 +82,18 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
         ``True`` if written; ``False`` (nothing written) if the layout is not supported
         here (sharding, partial edge chunks, other codecs or store); write with zarr then.
     """
-    try:  # zarr internals this path relies on; any other zarr version falls back to zarr
-        from zarr.core.chunk_grids import RegularChunkGrid
-        from zarr.storage import LocalStore
-    except ImportError:
+    layout = _layout(array)
+    if layout is None or tuple(data.shape) != tuple(array.shape) or data.dtype != array.dtype:
         return False
+    chunks, root = layout
     meta = array.metadata
-    if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store, LocalStore):
-        return False
-    if tuple(data.shape) != tuple(array.shape) or data.dtype != array.dtype:
-        return False
-    if not isinstance(meta.chunk_grid, RegularChunkGrid):
-        return False
-    chunks = tuple(int(c) for c in meta.chunk_grid.chunk_shape)
-    if any(s % c for s, c in zip(array.shape, chunks)):
-        return False
     config = getattr(getattr(array, "async_array", None), "config", None)
-    if config is None or not hasattr(meta, "encode_chunk_key"):
+    if config is None:
         return False
     write_empty = bool(config.write_empty_chunks)
     encoder = _blosc_of(array, data)
     if encoder is None:
         return False
-    root = Path(array.store.root) / array.path if array.path else Path(array.store.root)
     fill = array.fill_value
     counts = [s // c for s, c in zip(array.shape, chunks)]
     for coords in product(*(range(n) for n in counts)):
@@ -111,6 +104,57 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
             continue
         _put(path, encoder.encode(np.ascontiguousarray(chunk)))
     return True
+
+
+def _layout(array: zarr.Array) -> tuple[tuple[int, ...], Path] | None:
+    """``(chunk shape, folder)`` of an array the fast paths take, else ``None``."""
+    try:  # zarr internals these paths rely on; any other zarr version falls back to zarr
+        from zarr.core.chunk_grids import RegularChunkGrid
+        from zarr.storage import LocalStore
+    except ImportError:
+        return None
+    meta = array.metadata
+    if getattr(meta, "zarr_format", None) != 3 or not isinstance(array.store, LocalStore):
+        return None
+    if not isinstance(meta.chunk_grid, RegularChunkGrid) or not hasattr(meta, "encode_chunk_key"):
+        return None
+    chunks = tuple(int(c) for c in meta.chunk_grid.chunk_shape)
+    if any(s % c for s, c in zip(array.shape, chunks)):
+        return None
+    root = Path(array.store.root) / array.path if array.path else Path(array.store.root)
+    return chunks, root
+
+
+def read_whole_chunks(array: zarr.Array) -> np.ndarray | None:
+    """Read all of ``array`` chunk by chunk, bypassing zarr's read machinery.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The array's values (identical to ``array[...]``), or ``None`` when the layout is not
+        one :func:`write_whole_chunks` takes; read with zarr then.
+    """
+    layout = _layout(array)
+    if layout is None:
+        return None
+    chunks, root = layout
+    out = np.empty(array.shape, dtype=array.dtype)
+    decoder = _blosc_of(array, out)
+    if decoder is None:
+        return None
+    counts = [s // c for s, c in zip(array.shape, chunks)]
+    for coords in product(*(range(n) for n in counts)):
+        region = out[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))]
+        try:
+            payload = (root / array.metadata.encode_chunk_key(coords)).read_bytes()
+        except FileNotFoundError:
+            region[...] = array.fill_value
+            continue
+        if region.flags.c_contiguous:
+            decoder.decode(payload, out=region)
+        else:
+            region[...] = np.frombuffer(decoder.decode(payload), dtype=out.dtype).reshape(region.shape)
+    return out
 
 
 def _only_fill(chunk: np.ndarray, fill: object) -> bool:

@@ -18,11 +18,13 @@ The four stage functions (see :mod:`jumpdenoise.stages.base`) take the root
   a rerun redoes exactly the fields without a marker, with the same bytes.
 - :func:`finalize` merges the partials: statistics (same code as conversion) and the
   comparison (``attrs["jumpdenoise"]["comparison"]``, ``.jumpdenoise/comparison.csv``).
+
+The job helpers (paths, channel and well selection, the cached predictor, the fingerprint
+and the job record) live in :mod:`jumpdenoise.stages.predict_job` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,132 +38,29 @@ import numpy as np
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, ModelError, OutputExistsError, PlateError, UnitFailures
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job helpers
+    JOB_FILE,
+    SIDECAR,
+    file_sha256,
+    get_predictor,
+    job_fingerprint,
+    job_settings,
+    model_path,
+    out_path,
+    raw_path,
+    read_job,
+    select_channels,
+    selected_fields,
+)
 
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.executors.base import Executor, Outcome
-    from jumpdenoise.io.ngff import PlateInfo
-    from jumpdenoise.predict.engine import Predictor
-    from jumpdenoise.predict.model import LoadedModel
 
 STAGE = "predict"
 MODULE = "jumpdenoise.stages.predict"
-SIDECAR = ".jumpdenoise"
-JOB_FILE = "predict.json"
 
 __all__ = ["prepare", "plan", "run_one", "finalize", "predict", "select_channels", "to_output_dtype"]
-
-
-def raw_path(config: JumpDenoiseConfig) -> Path:
-    """The plate to denoise (``paths.raw_plate``)."""
-    return Path(config.paths.raw_plate)
-
-
-def out_path(config: JumpDenoiseConfig) -> Path:
-    """The denoised plate (``paths.denoised_plate``)."""
-    return Path(config.paths.denoised_plate)
-
-
-def model_path(config: JumpDenoiseConfig) -> Path:
-    """The model (``predict.model``, default ``paths.run_dir``)."""
-    return Path(config.predict.model or config.paths.run_dir)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def select_channels(model: LoadedModel, info: PlateInfo) -> list[str]:
-    """The plate channels the model denoises, in the model's order.
-
-    Raises
-    ------
-    PlateError
-        If the plate lacks a channel the model needs.
-    ModelError
-        If the model has no channel names and the plate another channel count.
-    """
-    if model.channels is None:
-        if len(info.channels) != model.n_channels:
-            raise ModelError(f"model {model.source} has {model.n_channels} channel(s) (no names); plate "
-                             f"{info.path} has {len(info.channels)}: {info.channels}")
-        return list(info.channels)
-    missing = [c for c in model.channels if c not in info.channels]
-    if missing:
-        raise PlateError(f"plate {info.path} lacks channel(s) {missing} that model {model.source} needs "
-                         f"(plate channels: {info.channels}; model channels: {model.channels})")
-    return list(model.channels)
-
-
-def _selection(config: JumpDenoiseConfig, info: PlateInfo) -> dict[str, list[int]]:
-    pc = config.predict
-    wells = pc.wells or list(info.wells)
-    absent = [w for w in wells if w not in info.wells]
-    if absent:
-        raise PlateError(f"plate {info.path} has no well(s) {absent} (wells: {', '.join(info.wells)})")
-    sel = {w: [f for f in info.wells[w] if pc.fields is None or f in pc.fields] for w in wells}
-    if not any(sel.values()):
-        raise ConfigError(f"predict.fields: no field {pc.fields} in the selected wells of {info.path}")
-    return sel
-
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file (cached per process by path, size and mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
-_PREDICTORS: dict[tuple, tuple[LoadedModel, Predictor]] = {}
-
-
-def get_predictor(config: JumpDenoiseConfig) -> Predictor:
-    """The model loaded on ``predict.device`` and its :class:`Predictor` (cached per process)."""
-    from jumpdenoise.predict.engine import Predictor
-    from jumpdenoise.predict.model import load_model, resolve_device
-
-    pc = config.predict
-    path = model_path(config).resolve()
-    device = resolve_device(pc.device)
-    key = (str(path), path.stat().st_mtime_ns if path.exists() else 0, pc.checkpoint, str(device), pc.tile_size,
-           pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta)
-    if key not in _PREDICTORS:
-        lm = load_model(path, str(device), checkpoint=pc.checkpoint)
-        while len(_PREDICTORS) >= 2:  # at most two (prepare's CPU copy and the worker's device copy)
-            _PREDICTORS.pop(next(iter(_PREDICTORS)))
-        _PREDICTORS[key] = (lm, Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending,
-                                          batch_size=pc.batch_size, bf16=pc.bf16, compile=pc.compile, tta=pc.tta))
-    return _PREDICTORS[key][1]
-
-
-def _settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:
-    s = predictor.settings()
-    s.pop("device")
-    return {**s, "channels": channels, "dtype": out_dtype, "compile": config.predict.compile}
-
-
-def _fingerprint(lm: LoadedModel, raw: Path, settings: dict) -> dict:
-    return {"model_sha256": file_sha256(lm.checkpoint) if lm.checkpoint else None,
-            "raw_plate": str(raw.resolve()), "settings": settings}
-
-
-def read_job(out: Path) -> dict:
-    """The job record prepare wrote into the output plate (selection, channels, fingerprint)."""
-    path = out / SIDECAR / JOB_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlateError(f"{path}: missing; run the predict stage's prepare first") from None
-    except ValueError as exc:
-        raise PlateError(f"{path}: unreadable ({exc})") from None
 
 
 # ----------------------------------------------------------------------------- stage functions
@@ -195,14 +94,14 @@ def prepare(config: JumpDenoiseConfig) -> dict:
                                                                                            "compile": False})}))
     lm = predictor.model
     channels = select_channels(lm, info)
-    selection = _selection(config, info)
+    selection = selected_fields(config, info)
     try:
         predictor.plan(info.shape_yx)
     except ValueError as exc:
         raise ConfigError(f"predict.tile_size / predict.overlap: {exc} (fields of {info.shape_yx[0]}x"
                           f"{info.shape_yx[1]}, receptive-field radius {predictor.receptive_field})") from None
     out_dtype = "float32" if pc.dtype == "float32" else info.dtype
-    fingerprint = _fingerprint(lm, raw, _settings(config, predictor, channels, out_dtype))
+    fingerprint = job_fingerprint(lm, raw, job_settings(config, predictor, channels, out_dtype))
     job = {"selection": selection, "channels": channels, "dtype": out_dtype, "fingerprint": fingerprint}
     if out.exists() and not pc.overwrite:
         try:

@@ -73,3 +73,25 @@ def test_layouts_it_does_not_take_are_refused(tmp_path: Path) -> None:
     arr = _create(tmp_path / "a", data.shape, (1, 48, 64), "uint16", "lz4", "bitshuffle", True)  # 48 does not tile 50
     assert write_whole_chunks(arr, data) is False
     assert not any(p.name.isdigit() for p in (tmp_path / "a").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32"])
+@pytest.mark.parametrize("chunks", [(1, 48, 64), (1, 24, 32), (3, 24, 64)])
+def test_direct_read_equals_zarr_including_missing_chunks(tmp_path: Path, dtype: str, chunks) -> None:
+    from jumpdenoise.io.ngff_chunks import read_whole_chunks
+
+    data = np.random.default_rng(5).gamma(2.0, 300.0, size=(3, 48, 64)).astype(dtype)
+    data[1] = 0  # not stored when write_empty_chunks is off: read back as the fill value
+    arr = _create(tmp_path / "a", data.shape, chunks, dtype, "lz4", "bitshuffle", False)
+    arr[...] = data
+    got = read_whole_chunks(zarr.open_array(str(tmp_path / "a")))
+    assert got is not None and got.dtype == data.dtype
+    np.testing.assert_array_equal(got, arr[...])
+    np.testing.assert_array_equal(got, data)
+
+
+def test_direct_read_refuses_layouts_it_does_not_take(tmp_path: Path) -> None:
+    from jumpdenoise.io.ngff_chunks import read_whole_chunks
+
+    arr = _create(tmp_path / "a", (2, 50, 64), (1, 48, 64), "uint16", "lz4", "bitshuffle", True)
+    assert read_whole_chunks(arr) is None

@@ -1,0 +1,156 @@
+"""The predict stage's job: paths, well/channel selection, the model fingerprint and the job record.
+
+Helpers of :mod:`jumpdenoise.stages.predict` (which re-exports the public ones):
+
+- :func:`raw_path`, :func:`out_path`, :func:`model_path`: where the stage reads and writes;
+- :func:`select_channels`, :func:`selected_fields`: what the model denoises in the plate;
+- :func:`get_predictor`: the model and its predictor, cached per process;
+- :func:`job_settings`, :func:`job_fingerprint`, :func:`file_sha256`: what decides whether an
+  existing output plate is resumed;
+- :func:`read_job`: the job record ``.jumpdenoise/predict.json`` that prepare writes.
+
+torch and careamics are imported only inside :func:`get_predictor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jumpdenoise.errors import ConfigError, ModelError, PlateError
+
+if TYPE_CHECKING:
+    from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.io.ngff import PlateInfo
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.model import LoadedModel
+
+SIDECAR = ".jumpdenoise"
+JOB_FILE = "predict.json"
+
+__all__ = [
+    "JOB_FILE", "SIDECAR", "file_sha256", "get_predictor", "job_fingerprint", "job_settings", "model_path",
+    "out_path", "raw_path", "read_job", "select_channels", "selected_fields",
+]
+
+
+def raw_path(config: JumpDenoiseConfig) -> Path:
+    """The plate to denoise (``paths.raw_plate``)."""
+    return Path(config.paths.raw_plate)
+
+
+def out_path(config: JumpDenoiseConfig) -> Path:
+    """The denoised plate (``paths.denoised_plate``)."""
+    return Path(config.paths.denoised_plate)
+
+
+def model_path(config: JumpDenoiseConfig) -> Path:
+    """The model (``predict.model``, default ``paths.run_dir``)."""
+    return Path(config.predict.model or config.paths.run_dir)
+
+
+def select_channels(model: LoadedModel, info: PlateInfo) -> list[str]:
+    """The plate channels the model denoises, in the model's order.
+
+    Raises
+    ------
+    PlateError
+        If the plate lacks a channel the model needs.
+    ModelError
+        If the model has no channel names and the plate another channel count.
+    """
+    if model.channels is None:
+        if len(info.channels) != model.n_channels:
+            raise ModelError(f"model {model.source} has {model.n_channels} channel(s) (no names); plate "
+                             f"{info.path} has {len(info.channels)}: {info.channels}")
+        return list(info.channels)
+    missing = [c for c in model.channels if c not in info.channels]
+    if missing:
+        raise PlateError(f"plate {info.path} lacks channel(s) {missing} that model {model.source} needs "
+                         f"(plate channels: {info.channels}; model channels: {model.channels})")
+    return list(model.channels)
+
+
+def selected_fields(config: JumpDenoiseConfig, info: PlateInfo) -> dict[str, list[int]]:
+    """The fields to denoise, ``{well: [field, ...]}`` (``predict.wells`` / ``predict.fields``, default all).
+
+    Raises
+    ------
+    PlateError
+        If the plate lacks a selected well.
+    ConfigError
+        If no selected field exists in the selected wells.
+    """
+    pc = config.predict
+    wells = pc.wells or list(info.wells)
+    absent = [w for w in wells if w not in info.wells]
+    if absent:
+        raise PlateError(f"plate {info.path} has no well(s) {absent} (wells: {', '.join(info.wells)})")
+    sel = {w: [f for f in info.wells[w] if pc.fields is None or f in pc.fields] for w in wells}
+    if not any(sel.values()):
+        raise ConfigError(f"predict.fields: no field {pc.fields} in the selected wells of {info.path}")
+    return sel
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (cached per process by path, size and mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+_PREDICTORS: dict[tuple, tuple[LoadedModel, Predictor]] = {}
+
+
+def get_predictor(config: JumpDenoiseConfig) -> Predictor:
+    """The model loaded on ``predict.device`` and its :class:`Predictor` (cached per process)."""
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.model import load_model, resolve_device
+
+    pc = config.predict
+    path = model_path(config).resolve()
+    device = resolve_device(pc.device)
+    key = (str(path), path.stat().st_mtime_ns if path.exists() else 0, pc.checkpoint, str(device), pc.tile_size,
+           pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta)
+    if key not in _PREDICTORS:
+        lm = load_model(path, str(device), checkpoint=pc.checkpoint)
+        while len(_PREDICTORS) >= 2:  # at most two (prepare's CPU copy and the worker's device copy)
+            _PREDICTORS.pop(next(iter(_PREDICTORS)))
+        _PREDICTORS[key] = (lm, Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending,
+                                          batch_size=pc.batch_size, bf16=pc.bf16, compile=pc.compile, tta=pc.tta))
+    return _PREDICTORS[key][1]
+
+
+def job_settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:
+    """The predictor's settings (without the device), the channels, output dtype and ``compile``."""
+    s = predictor.settings()
+    s.pop("device")
+    return {**s, "channels": channels, "dtype": out_dtype, "compile": config.predict.compile}
+
+
+def job_fingerprint(lm: LoadedModel, raw: Path, settings: dict) -> dict:
+    """What an output plate must have been prepared from to be resumed: model file hash, raw plate, settings."""
+    return {"model_sha256": file_sha256(lm.checkpoint) if lm.checkpoint else None,
+            "raw_plate": str(raw.resolve()), "settings": settings}
+
+
+def read_job(out: Path) -> dict:
+    """The job record prepare wrote into the output plate (selection, channels, fingerprint)."""
+    path = out / SIDECAR / JOB_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlateError(f"{path}: missing; run the predict stage's prepare first") from None
+    except ValueError as exc:
+        raise PlateError(f"{path}: unreadable ({exc})") from None
