@@ -100,7 +100,8 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
 #: Variant tokens of ``--variants`` (joined with ``+``) -> trainer settings.
 VARIANT_TOKENS = {"default": {}, "no-autotune": {"cudnn_benchmark": False}, "autotune": {"cudnn_benchmark": True},
                   "channels_last": {"channels_last": True}, "channels_first": {"channels_last": False},
-                  "careamics_masking": {"fast_masking": False}, "compile": {"compile": True}}
+                  "careamics_masking": {"fast_masking": False}, "fast_masking": {"fast_masking": True},
+                  "compile": {"compile": True}}
 
 
 def variant_settings(name: str) -> dict:

@@ -173,7 +173,8 @@ class TrainerSettings(BaseModel):
     fast_masking
         N2V masking of the whole batch in a few kernels without host synchronisation
         (:mod:`jumpdenoise.train.masking`; uniform strategy without struct mask) instead of
-        CAREamics' per-channel masking, which stalls a GPU. Same masking statistics.
+        CAREamics' per-channel masking, which stalls a GPU; same masking statistics
+        (``None``: on when training on a GPU, where it matters; CAREamics' on CPUs).
     compile
         ``torch.compile`` the network in place (state dict unchanged, checkpoints load in
         CAREamics as before; the first steps are slower while it compiles).
@@ -196,7 +197,7 @@ class TrainerSettings(BaseModel):
     enable_progress_bar: bool = True
     cudnn_benchmark: bool | None = None
     channels_last: bool = True
-    fast_masking: bool = True
+    fast_masking: bool | None = None
     compile: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 

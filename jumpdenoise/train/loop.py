@@ -199,9 +199,9 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
         # the lr rule needs the world size, known once the trainer exists
         module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
         module.channels_last, module.compile_network = ts.channels_last, ts.compile
-        if ts.fast_masking:
-            module.use_fast_masking()
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
+        if ts.fast_masking or (ts.fast_masking is None and on_gpu):
+            module.use_fast_masking()
         autotune = bool(ts.cudnn_benchmark or (ts.cudnn_benchmark is None and on_gpu))
         data = PatchDataModule(
             job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,

@@ -165,13 +165,13 @@ def test_compiled_module_keeps_careamics_parameter_names(trained: Path) -> None:
 
 
 def test_channels_last_training_writes_careamics_checkpoints(plate: Path, tmp_path: Path) -> None:
-    """The performance switches change how the UNet runs, not what is saved."""
+    """The performance switches (channels-last, sync-free masking) change how training runs, not what is saved."""
     from careamics import CAREamist
 
     from jumpdenoise.stages.train import train
     from jumpdenoise.train.run_folder import best_checkpoint
 
-    trainer = {**TINY["trainer"], "channels_last": True}
+    trainer = {**TINY["trainer"], "channels_last": True, "fast_masking": True}
     run = train(load_config(_write_config(tmp_path, plate, epochs=1, trainer=trainer)))
     rows = read_curves(run)
     assert len(rows) == 1 and np.isfinite(float(rows[0]["val_loss"]))
