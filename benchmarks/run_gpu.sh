@@ -39,7 +39,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 else
   dev=cuda; pred=(--fields 64 --modes ${PRED_MODES:-fp32,bf16,bf16+compile} --careamics-fields 32)
   train=(--precision bf16-mixed --workers 8 --steps 200 --repeats 1 --wells 10 --fields 4
-         --variants ${TRAIN_VARIANTS:-default,channels_first+no-autotune+careamics_masking,compile})
+         --variants ${TRAIN_VARIANTS:-default,fast_masking,channels_first+no-autotune,fast_masking+compile})
   bsdargs=(--schedule full --max-minutes ${BSD_MINUTES:-2} --precision bf16-mixed --workers 6)
   t_pred=${T_PRED:-160} t_train=${T_TRAIN:-240} t_bsd=${T_BSD:-180}  # under 10 min in all
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"

@@ -173,8 +173,9 @@ class TrainerSettings(BaseModel):
     fast_masking
         N2V masking of the whole batch in a few kernels without host synchronisation
         (:mod:`jumpdenoise.train.masking`; uniform strategy without struct mask) instead of
-        CAREamics' per-channel masking, which stalls a GPU; same masking statistics
-        (``None``: on when training on a GPU, where it matters; CAREamics' on CPUs).
+        CAREamics' per-channel masking, which stalls a GPU; same masking statistics. Off by
+        default until measured on a GPU: on a CPU it saves nothing, and eight short BSD runs
+        scored 0.37 dB lower on average than with CAREamics' masking (within their noise).
     compile
         ``torch.compile`` the network in place (state dict unchanged, checkpoints load in
         CAREamics as before; the first steps are slower while it compiles).
@@ -197,7 +198,7 @@ class TrainerSettings(BaseModel):
     enable_progress_bar: bool = True
     cudnn_benchmark: bool | None = None
     channels_last: bool = True
-    fast_masking: bool | None = None
+    fast_masking: bool = False
     compile: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 

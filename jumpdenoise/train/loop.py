@@ -200,7 +200,7 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
         module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
         module.channels_last, module.compile_network = ts.channels_last, ts.compile
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
-        if ts.fast_masking or (ts.fast_masking is None and on_gpu):
+        if ts.fast_masking:
             module.use_fast_masking()
         autotune = bool(ts.cudnn_benchmark or (ts.cudnn_benchmark is None and on_gpu))
         data = PatchDataModule(
