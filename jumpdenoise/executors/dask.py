@@ -104,23 +104,15 @@ class DaskExecutor(Executor):
                 from distributed import LocalCluster
 
                 if self.processes:
-                    with dask.config.set(WORKER_MALLOC_ENV):
-                        self.cluster = LocalCluster(
-                            n_workers=cfg.workers,
-                            threads_per_worker=cfg.threads_per_worker,
-                            processes=True,
-                            dashboard_address=self.dashboard_address,
-                            silence_logs=logging.ERROR,
-                        )
+                    settings, workers = WORKER_MALLOC_ENV, {"n_workers": cfg.workers,
+                                                            "threads_per_worker": cfg.threads_per_worker}
                 else:
-                    with dask.config.set(THREADED_WORKER_CONFIG):
-                        self.cluster = LocalCluster(
-                            n_workers=1,
-                            threads_per_worker=cfg.workers * cfg.threads_per_worker,
-                            processes=False,
-                            dashboard_address=self.dashboard_address,
-                            silence_logs=logging.ERROR,
-                        )
+                    settings, workers = THREADED_WORKER_CONFIG, {
+                        "n_workers": 1, "threads_per_worker": cfg.workers * cfg.threads_per_worker}
+                with dask.config.set(settings):
+                    self.cluster = LocalCluster(**workers, processes=self.processes,
+                                                dashboard_address=self.dashboard_address,
+                                                silence_logs=logging.ERROR)
                 self.client = Client(self.cluster)
         except (OSError, TimeoutError) as exc:
             where = cfg.scheduler_address or ("SLURM jobs" if cfg.dask_slurm else "a LocalCluster")

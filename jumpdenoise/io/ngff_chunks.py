@@ -21,7 +21,7 @@ import sys
 import uuid
 from itertools import product
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -95,15 +95,20 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
     if encoder is None:
         return False
     fill = array.fill_value
-    counts = [s // c for s, c in zip(array.shape, chunks)]
-    for coords in product(*(range(n) for n in counts)):
-        chunk = data[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))]
+    for coords, region in _chunk_regions(array.shape, chunks):
+        chunk = data[region]
         path = root / meta.encode_chunk_key(coords)
         if not write_empty and _only_fill(chunk, fill):
             path.unlink(missing_ok=True)  # zarr deletes a chunk that holds only the fill value
             continue
         _put(path, encoder.encode(np.ascontiguousarray(chunk)))
     return True
+
+
+def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], tuple]]:
+    """``(chunk coordinates, index of its region)`` of every chunk of an exactly tiled array."""
+    for coords in product(*(range(s // c) for s, c in zip(shape, chunks))):
+        yield coords, tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))
 
 
 def _layout(array: zarr.Array) -> tuple[tuple[int, ...], Path] | None:
@@ -142,9 +147,8 @@ def read_whole_chunks(array: zarr.Array) -> np.ndarray | None:
     decoder = _blosc_of(array, out)
     if decoder is None:
         return None
-    counts = [s // c for s, c in zip(array.shape, chunks)]
-    for coords in product(*(range(n) for n in counts)):
-        region = out[tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))]
+    for coords, where in _chunk_regions(array.shape, chunks):
+        region = out[where]
         try:
             payload = (root / array.metadata.encode_chunk_key(coords)).read_bytes()
         except FileNotFoundError:

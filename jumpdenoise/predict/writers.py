@@ -196,7 +196,6 @@ class WriterProcesses:
             nbytes = int(np.prod(shape)) * dt.itemsize
             specs.append((tuple(int(v) for v in shape), dt.str, -(-nbytes // _ALIGN) * _ALIGN))
         self.layout = (specs[0], specs[1], specs[0][2] + specs[1][2])
-        self.key = (self.processes, self.n_slots, specs[0][:2], specs[1][:2])
         ctx = mp.get_context("spawn")
         self._shm = shared_memory.SharedMemory(create=True, size=max(1, self.n_slots * self.layout[2]))
         self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -234,10 +233,6 @@ class WriterProcesses:
         while not self._free:
             self.collect(on_result, block=True)
         return self._free.popleft()
-
-    def release(self, slot: int) -> None:
-        """Give back a slot acquired but not submitted."""
-        self._free.appendleft(slot)
 
     def submit(self, slot: int, key: Any, job: Callable[[Any, np.ndarray, np.ndarray], None]) -> None:
         """Have a writer run ``job(key, raw, pred)`` on the slot's arrays."""

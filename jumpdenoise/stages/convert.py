@@ -231,6 +231,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     out = plate_path(config)
     layout, fields = load_layout(out)
     channels = layout.channel_names
+    info = read_plate_info(out)
     converted, errors, nbytes = [], [], 0
     for item in unit.items:
         well, index = item.split("/")
@@ -239,7 +240,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
         try:
             _check_listed_files(layout, well, fld)
             data = read_field(fld, channels, tuple(layout.shape), layout.dtype)
-            info = read_plate_info(out)  # the unit redoing a field owns its temporaries
+            # the unit redoing a field owns its temporaries
             remove_partial_chunks(info.path / info.image_path(well, int(index)))
             with zarr.config.set({"array.write_empty_chunks": True}):  # skips a full-chunk
                 write_field(out, well, int(index), data)                # comparison: 2x faster
