@@ -164,15 +164,19 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         next_read = len(pending_reads)
         pending_writes: list[tuple[Any, Future]] = []
 
+        def settle(key: Any, outcome: Callable[[], Any]) -> None:
+            """Report ``key`` done, or failed with what ``outcome()`` raises."""
+            try:
+                outcome()
+            except Exception as exc:  # noqa: BLE001 - reported per field
+                finished(key, exc)
+            else:
+                finished(key, None)
+
         def drain(limit: int) -> None:
             while len(pending_writes) > limit:
                 key, fut = pending_writes.pop(0)
-                try:
-                    fut.result()
-                except Exception as exc:  # noqa: BLE001 - reported per field
-                    finished(key, exc)
-                else:
-                    finished(key, None)
+                settle(key, fut.result)
 
         def hand_over(key: Any, raw: np.ndarray, pred: np.ndarray, reused: bool) -> None:
             """Give one field (host arrays; ``reused``: ``pred`` is a staging buffer) to the writers."""
@@ -191,12 +195,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                     pool.submit(slot, key, write)
                     pool.collect(finished)
                     return
-                try:  # a field unlike the others (shape, dtype): written here, synchronously
-                    write(key, raw, pred)
-                except Exception as exc:  # noqa: BLE001 - reported per field
-                    finished(key, exc)
-                else:
-                    finished(key, None)
+                # a field unlike the others (shape, dtype): written here, synchronously
+                settle(key, lambda: write(key, raw, pred))
                 return
             drain(max(prefetch, writers))
             pending_writes.append((key, wpool.submit(write, key, raw, pred.copy() if reused else pred)))
@@ -221,17 +221,24 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 # previous field is handed over while the device works on this one
                 current = (key, raw, *to_host.start(y))
                 del y
+                previous = None
                 if computed is not None:
                     k, r, host, event = computed
-                    pred = to_host.wait(host, event)
-                    report.compute_seconds += time.perf_counter() - t0
-                    hand_over(k, r, pred, to_host.reuses)
-                    del pred, host
+                    previous = (k, r, to_host.wait(host, event))
+                    del host
+                # time the caller spent computing or waiting for the device, every field counted
+                report.compute_seconds += time.perf_counter() - t0
+                if previous is not None:
+                    hand_over(*previous, to_host.reuses)
+                    del previous
                 computed = current
             if computed is not None:
                 k, r, host, event = computed
                 computed = None
-                hand_over(k, r, to_host.wait(host, event), to_host.reuses)
+                t0 = time.perf_counter()
+                pred = to_host.wait(host, event)
+                report.compute_seconds += time.perf_counter() - t0
+                hand_over(k, r, pred, to_host.reuses)
             drain(0)
             if pool is not None:
                 pool.wait_all(finished)
