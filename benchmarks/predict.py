@@ -16,10 +16,19 @@ mean absolute difference to fp32 on the same field, also relative to the raw std
 Without ``--model``/``--plate`` it builds the seed model (UNet depth 2, 32 features, 4
 independent channels, a few CAREamics training steps) and a plate of 1080 x 1080 fields.
 
+A mode is ``+``-joined tokens: ``fp32`` or ``bf16`` (autocast), ``compile``
+(torch.compile), a layout ``grouped`` / ``cl`` (channels-last) / ``split`` (one dense
+sub-network per channel; default: the engine's ``auto``), ``autotune`` (cuDNN autotuning).
+``--engine-only`` also times the engine alone (fields in memory, nothing written) for each
+of ``--engine-modes`` (default: ``--modes``), checks each variant's output on one field
+against the fp32 grouped network, and prints a table.
+
 Examples::
 
     python benchmarks/predict.py                      # CPU, 4 fields
     python benchmarks/predict.py --device cuda --fields 64 --modes fp32,bf16,bf16+compile
+    python benchmarks/predict.py --device cuda --engine-only --modes bf16 \
+        --engine-modes bf16,bf16+autotune,bf16+cl+autotune,bf16+split+autotune,fp32+split
 """
 
 from __future__ import annotations
@@ -36,6 +45,33 @@ from pathlib import Path
 import numpy as np
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP")
+
+#: mode tokens -> layout (one at most per mode)
+LAYOUT_TOKENS = {"grouped": "grouped", "cl": "channels_last", "split": "split"}
+TOKENS = ("fp32", "bf16", "compile", "autotune", *LAYOUT_TOKENS)
+
+
+def parse_mode(mode: str) -> dict:
+    """Predictor settings of a mode string such as ``bf16+split+autotune``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown or repeated token, ``fp32`` with ``bf16``, or two layouts.
+    """
+    tokens = [t.strip() for t in mode.split("+")]
+    unknown = [t for t in tokens if t not in TOKENS]
+    if unknown or not tokens:
+        raise ValueError(f"mode {mode!r}: unknown token(s) {unknown} (known: {', '.join(TOKENS)})")
+    if len(set(tokens)) != len(tokens):
+        raise ValueError(f"mode {mode!r}: a token is repeated")
+    if "fp32" in tokens and "bf16" in tokens:
+        raise ValueError(f"mode {mode!r}: fp32 and bf16 exclude each other")
+    layouts = [LAYOUT_TOKENS[t] for t in tokens if t in LAYOUT_TOKENS]
+    if len(layouts) > 1:
+        raise ValueError(f"mode {mode!r}: more than one layout ({', '.join(layouts)})")
+    return {"bf16": "bf16" in tokens, "compile": "compile" in tokens, "autotune": "autotune" in tokens,
+            "layout": layouts[0] if layouts else "auto"}
 
 
 def build(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -78,7 +114,7 @@ def run_jumpdenoise(run: Path, plate: Path, out: Path, fields: list, mode: str, 
     from jumpdenoise.stages.predict import predict
 
     wells = sorted({w for w, _ in fields})
-    settings = {"device": args.device, "bf16": "bf16" in mode, "compile": "compile" in mode,
+    settings = {"device": args.device, **parse_mode(mode),
                 "tile_size": args.tile_size, "batch_size": args.batch_size, "overwrite": True, "dtype": args.dtype}
     t = time.perf_counter()
     predict(model=run, plate=plate, out=out.with_name(out.name + ".warmup"), wells=wells[:1], fields=[0], **settings)
@@ -126,10 +162,13 @@ def run_careamics(run: Path, plate: Path, out: Path, fields: list, args: argpars
     return {"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - c, "warmup_seconds": warm}
 
 
-def engine_only(run: Path, plate: Path, fields: list, mode: str, args: argparse.Namespace) -> dict:
+def engine_only(run: Path, plate: Path, fields: list, mode: str, args: argparse.Namespace,
+                reference: np.ndarray | None = None) -> dict:
     """Mpx-ch/s of the engine alone: fields already in memory, nothing written (H2D/D2H included).
 
     Separates the device's share from the plate I/O (decompression, statistics, writes).
+    With ``reference`` (the first field denoised by the fp32 grouped network), also the
+    max |difference| of this mode's output on that field, over the raw field's std.
     """
     import torch
 
@@ -138,10 +177,16 @@ def engine_only(run: Path, plate: Path, fields: list, mode: str, args: argparse.
     from jumpdenoise.predict.model import load_model
 
     predictor = Predictor(load_model(run, args.device), tile_size=args.tile_size, batch_size=args.batch_size,
-                          bf16="bf16" in mode, compile="compile" in mode)
+                          **parse_mode(mode))
     cache = {k: read_field(plate, *k, channels=list(CHANNELS)) for k in fields[:8]}
     keys = [fields[i % len(cache)] for i in range(len(fields))]
     run_fields(predictor, keys[:1], cache.__getitem__, lambda *a: None)  # warm-up (compile, cuDNN)
+    check = {}
+    if reference is not None:
+        raw = cache[keys[0]]
+        diff = float(np.abs(predictor.denoise(raw).astype(np.float64) - reference).max())
+        check = {"max_abs_diff_vs_fp32_grouped": diff,
+                 "max_abs_diff_over_raw_std": diff / float(raw.astype(np.float64).std())}
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -151,7 +196,65 @@ def engine_only(run: Path, plate: Path, fields: list, mode: str, args: argparse.
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
     work = mpx(keys, plate, len(CHANNELS))
-    return {"seconds": seconds, "mpx_ch_per_s": work / seconds, "compute_seconds": report.compute_seconds}
+    return {"seconds": seconds, "mpx_ch_per_s": work / seconds, "compute_seconds": report.compute_seconds,
+            "layout_used": predictor.layout_used, **check}
+
+
+def engine_reference(run: Path, plate: Path, field: tuple[str, int], args: argparse.Namespace) -> np.ndarray:
+    """The field denoised by the network as it is (fp32, grouped, deterministic): the variants' reference."""
+    from jumpdenoise.io.ngff import read_field
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.model import load_model
+
+    predictor = Predictor(load_model(run, args.device), tile_size=args.tile_size, batch_size=args.batch_size,
+                          layout="grouped")
+    return predictor.denoise(read_field(plate, *field, channels=list(CHANNELS))).astype(np.float64)
+
+
+def engine_section(run: Path, plate: Path, fields: list, modes: list[str], args: argparse.Namespace) -> dict:
+    """Time the engine alone in each mode (a failing mode is reported and skipped); print a table."""
+    import gc
+
+    import torch
+
+    print(f"engine alone (fields in memory, nothing written), {len(fields)} fields:", flush=True)
+    try:
+        reference = engine_reference(run, plate, fields[0], args)
+    except Exception as exc:  # noqa: BLE001 - the timings are still worth having
+        print(f"  reference (fp32 grouped): FAILED: {type(exc).__name__}: {exc}", flush=True)
+        reference = None
+    out: dict = {}
+    for mode in modes:
+        try:
+            r = engine_only(run, plate, fields, mode, args, reference)
+        except Exception as exc:  # noqa: BLE001 - one failing variant (e.g. torch.compile) leaves the others
+            print(f"  {mode:>32}: FAILED: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                  flush=True)
+            out[mode] = {"failed": f"{type(exc).__name__}: {exc}"}
+        else:
+            out[mode] = r
+            diff = r.get("max_abs_diff_over_raw_std")
+            print(f"  {mode:>32}: {r['mpx_ch_per_s']:9.2f} Mpx-ch/s (layout {r['layout_used']}"
+                  + (f", max |diff| vs fp32 grouped {diff:.2e} raw std)" if diff is not None else ")"), flush=True)
+        finally:
+            gc.collect()
+            if "compile" in mode:
+                torch._dynamo.reset()
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    ok = [m for m in modes if "mpx_ch_per_s" in out[m]]
+    base = out[ok[0]]["mpx_ch_per_s"] if ok else None
+    print(f"\n{'engine mode':>32} | {'layout used':>13} | {'Mpx-ch/s':>9} | {'vs ' + ok[0] if ok else '':>14} | "
+          f"max|diff|/raw std", flush=True)
+    for m in modes:
+        r = out[m]
+        if "mpx_ch_per_s" not in r:
+            print(f"{m:>32} | {'FAILED':>13} |", flush=True)
+            continue
+        diff = r.get("max_abs_diff_over_raw_std")
+        print(f"{m:>32} | {r['layout_used']:>13} | {r['mpx_ch_per_s']:9.2f} | {r['mpx_ch_per_s'] / base:13.2f}x | "
+              + (f"{diff:.2e}" if diff is not None else "-"), flush=True)
+    return out
 
 
 def bf16_effect(run: Path, plate: Path, field: tuple[str, int], device: str) -> dict:
@@ -178,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--fields", type=int, default=None, help="fields to predict (default 4 on CPU, 64 on GPU)")
     ap.add_argument("--size", type=int, default=1080, help="field size of the built plate")
-    ap.add_argument("--modes", default=None, help="comma list of fp32, bf16, bf16+compile, fp32+compile")
+    ap.add_argument("--modes", default=None,
+                    help="comma list of modes for the plate-to-plate runs, e.g. fp32,bf16,bf16+compile "
+                         f"(tokens: {', '.join(TOKENS)})")
+    ap.add_argument("--engine-modes", default=None,
+                    help="comma list of modes for --engine-only (default: --modes), e.g. "
+                         "bf16,bf16+autotune,bf16+cl+autotune,bf16+split+autotune")
     ap.add_argument("--bf16", action="store_true", help="add the bf16 mode")
     ap.add_argument("--compile", action="store_true", help="add the compiled mode(s)")
     ap.add_argument("--tile-size", type=int, default=None, help="jumpdenoise tile size (default whole fields)")
@@ -189,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-careamics", action="store_true")
     ap.add_argument("--engine-only", action="store_true",
                     help="also time the engine alone on fields in memory (no plate I/O)")
+    ap.add_argument("--best-engine", type=int, default=0,
+                    help="with --engine-only: also run the N fastest engine modes plate to plate")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
@@ -196,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     args.fields = args.fields or (64 if cuda else 4)
     modes = args.modes.split(",") if args.modes else ["fp32"] + (["bf16"] if args.bf16 else []) + \
         (["bf16+compile" if args.bf16 else "fp32+compile"] if args.compile else [])
+    engine_modes = [m.strip() for m in args.engine_modes.split(",")] if args.engine_modes else list(modes)
+    for mode in [*modes, *engine_modes]:
+        try:
+            parse_mode(mode)
+        except ValueError as exc:
+            ap.error(str(exc))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="jd-bench-predict-"))
     workdir.mkdir(parents=True, exist_ok=True)
     import torch
@@ -206,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     fields = field_list(plate, args.fields)
     results: dict = {"device": device_name, "fields": len(fields), "modes": {}}
     work = mpx(fields, plate, len(CHANNELS))
+    if args.engine_only:  # first: its fastest modes can join the plate-to-plate runs
+        results["engine_only"] = engine_section(run, plate, fields, engine_modes, args)
+        ranked = sorted((m for m, r in results["engine_only"].items() if "mpx_ch_per_s" in r),
+                        key=lambda m: -results["engine_only"][m]["mpx_ch_per_s"])
+        best = [m for m in ranked if m not in modes][: max(0, args.best_engine)]
+        if best:
+            print(f"plate to plate also: {', '.join(best)} (fastest engine modes)", flush=True)
+        modes = [*modes, *best]
     for mode in modes:
         try:
             r = run_jumpdenoise(run, plate, workdir / f"den-{mode}.zarr", fields, mode, args)
@@ -214,18 +338,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r["mpx_ch_per_s"] = work / r["seconds"]
         r["mpx_ch_per_cpu_s"] = work / r["cpu_seconds"]
-        if args.engine_only:
-            try:
-                r["engine_only"] = engine_only(run, plate, fields, mode, args)
-            except Exception as exc:  # noqa: BLE001
-                print(f"  engine alone: FAILED: {type(exc).__name__}: {exc}", flush=True)
-            else:
-                print(f"  engine alone (fields in memory, nothing written): "
-                      f"{r['engine_only']['mpx_ch_per_s']:8.2f} Mpx-ch/s", flush=True)
         results["modes"][mode] = r
         print(f"jumpdenoise {mode:>13}: {r['mpx_ch_per_s']:8.2f} Mpx-ch/s ({r['seconds']:.1f} s for "
               f"{len(fields)} fields, warm-up {r['warmup_seconds']:.1f} s; {r['mpx_ch_per_cpu_s']:.3f} Mpx-ch "
               f"per process CPU-second)", flush=True)
+        if "mpx_ch_per_s" in results.get("engine_only", {}).get(mode, {}):
+            r["engine_only"] = results["engine_only"][mode]
     if not args.skip_careamics:
         cf = fields[: args.careamics_fields] if args.careamics_fields else fields
         r = run_careamics(run, plate, workdir / "careamics.zarr", cf, args)

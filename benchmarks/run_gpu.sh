@@ -5,9 +5,11 @@
 # packages as wheels in .whl/ (see benchmarks/README.md, "GPU run"), installed to /tmp/site.
 # BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call).
 # Phases (each under its own timeout, so one failing leaves the others' results):
-#   1. predict: jumpdenoise predict (fp32, bf16, bf16+compile) vs CAREamist.predict, plate in/out;
+#   1. predict: the engine alone in many modes (layouts, autotune, compile), then jumpdenoise predict
+#               plate in/out (fp32, bf16 and the 2 fastest engine modes) vs CAREamist.predict;
 #   2. train:   jumpdenoise's training pipeline vs CAREamist.train, patches/s, bf16-mixed;
-#   3. bsd:     the N2V paper's BSD settings (schedule full) for a fixed time, PSNR on Set12.
+#   3. bsd:     the N2V paper's BSD settings (schedule full) for a fixed time, PSNR on Set12 (opt-in).
+# Before them, "cudatests": the unit tests that only run on a GPU (CUDA graphs, device pipeline).
 # SMOKE=1 runs the same phases with tiny CPU settings (a dry run on any machine).
 # PHASES="predict train" picks phases; PRED_MODES, TRAIN_VARIANTS (see benchmarks/train.py --variants)
 # and BSD_MINUTES change what they measure.
@@ -31,23 +33,32 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bsd=${BSD_DIR:-.gpu_data/bsd}
 if [ "${SMOKE:-0}" = 1 ]; then
-  dev=cpu; pred=(--fields 2 --size 256 --modes fp32 --careamics-fields 2)
+  dev=cpu; pred=(--fields 2 --size 256 --modes fp32 --engine-modes fp32,fp32+split,fp32+cl --best-engine 1
+                 --careamics-fields 2)
   train=(--precision 32-true --workers 1 --steps 3 --repeats 1 --wells 3 --fields 1 --size 512 --data-batches 3
          --variants ${TRAIN_VARIANTS:-default})
   bsdargs=(--schedule ci --n-train 4 --n-test 1 --max-minutes 0.5)
   t_pred=400 t_train=300 t_bsd=300
 else
-  dev=cuda; pred=(--fields 64 --modes ${PRED_MODES:-fp32,bf16,bf16+compile} --careamics-fields 32)
-  train=(--precision bf16-mixed --workers 8 --steps 200 --repeats 1 --wells 10 --fields 4
-         --variants ${TRAIN_VARIANTS:-default,fast_masking,channels_first+no-autotune,fast_masking+compile})
+  dev=cuda; pred=(--fields ${PRED_FIELDS:-192} --modes ${PRED_MODES:-fp32,bf16} --careamics-fields 32
+                  --engine-modes ${ENGINE_MODES:-fp32,fp32+cl,fp32+split,bf16,bf16+autotune,bf16+cl+autotune,bf16+split,bf16+split+autotune,bf16+split+autotune+compile,bf16+cl+autotune+compile}
+                  --best-engine ${BEST_ENGINE:-2})
+  train=(--precision bf16-mixed --workers 8 --steps 300 --warmup 20 --repeats 1 --wells 10 --fields 4
+         --json "$out/train.json"
+         --variants ${TRAIN_VARIANTS:-default,no-graphs,device_masking+no-graphs,fast_masking+no-graphs,channels_first+no-autotune+device_masking+no-graphs,compile})
   bsdargs=(--schedule full --max-minutes ${BSD_MINUTES:-2} --precision bf16-mixed --workers 6)
-  t_pred=${T_PRED:-160} t_train=${T_TRAIN:-240} t_bsd=${T_BSD:-180}  # under 10 min in all
+  t_pred=${T_PRED:-270} t_train=${T_TRAIN:-220} t_bsd=${T_BSD:-180}  # predict + train: under 9 min
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
 $py -c "import jumpdenoise, careamics, torch; print('jumpdenoise', jumpdenoise.__version__, 'careamics',
 careamics.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee "$out/env.txt"
-phases=${PHASES:-predict train bsd}
+phases=${PHASES:-cudatests predict train}
 t0=$SECONDS
+# the CUDA-only tests (skipped on CPU machines): graphed training step, device pipeline
+[[ " $phases " == *" cudatests "* ]] && { timeout ${T_TESTS:-120} $py -m pytest -q -p no:cacheprovider -x \
+  tests/unit/test_train_graphs.py tests/unit/test_predict_pipeline.py tests/unit/test_gpu_fast.py > "$out/cudatests.txt" 2>&1 \
+  || echo "cuda tests failed or timed out (rc $?)" | tee -a "$out/cudatests.txt"; tail -3 "$out/cudatests.txt"; }
+echo "cudatests phase: $((SECONDS - t0)) s"; t0=$SECONDS
 [[ " $phases " == *" predict "* ]] && { timeout $t_pred $py benchmarks/predict.py --device $dev "${pred[@]}" --engine-only --json "$out/predict.json" \
   > "$out/predict.txt" 2>&1 || echo "predict benchmark failed or timed out (rc $?)" | tee -a "$out/predict.txt"; }
 echo "predict phase: $((SECONDS - t0)) s"; t0=$SECONDS
@@ -65,4 +76,4 @@ else
   echo "no BSD images under $bsd: bsd phase skipped"
 fi
 echo "bsd phase: $((SECONDS - t0)) s"
-for f in $phases; do [ -f "$out/$f.txt" ] || continue; echo "=== $f"; grep -E "Mpx-ch/s|ratio|patches/s|bf16 vs|mean PSNR|failed|Error|error" "$out/$f.txt" | tail -20; done
+for f in $phases; do [ -f "$out/$f.txt" ] || continue; echo "=== $f"; grep -E "Mpx-ch/s|ratio|patches/s|bf16 vs|mean PSNR|failed|FAILED|passed|Error|error|val_loss|\| |^jumpdenoise \[|^CAREamist.train " "$out/$f.txt" | grep -v "^{" | tail -40; done

@@ -10,10 +10,15 @@ XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run
   fields held in memory (CAREamics' fastest input; the same CAREamics configuration).
 
 Throughput is patches per second over ``--steps`` training steps after ``--warmup``
-steps (the model, the optimizer and N2V masking are the same; only the data pipeline
-and the Lightning wiring differ). First, the two data pipelines alone (no model) are timed
-over ``--data-batches`` batches: the headroom that decides the ratio on a fast GPU. Each side runs ``--repeats`` times, alternately; the
-best run of each counts. The ratio jumpdenoise / CAREamics is printed last.
+steps (the model, the optimizer and N2V masking are CAREamics'; jumpdenoise changes where
+the masking runs, the data pipeline, the memory layout, CUDA graphs and the Lightning
+wiring). After training, every run's network is evaluated on the same validation patches
+with the same masks (fp32, eval mode): runs of equal steps compare at equal validation
+loss. First, the two data pipelines alone (no model; ours with its N2V masking in the
+workers, CAREamics masks on the device) are timed over ``--data-batches`` batches: the
+headroom that decides the ratio on a fast GPU. Each side runs ``--repeats`` times,
+alternately; the best run of each counts. A table and the ratio jumpdenoise / CAREamics
+are printed last.
 
 Usage::
 
@@ -33,8 +38,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool):
-    """A Lightning callback timing training steps ``warmup`` .. ``warmup + steps``."""
+def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool, val: tuple | None = None):
+    """A Lightning callback timing training steps ``warmup`` .. ``warmup + steps``.
+
+    With ``val`` (``(masked, original, mask)`` CPU tensors), the trained network's N2V loss
+    on them is measured when training ends (eval mode, fp32): the same validation set and
+    masks for every run, so runs of equal steps compare at equal validation loss.
+    """
     import lightning.pytorch as pl
     import torch
 
@@ -42,6 +52,8 @@ def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool):
         def __init__(self) -> None:
             self.t0 = self.t1 = None
             self.count = 0
+            self.val_loss = float("nan")
+            self.graphs = False
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
             self.count += 1
@@ -61,6 +73,9 @@ def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool):
                 if sync_cuda:
                     torch.cuda.synchronize()
                 self.t1 = time.perf_counter()
+            self.graphs = any(g is not None for g in getattr(pl_module, "__dict__", {}).get("_graphs", {}).values())
+            if val is not None:
+                self.val_loss = common_val_loss(pl_module.model, val)
 
         @property
         def rate(self) -> float:
@@ -72,6 +87,41 @@ def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool):
             return done * batch / (self.t1 - self.t0)
 
     return StepTimer()
+
+
+def common_val_loss(model, val: tuple, batch: int = 64) -> float:
+    """N2V loss of ``model`` (eval mode, fp32) on fixed masked validation patches."""
+    import torch
+    from careamics.losses import n2v_loss
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = weight = 0.0
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+        for i in range(0, len(val[0]), batch):
+            masked, original, mask = (t[i:i + batch].to(device) for t in val)
+            pred = model(masked.contiguous(memory_format=torch.channels_last)
+                         if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else masked)
+            n = float(mask.sum())
+            total += float(n2v_loss(pred.float(), original.float(), mask)) * n
+            weight += n
+    model.train(was_training)
+    return total / max(weight, 1.0)
+
+
+def common_val_set(cfg, n: int = 256) -> tuple:
+    """Fixed validation patches of the job's validation fields, masked once (CAREamics' masking)."""
+    import torch
+
+    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.train.masking import LoaderMasking
+    from jumpdenoise.train.patches import val_patches
+
+    job = build_job(cfg)
+    x = torch.from_numpy(val_patches(job.val_refs, job.mean, job.std, n=n, patch_size=job.tc.patch_size, seed=99))
+    n2v = job.careamics_config().algorithm_config.n2v_config.model_dump()
+    return tuple(LoaderMasking(n2v)(x, seed=99))
 
 
 def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int) -> tuple[Path, dict]:
@@ -100,7 +150,9 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
 #: Variant tokens of ``--variants`` (joined with ``+``) -> trainer settings.
 VARIANT_TOKENS = {"default": {}, "no-autotune": {"cudnn_benchmark": False}, "autotune": {"cudnn_benchmark": True},
                   "channels_last": {"channels_last": True}, "channels_first": {"channels_last": False},
-                  "careamics_masking": {"fast_masking": False}, "fast_masking": {"fast_masking": True},
+                  "careamics_masking": {"masking": "device"}, "device_masking": {"masking": "device"},
+                  "fast_masking": {"masking": "fast"}, "loader_masking": {"masking": "loader"},
+                  "graphs": {"cuda_graphs": True}, "no-graphs": {"cuda_graphs": False},
                   "compile": {"compile": True}}
 
 
@@ -114,8 +166,9 @@ def variant_settings(name: str) -> dict:
     return settings
 
 
-def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str = "default") -> float:
-    """patches/s of jumpdenoise's pipeline (plate on disk, lazy patches)."""
+def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str = "default",
+                    val: tuple | None = None):
+    """The timer of jumpdenoise's pipeline (plate on disk, lazy patches): rate, val_loss, graphs."""
     import shutil
 
     from jumpdenoise.stages.train import build_job
@@ -127,13 +180,14 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str =
                                  "train": cfg.train.model_copy(update={"trainer": trainer})})
     job = build_job(cfg)
     write_run_header(job)
-    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda")
+    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda", val)
     fit(job, extra_callbacks=[timer])
-    return timer.rate
+    return timer
 
 
-def run_careamics(cfg, args: argparse.Namespace, fields: dict, val_wells: list[str], work: Path) -> float:
-    """patches/s of ``CAREamist.train`` with the same configuration and fields (in memory)."""
+def run_careamics(cfg, args: argparse.Namespace, fields: dict, val_wells: list[str], work: Path,
+                  val: tuple | None = None):
+    """The timer of ``CAREamist.train`` with the same configuration and fields (in memory)."""
     from careamics import CAREamist
 
     from jumpdenoise.stages.train import build_job
@@ -144,11 +198,12 @@ def run_careamics(cfg, args: argparse.Namespace, fields: dict, val_wells: list[s
         "max_epochs": 1, "accelerator": args.device, "devices": 1, "precision": args.precision,
         "limit_val_batches": 1, "enable_progress_bar": False})
     train = np.stack([a for (w, _), a in fields.items() if w not in val_wells])
-    val = np.stack([a for (w, _), a in fields.items() if w in val_wells])
-    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda")
+    val_arr = np.stack([a for (w, _), a in fields.items() if w in val_wells])
+    common = val
+    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda", common)
     careamist = CAREamist(cc, work_dir=work, callbacks=[timer], enable_progress_bar=False)
-    careamist.train(train_data=train, val_data=val)
-    return timer.rate
+    careamist.train(train_data=train, val_data=val_arr)
+    return timer
 
 
 def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[float, float]:
@@ -158,16 +213,18 @@ def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[f
 
     from jumpdenoise.stages.train import build_job
     from jumpdenoise.train.careamics_config import augmentation_dicts
+    from jumpdenoise.train.masking import LoaderMasking
     from jumpdenoise.train.module import PatchDataModule
 
     job = build_job(cfg)
     ts = job.tc.trainer
+    cc = job.careamics_config()
     ours = PatchDataModule(job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
                            batch_size=job.tc.batch_size, patches_per_epoch=(batches + 2) * job.tc.batch_size,
                            n_val_patches=8, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
-                           num_workers=ts.num_workers, persistent_workers=False, pin_memory=False)
+                           num_workers=ts.num_workers, persistent_workers=False, pin_memory=False,
+                           masking=LoaderMasking(cc.algorithm_config.n2v_config.model_dump()))
     ours.setup("fit")
-    cc = job.careamics_config()
     train = np.stack([a for (w, _), a in fields.items() if w not in val_wells])
     val = np.stack([a for (w, _), a in fields.items() if w in val_wells])
     theirs = CareamicsDataModule(data_config=cc.data_config, train_data=train, val_data=val,
@@ -202,10 +259,10 @@ def main() -> None:
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data-only rates")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", default="default",
-                        help="comma list of jumpdenoise variants, tokens joined by +: default, no-autotune, "
-                             "autotune, channels_last, channels_first, careamics_masking, compile (e.g. "
-                             "default,channels_first+no-autotune+careamics_masking,compile)")
+                        help="comma list of jumpdenoise variants, tokens joined by +: " + ", ".join(VARIANT_TOKENS)
+                             + " (e.g. default,no-graphs,channels_first+no-autotune+device_masking+no-graphs)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
 
     import torch
@@ -231,35 +288,49 @@ def main() -> None:
         variants = args.variants.split(",")
         for v in variants:
             variant_settings(v)  # fail early on a typo
-        ours: dict[str, list[float]] = {v: [] for v in variants}
-        theirs: list[float] = []
+        val = common_val_set(cfg)
+        ours: dict[str, list] = {v: [] for v in variants}
+        theirs: list = []
         for r in range(args.repeats):
+            timer = run_careamics(cfg, args, fields, val_wells, work / f"careamics{r}", val)  # first: the baseline
+            theirs.append(timer)                                                            # survives a timeout
+            print(f"repeat {r}: CAREamist.train {timer.rate:.1f} patches/s, val_loss {timer.val_loss:.5f}",
+                  flush=True)
             for v in variants:
                 try:
-                    ours[v].append(run_jumpdenoise(cfg, args, work / f"run{r}-{v}", v))
+                    timer = run_jumpdenoise(cfg, args, work / f"run{r}-{v}", v, val)
                 except Exception as exc:  # noqa: BLE001 - one failing variant leaves the others
                     print(f"repeat {r}: jumpdenoise [{v}] FAILED: {type(exc).__name__}: {exc}", flush=True)
                     continue
-                print(f"repeat {r}: jumpdenoise [{v}] {ours[v][-1]:.1f} patches/s", flush=True)
-            theirs.append(run_careamics(cfg, args, fields, val_wells, work / f"careamics{r}"))
-            print(f"repeat {r}: CAREamist.train {theirs[-1]:.1f} patches/s", flush=True)
+                ours[v].append(timer)
+                print(f"repeat {r}: jumpdenoise [{v}] {timer.rate:.1f} patches/s, val_loss {timer.val_loss:.5f}"
+                      f"{', CUDA graphs' if timer.graphs else ''}", flush=True)
         if not theirs:
             return
-        best_theirs = max(theirs)
-        for v in variants[1:]:
+        best = lambda timers: max(timers, key=lambda t: t.rate)  # noqa: E731
+        ref = best(theirs)
+        steps = args.warmup + args.steps
+        print(f"\nafter {steps} steps each (same validation patches and masks, fp32 eval):")
+        print(f"{'run':<42s} {'patches/s':>10s} {'ratio':>7s} {'val_loss':>9s}")
+        print(f"{'CAREamist.train':<42s} {ref.rate:>10.1f} {1.0:>6.2f}x {ref.val_loss:>9.5f}")
+        table = {}
+        for v in variants:
             if ours[v]:
-                print(f"ratio jumpdenoise [{v}] / CAREamist.train: {max(ours[v]) / best_theirs:.2f}x")
-        if not ours[variants[0]]:
-            return
-        best_ours = max(ours[variants[0]])
-        print(json.dumps({"device": args.device, "precision": args.precision, "workers": args.workers,
-                          "steps": args.steps, "batch": 32, "patch": 64, "channels": 4,
-                          "jumpdenoise_patches_per_s": round(best_ours, 1),
-                          "careamics_patches_per_s": round(best_theirs, 1),
-                          "data_only_jumpdenoise_patches_per_s": round(d_ours), "data_only_careamics_patches_per_s":
-                          round(d_theirs)}))
-        print(f"ratio jumpdenoise [{variants[0]}] / CAREamist.train: {best_ours / best_theirs:.2f}x")
-
+                t = best(ours[v])
+                table[v] = {"patches_per_s": round(t.rate, 1), "ratio": round(t.rate / ref.rate, 3),
+                            "val_loss": round(t.val_loss, 6), "cuda_graphs": t.graphs}
+                print(f"{'jumpdenoise [' + v + ']':<42s} {t.rate:>10.1f} {t.rate / ref.rate:>6.2f}x "
+                      f"{t.val_loss:>9.5f}")
+        summary = {"device": args.device, "precision": args.precision, "workers": args.workers,
+                   "steps": args.steps, "warmup": args.warmup, "batch": 32, "patch": 64, "channels": 4,
+                   "careamics_patches_per_s": round(ref.rate, 1), "careamics_val_loss": round(ref.val_loss, 6),
+                   "variants": table, "data_only_jumpdenoise_patches_per_s": round(d_ours),
+                   "data_only_careamics_patches_per_s": round(d_theirs)}
+        print(json.dumps(summary))
+        if args.json:
+            Path(args.json).write_text(json.dumps(summary, indent=1))
+        if variants[0] in table:
+            print(f"ratio jumpdenoise [{variants[0]}] / CAREamist.train: {table[variants[0]]['ratio']:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -56,6 +56,14 @@ class PredictConfig(BaseModel):
         ``torch.compile`` the network (slow first call, faster after).
     tta
         Test-time augmentation: average over the 8 flips/rotations (8x the compute).
+    layout
+        How the network runs on the device (same weights, outputs equal up to float
+        rounding): ``"auto"`` (default: fused oneDNN ops on the CPU, the engine's choice
+        on CUDA), ``"grouped"`` (the network as it is), ``"channels_last"`` (NHWC
+        activations) or ``"split"`` (one dense sub-network per independent channel).
+    autotune
+        CUDA: let cuDNN benchmark and pick its fastest algorithms (faster; outputs are then
+        no longer guaranteed bit-identical between jobs). Default off: deterministic cuDNN.
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     wells_per_unit
@@ -90,6 +98,8 @@ class PredictConfig(BaseModel):
     bf16: bool = False
     compile: bool = False
     tta: bool = False
+    layout: Literal["auto", "grouped", "channels_last", "split"] = "auto"
+    autotune: bool = False
     device: str = "auto"
     wells_per_unit: int = Field(default=8, ge=1)
     prefetch: int = Field(default=2, ge=1, le=64)

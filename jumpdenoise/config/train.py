@@ -170,12 +170,19 @@ class TrainerSettings(BaseModel):
     channels_last
         Run the network in channels-last memory layout (NHWC; same results within float
         rounding). Measured 1.5-1.7x faster training of the seed UNet on a 2-core CPU.
-    fast_masking
-        N2V masking of the whole batch in a few kernels without host synchronisation
-        (:mod:`jumpdenoise.train.masking`; uniform strategy without struct mask) instead of
-        CAREamics' per-channel masking, which stalls a GPU; same masking statistics. Off by
-        default until measured on a GPU: on a CPU it saves nothing, and eight short BSD runs
-        scored 0.37 dB lower on average than with CAREamics' masking (within their noise).
+    masking
+        Where N2V masking runs. ``loader`` (default): CAREamics' own ``N2VManipulate`` in
+        the data workers, on the CPU (all strategies; the training device runs only the
+        network, and on a GPU the step can replay CUDA graphs). ``device``: CAREamics'
+        masking on the training device, as ``CAREamist`` does (it synchronises a GPU with
+        the host dozens of times per step). ``fast``: :mod:`jumpdenoise.train.masking`'s
+        batch-wide masking on the device (uniform strategy without struct mask; same
+        statistics; eight short CPU BSD runs scored 0.37 dB lower on average than with
+        CAREamics' masking, within their noise).
+    cuda_graphs
+        Replay the step's forward and backward passes as CUDA graphs
+        (:mod:`jumpdenoise.train.graphs`; ``None``: on when training on one GPU without
+        ``compile``; a failed capture falls back to eager steps, logged). Same arithmetic.
     compile
         ``torch.compile`` the network in place (state dict unchanged, checkpoints load in
         CAREamics as before; the first steps are slower while it compiles).
@@ -198,7 +205,8 @@ class TrainerSettings(BaseModel):
     enable_progress_bar: bool = True
     cudnn_benchmark: bool | None = None
     channels_last: bool = True
-    fast_masking: bool = False
+    masking: Literal["loader", "device", "fast"] = "loader"
+    cuda_graphs: bool | None = None
     compile: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 

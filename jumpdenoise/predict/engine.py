@@ -12,9 +12,10 @@ plate size.
 
 Determinism: a field's result depends only on the field, the model and the settings. A
 batch never mixes fields and always has the same shape (the last batch of tiles is padded
-with zeros), cuDNN runs deterministic algorithms without autotuning, and in fp32 mode
-TF32 is off; on CPU the thread count is pinned to the CPUs the process may use. The same
-field predicted by two jobs on the same kind of device (and CPU allotment) gives the same bits.
+with zeros), cuDNN runs deterministic algorithms without autotuning (unless
+``autotune=True``), and in fp32 mode TF32 is off; on CPU the thread count is pinned to the
+CPUs the process may use. The same field predicted by two jobs on the same kind of device
+(and CPU allotment) and with the same ``layout`` gives the same bits.
 """
 
 from __future__ import annotations
@@ -32,7 +33,35 @@ from jumpdenoise.predict.model import LoadedModel
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_inference"]
+__all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_inference", "LAYOUTS",
+           "CUDA_AUTO_LAYOUT", "resolve_layout"]
+
+#: The network layouts a :class:`Predictor` accepts (see :mod:`jumpdenoise.predict.gpu_fast`).
+LAYOUTS = ("auto", "grouped", "channels_last", "split")
+
+#: What ``layout="auto"`` runs on CUDA devices (the one place to change it).
+CUDA_AUTO_LAYOUT = "grouped"
+
+
+def resolve_layout(layout: str, device_type: str, bf16: bool = False, cpu_fast: bool = True) -> str:
+    """The layout a :class:`Predictor` runs: ``"cpu_fast"``, ``"grouped"``, ``"channels_last"`` or ``"split"``.
+
+    ``"auto"`` is :mod:`jumpdenoise.predict.cpu_fast` on the CPU in fp32 (when ``cpu_fast``),
+    :data:`CUDA_AUTO_LAYOUT` on CUDA, the network as it is otherwise; any other layout is
+    used as given, on any device.
+
+    Raises
+    ------
+    ValueError
+        If ``layout`` is not one of :data:`LAYOUTS`.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
+    if layout != "auto":
+        return layout
+    if device_type == "cpu":
+        return "cpu_fast" if cpu_fast and not bf16 else "grouped"
+    return CUDA_AUTO_LAYOUT if device_type == "cuda" else "grouped"
 
 
 def auto_overlap(receptive_field: int, stride: int, mode: BlendMode = "crop") -> int:
@@ -67,11 +96,12 @@ def denormalize(pred: Any, mean: np.ndarray, std: np.ndarray) -> Any:
 
 
 @contextlib.contextmanager
-def _numerics(device_type: str, bf16: bool) -> Iterator[None]:
+def _numerics(device_type: str, bf16: bool, autotune: bool = False) -> Iterator[None]:
     """Deterministic numerics (restored afterwards).
 
-    CUDA: deterministic cuDNN, no autotuning, TF32 off unless bf16. CPU: torch's intra-op
-    thread count is pinned (:func:`jumpdenoise.compute.threads.pinned_torch_threads`).
+    CUDA: deterministic cuDNN, no autotuning, TF32 off unless bf16; with ``autotune``,
+    cuDNN benchmarks its algorithms and may pick non-deterministic ones. CPU: torch's
+    intra-op thread count is pinned (:func:`jumpdenoise.compute.threads.pinned_torch_threads`).
     """
     import torch
 
@@ -81,7 +111,7 @@ def _numerics(device_type: str, bf16: bool) -> Iterator[None]:
         return
     b = torch.backends
     saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32)
-    b.cudnn.deterministic, b.cudnn.benchmark = True, False
+    b.cudnn.deterministic, b.cudnn.benchmark = not autotune, bool(autotune)
     if not bf16:
         b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = False
     try:
@@ -146,14 +176,28 @@ class Predictor:
     fuse
         Fold batch norms into convolutions (:func:`fuse_for_inference`).
     cpu_fast
-        On the CPU in fp32, run the network with fused oneDNN ops on channels-last
-        activations (:func:`jumpdenoise.predict.cpu_fast.prepare_for_cpu`; about 1.7x
-        faster, same output within float rounding, no first-call cost).
+        On the CPU in fp32 with ``layout="auto"``, run the network with fused oneDNN ops
+        on channels-last activations (:func:`jumpdenoise.predict.cpu_fast.prepare_for_cpu`;
+        about 1.7x faster, same output within float rounding, no first-call cost).
+    layout
+        How the network runs (:func:`jumpdenoise.predict.gpu_fast.prepare_for_gpu`):
+        ``"grouped"`` (as it is), ``"channels_last"``, ``"split"`` (one dense sub-network
+        per independent channel; networks it cannot split run channels-last) or ``"auto"``
+        (:func:`resolve_layout`: ``cpu_fast`` on the CPU, :data:`CUDA_AUTO_LAYOUT` on
+        CUDA). An explicit layout applies on any device (then ``cpu_fast`` is not used).
+        Outputs of different layouts differ by float rounding only. The layout actually run
+        is :attr:`layout_used`.
+    autotune
+        CUDA: let cuDNN benchmark its algorithms for each input shape (``cudnn.benchmark``)
+        and allow non-deterministic ones. Often faster, but the chosen algorithm may differ
+        between jobs, so outputs are no longer guaranteed bit-identical between jobs (they
+        differ by float rounding). Default off: deterministic cuDNN. No effect on the CPU.
     """
 
     def __init__(self, model: LoadedModel, *, tile_size: int | None = None, overlap: int | None = None,
                  mode: BlendMode = "crop", batch_size: int = 8, bf16: bool = False, compile: bool = False,
-                 tta: bool = False, fuse: bool = True, cpu_fast: bool = True) -> None:
+                 tta: bool = False, fuse: bool = True, cpu_fast: bool = True, layout: str = "auto",
+                 autotune: bool = False) -> None:
         import torch
 
         if batch_size < 1:
@@ -165,6 +209,9 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.bf16 = bool(bf16)
         self.tta = bool(tta)
+        self.layout = layout
+        self.autotune = bool(autotune)
+        self.layout_used = resolve_layout(layout, self.device.type, self.bf16, cpu_fast)
         rf = model.receptive_field if (tile_size is not None or overlap is None) else 0
         self.receptive_field = rf
         self.overlap = auto_overlap(rf, model.stride, mode) if overlap is None else int(overlap)
@@ -172,10 +219,17 @@ class Predictor:
             log.warning("overlap %d < 2 x receptive-field radius %d: tiles may differ from the whole-field "
                         "prediction near their seams (use overlap >= %d)", self.overlap, rf, 2 * rf)
         net = fuse_for_inference(model.module) if fuse else model.module
-        if cpu_fast and self.device.type == "cpu" and not self.bf16:
+        if self.layout_used == "cpu_fast":
             from jumpdenoise.predict.cpu_fast import prepare_for_cpu
 
             net = prepare_for_cpu(net)
+        else:
+            from jumpdenoise.predict.gpu_fast import prepare_for_gpu
+
+            net = prepare_for_gpu(net, self.layout_used)
+        from jumpdenoise.predict.gpu_fast import layout_of
+
+        self.layout_used = layout_of(net)  # after any fallback
         self.net = torch.compile(net, dynamic=False) if compile else net
         self._plans: dict[tuple[int, int], TilePlan] = {}
         self._weights: dict[tuple[int, int], list] = {}
@@ -186,7 +240,7 @@ class Predictor:
         return {"tile_size": self.tile_size, "overlap": self.overlap, "mode": self.mode,
                 "batch_size": self.batch_size, "bf16": self.bf16, "tta": self.tta,
                 "receptive_field": self.receptive_field, "stride": self.model.stride,
-                "device": str(self.device)}
+                "device": str(self.device), "layout": self.layout, "autotune": self.autotune}
 
     def plan(self, shape_yx: Sequence[int]) -> TilePlan:
         """The tile plan of fields of ``shape_yx`` (cached)."""
@@ -260,7 +314,7 @@ class Predictor:
         if x.ndim != 3 or x.shape[0] != self.model.n_channels:
             raise ModelError(f"{self.model.source}: expects (c, y, x) input with c={self.model.n_channels}, "
                              f"got {tuple(x.shape)}")
-        with torch.inference_mode(), _numerics(self.device.type, self.bf16):
+        with torch.inference_mode(), _numerics(self.device.type, self.bf16, self.autotune):
             if not self.tta:
                 return self._predict_once(x)
             total = None

@@ -200,15 +200,23 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
         module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
         module.channels_last, module.compile_network = ts.channels_last, ts.compile
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
-        if ts.fast_masking:
-            module.use_fast_masking()
+        module.cuda_graphs = bool(ts.cuda_graphs or (ts.cuda_graphs is None and on_gpu and not ts.compile
+                                                     and trainer.world_size == 1))
+        masking = None
+        if ts.masking == "loader":
+            from jumpdenoise.train.masking import LoaderMasking
+
+            masking = LoaderMasking(module.config.n2v_config.model_dump())
+        elif ts.masking == "fast" and not module.use_fast_masking():
+            log.warning("masking 'fast' supports the uniform strategy without struct mask only: "
+                        "CAREamics' masking runs on the device")
         autotune = bool(ts.cudnn_benchmark or (ts.cudnn_benchmark is None and on_gpu))
         data = PatchDataModule(
             job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
             batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
             n_val_patches=job.tc.n_val_patches, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
             num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
-            fields_in_cache=job.tc.fields_in_cache, patches_per_field=job.tc.patches_per_field)
+            fields_in_cache=job.tc.fields_in_cache, patches_per_field=job.tc.patches_per_field, masking=masking)
         ckpt = resume_checkpoint(job.run)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)

@@ -88,19 +88,69 @@ class JumpN2VModule(N2VModule):
         if getattr(self, "_train_rng", None) is not None:
             self.n2v_manipulate.rng = self._train_rng
 
+    #: CUDA graphs for the training step (set by :func:`jumpdenoise.train.loop.fit`).
+    cuda_graphs: bool = False
+
+    @staticmethod
+    def _unpack(batch: Any) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """``(masked, original, mask)`` of a batch masked in the loader, else ``(None, x, None)``.
+
+        Loader-masked batches come as ``(masked, original, mask)`` (validation) or in
+        :meth:`~jumpdenoise.train.masking.LoaderMasking.sparse` form ``(original, index,
+        values)`` (training), rebuilt here on the device.
+        """
+        if isinstance(batch, (list, tuple)) and len(batch) == 3:
+            if batch[1].ndim == 1:
+                from jumpdenoise.train.masking import densify
+
+                return densify(*batch)
+            return batch[0], batch[1], batch[2]
+        return None, (batch[0] if isinstance(batch, (list, tuple)) else batch), None
+
     def _loss(self, batch: Any) -> tuple[torch.Tensor, int]:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        x_masked, x_original, mask = self.n2v_manipulate(x)
+        x_masked, x, mask = self._unpack(batch)
+        if x_masked is None:
+            x_masked, x, mask = self.n2v_manipulate(x)
+        if self.cuda_graphs and self.training:
+            graphed = self._graphed_loss(x_masked, x, mask)
+            if graphed is not None:
+                return graphed(x_masked, x, mask), x.shape[0]
         if self.channels_last:
             x_masked = x_masked.contiguous(memory_format=torch.channels_last)
         prediction = self.model(x_masked)
-        return n2v_loss(prediction.float(), x_original.float(), mask), x.shape[0]
+        return n2v_loss(prediction.float(), x.float(), mask), x.shape[0]
+
+    def _graphed_loss(self, x_masked: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> Any:
+        """The CUDA-graphed loss for batches of this shape (captured once; ``None``: eager)."""
+        from jumpdenoise.train.graphs import graphs_supported, try_graph_n2v_loss
+
+        key = (tuple(x_masked.shape), x_masked.dtype, mask.dtype)
+        graphs = self.__dict__.setdefault("_graphs", {})  # not a submodule: no duplicate state-dict keys
+        if key not in graphs:
+            ok, why = graphs_supported(x_masked.device, self.trainer.world_size, self.trainer.precision,
+                                       self.compile_network)
+            if not ok:
+                log.info("CUDA graphs off: %s", why)
+                self.cuda_graphs = False
+                return None
+            graphs[key] = try_graph_n2v_loss(self.model, (x_masked, x, mask), channels_last=self.channels_last,
+                                             bf16=str(self.trainer.precision).startswith("bf16"))
+        return graphs[key]
+
+    def configure_optimizers(self) -> Any:
+        """CAREamics' optimizer and scheduler; Adam runs fused (one kernel per step) on CUDA."""
+        conf = super().configure_optimizers()
+        opt = conf["optimizer"] if isinstance(conf, dict) else None
+        if isinstance(opt, torch.optim.Adam) and self.device.type == "cuda":
+            for group in opt.param_groups:
+                group.update(fused=True, foreach=False)
+        return conf
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
         """N2V loss on one batch; logs ``loss`` (progress bar), ``train_loss`` and the lr."""
         if not getattr(self, "_announced", False):  # one line per rank: ranks draw different patches
             self._announced = True
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            x = self._unpack(batch)[1]
             line = (f"rank {self.global_rank}/{self.trainer.world_size}: first batch {tuple(x.shape)} "
                     f"sum {float(x.double().sum()):.6f}\n")
             sys.stderr.write(line)  # the whole line in one write (print() writes the end apart): ranks never
@@ -144,14 +194,19 @@ class PatchDataModule(pl.LightningDataModule):
         DataLoader settings (``pin_memory=None``: when the accelerator is a GPU).
     fields_in_cache, patches_per_field
         Field cache of each worker.
+    masking
+        N2V masking done in the data workers
+        (:class:`~jumpdenoise.train.masking.LoaderMasking`); the validation patches are
+        then masked once, with a fixed seed. ``None``: the module masks on its device.
     """
 
     def __init__(self, train_refs: list[FieldRef], val_refs: list[FieldRef], mean: list[float],
                  std: list[float], *, patch_size: int, batch_size: int, patches_per_epoch: int,
                  n_val_patches: int, seed: int, augmentations: list[dict], num_workers: int = 0,
                  persistent_workers: bool = True, pin_memory: bool | None = None,
-                 fields_in_cache: int = 8, patches_per_field: int = 64) -> None:
+                 fields_in_cache: int = 8, patches_per_field: int = 64, masking: Any = None) -> None:
         super().__init__()
+        self.masking = masking
         self.train_refs, self.val_refs = train_refs, val_refs
         self.mean, self.std = list(mean), list(std)
         self.patch_size, self.batch_size = patch_size, batch_size
@@ -159,7 +214,7 @@ class PatchDataModule(pl.LightningDataModule):
         self.seed, self.augmentations = seed, augmentations
         self.num_workers, self.persistent_workers, self.pin_memory = num_workers, persistent_workers, pin_memory
         self.fields_in_cache, self.patches_per_field = fields_in_cache, patches_per_field
-        self._val: np.ndarray | None = None
+        self._val: tuple[torch.Tensor, ...] | None = None
         self.train_stream: PatchStream | None = None
 
     def _world(self) -> tuple[int, int, str]:
@@ -176,13 +231,14 @@ class PatchDataModule(pl.LightningDataModule):
         """Draw the validation patches (once) and build this rank's patch stream."""
         rank, world, _ = self._world()
         if self._val is None:
-            self._val = val_patches(self.val_refs, self.mean, self.std, n=self.n_val_patches,
-                                    patch_size=self.patch_size, seed=self.seed)
+            val = torch.from_numpy(val_patches(self.val_refs, self.mean, self.std, n=self.n_val_patches,
+                                               patch_size=self.patch_size, seed=self.seed))
+            self._val = (val,) if self.masking is None else tuple(self.masking(val, self.seed + 7))
         self.train_stream = PatchStream(
             self.train_refs, self.mean, self.std, patch_size=self.patch_size, batch_size=self.batch_size,
             batches_per_epoch=self.batches_per_epoch(world), seed=self.seed, rank=rank,
             augmentations=self.augmentations, fields_in_cache=self.fields_in_cache,
-            patches_per_field=self.patches_per_field)
+            patches_per_field=self.patches_per_field, masking=self.masking)
 
     def _pin(self) -> bool:
         if self.pin_memory is not None:
@@ -198,7 +254,7 @@ class PatchDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """The fixed validation patches (in memory)."""
-        ds = torch.utils.data.TensorDataset(torch.from_numpy(self._val))
+        ds = torch.utils.data.TensorDataset(*self._val)
         return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=False,
                                            pin_memory=self._pin())
 

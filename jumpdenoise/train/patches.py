@@ -3,13 +3,18 @@
 :class:`PatchStream` yields whole batches (``batch_size`` x C x P x P float32, normalised
 and augmented) from a bounded cache of fields per data worker: memory depends on
 ``fields_in_cache``, never on the plate size. Every (global seed, rank, worker, epoch)
-draws its own patches. :class:`ValPatches` is a fixed, seeded set of validation patches.
-N2V masking is not done here: CAREamics' ``N2VManipulate`` does it on the training device.
+draws its own patches. :func:`val_patches` is a fixed, seeded set of validation patches.
+With a ``masking`` transform (:class:`~jumpdenoise.train.masking.LoaderMasking`, CAREamics'
+masking on the CPU), batches leave the workers masked, as ``(original, index, values)``
+(:meth:`~jumpdenoise.train.masking.LoaderMasking.sparse`; the module rebuilds the masked
+batch and the mask on its device), each batch's masks seeded from the worker's generator;
+without one, the training module masks on its device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,12 +99,15 @@ class PatchStream(torch.utils.data.IterableDataset):
         CAREamics augmentation dicts (see :func:`augment_batch`).
     fields_in_cache, patches_per_field
         Decoded fields per worker and patches each serves before it is replaced.
+    masking
+        N2V masking applied to each batch in the worker, yielded in its sparse form
+        (``None``: batches are yielded unmasked, as one tensor).
     """
 
     def __init__(self, refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *,
                  patch_size: int, batch_size: int, batches_per_epoch: int, seed: int, rank: int = 0,
                  augmentations: Sequence[dict] = (), fields_in_cache: int = 8,
-                 patches_per_field: int = 64) -> None:
+                 patches_per_field: int = 64, masking: Any = None) -> None:
         self.refs = list(refs)
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(-1, 1, 1)
@@ -111,6 +119,7 @@ class PatchStream(torch.utils.data.IterableDataset):
         self.augmentations = [dict(a) for a in augmentations]
         self.fields_in_cache = min(fields_in_cache, len(self.refs))
         self.patches_per_field = patches_per_field
+        self.masking = masking
         self._epoch = 0  # counts iterations in this process (persistent workers)
 
     def __len__(self) -> int:
@@ -125,8 +134,9 @@ class PatchStream(torch.utils.data.IterableDataset):
     def _load(self, index: int) -> np.ndarray:
         return self.refs[index].load()
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[Any]:
         rng, worker, n_workers = self._rng()
+        mask_seeds = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])  # patches stay as unmasked
         self._epoch += 1
         n = self.batches_per_epoch // n_workers + (worker < self.batches_per_epoch % n_workers)
         weights = _weights(self.refs)
@@ -141,7 +151,8 @@ class PatchStream(torch.utils.data.IterableDataset):
             batch -= self.mean
             batch *= self.inv_std
             augment_batch(batch, self.augmentations, rng)
-            yield torch.from_numpy(np.ascontiguousarray(batch))
+            tensor = torch.from_numpy(np.ascontiguousarray(batch))
+            yield tensor if self.masking is None else self.masking.sparse(tensor, int(mask_seeds.integers(2**63)))
             # replace worn-out fields (each served ~patches_per_field patches)
             for s in range(len(slots)):
                 uses[s] -= b / len(slots)

@@ -171,7 +171,7 @@ def test_channels_last_training_writes_careamics_checkpoints(plate: Path, tmp_pa
     from jumpdenoise.stages.train import train
     from jumpdenoise.train.run_folder import best_checkpoint
 
-    trainer = {**TINY["trainer"], "channels_last": True, "fast_masking": True}
+    trainer = {**TINY["trainer"], "channels_last": True, "masking": "fast"}
     run = train(load_config(_write_config(tmp_path, plate, epochs=1, trainer=trainer)))
     rows = read_curves(run)
     assert len(rows) == 1 and np.isfinite(float(rows[0]["val_loss"]))

@@ -76,3 +76,32 @@ def test_supports_only_the_uniform_strategy_without_struct_mask() -> None:
     assert supports(N2VManipulateConfig(strategy="uniform"))
     assert not supports(N2VManipulateConfig(strategy="median"))
     assert not supports(N2VManipulateConfig(strategy="uniform", struct_mask={"axis": 0, "span": 5}))
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "median"])
+def test_loader_masking_is_careamics_masking_per_patch_and_channel(strategy: str) -> None:
+    import pickle
+
+    from careamics.config.algorithms.n2v_manipulation.n2v_manipulate_config import N2VManipulateConfig
+    from careamics.lightning.modules.n2v_utils.n2v_manipulate import N2VManipulate
+
+    from jumpdenoise.train.masking import LoaderMasking
+
+    cfg = N2VManipulateConfig(masked_pixel_percentage=1.5, roi_size=5, seed=3, strategy=strategy)
+    masking = LoaderMasking(cfg.model_dump())
+    x = torch.randn(64, 3, 32, 32)
+    masked, original, mask = masking(x, seed=42)
+    assert original is x and masked.shape == mask.shape == x.shape and mask.dtype == torch.uint8
+    assert torch.equal(masked[mask == 0], x[mask == 0])  # only masked pixels change
+    changed = (masked != x) & (mask == 1)
+    assert changed.float().mean() > 0.5 * mask.float().mean()  # masked pixels take other values
+    # channels of one patch get their own masks
+    assert not torch.equal(mask[:, 0], mask[:, 1]) and not torch.equal(mask[0], mask[1])
+    # density as CAREamics' transform (per-channel calls)
+    theirs = N2VManipulate(cfg, device="cpu")
+    d_ours = np.mean([float(masking(x, seed=s)[2].float().mean()) for s in range(8)])
+    d_theirs = np.mean([float(theirs(x)[2].float().mean()) for _ in range(8)])
+    assert d_ours == pytest.approx(d_theirs, rel=0.1) and d_ours * 100 == pytest.approx(1.5, rel=0.1)
+    again = pickle.loads(pickle.dumps(masking))  # what a data worker receives
+    assert torch.equal(again(x, seed=42)[0], masked) and torch.equal(again(x, seed=42)[2], mask)
+    assert not torch.equal(masking(x, seed=43)[2], mask)

@@ -171,3 +171,28 @@ def test_prepare_writes_the_run_header(tmp_path: Path, plate: Path) -> None:
     assert (run / "careamics_config.yaml").is_file() and (run / "config.yaml").is_file()
     assert np.load(run / "example_input.npy").shape == (1, 2, 64, 64)
     assert [u.key for u in plan(cfg)] == ["train"]
+
+
+def test_stream_with_loader_masking_yields_masked_triples_seeded_per_batch() -> None:
+    from careamics.config.algorithms.n2v_manipulation.n2v_manipulate_config import N2VManipulateConfig
+
+    from jumpdenoise.train.masking import LoaderMasking
+
+    rng = np.random.default_rng(0)
+    refs = arrays_to_refs([rng.normal(100, 10, (2, 64, 64)).astype(np.float32) for _ in range(3)])
+    masking = LoaderMasking(N2VManipulateConfig(masked_pixel_percentage=5.0, roi_size=5).model_dump())
+    plain = list(_stream(refs, seed=4))
+    from jumpdenoise.train.masking import densify
+
+    sparse = list(_stream(refs, seed=4, masking=masking))
+    assert len(sparse) == 3 and all(len(b) == 3 and b[1].dtype == torch.int64 for b in sparse)
+    masked = [densify(*b) for b in sparse]
+    for (m, x, mask), p in zip(masked, plain):
+        assert m.shape == x.shape == mask.shape == (4, 2, 16, 16) and mask.dtype == torch.uint8
+        assert torch.equal(x, p)  # the same patches as without masking
+        assert 0 < int(mask.sum()) and torch.equal(m[mask == 0], x[mask == 0])  # only masked pixels change
+    assert not torch.equal(masked[0][2], masked[1][2])  # every batch its own masks
+    again = [densify(*b) for b in _stream(refs, seed=4, masking=masking)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) for a, b in zip(masked, again))
+    dense = masking(masked[0][1], seed=0)  # sparse and dense forms are the same masking
+    assert all(torch.equal(a, b) for a, b in zip(densify(*masking.sparse(masked[0][1], seed=0)), dense))

@@ -1,0 +1,253 @@
+"""Prepare a denoising network for fast inference on a GPU (other memory layouts, same math).
+
+A CAREamics UNet with independent channels runs every convolution as a grouped
+convolution (``groups`` = number of channels) on NCHW activations, and interleaves the
+decoder's upsampled and skip tensors group by group. cuDNN is slow on grouped
+convolutions in NCHW. :func:`prepare_for_gpu` offers other ways to run the same weights:
+
+``"grouped"``
+    The network as it is.
+``"channels_last"``
+    The same network on channels-last (NHWC) activations
+    (:class:`jumpdenoise.predict.cpu_fast.ChannelsLast`).
+``"split"``
+    :class:`SplitUNet`: one dense sub-network (``groups=1`` convolutions) per channel,
+    with the weights sliced from the grouped convolutions, each fed its own input channel,
+    on channels-last activations; the decoder's interleave becomes a per-channel
+    ``cat([up, skip])``; the sub-networks' outputs are concatenated back. Exact up to
+    float rounding (the convolutions sum the same products, possibly in another order).
+
+All of them take and return NCHW tensors and run on any device (CPU included), in fp32
+or under autocast. Which one is fastest depends on the GPU and cuDNN version: measure
+with ``benchmarks/predict.py --engine-only --engine-modes ...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+
+from jumpdenoise.predict.cpu_fast import ChannelsLast, CpuUNet
+
+log = logging.getLogger("jumpdenoise.predict")
+
+__all__ = ["GPU_LAYOUTS", "prepare_for_gpu", "layout_of", "SplitUNet"]
+
+#: The layouts :func:`prepare_for_gpu` knows.
+GPU_LAYOUTS = ("grouped", "channels_last", "split")
+
+# Activations that mix channels: a sub-network of one channel cannot run them alone.
+_CHANNEL_MIXING = (torch.nn.Softmax, torch.nn.Softmin, torch.nn.LogSoftmax, torch.nn.Softmax2d)
+
+
+class _Unsupported(Exception):
+    """The network is not a grouped CAREamics 2D UNet that :class:`SplitUNet` can split."""
+
+
+def _dense_slice(conv: Any, groups: int, g: int, in_slice: slice | None = None) -> torch.nn.Conv2d:
+    """The dense (``groups=1``) convolution computing group ``g`` of a grouped convolution.
+
+    Group ``g`` owns output rows ``g*out/groups:(g+1)*out/groups`` of the weight (shape
+    ``(out, in/groups, k, k)``) and reads input channels ``g*in/groups:(g+1)*in/groups``.
+    """
+    if not isinstance(conv, torch.nn.Conv2d) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise _Unsupported(f"convolution {conv!r}")
+    if conv.groups != groups or conv.out_channels % groups or conv.in_channels % groups:
+        raise _Unsupported(f"convolution {conv!r} is not grouped in {groups} groups")
+    n_out, n_in = conv.out_channels // groups, conv.in_channels // groups
+    w = conv.weight.detach()[g * n_out:(g + 1) * n_out]
+    dense = torch.nn.Conv2d(n_in, n_out, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                            dilation=conv.dilation, bias=conv.bias is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        dense.weight.copy_(w)
+        if conv.bias is not None:
+            dense.bias.copy_(conv.bias.detach()[g * n_out:(g + 1) * n_out])
+    return dense.eval()
+
+
+class _DenseBlock(torch.nn.Module):
+    """Group ``g`` of a CAREamics ``Conv_Block`` (batch norm folded): conv, act, conv, act.
+
+    Dropout is left out (the identity in eval mode).
+    """
+
+    def __init__(self, block: Any, groups: int, g: int) -> None:
+        super().__init__()
+        if type(block).__name__ != "Conv_Block":
+            raise _Unsupported(f"block {type(block).__name__} (expected Conv_Block)")
+        if getattr(block, "use_batch_norm", True):
+            raise _Unsupported("Conv_Block with batch norm (fold it first with fuse_for_inference)")
+        act = block.activation
+        if not isinstance(act, torch.nn.Module) or isinstance(act, _CHANNEL_MIXING):
+            raise _Unsupported(f"activation {act!r}")
+        self.conv1 = _dense_slice(block.conv1, groups, g)
+        self.conv2 = _dense_slice(block.conv2, groups, g)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.act(self.conv1(x))))
+
+
+class _ChannelUNet(torch.nn.Module):
+    """The dense sub-network of group ``g`` of a grouped CAREamics UNet (parsed by :class:`SplitUNet`)."""
+
+    def __init__(self, unet: Any, groups: int, g: int, pools: list[Any], n2v2: bool) -> None:
+        super().__init__()
+        enc_blocks = [m for m in unet.encoder.encoder_blocks if type(m).__name__ == "Conv_Block"]
+        self.down = torch.nn.ModuleList([_DenseBlock(b, groups, g) for b in enc_blocks])
+        self.pools = torch.nn.ModuleList(pools)
+        dec = unet.decoder
+        self.bottleneck = _DenseBlock(dec.bottleneck, groups, g)
+        mods = list(dec.decoder_blocks)
+        self.ups = torch.nn.ModuleList(mods[0::2])
+        self.up_blocks = torch.nn.ModuleList([_DenseBlock(b, groups, g) for b in mods[1::2]])
+        depth = len(self.down)
+        self.use_skip = [not (n2v2 and level >= depth - 1) for level in range(depth)]
+        # the interleave puts, in each group, the upsampled channels first, then the skip's
+        up_channels = dec.bottleneck.conv2.out_channels // groups
+        for level, (block, use_skip) in enumerate(zip(self.up_blocks, self.use_skip)):
+            skip_channels = self.down[depth - 1 - level].conv2.out_channels if use_skip else 0
+            if block.conv1.in_channels != up_channels + skip_channels:
+                raise _Unsupported(f"decoder block {level} reads {block.conv1.in_channels} channels per group, "
+                                   f"expected {up_channels} upsampled + {skip_channels} skip")
+            up_channels = block.conv2.out_channels
+        self.final = _dense_slice(unet.final_conv, groups, g)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block, pool in zip(self.down, self.pools):
+            x = block(x)
+            skips.append(x)
+            x = pool(x)
+        x = self.bottleneck(x)
+        for up, block, use_skip, skip in zip(self.ups, self.up_blocks, self.use_skip, reversed(skips)):
+            x = up(x)
+            if use_skip:
+                x = torch.cat([x, skip], dim=1)
+            x = block(x)
+        return self.final(x)
+
+
+class SplitUNet(torch.nn.Module):
+    """A grouped CAREamics 2D UNet run as one dense sub-network per channel, channels-last.
+
+    Parameters
+    ----------
+    unet
+        A CAREamics 2D ``UNet`` with independent channels (every convolution grouped with
+        ``groups == in_channels > 1``), batch norm folded
+        (:func:`jumpdenoise.predict.engine.fuse_for_inference`), in eval mode. It is not
+        modified; the new module holds copies of its weights (same device and dtype).
+
+    Raises
+    ------
+    _Unsupported
+        Any other network (caught by :func:`prepare_for_gpu`).
+
+    Notes
+    -----
+    NCHW in, contiguous NCHW out. Pooling modules (2x2 max pooling, N2V2's MaxBlurPool)
+    and upsampling act on each channel alone, so they run as they are on each
+    sub-network's channels. The residual connection and the final activation are applied
+    to the concatenated output, as in the source network.
+    """
+
+    def __init__(self, unet: Any) -> None:
+        super().__init__()
+        enc, dec = getattr(unet, "encoder", None), getattr(unet, "decoder", None)
+        fc = getattr(unet, "final_conv", None)
+        if enc is None or dec is None or not isinstance(fc, torch.nn.Conv2d):
+            raise _Unsupported("not a CAREamics 2D UNet")
+        groups = int(getattr(dec, "groups", 1))
+        first = next((m for m in enc.encoder_blocks if type(m).__name__ == "Conv_Block"), None)
+        if first is None or not isinstance(first.conv1, torch.nn.Conv2d):
+            raise _Unsupported("encoder without Conv_Block")
+        if groups <= 1 or first.conv1.groups != groups or first.conv1.in_channels != groups:
+            raise _Unsupported(f"not independent channels (groups={first.conv1.groups}, "
+                               f"in_channels={first.conv1.in_channels})")
+        if fc.out_channels % groups:
+            raise _Unsupported(f"final convolution has {fc.out_channels} outputs for {groups} groups")
+        pools: list[Any] = []
+        expect_block = True
+        for mod in enc.encoder_blocks:
+            is_block = type(mod).__name__ == "Conv_Block"
+            if is_block != expect_block:
+                raise _Unsupported("encoder is not (Conv_Block, pooling) pairs")
+            if not is_block:
+                pools.append(mod)  # per-channel pooling (MaxPool2d, MaxBlurPool...): run as it is
+            expect_block = not expect_block
+        if not pools or not expect_block:
+            raise _Unsupported("encoder block without pooling")
+        mods = list(dec.decoder_blocks)
+        if len(mods) != 2 * len(pools) or not all(isinstance(m, torch.nn.Upsample) for m in mods[0::2]):
+            raise _Unsupported("decoder is not (Upsample, Conv_Block) pairs of the encoder's depth")
+        n2v2 = bool(getattr(dec, "n2v2", False))
+        self.groups = groups
+        self.branches = torch.nn.ModuleList([_ChannelUNet(unet, groups, g, pools, n2v2) for g in range(groups)])
+        self.residual = bool(getattr(unet, "residual", False))
+        self.final_activation = unet.final_activation
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = x.shape[1] // self.groups
+        # each branch reads its own channel(s), channels-last (for one channel: the NCHW slice itself)
+        outs = [branch(x[:, g * step:(g + 1) * step].contiguous(memory_format=torch.channels_last))
+                for g, branch in enumerate(self.branches)]
+        y = torch.cat(outs, dim=1).contiguous()
+        if self.residual:
+            y = y + x
+        return self.final_activation(y).contiguous()
+
+
+def prepare_for_gpu(net: Any, layout: str) -> Any:
+    """The network to run in the given layout (see the module docstring).
+
+    Parameters
+    ----------
+    net
+        A network in eval mode mapping ``(b, c, y, x)`` to ``(b, c, y, x)``, typically
+        the output of :func:`jumpdenoise.predict.engine.fuse_for_inference`.
+    layout
+        ``"grouped"`` (``net`` itself), ``"channels_last"`` or ``"split"``. A network
+        ``"split"`` cannot handle (not a CAREamics 2D UNet with independent channels,
+        batch norm not folded, unknown blocks) runs ``"channels_last"`` (logged at debug
+        level; :func:`layout_of` tells which one was used).
+
+    Returns
+    -------
+    torch.nn.Module
+        NCHW in, NCHW out. Except for ``"grouped"``, a new module: ``net`` is not modified.
+
+    Raises
+    ------
+    ValueError
+        If ``layout`` is not one of :data:`GPU_LAYOUTS`.
+    """
+    if layout not in GPU_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} (expected one of {', '.join(GPU_LAYOUTS)})")
+    if layout == "grouped":
+        return net
+    if layout == "split":
+        try:
+            return SplitUNet(net).eval()
+        except _Unsupported as exc:
+            log.debug("split layout not used (%s): channels-last instead", exc)
+    return ChannelsLast(copy.deepcopy(net)).eval()
+
+
+def layout_of(net: Any) -> str:
+    """How a prepared network runs: ``"split"``, ``"channels_last"``, ``"cpu_fast"`` or ``"grouped"``.
+
+    Sees through ``torch.compile`` wrappers.
+    """
+    net = getattr(net, "_orig_mod", net)
+    if isinstance(net, SplitUNet):
+        return "split"
+    if isinstance(net, ChannelsLast):
+        return "channels_last"
+    if isinstance(net, CpuUNet):
+        return "cpu_fast"
+    return "grouped"
