@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
@@ -49,6 +50,20 @@ CHANNELS = ("DNA", "ER", "RNA", "AGP")
 #: mode tokens -> layout (one at most per mode)
 LAYOUT_TOKENS = {"grouped": "grouped", "cl": "channels_last", "split": "split"}
 TOKENS = ("fp32", "bf16", "compile", "autotune", *LAYOUT_TOKENS)
+#: Plate-to-plate pipeline tokens: pf<N> prefetch, wp<N> writer processes, io<N> I/O threads,
+#: wpu<N> wells per unit (e.g. ``bf16+split+autotune+pf6+wp12``; the engine-only runs ignore them).
+PIPELINE_TOKEN = re.compile(r"(pf|wp|io|wpu)(\d+)")
+PIPELINE_KEYS = {"pf": "prefetch", "wp": "write_processes", "io": "io_threads", "wpu": "wells_per_unit"}
+
+
+def parse_pipeline(mode: str) -> dict:
+    """``predict`` pipeline settings of a mode's pf/wp/io/wpu tokens."""
+    out = {}
+    for token in mode.split("+"):
+        m = PIPELINE_TOKEN.fullmatch(token.strip())
+        if m:
+            out[PIPELINE_KEYS[m.group(1)]] = int(m.group(2))
+    return out
 
 
 def parse_mode(mode: str) -> dict:
@@ -59,7 +74,7 @@ def parse_mode(mode: str) -> dict:
     ValueError
         On an unknown or repeated token, ``fp32`` with ``bf16``, or two layouts.
     """
-    tokens = [t.strip() for t in mode.split("+")]
+    tokens = [t.strip() for t in mode.split("+") if not PIPELINE_TOKEN.fullmatch(t.strip())]
     unknown = [t for t in tokens if t not in TOKENS]
     if unknown or not tokens:
         raise ValueError(f"mode {mode!r}: unknown token(s) {unknown} (known: {', '.join(TOKENS)})")
@@ -114,7 +129,7 @@ def run_jumpdenoise(run: Path, plate: Path, out: Path, fields: list, mode: str, 
     from jumpdenoise.stages.predict import predict
 
     wells = sorted({w for w, _ in fields})
-    settings = {"device": args.device, **parse_mode(mode),
+    settings = {"device": args.device, **parse_mode(mode), **parse_pipeline(mode),
                 "tile_size": args.tile_size, "batch_size": args.batch_size, "overwrite": True, "dtype": args.dtype}
     t = time.perf_counter()
     predict(model=run, plate=plate, out=out.with_name(out.name + ".warmup"), wells=wells[:1], fields=[0], **settings)
@@ -302,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(format="  %(name)s: %(message)s")
+    logging.getLogger("jumpdenoise.predict").setLevel(logging.INFO)  # per unit: where the driving thread waits
     cuda = args.device.startswith("cuda")
     args.fields = args.fields or (64 if cuda else 4)
     modes = args.modes.split(",") if args.modes else ["fp32"] + (["bf16"] if args.bf16 else []) + \

@@ -45,6 +45,16 @@ class PipelineReport:
     failures: list[FieldFailure] = field(default_factory=list)
     seconds: float = 0.0
     compute_seconds: float = 0.0
+    read_wait_seconds: float = 0.0
+    handover_seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line: fields, rate, and where the driving thread spent its time."""
+        n = len(self.done)
+        rate = n / self.seconds if self.seconds > 0 else 0.0
+        return (f"{n} field(s) in {self.seconds:.2f} s ({rate:.1f}/s); driving thread: compute/device "
+                f"{self.compute_seconds:.2f} s, waiting for reads {self.read_wait_seconds:.2f} s, handing "
+                f"over to writers {self.handover_seconds:.2f} s")
 
 
 class _DeviceToHost:
@@ -209,11 +219,14 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 if next_read < len(keys):
                     pending_reads.append((keys[next_read], rpool.submit(load, keys[next_read])))
                     next_read += 1
+                t_read = time.perf_counter()
                 try:
                     raw, x = fut.result()
                 except Exception as exc:  # noqa: BLE001 - reported per field
                     report.failures.append(FieldFailure(key, "read", exc))
                     continue
+                finally:
+                    report.read_wait_seconds += time.perf_counter() - t_read
                 t0 = time.perf_counter()
                 y = denormalize(predictor.predict_normalized(x), mean, std)
                 del x
@@ -229,7 +242,9 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 # time the caller spent computing or waiting for the device, every field counted
                 report.compute_seconds += time.perf_counter() - t0
                 if previous is not None:
+                    t_hand = time.perf_counter()
                     hand_over(*previous, to_host.reuses)
+                    report.handover_seconds += time.perf_counter() - t_hand
                     del previous
                 computed = current
             if computed is not None:

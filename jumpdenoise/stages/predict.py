@@ -26,6 +26,7 @@ and the job record) live in :mod:`jumpdenoise.stages.predict_job` and are re-exp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -38,6 +39,8 @@ import numpy as np
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, ModelError, OutputExistsError, PlateError, UnitFailures
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
+
+log = logging.getLogger("jumpdenoise.predict")
 from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job helpers
     JOB_FILE,
     SIDECAR,
@@ -192,6 +195,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     report = run_fields(predictor, todo, read, PlateFieldWriter(str(out), out_dtype, tuple(channels)),
                         prefetch=pc.prefetch, readers=max(1, threads // 2), writers=threads,
                         write_processes=resolve_write_processes(pc.write_processes, predictor.device.type))
+    log.info("unit %s: %s", unit.key, report.summary())
     if report.failures:
         lines = [f"{field_key(*f.key)} ({f.stage}): {type(f.error).__name__}: {f.error}" for f in report.failures]
         raise JumpDenoiseError(f"{len(lines)} of {len(todo)} field(s) failed in unit {unit.key}:\n" + "\n".join(lines))
