@@ -141,7 +141,8 @@ def test_predictor_settings_and_layout_choice() -> None:
     tuned = Predictor(lm, layout="split", autotune=True)
     assert tuned.layout_used == "split" and isinstance(tuned.net, SplitUNet)
     assert tuned.settings()["layout"] == "split" and tuned.settings()["autotune"] is True
-    assert resolve_layout("auto", "cuda") == CUDA_AUTO_LAYOUT
+    assert resolve_layout("auto", "cuda") == CUDA_AUTO_LAYOUT["fp32"] == "grouped"
+    assert resolve_layout("auto", "cuda", bf16=True) == CUDA_AUTO_LAYOUT["bf16"] == "split"
     assert resolve_layout("auto", "cpu", cpu_fast=False) == "grouped"
     assert resolve_layout("channels_last", "cpu") == "channels_last"
     with pytest.raises(ValueError, match="'nhwc'"):
