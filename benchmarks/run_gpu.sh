@@ -2,7 +2,7 @@
 # The GPU benchmark run, prepared to go in ONE call on a lent GPU machine (no network there):
 #   bash benchmarks/run_gpu.sh            # results under ${OUT:-benchmarks/out}
 # Python: the machine's python3 (it has torch, lightning, tifffile, xarray...) plus the missing
-# packages as wheels in .whl/ (see benchmarks/README.md, "GPU run"), installed to /tmp/site.
+# packages as wheels in .whl/ (made by benchmarks/prepare_gpu_carry.sh), installed to /tmp/site.
 # BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call).
 # Phases (each under its own timeout, so one failing leaves the others' results):
 #   1. predict: the engine alone in many modes (layouts, autotune, compile), then jumpdenoise predict

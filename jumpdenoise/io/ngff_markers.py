@@ -14,8 +14,12 @@ not make the data durable anyway.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import struct
 import tempfile
+import zipfile
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +65,57 @@ def is_done(plate: str | Path, key: str, namespace: str = "done") -> bool:
     return _marker(plate, key, namespace).is_file()
 
 
+_NPY_HEADER = re.compile(r"\{'descr': '([^']+)', 'fortran_order': (True|False), 'shape': \(([0-9, ]*)\), \}")
+
+
+def _npy_array(data: bytes) -> np.ndarray | None:
+    """An array from ``.npy`` bytes, or ``None`` where the header is not the plain one."""
+    if data[:6] != b"\x93NUMPY":
+        return None
+    major = data[6]
+    size, start = (struct.unpack("<H", data[8:10])[0], 10) if major == 1 else (struct.unpack("<I", data[8:12])[0], 12)
+    m = _NPY_HEADER.match(data[start:start + size].decode("latin1"))
+    if m is None or m.group(2) == "True" or m.group(1).startswith("|O"):
+        return None
+    shape = tuple(int(v) for v in m.group(3).replace(" ", "").split(",") if v)
+    dtype = np.dtype(m.group(1))
+    count = int(np.prod(shape)) if shape else 1
+    return np.frombuffer(data, dtype=dtype, count=count, offset=start + size).reshape(shape).copy()
+
+
+def read_marker(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a marker (an ``.npz`` of :func:`numpy.savez`), like ``numpy.load`` gives them.
+
+    numpy parses each member's header with ``ast.literal_eval`` (about 40 us per array);
+    a field's marker holds ~36 small arrays, read for every field when a plate is
+    finalized. Here the stored (uncompressed) members are sliced out of the file's bytes and
+    their plain headers parsed with a regular expression: about 3x faster. Any member this
+    does not recognise (compressed, object or Fortran-ordered arrays) is read by numpy.
+    """
+    raw = Path(path).read_bytes()
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(BytesIO(raw)) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            arr = None
+            if info.compress_type == zipfile.ZIP_STORED:
+                n, e = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+                begin = info.header_offset + 30 + n + e
+                arr = _npy_array(raw[begin: begin + info.file_size])
+            if arr is None:
+                arr = np.lib.format.read_array(BytesIO(zf.read(info)), allow_pickle=False)
+            out[name] = arr
+    return out
+
+
 def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str, np.ndarray]:
     """The payload stored by :func:`mark_done` (raises :class:`PlateError` if there is none)."""
     path = _marker(plate, key, namespace)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        return read_marker(path)
     except FileNotFoundError:
         raise PlateError(f"{path}: no completion marker for {key}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error) as exc:
         raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
 
 

@@ -241,3 +241,32 @@ def test_write_statistics_sets_attrs_csv_and_windows(plate):
         assert (win["start"], win["end"]) == (s["p0.1"], s["p99.9"])
         assert (win["min"], win["max"]) == (0, 65535)
     ngff.validate_plate(path)
+
+
+def test_read_marker_equals_numpy_load_for_every_kind_of_array(tmp_path) -> None:
+    import numpy as np
+
+    from jumpdenoise.io.ngff_markers import load_done, mark_done, read_marker
+
+    payload = {"channels": np.array(["DNA", "ER"]), "c0.dtype": np.array("u2"), "c0.count": np.array(7),
+               "c0.moments": np.arange(5, dtype=np.float64), "empty": np.zeros((0,), np.float64),
+               "grid": np.arange(12, dtype=np.int32).reshape(3, 4), "big": np.ones((300, 300), np.float32),
+               "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3))}
+    mark_done(tmp_path, "A01-0", payload)
+    path = tmp_path / ".jumpdenoise" / "done" / "A01-0.npz"
+    with np.load(path) as npz:
+        ref = {k: npz[k] for k in npz.files}
+    for got in (read_marker(path), load_done(tmp_path, "A01-0")):
+        assert got.keys() == ref.keys() == payload.keys()
+        for k in ref:
+            assert got[k].dtype == ref[k].dtype and got[k].shape == ref[k].shape and np.array_equal(got[k], ref[k]), k
+            assert got[k].flags.writeable
+    np.savez_compressed(tmp_path / "c.npz", **payload)  # compressed members: numpy's reader
+    assert all(np.array_equal(read_marker(tmp_path / "c.npz")[k], v) for k, v in payload.items())
+    import pytest
+
+    from jumpdenoise.errors import PlateError
+
+    (tmp_path / ".jumpdenoise" / "done" / "A01-1.npz").write_bytes(b"broken")
+    with pytest.raises(PlateError, match="unreadable completion marker"):
+        load_done(tmp_path, "A01-1")
