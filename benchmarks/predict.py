@@ -49,7 +49,7 @@ CHANNELS = ("DNA", "ER", "RNA", "AGP")
 
 #: mode tokens -> layout (one at most per mode)
 LAYOUT_TOKENS = {"grouped": "grouped", "cl": "channels_last", "split": "split"}
-TOKENS = ("fp32", "bf16", "compile", "autotune", *LAYOUT_TOKENS)
+TOKENS = ("fp32", "bf16", "compile", "autotune", "graphs", "nographs", *LAYOUT_TOKENS)
 #: Plate-to-plate pipeline tokens: pf<N> prefetch, wp<N> writer processes, io<N> I/O threads,
 #: wpu<N> wells per unit (e.g. ``bf16+split+autotune+pf6+wp12``; the engine-only runs ignore them).
 PIPELINE_TOKEN = re.compile(r"(pf|wp|io|wpu)(\d+)")
@@ -85,8 +85,11 @@ def parse_mode(mode: str) -> dict:
     layouts = [LAYOUT_TOKENS[t] for t in tokens if t in LAYOUT_TOKENS]
     if len(layouts) > 1:
         raise ValueError(f"mode {mode!r}: more than one layout ({', '.join(layouts)})")
+    if "graphs" in tokens and "nographs" in tokens:
+        raise ValueError(f"mode {mode!r}: graphs and nographs exclude each other")
+    graphs = True if "graphs" in tokens else (False if "nographs" in tokens else None)
     return {"bf16": "bf16" in tokens, "compile": "compile" in tokens, "autotune": "autotune" in tokens,
-            "layout": layouts[0] if layouts else "auto"}
+            "layout": layouts[0] if layouts else "auto", "cuda_graphs": graphs}
 
 
 def build(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:

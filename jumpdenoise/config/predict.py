@@ -64,6 +64,10 @@ class PredictConfig(BaseModel):
     autotune
         CUDA: let cuDNN benchmark and pick its fastest algorithms (faster; outputs are then
         no longer guaranteed bit-identical between jobs). Default off: deterministic cuDNN.
+    cuda_graphs
+        CUDA: replay the network's forward pass as a CUDA graph (one launch per field;
+        checked against the eager pass once, off if they differ). ``None`` (default): on
+        for CUDA without ``compile``; ``false``: eager.
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     wells_per_unit
@@ -101,6 +105,7 @@ class PredictConfig(BaseModel):
     tta: bool = False
     layout: Literal["auto", "grouped", "channels_last", "split"] = "auto"
     autotune: bool = False
+    cuda_graphs: bool | None = None
     device: str = "auto"
     wells_per_unit: int = Field(default=8, ge=1)
     prefetch: int = Field(default=6, ge=1, le=64)

@@ -195,12 +195,16 @@ class Predictor:
         and allow non-deterministic ones. Often faster, but the chosen algorithm may differ
         between jobs, so outputs are no longer guaranteed bit-identical between jobs (they
         differ by float rounding). Default off: deterministic cuDNN. No effect on the CPU.
+    cuda_graphs
+        CUDA: replay the forward pass as a CUDA graph, one launch per field or batch of
+        tiles (:class:`~jumpdenoise.predict.graphs.GraphedNetwork`; checked against the eager
+        pass once per shape, off if they differ). ``None``: on for CUDA without ``compile``.
     """
 
     def __init__(self, model: LoadedModel, *, tile_size: int | None = None, overlap: int | None = None,
                  mode: BlendMode = "crop", batch_size: int = 8, bf16: bool = False, compile: bool = False,
                  tta: bool = False, fuse: bool = True, cpu_fast: bool = True, layout: str = "auto",
-                 autotune: bool = False) -> None:
+                 autotune: bool = False, cuda_graphs: bool | None = None) -> None:
         import torch
 
         if batch_size < 1:
@@ -234,6 +238,11 @@ class Predictor:
 
         self.layout_used = layout_of(net)  # after any fallback
         self.net = torch.compile(net, dynamic=False) if compile else net
+        self.cuda_graphs = self.device.type == "cuda" and not compile and cuda_graphs is not False
+        if self.cuda_graphs:
+            from jumpdenoise.predict.graphs import GraphedNetwork
+
+            self._graphed = GraphedNetwork(self.net, bf16=self.bf16)
         self._plans: dict[tuple[int, int], TilePlan] = {}
         self._weights: dict[tuple[int, int], list] = {}
         self._norm: tuple | None = None
@@ -243,7 +252,8 @@ class Predictor:
         return {"tile_size": self.tile_size, "overlap": self.overlap, "mode": self.mode,
                 "batch_size": self.batch_size, "bf16": self.bf16, "tta": self.tta,
                 "receptive_field": self.receptive_field, "stride": self.model.stride,
-                "device": str(self.device), "layout": self.layout, "autotune": self.autotune}
+                "device": str(self.device), "layout": self.layout, "autotune": self.autotune,
+                "cuda_graphs": self.cuda_graphs}
 
     def plan(self, shape_yx: Sequence[int]) -> TilePlan:
         """The tile plan of fields of ``shape_yx`` (cached)."""
@@ -259,8 +269,11 @@ class Predictor:
     def _forward(self, batch: Any) -> Any:
         import torch
 
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.net(batch)
+        if self.cuda_graphs:
+            out = self._graphed(batch)
+        else:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.net(batch)
         if out.shape != batch.shape:
             raise ModelError(f"{self.model.source}: the network returned {tuple(out.shape)} for an input of "
                              f"{tuple(batch.shape)}")

@@ -122,14 +122,16 @@ def get_predictor(config: JumpDenoiseConfig) -> Predictor:
     path = model_path(config).resolve()
     device = resolve_device(pc.device)
     key = (str(path), path.stat().st_mtime_ns if path.exists() else 0, pc.checkpoint, str(device), pc.tile_size,
-           pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta, pc.layout, pc.autotune)
+           pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta, pc.layout, pc.autotune,
+           pc.cuda_graphs)
     if key not in _PREDICTORS:
         lm = load_model(path, str(device), checkpoint=pc.checkpoint)
         while len(_PREDICTORS) >= 2:  # at most two (prepare's CPU copy and the worker's device copy)
             _PREDICTORS.pop(next(iter(_PREDICTORS)))
         _PREDICTORS[key] = (lm, Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending,
                                           batch_size=pc.batch_size, bf16=pc.bf16, compile=pc.compile, tta=pc.tta,
-                                          layout=pc.layout, autotune=pc.autotune))
+                                          layout=pc.layout, autotune=pc.autotune,
+                                          cuda_graphs=pc.cuda_graphs))
     return _PREDICTORS[key][1]
 
 
