@@ -14,7 +14,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -132,3 +132,24 @@ def make_run(run_dir: str | Path, *, channels: Sequence[str] = ("DNA", "ER"), de
     (run / "best.json").write_text(json.dumps({"best": "checkpoints/last.ckpt", "val_loss": None,
                                                "last": "checkpoints/last.ckpt", "epochs_done": 1}))
     return run
+
+
+def random_careamics_unet(n_channels: int = 4, *, depth: int = 2, features: int = 8, independent: bool = True,
+                          n2v2: bool = False, residual: bool = False, final_activation: str = "None",
+                          seed: int = 0) -> Any:
+    """A CAREamics UNet in eval mode with random weights and random batch-norm statistics (for tests)."""
+    import torch
+    from careamics.models.unet import UNet
+
+    torch.manual_seed(seed)
+    net = UNet(conv_dims=2, num_classes=n_channels, in_channels=n_channels, depth=depth,
+               num_channels_init=features, independent_channels=independent, n2v2=n2v2, residual=residual,
+               final_activation=final_activation)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return net.eval()

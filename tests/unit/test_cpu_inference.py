@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,22 +20,11 @@ from jumpdenoise.predict.engine import fuse_for_inference  # noqa: E402
 pytestmark = pytest.mark.skipif(not fused_cpu_supported(), reason="torch built without oneDNN")
 
 
-def careamics_unet(n_channels: int = 4, *, depth: int = 2, features: int = 8, independent: bool = True,
-                   n2v2: bool = False, residual: bool = False, seed: int = 0):
-    """A CAREamics UNet in eval mode with random weights and random batch-norm statistics."""
-    from careamics.models.unet import UNet
+def careamics_unet(n_channels: int = 4, *, features: int = 8, **kwargs: Any):
+    """A CAREamics UNet in eval mode with random weights and batch-norm statistics (8 features)."""
+    from jumpdenoise.predict.testing import random_careamics_unet
 
-    torch.manual_seed(seed)
-    net = UNet(conv_dims=2, num_classes=n_channels, in_channels=n_channels, depth=depth,
-               num_channels_init=features, independent_channels=independent, n2v2=n2v2, residual=residual)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return random_careamics_unet(n_channels, features=features, **kwargs)
 
 
 def relative_error(a, b) -> float:

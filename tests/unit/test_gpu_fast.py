@@ -4,6 +4,7 @@ gives the CAREamics network's output within float rounding, through the Predicto
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,23 +18,11 @@ from jumpdenoise.predict.gpu_fast import SplitUNet, layout_of, prepare_for_gpu  
 from jumpdenoise.predict.model import LoadedModel  # noqa: E402
 
 
-def careamics_unet(n_channels: int = 4, *, depth: int = 2, features: int = 32, independent: bool = True,
-                   n2v2: bool = False, residual: bool = False, final_activation: str = "None", seed: int = 0):
-    """A CAREamics UNet (default: the seed model's shape) in eval mode, random weights and batch-norm stats."""
-    from careamics.models.unet import UNet
+def careamics_unet(n_channels: int = 4, *, features: int = 32, **kwargs: Any):
+    """A CAREamics UNet in eval mode with random weights and batch-norm statistics (32 features)."""
+    from jumpdenoise.predict.testing import random_careamics_unet
 
-    torch.manual_seed(seed)
-    net = UNet(conv_dims=2, num_classes=n_channels, in_channels=n_channels, depth=depth,
-               num_channels_init=features, independent_channels=independent, n2v2=n2v2, residual=residual,
-               final_activation=final_activation)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return net.eval()
+    return random_careamics_unet(n_channels, features=features, **kwargs)
 
 
 def loaded(net, n_channels: int = 4, stride: int = 4) -> LoadedModel:
