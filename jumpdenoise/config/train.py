@@ -171,9 +171,10 @@ class TrainerSettings(BaseModel):
         Run the network in channels-last memory layout (NHWC; same results within float
         rounding). Measured 1.5-1.7x faster training of the seed UNet on a 2-core CPU.
     masking
-        Where N2V masking runs. ``loader`` (default): CAREamics' own ``N2VManipulate`` in
-        the data workers, on the CPU (all strategies; the training device runs only the
-        network, and on a GPU the step can replay CUDA graphs). ``device``: CAREamics'
+        Where N2V masking runs. ``loader`` (default): CAREamics' own masking functions in
+        the data workers, on the CPU (:class:`~jumpdenoise.train.masking.LoaderMasking`;
+        all strategies; the training device runs only the network, and on a GPU the step
+        can replay CUDA graphs). ``device``: CAREamics'
         masking on the training device, as ``CAREamist`` does (it synchronises a GPU with
         the host dozens of times per step). ``fast``: :mod:`jumpdenoise.train.masking`'s
         batch-wide masking on the device (uniform strategy without struct mask; same

@@ -47,7 +47,7 @@ class _Unsupported(Exception):
     """The network is not a grouped CAREamics 2D UNet that :class:`SplitUNet` can split."""
 
 
-def _dense_slice(conv: Any, groups: int, g: int, in_slice: slice | None = None) -> torch.nn.Conv2d:
+def _dense_slice(conv: Any, groups: int, g: int) -> torch.nn.Conv2d:
     """The dense (``groups=1``) convolution computing group ``g`` of a grouped convolution.
 
     Group ``g`` owns output rows ``g*out/groups:(g+1)*out/groups`` of the weight (shape

@@ -39,8 +39,6 @@ import numpy as np
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, ModelError, OutputExistsError, PlateError, UnitFailures
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
-
-log = logging.getLogger("jumpdenoise.predict")
 from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job helpers
     JOB_FILE,
     SIDECAR,
@@ -59,6 +57,8 @@ from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job hel
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.executors.base import Executor, Outcome
+
+log = logging.getLogger("jumpdenoise.predict")
 
 STAGE = "predict"
 MODULE = "jumpdenoise.stages.predict"

@@ -200,8 +200,8 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
         module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
         module.channels_last, module.compile_network = ts.channels_last, ts.compile
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
-        module.cuda_graphs = bool(ts.cuda_graphs or (ts.cuda_graphs is None and on_gpu and not ts.compile
-                                                     and trainer.world_size == 1))
+        # the module checks what graphs need (one device, no compile...) and trains eagerly otherwise
+        module.cuda_graphs = on_gpu if ts.cuda_graphs is None else ts.cuda_graphs
         masking = None
         if ts.masking == "loader":
             from jumpdenoise.train.masking import LoaderMasking
