@@ -19,6 +19,9 @@ independent channels, a few CAREamics training steps) and a plate of 1080 x 1080
 A mode is ``+``-joined tokens: ``fp32`` or ``bf16`` (autocast), ``compile``
 (torch.compile), a layout ``grouped`` / ``cl`` (channels-last) / ``split`` (one dense
 sub-network per channel; default: the engine's ``auto``), ``autotune`` (cuDNN autotuning).
+Plate-to-plate pipeline tokens: ``pf<N>`` prefetch, ``wp<N>`` writer processes,
+``io<N>`` I/O threads, ``wpu<N>`` wells per unit, ``perunit`` (units one at a time, each
+draining the pipeline, instead of streamed through one pipeline).
 ``--engine-only`` also times the engine alone (fields in memory, nothing written) for each
 of ``--engine-modes`` (default: ``--modes``), checks each variant's output on one field
 against the fp32 grouped network, and prints a table.
@@ -54,6 +57,8 @@ TOKENS = ("fp32", "bf16", "compile", "autotune", "graphs", "nographs", *LAYOUT_T
 #: wpu<N> wells per unit (e.g. ``bf16+split+autotune+pf6+wp12``; the engine-only runs ignore them).
 PIPELINE_TOKEN = re.compile(r"(pf|wp|io|wpu)(\d+)")
 PIPELINE_KEYS = {"pf": "prefetch", "wp": "write_processes", "io": "io_threads", "wpu": "wells_per_unit"}
+#: ``perunit``: units one at a time, each draining the pipeline (as before units were streamed)
+PIPELINE_FLAGS = ("perunit",)
 
 
 def parse_pipeline(mode: str) -> dict:
@@ -74,7 +79,8 @@ def parse_mode(mode: str) -> dict:
     ValueError
         On an unknown or repeated token, ``fp32`` with ``bf16``, or two layouts.
     """
-    tokens = [t.strip() for t in mode.split("+") if not PIPELINE_TOKEN.fullmatch(t.strip())]
+    tokens = [t.strip() for t in mode.split("+")
+              if not PIPELINE_TOKEN.fullmatch(t.strip()) and t.strip() not in PIPELINE_FLAGS]
     unknown = [t for t in tokens if t not in TOKENS]
     if unknown or not tokens:
         raise ValueError(f"mode {mode!r}: unknown token(s) {unknown} (known: {', '.join(TOKENS)})")
@@ -129,16 +135,18 @@ def mpx(fields: list, plate: Path, n_channels: int) -> float:
 
 
 def run_jumpdenoise(run: Path, plate: Path, out: Path, fields: list, mode: str, args: argparse.Namespace) -> dict:
+    from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.stages.predict import predict
 
     wells = sorted({w for w, _ in fields})
+    executor = LocalExecutor(1, stream="perunit" not in mode.split("+"))
     settings = {"device": args.device, **parse_mode(mode), **parse_pipeline(mode),
                 "tile_size": args.tile_size, "batch_size": args.batch_size, "overwrite": True, "dtype": args.dtype}
     t = time.perf_counter()
     predict(model=run, plate=plate, out=out.with_name(out.name + ".warmup"), wells=wells[:1], fields=[0], **settings)
     warm = time.perf_counter() - t
     t, c = time.perf_counter(), time.process_time()
-    predict(model=run, plate=plate, out=out, wells=wells, **settings)
+    predict(model=run, plate=plate, out=out, wells=wells, executor=executor, **settings)
     seconds, cpu = time.perf_counter() - t, time.process_time() - c
     shutil.rmtree(out.with_name(out.name + ".warmup"), ignore_errors=True)
     return {"seconds": seconds, "cpu_seconds": cpu, "warmup_seconds": warm}

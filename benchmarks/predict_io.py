@@ -9,7 +9,11 @@ through :func:`~jumpdenoise.predict.engine.run_fields`. In the same run:
 - ``legacy``: the write side as it was (host normalisation, the former comparison code:
   two-index medians, float64 copies), writer threads;
 - ``threads``: normalisation on the device, the current comparison, writer threads;
-- ``processes-N``: the same in N writer processes fed through shared memory.
+- ``processes-N``: the same in N writer processes fed through shared memory;
+- ``stage-perunit`` / ``stage-streamed`` (with ``--stage``): the whole predict stage
+  (prepare, units, finalize) with the same identity network, units one at a time (each
+  draining the pipeline) or streamed through one pipeline, ``--wells-per-unit`` wells each;
+  prints the ratio streamed / per-unit.
 
 Prints fields/s and CPU-seconds per field (this process + writer processes, pool start-up
 excluded), and the ratios to ``legacy``. On a small shared machine the CPU-seconds per
@@ -18,6 +22,7 @@ field say more than fields/s: they decide how many fields/s a 16-core GPU node c
 Example::
 
     python benchmarks/predict_io.py --fields 24 --processes 2
+    python benchmarks/predict_io.py --fields 128 --modes threads --stage --wells-per-unit 1
     python benchmarks/predict_io.py --device cuda --fields 128 --processes 8
     python benchmarks/predict_io.py --device cuda --model RUN_DIR --bf16     # the real network
 """
@@ -115,6 +120,7 @@ def _children_cpu() -> float:
 def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: argparse.Namespace) -> dict:
     from jumpdenoise.io.ngff import create_plate_like, read_field
     from jumpdenoise.predict.engine import Predictor, normalize, run_fields
+    from jumpdenoise.predict.pipeline import HANDOVER_DEPTH
     from jumpdenoise.predict.writers import PlateFieldWriter, close_writer_pool, writer_pool
 
     class LegacyPredictor(Predictor):
@@ -140,7 +146,8 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
         () if mode == "legacy" else (CHANNELS,)))
     fresh()
     if procs:  # start the pool (kept between units by the stage) before timing
-        writer_pool(procs, procs + args.prefetch, read(keys[0]), (len(CHANNELS), *read(keys[0]).shape[1:]))
+        writer_pool(procs, procs + args.prefetch + HANDOVER_DEPTH, read(keys[0]),
+                    (len(CHANNELS), *read(keys[0]).shape[1:]))
     run_fields(predictor, keys[:2], read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
                writers=threads, write_processes=procs)  # warm-up
     fresh()
@@ -158,6 +165,40 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
             "writer_processes_cpu_s_per_field": kids_cpu / n, "write_processes": procs, "threads": threads}
 
 
+def run_stage(stream: bool, procs: int, plate: Path, out: Path, keys: list, args: argparse.Namespace) -> dict:
+    """The predict stage end to end (identity network), units streamed or one at a time."""
+    from jumpdenoise.executors.local import LocalExecutor
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.writers import close_writer_pool
+    from jumpdenoise.stages import predict as stage
+    from jumpdenoise.stages import predict_units
+
+    predictor = Predictor(trivial_model(args.device), tile_size=None, overlap=0)
+    saved = stage.get_predictor, predict_units.get_predictor
+    stage.get_predictor = predict_units.get_predictor = lambda config: predictor  # no model file to load
+    wells = sorted({w for w, _ in keys})
+    settings = {"device": args.device, "write_processes": procs, "prefetch": args.prefetch,
+                "wells_per_unit": args.wells_per_unit, "overwrite": True, "dtype": args.dtype}
+    if args.io_threads:
+        settings["io_threads"] = args.io_threads
+    try:
+        warm = out.with_name(out.name + ".warm")
+        stage.predict(model=plate, plate=plate, out=warm, wells=wells[:1], fields=[0], **settings)
+        cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
+        stage.predict(model=plate, plate=plate, out=out, wells=wells, executor=LocalExecutor(1, stream=stream),
+                      **settings)
+        seconds = time.perf_counter() - t0
+        main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
+    finally:
+        stage.get_predictor, predict_units.get_predictor = saved
+        close_writer_pool()
+    n = len(keys)
+    return {"fields": n, "seconds": seconds, "fields_per_s": n / seconds, "cpu_s_per_field": (main_cpu + kids_cpu) / n,
+            "main_cpu_s_per_field": main_cpu / n, "writer_processes_cpu_s_per_field": kids_cpu / n,
+            "write_processes": procs, "threads": args.io_threads or max(1, min(8, os.cpu_count() or 2)),
+            "wells_per_unit": args.wells_per_unit}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fields", type=int, default=24)
@@ -171,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default="legacy,threads,processes")
     ap.add_argument("--model", default=None, help="a real model (4 channels DNA, ER, RNA, AGP) instead of the identity")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (with --model)")
+    ap.add_argument("--stage", action="store_true",
+                    help="also run the predict stage end to end, units one at a time and streamed")
+    ap.add_argument("--wells-per-unit", type=int, default=8, help="wells per unit of --stage (4 fields per well)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -199,6 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:>12} (threads {r['threads']}, processes {r['write_processes']}): {r['fields_per_s']:6.2f} "
               f"fields/s, {r['cpu_s_per_field']:.3f} CPU-s per field (this process {r['main_cpu_s_per_field']:.3f}, "
               f"writer processes {r['writer_processes_cpu_s_per_field']:.3f})", flush=True)
+    if args.stage:
+        procs = counts[0] if "processes" in args.modes.split(",") else 0
+        for stream in (False, True):
+            mode = "stage-streamed" if stream else "stage-perunit"
+            r = run_stage(stream, procs, plate, workdir / f"out-{mode}.zarr", keys, args)
+            results["modes"][mode] = r
+            print(f"{mode:>14} (processes {procs}, {args.wells_per_unit} well(s) per unit): {r['fields_per_s']:6.2f} "
+                  f"fields/s, {r['cpu_s_per_field']:.3f} CPU-s per field", flush=True)
+        ratio = results["modes"]["stage-streamed"]["fields_per_s"] / results["modes"]["stage-perunit"]["fields_per_s"]
+        results["stage_streamed_vs_perunit"] = ratio
+        print(f"ratio stage-streamed / stage-perunit: {ratio:.2f}x fields/s", flush=True)
     base = results["modes"].get("legacy")
     if base:
         for mode, r in results["modes"].items():

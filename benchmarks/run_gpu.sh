@@ -33,14 +33,14 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bsd=${BSD_DIR:-.gpu_data/bsd}
 if [ "${SMOKE:-0}" = 1 ]; then
-  dev=cpu; pred=(--fields 2 --size 256 --modes fp32 --engine-modes fp32,fp32+split,fp32+cl --best-engine 1
+  dev=cpu; pred=(--fields 8 --size 256 --modes fp32+wpu1,fp32+perunit+wpu1 --engine-modes fp32,fp32+split,fp32+cl --best-engine 1
                  --careamics-fields 2)
   train=(--precision 32-true --workers 1 --steps 3 --repeats 1 --wells 3 --fields 1 --size 512 --data-batches 3
          --variants ${TRAIN_VARIANTS:-default})
   bsdargs=(--schedule ci --n-train 4 --n-test 1 --max-minutes 0.5)
   t_pred=400 t_train=300 t_bsd=300
 else
-  dev=cuda; pred=(--fields ${PRED_FIELDS:-128} --modes ${PRED_MODES:-fp32,bf16,bf16+split+autotune+compile+wpu64} --careamics-fields 32
+  dev=cuda; pred=(--fields ${PRED_FIELDS:-128} --modes ${PRED_MODES:-fp32,bf16,bf16+split+autotune+compile,bf16+split+autotune+compile+perunit} --careamics-fields 32
                   --engine-modes ${ENGINE_MODES:-fp32,fp32+nographs,bf16,bf16+nographs,bf16+grouped,bf16+split+autotune,bf16+split+autotune+nographs,bf16+split+autotune+compile}
                   --best-engine ${BEST_ENGINE:-1})
   train=(--precision bf16-mixed --workers 8 --steps ${TRAIN_STEPS:-300} --warmup 20 --repeats ${TRAIN_REPEATS:-2} --wells 10 --fields 4

@@ -21,6 +21,7 @@ Histograms (65536 bins at most):
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,11 +38,19 @@ def percentile_key(q: float) -> str:
 
 
 def _float_keys(values: np.ndarray) -> np.ndarray:
-    """Order-preserving 16-bit keys of float values (top bits of the float32 pattern)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    neg = (bits >> 31).astype(bool)
-    keys = np.where(neg, ~bits, bits | np.uint32(0x80000000))
-    return (keys >> 16).astype(np.uint16)
+    """Order-preserving 16-bit keys of float values (top bits of the float32 pattern).
+
+    Works on the high 16-bit half of each float32 only: ``hi | 0x8000`` for a positive
+    sign bit, ``~hi`` for a negative one, i.e. ``hi ^ (0x8000 | sign * 0x7FFF)`` (three
+    in-place passes over 16-bit data, a third of the cost of the 32-bit formulation).
+    """
+    halves = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint16)
+    hi = np.ascontiguousarray(halves[1::2] if sys.byteorder == "little" else halves[0::2])
+    keys = hi >> 15
+    keys *= np.uint16(0x7FFF)
+    keys |= np.uint16(0x8000)
+    keys ^= hi
+    return keys
 
 
 def _float_of_keys(keys: np.ndarray) -> np.ndarray:
@@ -109,22 +118,26 @@ class ChannelStats:
     def update(self, plane: np.ndarray) -> "ChannelStats":
         """Add the pixels of ``plane`` (any shape; NaN and inf are skipped for floats)."""
         flat = np.asarray(plane, dtype=self.dtype).ravel()
-        if self.dtype.kind == "f":
-            finite = np.isfinite(flat)
-            if not finite.all():
-                flat = flat[finite]
         if flat.size == 0:
             return self
+        if self.dtype.kind == "f":
+            lo, hi = float(flat.min()), float(flat.max())
+            if not (np.isfinite(lo) and np.isfinite(hi)):  # finite min and max: no NaN (it propagates), no inf
+                flat = flat[np.isfinite(flat)]
+                if flat.size == 0:
+                    return self
+                lo, hi = float(flat.min()), float(flat.max())
         hist = np.bincount(self._bins(flat), minlength=self.nbins)
         n = int(flat.size)
         if self.scheme == "int":  # moments from the histogram: no second pass over the pixels
             mean, m2, lo, hi = _int_moments(hist, self.offset, n)
         else:
-            lo, hi = float(flat.min()), float(flat.max())
+            if self.dtype.kind != "f":  # e.g. 32-bit integers (float keys)
+                lo, hi = float(flat.min()), float(flat.max())
             data = flat.astype(np.float64)
             mean = float(data.mean())
             data -= mean
-            m2 = float(np.square(data, out=data).sum())  # in place: no temporaries, no BLAS threads
+            m2 = float(np.einsum("i,i->", data, data))  # one pass, no temporaries, no BLAS threads
         self.hist += hist
         self._add_moments(n, mean, m2, lo, hi)
         return self
@@ -170,8 +183,7 @@ class ChannelStats:
         return float(np.sqrt(self.m2 / self.count)) if self.count else float("nan")
 
     def _order_statistics(self, ranks: np.ndarray) -> np.ndarray:
-        cum = np.cumsum(self.hist)
-        bins = np.searchsorted(cum, ranks, side="right")
+        bins = np.searchsorted(np.cumsum(self.hist), ranks, side="right")
         return np.clip(self._bin_values(bins), self.min, self.max)
 
     def percentiles(self, qs: Sequence[float] = PERCENTILES) -> np.ndarray:
@@ -184,7 +196,8 @@ class ChannelStats:
         below = np.clip(np.floor(virtual), 0, n - 1).astype(np.int64)
         above = np.clip(below + 1, 0, n - 1)
         t = virtual - below
-        a, b = self._order_statistics(below), self._order_statistics(above)
+        both = self._order_statistics(np.concatenate([below, above]))  # one cumulative sum
+        a, b = both[:len(below)], both[len(below):]
         diff = b - a
         return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's _lerp
 

@@ -71,7 +71,9 @@ class PredictConfig(BaseModel):
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     wells_per_unit
-        Wells per parallel unit (one SLURM array task / Dask task each).
+        Wells per parallel unit (one SLURM array task / Dask task each). The in-process
+        executor streams all units through one pipeline, so there this only sets how
+        often progress is reported.
     prefetch
         Fields read ahead while the device computes (and fields waiting to be written);
         6 by default (2 left an H200 waiting for reads: 114 -> 122 Mpx-ch/s with 6).
@@ -81,7 +83,7 @@ class PredictConfig(BaseModel):
         Where denoised fields are written (converted, compressed, statistics and
         comparison computed, marked done): ``0`` in ``io_threads`` threads of the
         predicting process; ``n`` in ``n`` writer processes fed through shared memory
-        (a ring of ``n + prefetch`` fields), which keeps a fast GPU busy where threads
+        (a ring of ``n + prefetch + 3`` fields), which keeps a fast GPU busy where threads
         are limited by Python's GIL; ``"auto"`` (default): ``min(8, CPUs - 2)`` processes
         on CUDA with at least 4 CPUs, threads otherwise. Same bytes on disk either way.
     overwrite

@@ -74,10 +74,8 @@ def noise_sigma(image: np.ndarray, crop: int | None = NOISE_CROP) -> float:
 def _sums(plane: np.ndarray) -> tuple[float, float]:
     """Sum and sum of squares of a plane: exact for integers of up to 16 bits, float64 otherwise."""
     if plane.dtype.kind in "ui" and plane.dtype.itemsize <= 2:
-        wide = plane.astype(np.int64 if plane.dtype.kind == "i" else np.uint32)
-        total = int(wide.sum(dtype=np.int64))
-        np.multiply(wide, wide, out=wide)  # < 2**32: no overflow
-        return float(total), float(int(wide.sum(dtype=np.uint64 if wide.dtype.kind == "u" else np.int64)))
+        acc = np.int64 if plane.dtype.kind == "i" else np.uint64  # exact: no copy, no overflow
+        return float(int(plane.sum(dtype=acc))), float(int(np.einsum("ij,ij->", plane, plane, dtype=acc)))
     f = plane.astype(np.float64)
     return float(f.sum()), float(np.einsum("ij,ij->", f, f))  # einsum: no multi-threaded BLAS
 

@@ -33,6 +33,9 @@ from typing import Any
 
 import torch
 
+from jumpdenoise.predict.unet_parts import UnsupportedNetwork as _Unsupported
+from jumpdenoise.predict.unet_parts import unet_parts
+
 log = logging.getLogger("jumpdenoise.predict")
 
 __all__ = ["prepare_for_cpu", "fused_cpu_supported", "ChannelsLast", "CpuUNet"]
@@ -45,10 +48,6 @@ def fused_cpu_supported() -> bool:
             and hasattr(torch.ops.mkldnn._convolution_pointwise_, "binary")
     except (AttributeError, RuntimeError):  # pragma: no cover - torch built without oneDNN
         return False
-
-
-class _Unsupported(Exception):
-    """The network is not a CAREamics UNet this module knows how to run (use the generic path)."""
 
 
 class ChannelsLast(torch.nn.Module):
@@ -154,52 +153,23 @@ class CpuUNet(torch.nn.Module):
 
     def __init__(self, unet: Any) -> None:
         super().__init__()
-        enc, dec = getattr(unet, "encoder", None), getattr(unet, "decoder", None)
-        if enc is None or dec is None or not hasattr(unet, "final_conv"):
-            raise _Unsupported("not a CAREamics UNet")
-        self.down = torch.nn.ModuleList()
-        self.pools: list[Any] = []  # after each encoder block: "max2" (fast 2x2 max) or the module itself
-        for mod in enc.encoder_blocks:
-            if type(mod).__name__ == "Conv_Block":
-                self.down.append(_Block(mod))
-                self.pools.append(None)
-            elif not self.pools or self.pools[-1] is not None:
-                raise _Unsupported("encoder is not (Conv_Block, pooling) pairs")
-            elif isinstance(mod, torch.nn.MaxPool2d) and _is_2x2(mod):
-                self.pools[-1] = "max2"
-            else:
-                self.pools[-1] = mod  # e.g. MaxBlurPool (N2V2): run as is
-        if not self.pools or any(p is None for p in self.pools):
-            raise _Unsupported("encoder block without pooling")
+        parts = unet_parts(unet)
+        self.down = torch.nn.ModuleList([_Block(b) for b in parts.encoder_blocks])
+        # after each encoder block: "max2" (fast 2x2 max) or the module itself (e.g. N2V2's MaxBlurPool)
+        self.pools: list[Any] = ["max2" if isinstance(p, torch.nn.MaxPool2d) and _is_2x2(p) else p
+                                 for p in parts.pools]
         self.pool_modules = torch.nn.ModuleList([p for p in self.pools if isinstance(p, torch.nn.Module)])
-        self.bottleneck = _Block(dec.bottleneck)
-        n2v2 = bool(getattr(dec, "n2v2", False))
-        depth = len(self.down)
-        channels = int(dec.bottleneck.conv2.out_channels)
-        self.ups = torch.nn.ModuleList()
+        self.bottleneck = _Block(parts.bottleneck)
+        self.ups = torch.nn.ModuleList(parts.ups)
         self.up_blocks = torch.nn.ModuleList()
-        self.use_skip: list[bool] = []
-        i = 0
-        mods = list(dec.decoder_blocks)
-        while i < len(mods):
-            up, block = mods[i], mods[i + 1] if i + 1 < len(mods) else None
-            if not isinstance(up, torch.nn.Upsample) or type(block).__name__ != "Conv_Block":
-                raise _Unsupported("decoder is not (Upsample, Conv_Block) pairs")
-            level = i // 2
-            use_skip = not (n2v2 and level >= depth - 1)
-            self.ups.append(up)
+        self.use_skip = list(parts.use_skip)
+        channels = int(parts.bottleneck.conv2.out_channels)
+        for block, use_skip in zip(parts.decoder_blocks, parts.use_skip):
             self.up_blocks.append(_Block(block, up_channels=channels if use_skip else None))
-            self.use_skip.append(use_skip)
             channels = int(block.conv2.out_channels)
-            i += 2
-        if len(self.ups) != depth:
-            raise _Unsupported("decoder and encoder depths differ")
-        fc = unet.final_conv
-        if not isinstance(fc, torch.nn.Conv2d):
-            raise _Unsupported("final convolution is not 2D")
-        self.final = _Conv(fc, relu=False)
-        self.final_activation = unet.final_activation
-        self.residual = bool(getattr(unet, "residual", False))
+        self.final = _Conv(parts.final_conv, relu=False)
+        self.final_activation = parts.final_activation
+        self.residual = parts.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp = x

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 
 from jumpdenoise.predict.cpu_fast import ChannelsLast, CpuUNet
+from jumpdenoise.predict.unet_parts import UNetParts, unet_parts
+from jumpdenoise.predict.unet_parts import UnsupportedNetwork as _Unsupported
 
 log = logging.getLogger("jumpdenoise.predict")
 
@@ -41,10 +43,6 @@ GPU_LAYOUTS = ("grouped", "channels_last", "split")
 
 # Activations that mix channels: a sub-network of one channel cannot run them alone.
 _CHANNEL_MIXING = (torch.nn.Softmax, torch.nn.Softmin, torch.nn.LogSoftmax, torch.nn.Softmax2d)
-
-
-class _Unsupported(Exception):
-    """The network is not a grouped CAREamics 2D UNet that :class:`SplitUNet` can split."""
 
 
 def _dense_slice(conv: Any, groups: int, g: int) -> torch.nn.Conv2d:
@@ -76,8 +74,6 @@ class _DenseBlock(torch.nn.Module):
 
     def __init__(self, block: Any, groups: int, g: int) -> None:
         super().__init__()
-        if type(block).__name__ != "Conv_Block":
-            raise _Unsupported(f"block {type(block).__name__} (expected Conv_Block)")
         if getattr(block, "use_batch_norm", True):
             raise _Unsupported("Conv_Block with batch norm (fold it first with fuse_for_inference)")
         act = block.activation
@@ -94,27 +90,25 @@ class _DenseBlock(torch.nn.Module):
 class _ChannelUNet(torch.nn.Module):
     """The dense sub-network of group ``g`` of a grouped CAREamics UNet (parsed by :class:`SplitUNet`)."""
 
-    def __init__(self, unet: Any, groups: int, g: int, pools: list[Any], n2v2: bool) -> None:
+    def __init__(self, parts: UNetParts, g: int) -> None:
         super().__init__()
-        enc_blocks = [m for m in unet.encoder.encoder_blocks if type(m).__name__ == "Conv_Block"]
-        self.down = torch.nn.ModuleList([_DenseBlock(b, groups, g) for b in enc_blocks])
-        self.pools = torch.nn.ModuleList(pools)
-        dec = unet.decoder
-        self.bottleneck = _DenseBlock(dec.bottleneck, groups, g)
-        mods = list(dec.decoder_blocks)
-        self.ups = torch.nn.ModuleList(mods[0::2])
-        self.up_blocks = torch.nn.ModuleList([_DenseBlock(b, groups, g) for b in mods[1::2]])
-        depth = len(self.down)
-        self.use_skip = [not (n2v2 and level >= depth - 1) for level in range(depth)]
+        groups = parts.groups
+        self.down = torch.nn.ModuleList([_DenseBlock(b, groups, g) for b in parts.encoder_blocks])
+        self.pools = torch.nn.ModuleList(parts.pools)  # per-channel pooling: shared, run as it is
+        self.bottleneck = _DenseBlock(parts.bottleneck, groups, g)
+        self.ups = torch.nn.ModuleList(parts.ups)
+        self.up_blocks = torch.nn.ModuleList([_DenseBlock(b, groups, g) for b in parts.decoder_blocks])
+        self.use_skip = list(parts.use_skip)
+        depth = parts.depth
         # the interleave puts, in each group, the upsampled channels first, then the skip's
-        up_channels = dec.bottleneck.conv2.out_channels // groups
+        up_channels = parts.bottleneck.conv2.out_channels // groups
         for level, (block, use_skip) in enumerate(zip(self.up_blocks, self.use_skip)):
             skip_channels = self.down[depth - 1 - level].conv2.out_channels if use_skip else 0
             if block.conv1.in_channels != up_channels + skip_channels:
                 raise _Unsupported(f"decoder block {level} reads {block.conv1.in_channels} channels per group, "
                                    f"expected {up_channels} upsampled + {skip_channels} skip")
             up_channels = block.conv2.out_channels
-        self.final = _dense_slice(unet.final_conv, groups, g)
+        self.final = _dense_slice(parts.final_conv, groups, g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -157,38 +151,18 @@ class SplitUNet(torch.nn.Module):
 
     def __init__(self, unet: Any) -> None:
         super().__init__()
-        enc, dec = getattr(unet, "encoder", None), getattr(unet, "decoder", None)
-        fc = getattr(unet, "final_conv", None)
-        if enc is None or dec is None or not isinstance(fc, torch.nn.Conv2d):
-            raise _Unsupported("not a CAREamics 2D UNet")
-        groups = int(getattr(dec, "groups", 1))
-        first = next((m for m in enc.encoder_blocks if type(m).__name__ == "Conv_Block"), None)
-        if first is None or not isinstance(first.conv1, torch.nn.Conv2d):
-            raise _Unsupported("encoder without Conv_Block")
-        if groups <= 1 or first.conv1.groups != groups or first.conv1.in_channels != groups:
-            raise _Unsupported(f"not independent channels (groups={first.conv1.groups}, "
-                               f"in_channels={first.conv1.in_channels})")
-        if fc.out_channels % groups:
-            raise _Unsupported(f"final convolution has {fc.out_channels} outputs for {groups} groups")
-        pools: list[Any] = []
-        expect_block = True
-        for mod in enc.encoder_blocks:
-            is_block = type(mod).__name__ == "Conv_Block"
-            if is_block != expect_block:
-                raise _Unsupported("encoder is not (Conv_Block, pooling) pairs")
-            if not is_block:
-                pools.append(mod)  # per-channel pooling (MaxPool2d, MaxBlurPool...): run as it is
-            expect_block = not expect_block
-        if not pools or not expect_block:
-            raise _Unsupported("encoder block without pooling")
-        mods = list(dec.decoder_blocks)
-        if len(mods) != 2 * len(pools) or not all(isinstance(m, torch.nn.Upsample) for m in mods[0::2]):
-            raise _Unsupported("decoder is not (Upsample, Conv_Block) pairs of the encoder's depth")
-        n2v2 = bool(getattr(dec, "n2v2", False))
+        parts = unet_parts(unet)
+        groups, first = parts.groups, parts.encoder_blocks[0].conv1
+        if not isinstance(first, torch.nn.Conv2d) or groups <= 1 or first.groups != groups \
+                or first.in_channels != groups:
+            raise _Unsupported(f"not independent channels (groups={getattr(first, 'groups', None)}, "
+                               f"in_channels={getattr(first, 'in_channels', None)})")
+        if parts.final_conv.out_channels % groups:
+            raise _Unsupported(f"final convolution has {parts.final_conv.out_channels} outputs for {groups} groups")
         self.groups = groups
-        self.branches = torch.nn.ModuleList([_ChannelUNet(unet, groups, g, pools, n2v2) for g in range(groups)])
-        self.residual = bool(getattr(unet, "residual", False))
-        self.final_activation = unet.final_activation
+        self.branches = torch.nn.ModuleList([_ChannelUNet(parts, g) for g in range(groups)])
+        self.residual = parts.residual
+        self.final_activation = parts.final_activation
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,18 +2,22 @@
 
 :func:`run_fields` (re-exported by :mod:`jumpdenoise.predict.engine`): reader threads load
 the next fields and send their raw pixels to the device, where they are normalised
-(:meth:`~jumpdenoise.predict.engine.Predictor.upload`); the caller's thread runs the
-network; the write side stores the previous fields, in threads (``write_processes=0``) or
-in writer processes fed through shared memory
+(:meth:`~jumpdenoise.predict.engine.Predictor.upload`); the caller's thread (the driving
+thread) only launches the network and queues each result's copy to the host; a hand-over
+thread waits for those copies and gives the fields to the write side, which stores them in
+threads (``write_processes=0``) or in writer processes fed through shared memory
 (:class:`~jumpdenoise.predict.writers.WriterProcesses`), which is what keeps a fast GPU fed:
 the per-field CPU work of the write side (compression, statistics, comparison) is mostly
-Python-level numpy calls that do not run in parallel threads of one process.
+Python-level numpy calls that do not run in parallel threads of one process, and the
+hand-over's copies into shared memory (tens of MB per field) no longer hold up the launches.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -46,29 +50,33 @@ class PipelineReport:
     seconds: float = 0.0
     compute_seconds: float = 0.0
     read_wait_seconds: float = 0.0
+    handover_wait_seconds: float = 0.0
     handover_seconds: float = 0.0
 
     def summary(self) -> str:
-        """One line: fields, rate, and where the driving thread spent its time."""
+        """One line: fields, rate, where the driving thread spent its time, the hand-over thread's work."""
         n = len(self.done)
         rate = n / self.seconds if self.seconds > 0 else 0.0
-        return (f"{n} field(s) in {self.seconds:.2f} s ({rate:.1f}/s); driving thread: compute/device "
-                f"{self.compute_seconds:.2f} s, waiting for reads {self.read_wait_seconds:.2f} s, handing "
-                f"over to writers {self.handover_seconds:.2f} s")
+        return (f"{n} field(s) in {self.seconds:.2f} s ({rate:.1f}/s); driving thread: launching "
+                f"{self.compute_seconds:.2f} s, waiting for reads {self.read_wait_seconds:.2f} s, for the "
+                f"hand-over {self.handover_wait_seconds:.2f} s; hand-over thread: {self.handover_seconds:.2f} s "
+                f"(device copies, copies to the writers, writers' back-pressure)")
 
 
 class _DeviceToHost:
-    """Results to host memory, overlapped with the device's next field.
+    """Results to host memory, overlapped with the device's next fields.
 
-    CUDA: each result is copied into one of two pinned buffers by an asynchronous copy queued
-    right after its compute (same stream), so that the device goes on with the next field
-    while the host hands this one over; :meth:`wait` waits for the copy only. Other devices:
-    the result already is host memory.
+    CUDA: each result is copied into one of ``buffers`` pinned buffers (round robin) by an
+    asynchronous copy queued right after its compute (same stream), so that the device goes
+    on with the next field; whoever takes the result waits for its copy only
+    (:meth:`wait`). A buffer is reused ``buffers`` fields later: the caller must have taken
+    its previous result by then. Other devices: the result already is host memory.
     """
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: Any, buffers: int) -> None:
         self.cuda = getattr(device, "type", "cpu") == "cuda"
-        self.reuses = self.cuda  # the host arrays are staging buffers, overwritten two fields later
+        self.reuses = self.cuda  # the host arrays are staging buffers, overwritten later
+        self.n = max(2, int(buffers))
         self._buffers: list = []
         self._turn = 0
 
@@ -80,13 +88,13 @@ class _DeviceToHost:
 
         if not self._buffers or tuple(self._buffers[0].shape) != tuple(y.shape):
             try:
-                self._buffers = [torch.empty(tuple(y.shape), dtype=y.dtype, pin_memory=True) for _ in range(2)]
+                self._buffers = [torch.empty(tuple(y.shape), dtype=y.dtype, pin_memory=True) for _ in range(self.n)]
             except RuntimeError as exc:  # no pinned memory to be had: plain synchronous copies
                 log.warning("no pinned staging buffers (%s): copying results synchronously", exc)
                 self.cuda = self.reuses = False
                 return y.cpu(), None
         buf = self._buffers[self._turn]
-        self._turn ^= 1
+        self._turn = (self._turn + 1) % self.n
         buf.copy_(y, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
@@ -100,10 +108,16 @@ class _DeviceToHost:
         return host.numpy() if hasattr(host, "numpy") else np.asarray(host)
 
 
+#: Results queued on the device or waiting for the hand-over thread (also the number of
+#: pinned staging buffers on CUDA): enough slack to ride out a slow hand-over.
+HANDOVER_DEPTH = 3
+
+
 def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], np.ndarray],
                write: Callable[[Any, np.ndarray, np.ndarray], None], *, prefetch: int = 2,
                readers: int = 2, writers: int = 2, write_processes: int = 0,
-               on_done: Callable[[Any], None] | None = None) -> PipelineReport:
+               on_done: Callable[[Any], None] | None = None,
+               on_failure: Callable[[FieldFailure], None] | None = None) -> PipelineReport:
     """Denoise fields through a bounded read -> compute -> write pipeline.
 
     Parameters
@@ -126,13 +140,15 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         fields wait to be written, so that every writer has work).
     write_processes
         ``0``: write in threads. ``n > 0``: ``n`` writer processes and a ring of
-        ``n + prefetch`` field slots in shared memory (the pool is kept for the next call
+        ``n + prefetch +`` :data:`HANDOVER_DEPTH` field slots in shared memory (the pool is kept for the next call
         with the same settings and field shape, until the process exits or
         :func:`~jumpdenoise.predict.writers.close_writer_pool` is called: spawning writers
         costs about a second). Falls back to
         threads in a daemonic process (which cannot have children).
     on_done
         Called with each key once written (in the caller's thread).
+    on_failure
+        Called with each :class:`FieldFailure` as it happens (in the caller's thread).
 
     Returns
     -------
@@ -158,61 +174,90 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         raw = read(key)
         return raw, predictor.upload(raw)
 
+    def failed(key: Any, stage: str, error: BaseException) -> None:
+        report.failures.append(FieldFailure(key, stage, error))
+        if on_failure is not None:
+            on_failure(report.failures[-1])
+
     def finished(key: Any, error: BaseException | None) -> None:
         if error is not None:
-            report.failures.append(FieldFailure(key, "write", error))
+            failed(key, "write", error)
             return
         report.done.append(key)
         if on_done is not None:
             on_done(key)
 
+    # the hand-over thread reports settled fields here; the caller's thread calls ``finished``
+    settled: queue.SimpleQueue = queue.SimpleQueue()
+
+    def flush() -> None:
+        while True:
+            try:
+                key, error = settled.get_nowait()
+            except queue.Empty:
+                return
+            finished(key, error)
+
+    def note(key: Any, error: BaseException | None) -> None:
+        settled.put((key, error))
+
     pool = None
     ok = False
     with ThreadPoolExecutor(max(1, readers), thread_name_prefix="jd-read") as rpool, \
-            ThreadPoolExecutor(max(1, writers if not write_processes else 1), thread_name_prefix="jd-write") as wpool:
+            ThreadPoolExecutor(max(1, writers if not write_processes else 1), thread_name_prefix="jd-write") as wpool, \
+            ThreadPoolExecutor(1, thread_name_prefix="jd-handover") as hpool:
         pending_reads: list[tuple[Any, Future]] = [(k, rpool.submit(load, k)) for k in keys[:prefetch]]
         next_read = len(pending_reads)
-        pending_writes: list[tuple[Any, Future]] = []
+        pending_writes: list[tuple[Any, Future]] = []  # thread mode; touched by the hand-over thread only
+        handovers: deque[Future] = deque()
 
         def settle(key: Any, outcome: Callable[[], Any]) -> None:
             """Report ``key`` done, or failed with what ``outcome()`` raises."""
             try:
                 outcome()
             except Exception as exc:  # noqa: BLE001 - reported per field
-                finished(key, exc)
+                note(key, exc)
             else:
-                finished(key, None)
+                note(key, None)
 
         def drain(limit: int) -> None:
             while len(pending_writes) > limit:
                 key, fut = pending_writes.pop(0)
                 settle(key, fut.result)
 
-        def hand_over(key: Any, raw: np.ndarray, pred: np.ndarray, reused: bool) -> None:
-            """Give one field (host arrays; ``reused``: ``pred`` is a staging buffer) to the writers."""
-            nonlocal pool
-            if write_processes:
-                from jumpdenoise.predict.writers import writer_pool
-
-                if pool is None:
-                    pool = writer_pool(write_processes, write_processes + prefetch, raw, tuple(pred.shape))
-                if pool.fits(raw, tuple(pred.shape)):
-                    slot = pool.acquire(finished)
-                    raw_slot, pred_slot = pool.views(slot)
-                    np.copyto(pred_slot, pred)
-                    np.copyto(raw_slot, raw)
-                    del raw_slot, pred_slot
-                    pool.submit(slot, key, write)
-                    pool.collect(finished)
+        def hand_over(key: Any, raw: np.ndarray, host: Any, event: Any, reused: bool) -> None:
+            """(Hand-over thread) wait for one result's copy, give the field to the writers."""
+            t_hand = time.perf_counter()
+            pred = to_host.wait(host, event)
+            del host
+            try:
+                if pool is not None:
+                    if pool.fits(raw, tuple(pred.shape)):
+                        slot = pool.acquire(note)
+                        raw_slot, pred_slot = pool.views(slot)
+                        np.copyto(pred_slot, pred)
+                        np.copyto(raw_slot, raw)
+                        del raw_slot, pred_slot
+                        pool.submit(slot, key, write)
+                        pool.collect(note)
+                        return
+                    # a field unlike the others (shape, dtype): written here, synchronously
+                    settle(key, lambda: write(key, raw, pred))
                     return
-                # a field unlike the others (shape, dtype): written here, synchronously
-                settle(key, lambda: write(key, raw, pred))
-                return
-            drain(max(prefetch, writers))
-            pending_writes.append((key, wpool.submit(write, key, raw, pred.copy() if reused else pred)))
+                drain(max(prefetch, writers))
+                pending_writes.append((key, wpool.submit(write, key, raw, pred.copy() if reused else pred)))
+            finally:
+                report.handover_seconds += time.perf_counter() - t_hand
 
-        to_host = _DeviceToHost(predictor.device)
-        computed = None  # the field whose result is on its way to the host
+        def make_room(depth: int) -> None:
+            """Wait (in the caller's thread) until at most ``depth`` hand-overs are pending."""
+            t_wait = time.perf_counter()
+            while len(handovers) > depth:
+                handovers.popleft().result()  # raises what the hand-over raised (a writer died)
+            report.handover_wait_seconds += time.perf_counter() - t_wait
+            flush()
+
+        to_host = _DeviceToHost(predictor.device, HANDOVER_DEPTH)
         try:
             while pending_reads:
                 key, fut = pending_reads.pop(0)
@@ -223,44 +268,40 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 try:
                     raw, x = fut.result()
                 except Exception as exc:  # noqa: BLE001 - reported per field
-                    report.failures.append(FieldFailure(key, "read", exc))
+                    failed(key, "read", exc)
                     continue
                 finally:
                     report.read_wait_seconds += time.perf_counter() - t_read
+                if write_processes and pool is None:
+                    # start the writers now (a denoised field has the raw field's shape): their
+                    # start-up (about a second) overlaps this first compute
+                    from jumpdenoise.predict.writers import writer_pool
+
+                    pool = writer_pool(write_processes, write_processes + prefetch + HANDOVER_DEPTH, raw,
+                                       tuple(raw.shape))
+                # a staging buffer is reused HANDOVER_DEPTH fields later: its hand-over must be done
+                make_room(HANDOVER_DEPTH - 1)
                 t0 = time.perf_counter()
                 y = denormalize(predictor.predict_normalized(x), mean, std)
                 del x
                 # queued on the device: this field's compute, then its copy to the host; the
-                # previous field is handed over while the device works on this one
-                current = (key, raw, *to_host.start(y))
+                # hand-over thread waits for the copy while this thread launches the next field
+                host, event = to_host.start(y)
                 del y
-                previous = None
-                if computed is not None:
-                    k, r, host, event = computed
-                    previous = (k, r, to_host.wait(host, event))
-                    del host
-                # time the caller spent computing or waiting for the device, every field counted
                 report.compute_seconds += time.perf_counter() - t0
-                if previous is not None:
-                    t_hand = time.perf_counter()
-                    hand_over(*previous, to_host.reuses)
-                    report.handover_seconds += time.perf_counter() - t_hand
-                    del previous
-                computed = current
-            if computed is not None:
-                k, r, host, event = computed
-                computed = None
-                t0 = time.perf_counter()
-                pred = to_host.wait(host, event)
-                report.compute_seconds += time.perf_counter() - t0
-                hand_over(k, r, pred, to_host.reuses)
+                handovers.append(hpool.submit(hand_over, key, raw, host, event, to_host.reuses))
+                del host, raw
+            make_room(0)
             drain(0)
             if pool is not None:
-                pool.wait_all(finished)
+                pool.wait_all(note)
+            flush()
             ok = True
         finally:
             if not ok:
                 for _, fut in pending_reads:
+                    fut.cancel()
+                for fut in handovers:
                     fut.cancel()
                 if pool is not None:  # an error or an interrupt: stop the writers, free the memory
                     from jumpdenoise.predict.writers import close_writer_pool

@@ -13,6 +13,11 @@ exposes four functions, and nothing else is needed to run it anywhere:
 ``finalize(config, results) -> None``
     Single process, after all units: merges partial results (e.g. statistics).
 
+Optionally, ``run_many(config, units, on_outcome)`` runs several units in one process
+in one go (e.g. prediction keeps its read/compute/write pipeline full across unit
+boundaries), calling ``on_outcome(unit, result or None, error or None)`` once per unit;
+the in-process executor uses it when the stage has it.
+
 Executors (``jumpdenoise.executors``) run ``run_one`` over units and know nothing of images.
 """
 
@@ -72,6 +77,22 @@ class BoundUnit:
 
         mod = importlib.import_module(self.module)
         return mod.run_one(self.config, unit)
+
+    def run_many(self, units: list[Unit], on_outcome: Callable[[Unit, Any, BaseException | None], None]) -> bool:
+        """Run ``units`` in this process with the stage's ``run_many``, if it has one.
+
+        Returns
+        -------
+        bool
+            ``False`` (nothing run) if the stage has no ``run_many``.
+        """
+        import importlib
+
+        many = getattr(importlib.import_module(self.module), "run_many", None)
+        if many is None:
+            return False
+        many(self.config, list(units), on_outcome)
+        return True
 
 
 def bind(module: str, config: Any) -> Callable[[Unit], dict]:

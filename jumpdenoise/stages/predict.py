@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jumpdenoise.errors import ConfigError, JumpDenoiseError, ModelError, OutputExistsError, PlateError, UnitFailures
+from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError, UnitFailures
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.predict_units import run_many
 from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job helpers
     JOB_FILE,
     SIDECAR,
@@ -63,7 +64,7 @@ log = logging.getLogger("jumpdenoise.predict")
 STAGE = "predict"
 MODULE = "jumpdenoise.stages.predict"
 
-__all__ = ["prepare", "plan", "run_one", "finalize", "predict", "select_channels", "to_output_dtype"]
+__all__ = ["prepare", "plan", "run_one", "run_many", "finalize", "predict", "select_channels", "to_output_dtype"]
 
 
 # ----------------------------------------------------------------------------- stage functions
@@ -163,46 +164,19 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     Returns
     -------
     dict
-        ``{"fields": [keys written], "skipped": n already done, "seconds", "compute_seconds",
-        "mpx_channels"}``.
+        ``{"fields": [keys written], "skipped": n already done, "seconds", "mpx_channels"}``.
 
     Raises
     ------
     JumpDenoiseError
         If some fields could not be read or written (the others are done).
     """
-    from jumpdenoise.io.ngff import field_key, is_done, plate_info, read_field
-    from jumpdenoise.predict.engine import run_fields
-    from jumpdenoise.predict.writers import PlateFieldWriter, resolve_write_processes
-
-    raw, out = raw_path(config), out_path(config)
-    job = read_job(out)
-    channels, out_dtype = job["channels"], job["dtype"]
-    predictor = get_predictor(config)
-    sha = file_sha256(predictor.model.checkpoint) if predictor.model.checkpoint else None
-    if sha != job["fingerprint"]["model_sha256"]:
-        raise ModelError(f"{predictor.model.checkpoint}: the model changed since {out} was prepared; "
-                         "rerun with overwrite")
-    raw_channels = plate_info(raw).channels
-    pairs = [(w, int(f)) for w, f in (item.split("/") for item in unit.items)]
-    todo = [p for p in pairs if not is_done(out, field_key(*p))]
-
-    def read(p: tuple[str, int]) -> np.ndarray:
-        return read_field(raw, p[0], p[1], channels=None if channels == raw_channels else channels)
-
-    pc = config.predict
-    threads = pc.io_threads or max(1, min(8, (os.cpu_count() or 2)))
-    report = run_fields(predictor, todo, read, PlateFieldWriter(str(out), out_dtype, tuple(channels)),
-                        prefetch=pc.prefetch, readers=max(1, threads // 2), writers=threads,
-                        write_processes=resolve_write_processes(pc.write_processes, predictor.device.type))
-    log.info("unit %s: %s", unit.key, report.summary())
-    if report.failures:
-        lines = [f"{field_key(*f.key)} ({f.stage}): {type(f.error).__name__}: {f.error}" for f in report.failures]
-        raise JumpDenoiseError(f"{len(lines)} of {len(todo)} field(s) failed in unit {unit.key}:\n" + "\n".join(lines))
-    h, w = plate_info(out).shape_yx
-    return {"fields": [field_key(*p) for p in report.done], "skipped": len(pairs) - len(todo),
-            "seconds": report.seconds, "compute_seconds": report.compute_seconds,
-            "mpx_channels": len(report.done) * len(channels) * h * w / 1e6}
+    outcome: list = []
+    run_many(config, [unit], lambda u, result, error: outcome.append((result, error)))
+    result, error = outcome[0]
+    if error is not None:
+        raise error
+    return result
 
 
 def _load_marker(out: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

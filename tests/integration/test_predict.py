@@ -237,3 +237,68 @@ def test_writer_processes_write_the_same_plate_as_threads(setup: dict) -> None:
     assert raw_done.files == proc_done.files
     assert all(np.array_equal(raw_done[k], proc_done[k]) for k in raw_done.files)
     assert plate_info(out).attrs["comparison"] == plate_info(setup["out"]).attrs["comparison"]
+
+
+def test_units_stream_through_one_pipeline_and_fail_alone(setup: dict, tmp_path: Path, monkeypatch) -> None:
+    """run_many: per-unit outcomes in order, the same bytes as one unit at a time; a field
+    that cannot be read fails its unit only; a failure of the computation itself fails the
+    unit in flight and the next units run in a new pipeline."""
+    from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.executors.local import LocalExecutor
+    from jumpdenoise.stages import predict as stage
+    from jumpdenoise.stages.base import bind
+
+    def config(out: Path, plate: Path) -> JumpDenoiseConfig:
+        data = JumpDenoiseConfig().model_dump()
+        data["paths"].update(raw_plate=str(plate), denoised_plate=str(out))
+        data["predict"].update(model=str(setup["run"]), wells_per_unit=1)
+        return JumpDenoiseConfig.model_validate(data)
+
+    def chunks(plate: Path) -> dict:
+        return {p.relative_to(plate).as_posix(): p.read_bytes() for p in sorted(plate.rglob("*"))
+                if p.is_file() and "/c/" in p.as_posix()}
+
+    cfg = config(tmp_path / "streamed.zarr", setup["plate"])
+    stage.prepare(cfg)
+    units = stage.plan(cfg)
+    assert [u.key for u in units] == ["wells-A01", "wells-B02"]
+    outcomes = LocalExecutor(1).map(bind(stage.MODULE, cfg), units)
+    assert [(o.key, o.ok, o.value["fields"]) for o in outcomes] == [
+        ("wells-A01", True, ["A01-0", "A01-1"]), ("wells-B02", True, ["B02-0", "B02-1"])]
+    stage.finalize(cfg, outcomes)
+    assert chunks(tmp_path / "streamed.zarr") == chunks(setup["out"])
+    assert plate_info(tmp_path / "streamed.zarr").attrs["comparison"] == plate_info(setup["out"]).attrs["comparison"]
+
+    # a corrupt chunk in A01's field 1: that unit fails and names the field; B02 is done
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(setup["plate"], broken)
+    chunk = next(p for p in sorted((broken / "A" / "1" / "1" / "0").rglob("*")) if p.is_file() and "/c/" in p.as_posix())
+    chunk.write_bytes(b"not a blosc chunk")
+    cfg = config(tmp_path / "from_broken.zarr", broken)
+    stage.prepare(cfg)
+    seen: list = []
+    stage.run_many(cfg, stage.plan(cfg), lambda u, r, e: seen.append((u.key, r, e)))
+    assert [k for k, _, _ in seen] == ["wells-A01", "wells-B02"]
+    assert seen[0][1] is None and "A01-1 (read)" in str(seen[0][2])
+    assert seen[1][2] is None and seen[1][1]["fields"] == ["B02-0", "B02-1"]
+
+    # the network fails on the second field: wells-A01 fails, wells-B02 runs in a new pipeline
+    from jumpdenoise.predict.engine import Predictor
+
+    calls = {"n": 0}
+    real = Predictor.predict_normalized
+
+    def flaky(self, x):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(self, x)
+
+    monkeypatch.setattr(Predictor, "predict_normalized", flaky)
+    cfg = config(tmp_path / "flaky.zarr", setup["plate"])
+    stage.prepare(cfg)
+    seen.clear()
+    stage.run_many(cfg, stage.plan(cfg), lambda u, r, e: seen.append((u.key, r, e)))
+    assert [k for k, _, _ in seen] == ["wells-A01", "wells-B02"]
+    assert "out of memory (simulated)" in str(seen[0][2]) and seen[1][1]["fields"] == ["B02-0", "B02-1"]
+    assert [u.key for u in stage.plan(cfg)] == ["wells-A01"]  # a rerun redoes what is missing

@@ -195,3 +195,38 @@ def test_write_processes_setting() -> None:
     assert resolve_write_processes("auto", "cpu") == 0 and resolve_write_processes(5, "cpu") == 5
     n = cpu_threads()
     assert resolve_write_processes("auto", "cuda") == (min(8, n - 2) if n >= 4 else 0)
+
+
+@pytest.mark.parametrize("write_processes", [0, 2])
+def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path, write_processes: int) -> None:
+    """Done and failed fields (read and write failures) are reported once each, as they
+    happen, in the caller's thread, although a hand-over thread feeds the writers."""
+    import threading
+
+    from jumpdenoise.predict.engine import Predictor, run_fields
+    from jumpdenoise.predict.writers import close_writer_pool
+
+    rng = np.random.default_rng(5)
+    fields = {k: rng.integers(0, 4000, (2, 24, 20)).astype(np.uint16) for k in ["f0", "bad", "f2", "f3", "f4"]}
+    events: list = []
+    caller = threading.get_ident()
+
+    def done(key) -> None:
+        events.append(("done", key, threading.get_ident()))
+
+    def failure(f) -> None:
+        events.append((f.stage, f.key, threading.get_ident()))
+
+    try:
+        report = run_fields(Predictor(identity_model(), overlap=0), ["f0", "nope", "bad", "f2", "f3", "f4"],
+                            fields.__getitem__, RecordingJob(str(tmp_path)), prefetch=2,
+                            write_processes=write_processes, on_done=done, on_failure=failure)
+    finally:
+        close_writer_pool()
+    assert all(tid == caller for *_, tid in events)
+    assert sorted((kind, key) for kind, key, _ in events) == [
+        ("done", "f0"), ("done", "f2"), ("done", "f3"), ("done", "f4"), ("read", "nope"), ("write", "bad")]
+    assert report.done == ["f0", "f2", "f3", "f4"] and report.handover_seconds > 0
+    for key in report.done:
+        with np.load(tmp_path / f"{key}.npz") as z:
+            assert np.array_equal(z["raw"], fields[key])

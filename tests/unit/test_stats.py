@@ -127,3 +127,18 @@ def test_all_nan_channel_gives_json_safe_summary():
     summary = st.summary()
     assert summary["count"] == 0 and summary["mean"] is None and summary["p50"] is None
     json.dumps(summary, allow_nan=False)
+
+
+def test_float_keys_match_the_32_bit_formulation_and_keep_order() -> None:
+    from jumpdenoise.compute.stats import _float_keys
+
+    rng = np.random.default_rng(11)
+    special = np.array([-np.inf, -3.4e38, -1.0, -1e-40, -0.0, 0.0, 1e-40, 1.0, 3.4e38, np.inf], np.float32)
+    values = np.concatenate([special, rng.normal(0, 1e3, 5000).astype(np.float32)])
+    bits = values.view(np.uint32)
+    want = (np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)) >> 16).astype(np.uint16)
+    got = _float_keys(values[None, :].repeat(2, 0)[:, ::1][0])  # any layout of float32 input
+    assert got.dtype == np.uint16 and np.array_equal(got, want)
+    assert np.array_equal(_float_keys(values.astype(np.float64)), want)
+    ordered = np.sort(values)
+    assert (np.diff(_float_keys(ordered).astype(np.int64)) >= 0).all()

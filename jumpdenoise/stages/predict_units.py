@@ -1,0 +1,161 @@
+"""Running predict units: the shared set-up of a plate's units, and many units in one pipeline.
+
+:func:`run_many` streams the fields of several units through one
+:func:`~jumpdenoise.predict.engine.run_fields` pipeline and reports each unit as soon as
+its last field is settled; :func:`jumpdenoise.stages.predict.run_one` is the one-unit case.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from jumpdenoise.errors import JumpDenoiseError, ModelError
+from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.predict_job import file_sha256, get_predictor, out_path, raw_path, read_job
+
+if TYPE_CHECKING:
+    from jumpdenoise.config import JumpDenoiseConfig
+
+log = logging.getLogger("jumpdenoise.predict")
+
+__all__ = ["run_many"]
+
+
+class _UnitJob:
+    """What the units of one plate share in a process: paths, channels, predictor, reader."""
+
+    def __init__(self, config: JumpDenoiseConfig) -> None:
+        from jumpdenoise.io.ngff import plate_info
+        from jumpdenoise.predict.writers import PlateFieldWriter, resolve_write_processes
+
+        self.raw, self.out = raw_path(config), out_path(config)
+        job = read_job(self.out)
+        self.channels, out_dtype = job["channels"], job["dtype"]
+        self.predictor = get_predictor(config)
+        model = self.predictor.model
+        sha = file_sha256(model.checkpoint) if model.checkpoint else None
+        if sha != job["fingerprint"]["model_sha256"]:
+            raise ModelError(f"{model.checkpoint}: the model changed since {self.out} was prepared; "
+                             "rerun with overwrite")
+        raw_info = plate_info(self.raw)
+        self.pick = None if self.channels == raw_info.channels else self.channels
+        self.mpx_per_field = len(self.channels) * raw_info.shape_yx[0] * raw_info.shape_yx[1] / 1e6
+        self.writer = PlateFieldWriter(str(self.out), out_dtype, tuple(self.channels))
+        pc = config.predict
+        threads = pc.io_threads or max(1, min(8, (os.cpu_count() or 2)))
+        self.pipeline = {"prefetch": pc.prefetch, "readers": max(1, threads // 2), "writers": threads,
+                         "write_processes": resolve_write_processes(pc.write_processes, self.predictor.device.type)}
+
+    def read(self, pair: tuple[str, int]) -> np.ndarray:
+        """The raw field ``(well, field)``, the model's channels."""
+        from jumpdenoise.io.ngff import read_field
+
+        return read_field(self.raw, pair[0], pair[1], channels=self.pick)
+
+    def todo(self, unit: Unit) -> tuple[list[tuple[str, int]], int]:
+        """The unit's fields not yet done, and how many are."""
+        from jumpdenoise.io.ngff import field_key, is_done
+
+        pairs = [(w, int(f)) for w, f in (item.split("/") for item in unit.items)]
+        todo = [p for p in pairs if not is_done(self.out, field_key(*p))]
+        return todo, len(pairs) - len(todo)
+
+
+def _failure_error(unit: Unit, failures: list, n: int) -> JumpDenoiseError:
+    from jumpdenoise.io.ngff import field_key
+
+    lines = [f"{field_key(*f.key)} ({f.stage}): {type(f.error).__name__}: {f.error}" for f in failures]
+    return JumpDenoiseError(f"{len(lines)} of {n} field(s) failed in unit {unit.key}:\n" + "\n".join(lines))
+
+
+def run_many(config: JumpDenoiseConfig, units: list[Unit],
+             on_outcome: Callable[[Unit, dict | None, BaseException | None], None]) -> None:
+    """Denoise several units through one pipeline, reporting each unit as soon as it is done.
+
+    The pipeline is not drained between units: the next unit's fields are read while the
+    previous unit's are written, so the device does not wait at unit boundaries (the
+    in-process executor runs the units of a stage this way). Each field is marked done
+    after its data, exactly as with :func:`run_one`.
+
+    Parameters
+    ----------
+    config
+        Root configuration.
+    units
+        Units of :func:`plan`, run in order.
+    on_outcome
+        ``on_outcome(unit, result, error)``, once per unit, in the caller's thread: the
+        :func:`run_one` result dict, or ``None`` and the error (some of its fields failed;
+        or the pipeline itself failed while the unit was in it: the units after it are then
+        run in a new pipeline).
+    """
+    from jumpdenoise.io.ngff import field_key
+    from jumpdenoise.predict.engine import run_fields
+
+    if not units:
+        return
+    job = _UnitJob(config)
+    remaining = list(units)
+    while remaining:
+        owner: dict[tuple[str, int], int] = {}
+        left: dict[int, int] = {}
+        failures: dict[int, list] = {}
+        skipped: dict[int, int] = {}
+        written: dict[int, list[str]] = {}
+        keys: list[tuple[str, int]] = []
+        reported: set[int] = set()
+        clock = {"last": time.perf_counter()}
+
+        def report(i: int) -> None:
+            unit = remaining[i]
+            reported.add(i)
+            now = time.perf_counter()
+            seconds, clock["last"] = now - clock["last"], now
+            n = left.get(i, 0)  # 0 here
+            total = len(written[i]) + len(failures[i]) + n
+            log.info("unit %s: %d field(s) written, %d skipped, %d failed (%.2f s since the previous unit)",
+                     unit.key, len(written[i]), skipped[i], len(failures[i]), seconds)
+            if failures[i]:
+                on_outcome(unit, None, _failure_error(unit, failures[i], total))
+            else:
+                on_outcome(unit, {"fields": written[i], "skipped": skipped[i], "seconds": seconds,
+                                  "mpx_channels": len(written[i]) * job.mpx_per_field}, None)
+
+        def settled(key: tuple[str, int], failure: Any = None) -> None:
+            i = owner[key]
+            if failure is None:
+                written[i].append(field_key(*key))
+            else:
+                failures[i].append(failure)
+            left[i] -= 1
+            if left[i] == 0:
+                report(i)
+
+        for i, unit in enumerate(remaining):
+            todo, skipped[i] = job.todo(unit)
+            written[i], failures[i], left[i] = [], [], len(todo)
+            owner.update({p: i for p in todo})
+            keys.extend(todo)
+        for i in range(len(remaining)):
+            if left[i] == 0:  # nothing to do: reported in order, before the others finish
+                report(i)
+        try:
+            summary = run_fields(job.predictor, keys, job.read, job.writer, on_done=settled,
+                                 on_failure=lambda f: settled(f.key, f), **job.pipeline)
+        except Exception as exc:  # noqa: BLE001 - the pipeline itself failed: blame the first open unit
+            open_units = [i for i in range(len(remaining)) if i not in reported]
+            if not open_units:
+                raise
+            first = open_units[0]
+            log.error("unit %s: prediction failed: %s: %s", remaining[first].key, type(exc).__name__, exc)
+            on_outcome(remaining[first], None, exc)
+            reported.add(first)
+            remaining = [u for i, u in enumerate(remaining) if i not in reported]
+            continue
+        log.info("%d unit(s): %s", len(remaining), summary.summary())
+        remaining = []
