@@ -165,6 +165,15 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
             "writer_processes_cpu_s_per_field": kids_cpu / n, "write_processes": procs, "threads": threads}
 
 
+def save_and_clean(results: dict, args: argparse.Namespace, workdir: Path) -> int:
+    """Write ``results`` to ``--json`` if given, remove a temporary ``workdir``; exit status 0."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
 def run_stage(stream: bool, procs: int, plate: Path, out: Path, keys: list, args: argparse.Namespace) -> dict:
     """The predict stage end to end (identity network), units streamed or one at a time."""
     from jumpdenoise.executors.local import LocalExecutor
@@ -261,11 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             r["cpu_ratio_vs_legacy"] = base["cpu_s_per_field"] / r["cpu_s_per_field"]
             print(f"ratio {mode} / legacy: {r['speedup_vs_legacy']:.2f}x fields/s, "
                   f"{r['cpu_ratio_vs_legacy']:.2f}x fewer CPU-s per field", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return save_and_clean(results, args, workdir)
 
 
 if __name__ == "__main__":

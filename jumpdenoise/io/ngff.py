@@ -84,11 +84,14 @@ def _create(
     pixel_size_um: float | None, storage: dict, jd_attrs: dict, overwrite: bool,
     sidecar: dict[str, str] | None = None,
 ) -> None:
-    """Write the whole hierarchy (groups + empty arrays) with zarr's concurrent create_hierarchy,
-    then the ``sidecar`` files (name -> text, under ``.jumpdenoise/``), then the plate metadata."""
+    """Write the whole hierarchy (groups + empty arrays: zarr's metadata documents, written
+    directly by :func:`~jumpdenoise.io.ngff_chunks.write_metadata_documents`), then the
+    ``sidecar`` files (name -> text, under ``.jumpdenoise/``), then the plate metadata."""
     import zarr
     from zarr.core.group import GroupMetadata
     from zarr.storage import LocalStore
+
+    from jumpdenoise.io.ngff_chunks import write_metadata_documents
 
     _prepare_output(path, overwrite)
     n_levels = 1 + int(storage.get("pyramid_levels") or 0)
@@ -110,8 +113,9 @@ def _create(
             for lv, meta in enumerate(arrays):
                 nodes[f"{wp}/{f}/{lv}"] = meta
     store = LocalStore(path)
-    for _ in zarr.create_hierarchy(store=store, nodes=nodes, overwrite=False):
-        pass
+    if not write_metadata_documents(path, nodes):
+        for _ in zarr.create_hierarchy(store=store, nodes=nodes, overwrite=False):
+            pass
     (path / SIDECAR).mkdir(exist_ok=True)
     for fname, text in (sidecar or {}).items():
         (path / SIDECAR / fname).write_text(text)

@@ -12,6 +12,11 @@ zarr's. Any other layout returns ``False`` and the caller writes with zarr.
 :func:`read_whole_chunks` is the reverse for :func:`jumpdenoise.io.ngff.read_field`: each
 chunk file is decoded by blosc straight into the result (a missing chunk is the fill
 value), without zarr's event loop, which runs every read of a process through one thread.
+
+:func:`write_metadata_documents` is the fast path of ``zarr.create_hierarchy`` for a new
+hierarchy in a local folder: each node's metadata documents, as zarr serialises them
+(``to_buffer_dict``), written straight to their files (zarr's concurrent creation costs
+about 0.7 ms per node: 5 s for the 7,300 nodes of a 384-well plate of 9 fields).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 if TYPE_CHECKING:
     import zarr
 
-__all__ = ["read_whole_chunks", "remove_partial_chunks", "write_whole_chunks"]
+__all__ = ["read_whole_chunks", "remove_partial_chunks", "write_metadata_documents", "write_whole_chunks"]
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
@@ -191,3 +196,41 @@ def remove_partial_chunks(folder: Path) -> int:
                 os.unlink(os.path.join(root, name))
                 removed += 1
     return removed
+
+
+def write_metadata_documents(root: Path, nodes: dict) -> bool:
+    """Write the metadata documents of a new zarr hierarchy under ``root``, as zarr would.
+
+    Parameters
+    ----------
+    root
+        The hierarchy's folder (new or empty: nothing is checked or overwritten).
+    nodes
+        ``{path: GroupMetadata or ArrayV3Metadata}``, ``""`` being the root, every parent
+        of a node included (as for ``zarr.create_hierarchy``). A metadata object used for
+        many nodes (the same array metadata for every field) is serialised once.
+
+    Returns
+    -------
+    bool
+        ``False`` (nothing written) if this zarr version has not the metadata API used
+        here; create the hierarchy with zarr then.
+    """
+    try:
+        from zarr.core.buffer import default_buffer_prototype
+
+        prototype = default_buffer_prototype()
+        by_object: dict[int, dict[str, bytes]] = {}
+        documents = {}
+        for key, meta in nodes.items():
+            if id(meta) not in by_object:
+                by_object[id(meta)] = {name: buf.to_bytes() for name, buf in meta.to_buffer_dict(prototype).items()}
+            documents[key] = by_object[id(meta)]
+    except (ImportError, AttributeError, TypeError):  # pragma: no cover - another zarr version
+        return False
+    for key in sorted(documents, key=lambda k: (k.count("/"), k)):  # parents first
+        folder = root / key if key else root
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, payload in documents[key].items():
+            (folder / name).write_bytes(payload)
+    return True

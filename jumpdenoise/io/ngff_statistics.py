@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +73,9 @@ def write_statistics(plate: str | Path, stats: dict) -> None:
         for ch, win in zip(attrs.get("ome", {}).get("omero", {}).get("channels", []), windows):
             ch["window"] = win
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda wf: update_group_attrs(root / info.image_path(*wf), set_windows),
-                      info.field_keys()))
+    # one thread: the JSON work holds the GIL (8 threads took 1.9 s for 3,456 fields, one 1.3 s)
+    for well, field in info.field_keys():
+        update_group_attrs(root / info.image_path(well, field), set_windows)
 
 
 def write_statistics_csv(stats: dict, path: str | Path) -> None:

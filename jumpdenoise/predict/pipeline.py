@@ -19,6 +19,7 @@ import queue
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -117,7 +118,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                write: Callable[[Any, np.ndarray, np.ndarray], None], *, prefetch: int = 2,
                readers: int = 2, writers: int = 2, write_processes: int = 0,
                on_done: Callable[[Any], None] | None = None,
-               on_failure: Callable[[FieldFailure], None] | None = None) -> PipelineReport:
+               on_failure: Callable[[FieldFailure], None] | None = None,
+               on_written: Callable[[Any, Any], None] | None = None) -> PipelineReport:
     """Denoise fields through a bounded read -> compute -> write pipeline.
 
     Parameters
@@ -129,7 +131,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
     read
         ``read(key) -> (c, y, x)`` raw array (called in reader threads).
     write
-        ``write(key, raw, denoised_float32)``: converts, stores, and records completion.
+        ``write(key, raw, denoised_float32)``: converts, stores, and records completion;
+        what it returns goes to ``on_written``.
         Called in writer threads, or in writer processes when ``write_processes > 0``
         (then it must be picklable, e.g. :class:`~jumpdenoise.predict.writers.PlateFieldWriter`,
         and must not keep the arrays it is given).
@@ -149,6 +152,9 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         Called with each key once written (in the caller's thread).
     on_failure
         Called with each :class:`FieldFailure` as it happens (in the caller's thread).
+    on_written
+        Called with each key written and what ``write`` returned for it, if not ``None``
+        (in the caller's thread, before ``on_done``).
 
     Returns
     -------
@@ -179,10 +185,12 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         if on_failure is not None:
             on_failure(report.failures[-1])
 
-    def finished(key: Any, error: BaseException | None) -> None:
+    def finished(key: Any, error: BaseException | None, value: Any = None) -> None:
         if error is not None:
             failed(key, "write", error)
             return
+        if value is not None and on_written is not None:
+            on_written(key, value)
         report.done.append(key)
         if on_done is not None:
             on_done(key)
@@ -193,13 +201,13 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
     def flush() -> None:
         while True:
             try:
-                key, error = settled.get_nowait()
+                key, error, value = settled.get_nowait()
             except queue.Empty:
                 return
-            finished(key, error)
+            finished(key, error, value)
 
-    def note(key: Any, error: BaseException | None) -> None:
-        settled.put((key, error))
+    def note(key: Any, error: BaseException | None, value: Any = None) -> None:
+        settled.put((key, error, value))
 
     pool = None
     ok = False
@@ -214,11 +222,11 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         def settle(key: Any, outcome: Callable[[], Any]) -> None:
             """Report ``key`` done, or failed with what ``outcome()`` raises."""
             try:
-                outcome()
+                value = outcome()
             except Exception as exc:  # noqa: BLE001 - reported per field
                 note(key, exc)
             else:
-                note(key, None)
+                note(key, None, value)
 
         def drain(limit: int) -> None:
             while len(pending_writes) > limit:
@@ -303,6 +311,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                     fut.cancel()
                 for fut in handovers:
                     fut.cancel()
+                # the hand-over in progress uses the pool's shared memory: let it end first
+                futures_wait([f for f in handovers if not f.cancelled()], timeout=60)
                 if pool is not None:  # an error or an interrupt: stop the writers, free the memory
                     from jumpdenoise.predict.writers import close_writer_pool
 

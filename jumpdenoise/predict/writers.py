@@ -59,14 +59,15 @@ class PlateFieldWriter:
 
     ``writer((well, field), raw, pred)``: ``pred`` (float32, raw units) is converted to
     ``dtype`` (:func:`to_output_dtype`), written, and marked done with its statistics
-    partial and its comparison partial (``cmp.*``) against ``raw``.
+    partial and its comparison partial (``cmp.*``) against ``raw``; returns that marker
+    payload (a few kB), so that finalize in the same process need not read the marker back.
     """
 
     out: str
     dtype: str
     channels: tuple[str, ...]
 
-    def __call__(self, key: tuple[str, int], raw: np.ndarray, pred: np.ndarray) -> None:
+    def __call__(self, key: tuple[str, int], raw: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
         from jumpdenoise.compute.stats import field_partial
         from jumpdenoise.io import ngff
         from jumpdenoise.predict.compare import field_comparison
@@ -74,7 +75,9 @@ class PlateFieldWriter:
         data = to_output_dtype(pred, self.dtype)
         ngff.write_field(self.out, key[0], key[1], data)
         partial = field_partial(data, list(self.channels))
-        ngff.mark_done(self.out, ngff.field_key(*key), {**partial, **field_comparison(raw, data, partial)})
+        payload = {**partial, **field_comparison(raw, data, partial)}
+        ngff.mark_done(self.out, ngff.field_key(*key), payload)
+        return payload
 
 
 def resolve_write_processes(setting: int | str, device_type: str) -> int:
@@ -165,13 +168,17 @@ def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: A
                 break
             slot, key, job = msg
             raw, pred = _views(shm.buf, layout, slot)
+            value = None
             try:
-                job(key, raw, pred)
+                value = job(key, raw, pred)
                 error = None
             except Exception as exc:  # noqa: BLE001 - reported per field
                 error = _portable(exc)
             del raw, pred
-            results.put((slot, key, error))
+            try:
+                results.put((slot, key, error, value))
+            except Exception:  # noqa: BLE001 - a value that cannot be pickled: reported without it
+                results.put((slot, key, error, None))
     finally:
         try:
             shm.close()
@@ -254,19 +261,21 @@ class WriterProcesses:
         """Fields submitted and not yet reported."""
         return len(self._in_flight)
 
-    def acquire(self, on_result: Callable[[Any, BaseException | None], None]) -> int:
+    def acquire(self, on_result: Callable[[Any, BaseException | None, Any], None]) -> int:
         """A free slot, waiting (and reporting finished fields to ``on_result``) if none is."""
         while not self._free:
             self.collect(on_result, block=True)
         return self._free.popleft()
 
-    def submit(self, slot: int, key: Any, job: Callable[[Any, np.ndarray, np.ndarray], None]) -> None:
-        """Have a writer run ``job(key, raw, pred)`` on the slot's arrays."""
+    def submit(self, slot: int, key: Any, job: Callable[[Any, np.ndarray, np.ndarray], Any]) -> None:
+        """Have a writer run ``job(key, raw, pred)`` on the slot's arrays (what it returns,
+        if picklable, comes back with its result)."""
         self._in_flight[slot] = key
         self._tasks.put((slot, key, job))
 
-    def collect(self, on_result: Callable[[Any, BaseException | None], None], *, block: bool = False) -> None:
-        """Report finished fields (``on_result(key, error or None)``); ``block`` waits for one.
+    def collect(self, on_result: Callable[[Any, BaseException | None, Any], None], *, block: bool = False) -> None:
+        """Report finished fields (``on_result(key, error or None, what the job returned)``);
+        ``block`` waits for one.
 
         Raises
         ------
@@ -275,7 +284,7 @@ class WriterProcesses:
         """
         while self._in_flight:
             try:
-                slot, key, error = self._results.get(timeout=1.0) if block else self._results.get_nowait()
+                slot, key, error, value = self._results.get(timeout=1.0) if block else self._results.get_nowait()
             except queue.Empty:
                 if not block:
                     return
@@ -288,10 +297,10 @@ class WriterProcesses:
                 continue
             self._in_flight.pop(slot, None)
             self._free.append(slot)
-            on_result(key, error)
+            on_result(key, error, value)
             block = False
 
-    def wait_all(self, on_result: Callable[[Any, BaseException | None], None]) -> None:
+    def wait_all(self, on_result: Callable[[Any, BaseException | None, Any], None]) -> None:
         """Wait until every submitted field is reported."""
         while self._in_flight:
             self.collect(on_result, block=True)

@@ -95,3 +95,33 @@ def test_direct_read_refuses_layouts_it_does_not_take(tmp_path: Path) -> None:
 
     arr = _create(tmp_path / "a", (2, 50, 64), (1, 48, 64), "uint16", "lz4", "bitshuffle", True)
     assert read_whole_chunks(arr) is None
+
+
+@pytest.mark.parametrize("shard,levels", [(False, 1), (True, 0)])
+def test_direct_metadata_documents_equal_zarrs_create_hierarchy(tmp_path: Path, monkeypatch, shard: bool,
+                                                               levels: int) -> None:
+    """A plate created with the direct metadata writer has the same files, byte for byte,
+    as one created by zarr.create_hierarchy, and zarr and the NGFF validator read it."""
+    from jumpdenoise.config.convert import ConvertConfig
+    from jumpdenoise.io import ngff_chunks
+    from jumpdenoise.io.layout import Channel, FieldLayout, PlateLayout, PlaneRef, WellLayout, split_well
+    from jumpdenoise.io.ngff import create_plate, validate_plate
+
+    wells = []
+    for w in ("A01", "B03", "P24"):
+        row, col = split_well(w)
+        wells.append(WellLayout(row=row, column=col, fields=[
+            FieldLayout(index=f, site=f + 1, planes={c: PlaneRef(path=f"/x/{w}-{f}-{c}.tiff") for c in ("DNA", "ER")})
+            for f in range(2)]))
+    layout = PlateLayout(name="META", source_kind="hyperstack", source_path="x", n_rows=16, n_columns=24,
+                         channels=[Channel(name=c, source_id=str(i)) for i, c in enumerate(("DNA", "ER"))],
+                         wells=wells, shape=(64, 96), dtype="uint16", pixel_size_um=0.6)
+    convert = ConvertConfig(shard=shard, pyramid_levels=levels)
+    create_plate(tmp_path / "direct.zarr", layout, convert)
+    monkeypatch.setattr(ngff_chunks, "write_metadata_documents", lambda root, nodes: False)
+    create_plate(tmp_path / "zarr.zarr", layout, convert)
+    direct, by_zarr = _files(tmp_path / "direct.zarr"), _files(tmp_path / "zarr.zarr")
+    assert len(direct) > 3 * 2 * (1 + levels) and direct == by_zarr
+    validate_plate(tmp_path / "direct.zarr")
+    a = zarr.open_array(tmp_path / "direct.zarr" / "A" / "1" / "0" / "0", mode="r")
+    assert a.shape == (2, 64, 96) and a.dtype == np.uint16 and not a[...].any()

@@ -302,3 +302,32 @@ def test_units_stream_through_one_pipeline_and_fail_alone(setup: dict, tmp_path:
     assert [k for k, _, _ in seen] == ["wells-A01", "wells-B02"]
     assert "out of memory (simulated)" in str(seen[0][2]) and seen[1][1]["fields"] == ["B02-0", "B02-1"]
     assert [u.key for u in stage.plan(cfg)] == ["wells-A01"]  # a rerun redoes what is missing
+
+
+def test_finalize_uses_the_written_payloads_and_equals_reading_the_markers(setup: dict, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    """In the process that wrote the fields, finalize takes their marker payloads from memory
+    (no marker read); finalizing again from the markers gives the same bytes."""
+    from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.stages import predict as stage
+
+    out = tmp_path / "cached.zarr"
+    with monkeypatch.context() as m:
+        m.setattr(stage, "_load_marker", lambda *a: (_ for _ in ()).throw(AssertionError("marker read")))
+        predict(model=setup["run"], plate=setup["plate"], out=out, wells_per_unit=1)
+
+    def files() -> dict:
+        return {n: (out / n).read_bytes() for n in ("zarr.json", ".jumpdenoise/statistics.csv",
+                                                    ".jumpdenoise/comparison.csv", "A/1/0/zarr.json")}
+
+    before = files()
+    data = JumpDenoiseConfig().model_dump()
+    data["paths"].update(raw_plate=str(setup["plate"]), denoised_plate=str(out))
+    data["predict"].update(model=str(setup["run"]))
+    reads: list = []
+    real = stage._load_marker
+    monkeypatch.setattr(stage, "_load_marker", lambda o, k: reads.append(k) or real(o, k))
+    stage.finalize(JumpDenoiseConfig.model_validate(data))
+    assert sorted(reads) == ["A01-0", "A01-1", "B02-0", "B02-1"]  # nothing left in memory: markers read
+    assert files() == before
+    assert plate_info(out).attrs["statistics"] == plate_info(setup["out"]).attrs["statistics"]

@@ -100,6 +100,7 @@ class RecordingJob:
             raise ValueError(f"cannot write field {key}")
         np.savez(Path(self.folder) / f"{key}.npz", raw=raw, pred=pred, torch="torch" in sys.modules,
                  pid=os.getpid())
+        return float(pred.sum())
 
 
 def _shm_exists(name: str) -> bool:
@@ -114,17 +115,19 @@ def test_writer_processes_write_report_and_clean_up(tmp_path: Path) -> None:
     results: list = []
     try:
         for i, key in enumerate(["f0", "bad", "f2", "f3", "f4"]):
-            slot = pool.acquire(lambda k, e: results.append((k, e)))
+            slot = pool.acquire(lambda k, e, v: results.append((k, e, v)))
             raw, pred = pool.views(slot)
             raw[...] = i
             pred[...] = i + 0.5
             del raw, pred
             pool.submit(slot, key, RecordingJob(str(tmp_path)))
-        pool.wait_all(lambda k, e: results.append((k, e)))
+        pool.wait_all(lambda k, e, v: results.append((k, e, v)))
     finally:
         pool.close()
-    assert sorted(k for k, _ in results) == ["bad", "f0", "f2", "f3", "f4"]
-    errors = {k: e for k, e in results if e is not None}
+    assert sorted(k for k, _, _ in results) == ["bad", "f0", "f2", "f3", "f4"]
+    assert {k: v for k, _, v in results} == {"bad": None, "f0": 2 * 5 * 4 * 0.5, "f2": 40 * 2.5, "f3": 40 * 3.5,
+                                             "f4": 40 * 4.5}  # what the job returned
+    errors = {k: e for k, e, _ in results if e is not None}
     assert list(errors) == ["bad"] and isinstance(errors["bad"], ValueError) and "field bad" in str(errors["bad"])
     for i, key in [(0, "f0"), (2, "f2"), (4, "f4")]:
         with np.load(tmp_path / f"{key}.npz") as z:
@@ -209,6 +212,7 @@ def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path
     rng = np.random.default_rng(5)
     fields = {k: rng.integers(0, 4000, (2, 24, 20)).astype(np.uint16) for k in ["f0", "bad", "f2", "f3", "f4"]}
     events: list = []
+    values: dict = {}
     caller = threading.get_ident()
 
     def done(key) -> None:
@@ -220,13 +224,17 @@ def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path
     try:
         report = run_fields(Predictor(identity_model(), overlap=0), ["f0", "nope", "bad", "f2", "f3", "f4"],
                             fields.__getitem__, RecordingJob(str(tmp_path)), prefetch=2,
-                            write_processes=write_processes, on_done=done, on_failure=failure)
+                            write_processes=write_processes, on_done=done, on_failure=failure,
+                            on_written=lambda k, v: values.update({k: (v, threading.get_ident())}))
     finally:
         close_writer_pool()
     assert all(tid == caller for *_, tid in events)
     assert sorted((kind, key) for kind, key, _ in events) == [
         ("done", "f0"), ("done", "f2"), ("done", "f3"), ("done", "f4"), ("read", "nope"), ("write", "bad")]
     assert report.done == ["f0", "f2", "f3", "f4"] and report.handover_seconds > 0
+    assert sorted(values) == report.done and all(tid == caller for _, tid in values.values())
+    for key in report.done:  # the identity network: what the job returned is the raw sum (float32 rounding)
+        assert values[key][0] == pytest.approx(float(fields[key].sum()), rel=1e-5)
     for key in report.done:
         with np.load(tmp_path / f"{key}.npz") as z:
             assert np.array_equal(z["raw"], fields[key])

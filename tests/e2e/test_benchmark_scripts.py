@@ -1,0 +1,36 @@
+"""The I/O benchmarks run end to end on tiny settings and report what they claim to measure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> dict:
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, "--json", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_predict_io_stage_streamed_and_per_unit(tmp_path: Path) -> None:
+    r = _run("predict_io.py", "--fields", "8", "--size", "64", "--processes", "1", "--stage", "--wells-per-unit", "1",
+             tmp_path=tmp_path)
+    modes = r["modes"]
+    assert set(modes) == {"legacy", "threads", "processes-1", "stage-perunit", "stage-streamed"}
+    assert all(m["fields"] == 8 and m["fields_per_s"] > 0 and m["cpu_s_per_field"] > 0 for m in modes.values())
+    assert modes["processes-1"]["writer_processes_cpu_s_per_field"] > 0  # the writing happened in a process
+    assert r["stage_streamed_vs_perunit"] > 0
+
+
+def test_plate_overheads_times_both_ways(tmp_path: Path) -> None:
+    r = _run("plate_overheads.py", "--wells", "3", "--fields", "2", "--size", "32", tmp_path=tmp_path)
+    assert r["fields"] == 6
+    for key in ("prepare_zarr_create_hierarchy", "prepare_direct", "run", "finalize_markers_read",
+                "finalize_payloads_in_memory", "prepare_ratio", "finalize_ratio"):
+        assert r[key] > 0, key
