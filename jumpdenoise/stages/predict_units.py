@@ -28,7 +28,7 @@ log = logging.getLogger("jumpdenoise.predict")
 
 __all__ = ["run_many", "take_written"]
 
-#: Marker payloads of the fields this process wrote, per ``(output plate, job id)``: finalize
+#: Marker payloads of the fields this process wrote, per ``(output plate, preparation)``: finalize
 #: in the same process takes them instead of reading the markers back (about 1 ms per field).
 _WRITTEN: dict[tuple[str, str], dict[str, dict]] = {}
 #: Memory the kept payloads may take (5-250 kB per field, with their sparse histograms): the
@@ -150,7 +150,7 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
         left: dict[int, int] = {}
         failures: dict[int, list] = {}
         skipped: dict[int, int] = {}
-        written: dict[int, list[str]] = {}
+        stored: dict[int, list[str]] = {}  # field keys written and marked done, per unit
         keys: list[tuple[str, int]] = []
         reported: set[int] = set()
         clock = {"last": time.perf_counter()}
@@ -160,20 +160,18 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
             reported.add(i)
             now = time.perf_counter()
             seconds, clock["last"] = now - clock["last"], now
-            n = left.get(i, 0)  # 0 here
-            total = len(written[i]) + len(failures[i]) + n
             log.info("unit %s: %d field(s) written, %d skipped, %d failed (%.2f s since the previous unit)",
-                     unit.key, len(written[i]), skipped[i], len(failures[i]), seconds)
+                     unit.key, len(stored[i]), skipped[i], len(failures[i]), seconds)
             if failures[i]:
-                on_outcome(unit, None, _failure_error(unit, failures[i], total))
+                on_outcome(unit, None, _failure_error(unit, failures[i], len(stored[i]) + len(failures[i])))
             else:
-                on_outcome(unit, {"fields": written[i], "skipped": skipped[i], "seconds": seconds,
-                                  "mpx_channels": len(written[i]) * job.mpx_per_field}, None)
+                on_outcome(unit, {"fields": stored[i], "skipped": skipped[i], "seconds": seconds,
+                                  "mpx_channels": len(stored[i]) * job.mpx_per_field}, None)
 
         def settled(key: tuple[str, int], failure: Any = None) -> None:
             i = owner[key]
             if failure is None:
-                written[i].append(field_key(*key))
+                stored[i].append(field_key(*key))
             else:
                 failures[i].append(failure)
             left[i] -= 1
@@ -182,7 +180,7 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
 
         for i, unit in enumerate(remaining):
             todo, skipped[i] = job.todo(unit)
-            written[i], failures[i], left[i] = [], [], len(todo)
+            stored[i], failures[i], left[i] = [], [], len(todo)
             owner.update({p: i for p in todo})
             keys.extend(todo)
         for i in range(len(remaining)):
