@@ -331,3 +331,21 @@ def test_finalize_uses_the_written_payloads_and_equals_reading_the_markers(setup
     assert sorted(reads) == ["A01-0", "A01-1", "B02-0", "B02-1"]  # nothing left in memory: markers read
     assert files() == before
     assert plate_info(out).attrs["statistics"] == plate_info(setup["out"]).attrs["statistics"]
+
+
+def test_resume_removes_the_temporary_chunks_of_a_killed_write(setup: dict, tmp_path: Path) -> None:
+    """A run killed while writing a field leaves ``*.partial`` chunk files: the run redoing
+    the field removes them, and the plate is the same as an uninterrupted one."""
+    out = tmp_path / "killed.zarr"
+    shutil.copytree(setup["out"], out)
+    chunk = out / "B" / "2" / "1" / "0" / "c" / "0" / "0" / "0"
+    partial = chunk.with_name("0.0123456789abcdef.partial")
+    partial.write_bytes(chunk.read_bytes()[:10])
+    (out / ".jumpdenoise" / "done" / "B02-1.npz").unlink()
+    predict(model=setup["run"], plate=setup["plate"], out=out)
+    assert not list(out.rglob("*.partial"))
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if "/c/" in p.as_posix()
+             and p.is_file()}
+    want = {p.relative_to(setup["out"]).as_posix(): p.read_bytes() for p in sorted(setup["out"].rglob("*"))
+            if "/c/" in p.as_posix() and p.is_file()}
+    assert files == want
