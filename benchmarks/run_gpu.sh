@@ -6,7 +6,9 @@
 # BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call).
 # Phases (each under its own timeout, so one failing leaves the others' results):
 #   1. predict: the engine alone in many modes (layouts, autotune, compile), then jumpdenoise predict
-#               plate in/out (fp32, bf16, the best mode and the fastest engine mode) vs CAREamist.predict;
+#               plate in/out (fp32, bf16, the best mode streamed and one unit at a time, the fastest
+#               engine mode) vs CAREamist.predict; 256 fields (64 wells of 4): the per-plate work weighs
+#               less than on 128, closer to a whole plate;
 #   2. train:   jumpdenoise's training pipeline vs CAREamist.train, patches/s, bf16-mixed;
 #   3. bsd:     the N2V paper's BSD settings (schedule full) for a fixed time, PSNR on Set12 (opt-in).
 # Before them, "cudatests": the unit tests that only run on a GPU (CUDA graphs, device pipeline).
@@ -40,14 +42,14 @@ if [ "${SMOKE:-0}" = 1 ]; then
   bsdargs=(--schedule ci --n-train 4 --n-test 1 --max-minutes 0.5)
   t_pred=400 t_train=300 t_bsd=300
 else
-  dev=cuda; pred=(--fields ${PRED_FIELDS:-128} --modes ${PRED_MODES:-fp32,bf16,bf16+split+autotune+compile,bf16+split+autotune+compile+perunit} --careamics-fields 32
+  dev=cuda; pred=(--fields ${PRED_FIELDS:-256} --modes ${PRED_MODES:-fp32,bf16,bf16+split+autotune+compile,bf16+split+autotune+compile+perunit} --careamics-fields 32
                   --engine-modes ${ENGINE_MODES:-fp32,fp32+nographs,bf16,bf16+nographs,bf16+grouped,bf16+split+autotune,bf16+split+autotune+nographs,bf16+split+autotune+compile}
                   --best-engine ${BEST_ENGINE:-1})
   train=(--precision bf16-mixed --workers 8 --steps ${TRAIN_STEPS:-300} --warmup 20 --repeats ${TRAIN_REPEATS:-2} --wells 10 --fields 4
          --json "$out/train.json"
          --variants ${TRAIN_VARIANTS:-default,no-graphs,device_masking+no-graphs})
   bsdargs=(--schedule full --max-minutes ${BSD_MINUTES:-2} --precision bf16-mixed --workers 6)
-  t_pred=${T_PRED:-240} t_train=${T_TRAIN:-220} t_bsd=${T_BSD:-180}  # tests + predict + train: under 9 min
+  t_pred=${T_PRED:-300} t_train=${T_TRAIN:-220} t_bsd=${T_BSD:-180}  # tests + predict + train: under 10 min
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
 $py -c "import jumpdenoise, careamics, torch; print('jumpdenoise', jumpdenoise.__version__, 'careamics',
