@@ -279,6 +279,11 @@ def write_field(
 ) -> None:
     """Write one whole field (c, y, x) at level 0 and its downsampled pyramid levels.
 
+    The caller owns the field (a unit writes whole fields): temporary chunk files a killed
+    earlier write left in its arrays are removed first
+    (:func:`~jumpdenoise.io.ngff_chunks.remove_partial_chunks`), so a redo leaves the same
+    files as an uninterrupted write.
+
     Parameters
     ----------
     plate, well, field
@@ -298,8 +303,9 @@ def write_field(
     if tuple(data.shape) != expected or str(data.dtype) != info.dtype:
         raise PlateError(f"{info.path} {well}/{field}: data {data.shape} {data.dtype} does not match "
                          f"the plate's {expected} {info.dtype}")
-    from jumpdenoise.io.ngff_chunks import write_whole_chunks
+    from jumpdenoise.io.ngff_chunks import remove_partial_chunks, write_whole_chunks
 
+    remove_partial_chunks(info.path / info.image_path(well, field))
     levels = info.n_levels if pyramid_levels is None else min(info.n_levels, 1 + pyramid_levels)
     level_data = data
     for lv in range(levels):

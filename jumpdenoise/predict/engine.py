@@ -218,7 +218,6 @@ class Predictor:
         self.tta = bool(tta)
         self.layout = layout
         self.autotune = bool(autotune)
-        self.layout_used = resolve_layout(layout, self.device.type, self.bf16, cpu_fast)
         rf = model.receptive_field if (tile_size is not None or overlap is None) else 0
         self.receptive_field = rf
         self.overlap = auto_overlap(rf, model.stride, mode) if overlap is None else int(overlap)
@@ -226,17 +225,18 @@ class Predictor:
             log.warning("overlap %d < 2 x receptive-field radius %d: tiles may differ from the whole-field "
                         "prediction near their seams (use overlap >= %d)", self.overlap, rf, 2 * rf)
         net = fuse_for_inference(model.module) if fuse else model.module
-        if self.layout_used == "cpu_fast":
+        resolved = resolve_layout(layout, self.device.type, self.bf16, cpu_fast)
+        if resolved == "cpu_fast":
             from jumpdenoise.predict.cpu_fast import prepare_for_cpu
 
             net = prepare_for_cpu(net)
         else:
             from jumpdenoise.predict.gpu_fast import prepare_for_gpu
 
-            net = prepare_for_gpu(net, self.layout_used)
+            net = prepare_for_gpu(net, resolved)
         from jumpdenoise.predict.gpu_fast import layout_of
 
-        self.layout_used = layout_of(net)  # after any fallback
+        self.layout_used = layout_of(net)  # what runs, after any fallback
         self.net = torch.compile(net, dynamic=False) if compile else net
         self.cuda_graphs = self.device.type == "cuda" and not compile and cuda_graphs is not False
         if self.cuda_graphs:

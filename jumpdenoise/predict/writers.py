@@ -57,9 +57,9 @@ def to_output_dtype(pred: np.ndarray, dtype: str) -> np.ndarray:
 class PlateFieldWriter:
     """Store one denoised field of plate ``out`` (picklable: runs in threads or processes).
 
-    ``writer((well, field), raw, pred)``: temporary chunk files a killed run left in the
-    field's arrays are removed; ``pred`` (float32, raw units) is converted to
-    ``dtype`` (:func:`to_output_dtype`), written, and marked done with its statistics
+    ``writer((well, field), raw, pred)``: ``pred`` (float32, raw units) is converted to
+    ``dtype`` (:func:`to_output_dtype`), written (temporaries of a killed earlier write
+    removed, by :func:`~jumpdenoise.io.ngff.write_field`), and marked done with its statistics
     partial and its comparison partial (``cmp.*``) against ``raw``; returns that marker
     payload (a few kB), so that finalize in the same process need not read the marker back.
     """
@@ -71,14 +71,9 @@ class PlateFieldWriter:
     def __call__(self, key: tuple[str, int], raw: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
         from jumpdenoise.compute.stats import field_partial
         from jumpdenoise.io import ngff
-        from jumpdenoise.io.ngff_chunks import remove_partial_chunks
-        from jumpdenoise.io.ngff_meta import read_plate_info
         from jumpdenoise.predict.compare import field_comparison
 
         data = to_output_dtype(pred, self.dtype)
-        info = read_plate_info(self.out)
-        # a run killed while writing this field left its temporary chunk files: this writer owns the field
-        remove_partial_chunks(info.path / info.image_path(key[0], key[1]))
         ngff.write_field(self.out, key[0], key[1], data)
         partial = field_partial(data, list(self.channels))
         payload = {**partial, **field_comparison(raw, data, partial)}

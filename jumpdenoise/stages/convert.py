@@ -224,14 +224,11 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
 
     from jumpdenoise.compute.stats import field_partial
     from jumpdenoise.io.ngff import field_key, mark_done, write_field
-    from jumpdenoise.io.ngff_chunks import remove_partial_chunks
-    from jumpdenoise.io.ngff_meta import read_plate_info
     from jumpdenoise.io.tiff import read_field
 
     out = plate_path(config)
     layout, fields = load_layout(out)
     channels = layout.channel_names
-    info = read_plate_info(out)
     converted, errors, nbytes = [], [], 0
     for item in unit.items:
         well, index = item.split("/")
@@ -240,8 +237,6 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
         try:
             _check_listed_files(layout, well, fld)
             data = read_field(fld, channels, tuple(layout.shape), layout.dtype)
-            # the unit redoing a field owns its temporaries
-            remove_partial_chunks(info.path / info.image_path(well, int(index)))
             with zarr.config.set({"array.write_empty_chunks": True}):  # skips a full-chunk
                 write_field(out, well, int(index), data)                # comparison: 2x faster
             partial = field_partial(data, channels)

@@ -26,7 +26,6 @@ and the job record) live in :mod:`jumpdenoise.stages.predict_job` and are re-exp
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -58,8 +57,6 @@ from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job hel
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.executors.base import Executor, Outcome
-
-log = logging.getLogger("jumpdenoise.predict")
 
 STAGE = "predict"
 MODULE = "jumpdenoise.stages.predict"
@@ -179,14 +176,19 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     return result
 
 
+def _split_payload(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A done marker's payload as its statistics arrays and its comparison (``cmp.*``) arrays."""
+    from jumpdenoise.predict.compare import PREFIX
+
+    stats = {k: v for k, v in arrays.items() if not k.startswith(PREFIX)}
+    return stats, {k: v for k, v in arrays.items() if k.startswith(PREFIX)}
+
+
 def _load_marker(out: Path, key: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The statistics arrays and the comparison (``cmp.*``) arrays of one done marker."""
     from jumpdenoise.io.ngff_markers import load_done
-    from jumpdenoise.predict.compare import PREFIX
 
-    arrays = load_done(out, key)
-    stats = {k: v for k, v in arrays.items() if not k.startswith(PREFIX)}
-    return stats, {k: v for k, v in arrays.items() if k.startswith(PREFIX)}
+    return _split_payload(load_done(out, key))
 
 
 class _Markers(Mapping):
@@ -205,14 +207,8 @@ class _Markers(Mapping):
         self.comparisons: dict[str, dict[str, np.ndarray]] = {}
 
     def __getitem__(self, key: str) -> dict[str, np.ndarray]:
-        from jumpdenoise.predict.compare import PREFIX
-
         payload = self.written.pop(key, None)
-        if payload is None:
-            stats, comparison = _load_marker(self.out, key)
-        else:
-            stats = {k: v for k, v in payload.items() if not k.startswith(PREFIX)}
-            comparison = {k: v for k, v in payload.items() if k.startswith(PREFIX)}
+        stats, comparison = _load_marker(self.out, key) if payload is None else _split_payload(payload)
         self.comparisons[key] = comparison
         return stats
 

@@ -99,12 +99,12 @@ class _UnitJob:
 
         return read_field(self.raw, pair[0], pair[1], channels=self.pick)
 
-    def todo(self, unit: Unit) -> tuple[list[tuple[str, int]], int]:
-        """The unit's fields not yet done, and how many are."""
-        from jumpdenoise.io.ngff import field_key, is_done
+    def todo(self, unit: Unit, done: set[str]) -> tuple[list[tuple[str, int]], int]:
+        """The unit's fields not in ``done`` (marker keys), and how many are."""
+        from jumpdenoise.io.ngff import field_key
 
         pairs = [(w, int(f)) for w, f in (item.split("/") for item in unit.items)]
-        todo = [p for p in pairs if not is_done(self.out, field_key(*p))]
+        todo = [p for p in pairs if field_key(*p) not in done]
         return todo, len(pairs) - len(todo)
 
 
@@ -136,7 +136,7 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
         or the pipeline itself failed while the unit was in it: the units after it are then
         run in a new pipeline).
     """
-    from jumpdenoise.io.ngff import field_key
+    from jumpdenoise.io.ngff import done_keys, field_key
     from jumpdenoise.predict.engine import run_fields
 
     if not units:
@@ -178,8 +178,9 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
             if left[i] == 0:
                 report(i)
 
+        done = done_keys(job.out)  # one listing, not a look-up per field
         for i, unit in enumerate(remaining):
-            todo, skipped[i] = job.todo(unit)
+            todo, skipped[i] = job.todo(unit, done)
             stored[i], failures[i], left[i] = [], [], len(todo)
             owner.update({p: i for p in todo})
             keys.extend(todo)
