@@ -11,8 +11,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	$(PIP) install -q -U pip
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -q --no-cache-dir -U pip
+	$(PIP) install --no-cache-dir -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (jumpdenoise)" >/dev/null
 	touch $@
 

@@ -46,7 +46,6 @@ def test_graphed_prediction_equals_eager(bf16: bool, layout: str) -> None:
 
     net = careamics_unet(4, features=16).cuda()
     model = loaded(net, 4)
-    model.device = torch.device("cuda")
     rng = np.random.default_rng(1)
     fields = [rng.normal(100, 10, (4, 200, 236)).astype(np.float32) for _ in range(3)]
     graphed = Predictor(model, bf16=bf16, layout=layout, cuda_graphs=True)
