@@ -57,7 +57,7 @@ careamics.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_availab
 phases=${PHASES:-cudatests predict train}
 t0=$SECONDS
 # the CUDA-only tests (skipped on CPU machines): graphed training step, device pipeline
-[[ " $phases " == *" cudatests "* ]] && { timeout ${T_TESTS:-60} $py -m pytest -q -p no:cacheprovider -x \
+[[ " $phases " == *" cudatests "* ]] && { timeout ${T_TESTS:-60} $py -m pytest -q -p no:cacheprovider \
   tests/unit/test_train_graphs.py tests/unit/test_predict_pipeline.py tests/unit/test_gpu_fast.py \
   tests/unit/test_predict_graphs.py > "$out/cudatests.txt" 2>&1 \
   || echo "cuda tests failed or timed out (rc $?)" | tee -a "$out/cudatests.txt"; tail -3 "$out/cudatests.txt"; }
