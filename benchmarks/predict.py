@@ -37,10 +37,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import math
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -344,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(str(exc))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="jd-bench-predict-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if not args.workdir:  # plates of several GB: removed on any exit, timeout's SIGTERM included
+        atexit.register(shutil.rmtree, workdir, True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import torch
 
     device_name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,17 @@ def test_plate_overheads_times_both_ways(tmp_path: Path) -> None:
     for key in ("prepare_zarr_create_hierarchy", "prepare_direct", "run", "finalize_markers_read",
                 "finalize_payloads_in_memory", "prepare_ratio", "finalize_ratio"):
         assert r[key] > 0, key
+
+
+def test_predict_benchmark_reports_ratio_and_removes_its_plates(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    out = tmp_path / "predict.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "predict.py"), "--fields", "2", "--size", "96", "--modes",
+                           "fp32", "--careamics-fields", "1", "--json", str(out)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TMPDIR": str(scratch)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["fields"] == 2 and r["modes"]["fp32"]["mpx_ch_per_s"] > 0
+    assert r["modes"]["fp32"]["ratio_vs_careamics"] > 0 and r["careamics"]["mpx_ch_per_s"] > 0
+    assert not list(scratch.glob("jd-bench-predict-*")), "the temporary plates were left behind"
