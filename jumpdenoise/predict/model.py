@@ -33,6 +33,7 @@ import yaml
 
 from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.receptive_field import measure_receptive_field
+from jumpdenoise.scratch import contained_tempdir
 
 if TYPE_CHECKING:
     import torch
@@ -280,7 +281,8 @@ def _load_bmz(path: Path) -> LoadedModel:
     try:
         from careamics.model_io.bmz_io import load_from_bmz
 
-        config, lightning_module = load_from_bmz(path)
+        with contained_tempdir():  # bioimageio unpacks into mkdtemp folders it never removes
+            config, lightning_module = load_from_bmz(path)
     except Exception as exc:  # bioimageio validation / careamics errors
         raise ModelError(f"{path}: cannot load the BioImage Model Zoo model ({type(exc).__name__}: {exc})") from None
     module = lightning_module.model

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jumpdenoise.errors import ModelError
+from jumpdenoise.scratch import contained_tempdir
 from jumpdenoise.train.run_folder import RunFolder, best_checkpoint
 
 log = logging.getLogger("jumpdenoise.train")
@@ -89,7 +89,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
     if out.suffix != ".zip":
         raise ModelError(f"--out {out}: a BioImage Model Zoo archive must end in .zip")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work:  # CAREamist writes logs into its work_dir
+    # CAREamist writes logs into its work_dir; bioimageio leaves cover images and packages in mkdtemp folders
+    with contained_tempdir() as work:
         careamist = CAREamist(checkpoint_path=ckpt, work_dir=work, enable_progress_bar=False)
         _export(careamist, out, ckpt, norm, authors, example)
     log.info("exported %s to %s", ckpt, out)

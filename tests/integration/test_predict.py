@@ -180,7 +180,9 @@ def test_cli_predict_and_export_tiff_with_load_data_source(setup: dict, tmp_path
     assert res.exit_code != 0 and "already exists" in str(res.exception)
 
 
-def test_bmz_zip_and_checkpoint_load_like_the_run_folder(setup: dict) -> None:
+def test_bmz_zip_and_checkpoint_load_like_the_run_folder(setup: dict, tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
     from careamics import CAREamist
 
     from jumpdenoise.predict.arrays import denoise_array
@@ -195,7 +197,12 @@ def test_bmz_zip_and_checkpoint_load_like_the_run_folder(setup: dict) -> None:
                             general_description="a tiny N2V test model", data_description="synthetic blobs",
                             channel_names=["DNA", "ER"])
     run_model = load_model(setup["run"])
-    for other, kind in ((load_model(zip_path), "bmz"), (load_model(ckpt), "checkpoint")):
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    from_zip = load_model(zip_path)
+    assert not list(system_tmp.iterdir()), "loading the zip left files in the temporary folder"
+    for other, kind in ((from_zip, "bmz"), (load_model(ckpt), "checkpoint")):
         assert other.kind == kind and other.channels == ["DNA", "ER"] and other.stride == run_model.stride
         np.testing.assert_allclose(other.mean, run_model.mean, rtol=1e-6)
         raw = read_field(setup["plate"], "B02", 0, channels=["DNA", "ER"])

@@ -126,15 +126,23 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(plate: Path, tmp_path
 
 
 @pytest.mark.slow
-def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_path: Path) -> None:
+def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
     from careamics import CAREamist
 
+    from jumpdenoise.scratch import contained_tempdir
     from jumpdenoise.train.export import export_run, load_model
 
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     zip_path = export_run(trained, tmp_path / "model.zip")
     assert zip_path.is_file()
+    assert not list(system_tmp.iterdir()), "the export left files in the temporary folder"
     x = np.load(trained / "example_input.npy").astype(np.float32)
-    bmz = CAREamist(bmz_path=zip_path, work_dir=tmp_path / "w", enable_progress_bar=False)
+    with contained_tempdir():  # CAREamics' own loader leaves the unpacked archive behind otherwise
+        bmz = CAREamist(bmz_path=zip_path, work_dir=tmp_path / "w", enable_progress_bar=False)
     assert list(bmz.config.data_config.normalization.input_means) == pytest.approx(
         json.loads((trained / "normalization.json").read_text())["mean"])
     pred = bmz.predict(x, data_type="array", axes="SCYX")
