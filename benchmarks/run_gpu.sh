@@ -45,11 +45,12 @@ else
   dev=cuda; pred=(--fields ${PRED_FIELDS:-256} --modes ${PRED_MODES:-fp32,bf16,bf16+split+autotune+compile,bf16+split+autotune+compile+perunit} --careamics-fields 32
                   --engine-modes ${ENGINE_MODES:-fp32,fp32+nographs,bf16,bf16+nographs,bf16+grouped,bf16+split+autotune,bf16+split+autotune+nographs,bf16+split+autotune+compile}
                   --best-engine ${BEST_ENGINE:-1})
-  train=(--precision bf16-mixed --workers 8 --steps ${TRAIN_STEPS:-300} --warmup 20 --repeats ${TRAIN_REPEATS:-2} --wells 10 --fields 4
+  # repeats use training seeds 1, 2, 3 on both sides: the validation losses' spread over seeds
+  train=(--precision bf16-mixed --workers 8 --steps ${TRAIN_STEPS:-300} --warmup 20 --repeats ${TRAIN_REPEATS:-3} --wells 10 --fields 4
          --json "$out/train.json"
-         --variants ${TRAIN_VARIANTS:-default,no-graphs,device_masking+no-graphs})
+         --variants ${TRAIN_VARIANTS:-default,device_masking+no-graphs+channels_first+no-autotune})
   bsdargs=(--schedule full --max-minutes ${BSD_MINUTES:-2} --precision bf16-mixed --workers 6)
-  t_pred=${T_PRED:-300} t_train=${T_TRAIN:-220} t_bsd=${T_BSD:-180}  # tests + predict + train: under 10 min
+  t_pred=${T_PRED:-200} t_train=${T_TRAIN:-280} t_bsd=${T_BSD:-180}  # tests + predict + train: under 10 min
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
 $py -c "import jumpdenoise, careamics, torch; print('jumpdenoise', jumpdenoise.__version__, 'careamics',

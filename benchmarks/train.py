@@ -17,8 +17,9 @@ with the same masks (fp32, eval mode): runs of equal steps compare at equal vali
 loss. First, the two data pipelines alone (no model; ours with its N2V masking in the
 workers, CAREamics masks on the device) are timed over ``--data-batches`` batches: the
 headroom that decides the ratio on a fast GPU. Each side runs ``--repeats`` times,
-alternately; the best run of each counts. A table and the ratio jumpdenoise / CAREamics
-are printed last.
+alternately, repeat r with training seed ``--seed + r`` on both sides (the data stay the
+same): the best rate of each side counts, and the validation losses are shown as mean and
+range over the seeds. A table and the ratio jumpdenoise / CAREamics are printed last.
 
 Usage::
 
@@ -303,13 +304,16 @@ def main() -> None:
         ours: dict[str, list] = {v: [] for v in variants}
         theirs: list = []
         for r in range(args.repeats):
-            timer = run_careamics(cfg, args, fields, val_wells, work / f"careamics{r}", val)  # first: the baseline
+            # each repeat its own training seed (network init, patches, masks), the same for both sides:
+            # repeats are independent draws, so the validation losses show their spread
+            cfg_r = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": args.seed + r})})
+            timer = run_careamics(cfg_r, args, fields, val_wells, work / f"careamics{r}", val)  # the baseline first
             theirs.append(timer)                                                            # survives a timeout
             print(f"repeat {r}: CAREamist.train {timer.rate:.1f} patches/s, val_loss {timer.val_loss:.5f}",
                   flush=True)
             for v in variants:
                 try:
-                    timer = run_jumpdenoise(cfg, args, work / f"run{r}-{v}", v, val)
+                    timer = run_jumpdenoise(cfg_r, args, work / f"run{r}-{v}", v, val)
                 except Exception as exc:  # noqa: BLE001 - one failing variant leaves the others
                     print(f"repeat {r}: jumpdenoise [{v}] FAILED: {type(exc).__name__}: {exc}", flush=True)
                     continue
@@ -319,22 +323,27 @@ def main() -> None:
         if not theirs:
             return
         best = lambda timers: max(timers, key=lambda t: t.rate)  # noqa: E731
+        losses = lambda timers: [t.val_loss for t in timers]  # noqa: E731
         ref = best(theirs)
         steps = args.warmup + args.steps
-        print(f"\nafter {steps} steps each (same validation patches and masks, fp32 eval):")
-        print(f"{'run':<42s} {'patches/s':>10s} {'ratio':>7s} {'val_loss':>9s}")
-        print(f"{'CAREamist.train':<42s} {ref.rate:>10.1f} {1.0:>6.2f}x {ref.val_loss:>9.5f}")
+        print(f"\nafter {steps} steps each (same validation patches and masks, fp32 eval; patches/s: the best "
+              f"repeat; val_loss: the mean and range over {args.repeats} training seed(s)):")
+        print(f"{'run':<42s} {'patches/s':>10s} {'ratio':>7s} {'val_loss':>9s} {'range':>17s}")
+        print(f"{'CAREamist.train':<42s} {ref.rate:>10.1f} {1.0:>6.2f}x {np.mean(losses(theirs)):>9.5f} "
+              f"{min(losses(theirs)):>8.5f}-{max(losses(theirs)):.5f}")
         table = {}
         for v in variants:
             if ours[v]:
-                t = best(ours[v])
+                t, vl = best(ours[v]), losses(ours[v])
                 table[v] = {"patches_per_s": round(t.rate, 1), "ratio": round(t.rate / ref.rate, 3),
-                            "val_loss": round(t.val_loss, 6), "cuda_graphs": t.graphs}
+                            "val_loss": round(t.val_loss, 6), "val_loss_mean": round(float(np.mean(vl)), 6),
+                            "val_losses": [round(x, 6) for x in vl], "cuda_graphs": t.graphs}
                 print(f"{'jumpdenoise [' + v + ']':<42s} {t.rate:>10.1f} {t.rate / ref.rate:>6.2f}x "
-                      f"{t.val_loss:>9.5f}")
+                      f"{np.mean(vl):>9.5f} {min(vl):>8.5f}-{max(vl):.5f}")
         summary = {"device": args.device, "precision": args.precision, "workers": args.workers,
                    "steps": args.steps, "warmup": args.warmup, "batch": 32, "patch": 64, "channels": 4,
                    "careamics_patches_per_s": round(ref.rate, 1), "careamics_val_loss": round(ref.val_loss, 6),
+                   "careamics_val_losses": [round(x, 6) for x in losses(theirs)], "seeds": args.repeats,
                    "variants": table, "data_only_jumpdenoise_patches_per_s": round(d_ours),
                    "data_only_careamics_patches_per_s": round(d_theirs)}
         print(json.dumps(summary))

@@ -49,3 +49,15 @@ def test_predict_benchmark_reports_ratio_and_removes_its_plates(tmp_path: Path) 
     assert r["fields"] == 2 and r["modes"]["fp32"]["mpx_ch_per_s"] > 0
     assert r["modes"]["fp32"]["ratio_vs_careamics"] > 0 and r["careamics"]["mpx_ch_per_s"] > 0
     assert not list(scratch.glob("jd-bench-predict-*")), "the temporary plates were left behind"
+
+
+def test_train_benchmark_repeats_with_their_own_seeds(tmp_path: Path) -> None:
+    r = _run("train.py", "--steps", "1", "--warmup", "1", "--repeats", "2", "--wells", "3", "--fields", "1",
+             "--size", "384", "--workers", "0", "--data-batches", "1", "--threads", "2", tmp_path=tmp_path)
+    ours = r["variants"]["default"]
+    assert r["seeds"] == 2 and len(r["careamics_val_losses"]) == 2 and len(ours["val_losses"]) == 2
+    assert all(v > 0 for v in [*r["careamics_val_losses"], *ours["val_losses"]])
+    # another training seed per repeat: another network and other patches, so another validation loss
+    assert r["careamics_val_losses"][0] != r["careamics_val_losses"][1]
+    assert ours["val_losses"][0] != ours["val_losses"][1]
+    assert ours["ratio"] > 0 and r["careamics_patches_per_s"] > 0
