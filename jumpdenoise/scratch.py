@@ -17,7 +17,7 @@ from pathlib import Path
 
 __all__ = ["contained_tempdir"]
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a contained call may contain another
 
 
 @contextmanager

@@ -29,3 +29,12 @@ def test_explicit_dir_is_untouched(tmp_path: Path) -> None:
     with contained_tempdir():
         fd, name = tempfile.mkstemp(dir=keep)
     assert Path(name).exists() and Path(name).parent == keep
+
+
+def test_nested_blocks_restore_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with contained_tempdir() as outer:
+        with contained_tempdir() as inner:
+            assert inner.parent == outer and tempfile.gettempdir() == str(inner)
+        assert tempfile.gettempdir() == str(outer) and not inner.exists()
+    assert tempfile.tempdir == str(tmp_path) and not outer.exists()
