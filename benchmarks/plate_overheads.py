@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from predict_io import CHANNELS, save_and_clean, trivial_model  # noqa: E402
+from predict_io import CHANNELS, save_and_clean, stand_in_predictor, trivial_model  # noqa: E402
 
 
 def _config(raw: Path, out: Path):
@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.testing import make_plate
     from jumpdenoise.stages import predict as stage
-    from jumpdenoise.stages import predict_units
     from jumpdenoise.stages.base import bind
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="jd-bench-plate-"))
@@ -70,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} fields ({args.wells} wells x {args.fields}) of {len(CHANNELS)} x {args.size}^2 built in "
           f"{time.perf_counter() - t:.1f} s", flush=True)
     predictor = Predictor(trivial_model("cpu"), tile_size=None, overlap=0)
-    stage.get_predictor = predict_units.get_predictor = lambda config: predictor  # no model file to load
     real_writer = ngff_chunks.write_metadata_documents
     results: dict = {"fields": n}
 
@@ -80,17 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         results[label] = time.perf_counter() - t0
         return results[label]
 
-    out = workdir / "out.zarr"
-    cfg = _config(raw, out)
-    ngff_chunks.write_metadata_documents = lambda root, nodes: False
-    timed("prepare_zarr_create_hierarchy", lambda: stage.prepare(cfg))
-    ngff_chunks.write_metadata_documents = real_writer
-    shutil.rmtree(out)
-    timed("prepare_direct", lambda: stage.prepare(cfg))
-    units = stage.plan(cfg)
-    timed("run", lambda: LocalExecutor(1).map(bind(stage.MODULE, cfg), units, label="predict"))
-    timed("finalize_payloads_in_memory", lambda: stage.finalize(cfg))
-    timed("finalize_markers_read", lambda: stage.finalize(cfg))
+    with stand_in_predictor(predictor):  # no model file to load
+        out = workdir / "out.zarr"
+        cfg = _config(raw, out)
+        ngff_chunks.write_metadata_documents = lambda root, nodes: False
+        timed("prepare_zarr_create_hierarchy", lambda: stage.prepare(cfg))
+        ngff_chunks.write_metadata_documents = real_writer
+        shutil.rmtree(out)
+        timed("prepare_direct", lambda: stage.prepare(cfg))
+        units = stage.plan(cfg)
+        timed("run", lambda: LocalExecutor(1).map(bind(stage.MODULE, cfg), units, label="predict"))
+        timed("finalize_payloads_in_memory", lambda: stage.finalize(cfg))
+        timed("finalize_markers_read", lambda: stage.finalize(cfg))
     for label in ("prepare_zarr_create_hierarchy", "prepare_direct", "run", "finalize_markers_read",
                   "finalize_payloads_in_memory"):
         print(f"{label:>30}: {results[label]:6.2f} s ({results[label] / n * 1000:.2f} ms per field)", flush=True)

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,8 +38,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,7 +124,7 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
     from jumpdenoise.io.ngff import create_plate_like, read_field
     from jumpdenoise.predict.engine import Predictor, normalize, run_fields
     from jumpdenoise.predict.pipeline import HANDOVER_DEPTH
-    from jumpdenoise.predict.writers import PlateFieldWriter, close_writer_pool, writer_pool
+    from jumpdenoise.predict.writers import PlateFieldWriter, close_writer_pool, resolve_io_threads, writer_pool
 
     class LegacyPredictor(Predictor):
         def upload(self, raw):
@@ -134,7 +137,7 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
         predictor = cls(load_model(args.model, args.device), tile_size=None, bf16=args.bf16)
     else:
         predictor = cls(trivial_model(args.device), tile_size=None, overlap=0)
-    threads = args.io_threads or max(1, min(8, os.cpu_count() or 2))
+    threads = resolve_io_threads(args.io_threads)
 
     def fresh() -> None:
         create_plate_like(plate, out, dtype=args.dtype, kind="denoised", channels=list(CHANNELS), overwrite=True)
@@ -174,37 +177,48 @@ def save_and_clean(results: dict, args: argparse.Namespace, workdir: Path) -> in
     return 0
 
 
+@contextlib.contextmanager
+def stand_in_predictor(predictor: Any) -> Iterator[None]:
+    """Have the predict stage use ``predictor`` instead of loading its model file (restored after)."""
+    from jumpdenoise.stages import predict as stage
+    from jumpdenoise.stages import predict_units
+
+    saved = stage.get_predictor, predict_units.get_predictor
+    stage.get_predictor = predict_units.get_predictor = lambda config: predictor
+    try:
+        yield
+    finally:
+        stage.get_predictor, predict_units.get_predictor = saved
+
+
 def run_stage(stream: bool, procs: int, plate: Path, out: Path, keys: list, args: argparse.Namespace) -> dict:
     """The predict stage end to end (identity network), units streamed or one at a time."""
     from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.predict.engine import Predictor
-    from jumpdenoise.predict.writers import close_writer_pool
+    from jumpdenoise.predict.writers import close_writer_pool, resolve_io_threads
     from jumpdenoise.stages import predict as stage
-    from jumpdenoise.stages import predict_units
 
     predictor = Predictor(trivial_model(args.device), tile_size=None, overlap=0)
-    saved = stage.get_predictor, predict_units.get_predictor
-    stage.get_predictor = predict_units.get_predictor = lambda config: predictor  # no model file to load
     wells = sorted({w for w, _ in keys})
     settings = {"device": args.device, "write_processes": procs, "prefetch": args.prefetch,
                 "wells_per_unit": args.wells_per_unit, "overwrite": True, "dtype": args.dtype}
     if args.io_threads:
         settings["io_threads"] = args.io_threads
     try:
-        warm = out.with_name(out.name + ".warm")
-        stage.predict(model=plate, plate=plate, out=warm, wells=wells[:1], fields=[0], **settings)
-        cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
-        stage.predict(model=plate, plate=plate, out=out, wells=wells, executor=LocalExecutor(1, stream=stream),
-                      **settings)
-        seconds = time.perf_counter() - t0
-        main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
+        with stand_in_predictor(predictor):  # no model file to load
+            warm = out.with_name(out.name + ".warm")
+            stage.predict(model=plate, plate=plate, out=warm, wells=wells[:1], fields=[0], **settings)
+            cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
+            stage.predict(model=plate, plate=plate, out=out, wells=wells, executor=LocalExecutor(1, stream=stream),
+                          **settings)
+            seconds = time.perf_counter() - t0
+            main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
     finally:
-        stage.get_predictor, predict_units.get_predictor = saved
         close_writer_pool()
     n = len(keys)
     return {"fields": n, "seconds": seconds, "fields_per_s": n / seconds, "cpu_s_per_field": (main_cpu + kids_cpu) / n,
             "main_cpu_s_per_field": main_cpu / n, "writer_processes_cpu_s_per_field": kids_cpu / n,
-            "write_processes": procs, "threads": args.io_threads or max(1, min(8, os.cpu_count() or 2)),
+            "write_processes": procs, "threads": resolve_io_threads(args.io_threads),
             "wells_per_unit": args.wells_per_unit}
 
 

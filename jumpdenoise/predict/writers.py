@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import signal
@@ -36,8 +37,8 @@ from jumpdenoise.errors import JumpDenoiseError
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["PlateFieldWriter", "WriterProcesses", "WriterDied", "to_output_dtype", "resolve_write_processes",
-           "writer_pool", "close_writer_pool"]
+__all__ = ["PlateFieldWriter", "WriterProcesses", "WriterDied", "to_output_dtype", "resolve_io_threads",
+           "resolve_write_processes", "writer_pool", "close_writer_pool"]
 
 _ALIGN = 4096
 
@@ -79,6 +80,14 @@ class PlateFieldWriter:
         payload = {**partial, **field_comparison(raw, data, partial)}
         ngff.mark_done(self.out, ngff.field_key(*key), payload)
         return payload
+
+
+def resolve_io_threads(setting: int | None) -> int:
+    """Threads for a ``predict.io_threads`` setting: the writer threads, half as many readers.
+
+    ``None`` (default): one per CPU, at most 8.
+    """
+    return setting or max(1, min(8, os.cpu_count() or 2))
 
 
 def resolve_write_processes(setting: int | str, device_type: str) -> int:

@@ -8,7 +8,6 @@ its last field is settled; :func:`jumpdenoise.stages.predict.run_one` is the one
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -73,7 +72,7 @@ class _UnitJob:
 
     def __init__(self, config: JumpDenoiseConfig) -> None:
         from jumpdenoise.io.ngff import plate_info
-        from jumpdenoise.predict.writers import PlateFieldWriter, resolve_write_processes
+        from jumpdenoise.predict.writers import PlateFieldWriter, resolve_io_threads, resolve_write_processes
 
         self.raw, self.out = raw_path(config), out_path(config)
         job = read_job(self.out)
@@ -89,7 +88,7 @@ class _UnitJob:
         self.mpx_per_field = len(self.channels) * raw_info.shape_yx[0] * raw_info.shape_yx[1] / 1e6
         self.writer = PlateFieldWriter(str(self.out), out_dtype, tuple(self.channels))
         pc = config.predict
-        threads = pc.io_threads or max(1, min(8, (os.cpu_count() or 2)))
+        threads = resolve_io_threads(pc.io_threads)
         self.pipeline = {"prefetch": pc.prefetch, "readers": max(1, threads // 2), "writers": threads,
                          "write_processes": resolve_write_processes(pc.write_processes, self.predictor.device.type)}
 

@@ -200,6 +200,15 @@ def test_write_processes_setting() -> None:
     assert resolve_write_processes("auto", "cuda") == (min(8, n - 2) if n >= 4 else 0)
 
 
+def test_io_threads_setting() -> None:
+    import os
+
+    from jumpdenoise.predict.writers import resolve_io_threads
+
+    assert resolve_io_threads(3) == 3
+    assert resolve_io_threads(None) == max(1, min(8, os.cpu_count() or 2))
+
+
 @pytest.mark.parametrize("write_processes", [0, 2])
 def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path, write_processes: int) -> None:
     """Done and failed fields (read and write failures) are reported once each, as they
