@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-papermill = pytest.importorskip("papermill")
+import papermill
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 DPI = 50

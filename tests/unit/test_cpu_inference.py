@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from jumpdenoise.predict.cpu_fast import ChannelsLast, CpuUNet, fused_cpu_supported, prepare_for_cpu  # noqa: E402
 from jumpdenoise.predict.engine import fuse_for_inference  # noqa: E402

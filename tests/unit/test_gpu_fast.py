@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from jumpdenoise.predict.engine import (  # noqa: E402
     CUDA_AUTO_LAYOUT, Predictor, fuse_for_inference, resolve_layout,

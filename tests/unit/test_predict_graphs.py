@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from jumpdenoise.predict.engine import Predictor, fuse_for_inference  # noqa: E402
 
