@@ -9,41 +9,79 @@ the names given (``DNA``, ``ER``, ...), so discovery needs no channel map.
 Images: cells laid out as a Voronoi tessellation around random centres; nuclei (DNA) with
 chromatin texture; perinuclear reticulum (ER); nucleoli and cytoplasm (RNA); membranes and
 fibres (AGP/actin); punctate mitochondria (Mito); a bright flat field for brightfield-like
-names. Each channel has its own background and brightness. Noise is Poisson-Gaussian:
-``offset + gain * Poisson((clean - offset) / gain) + Normal(0, read_noise)``. With
-``ground_truth=True`` the clean images (expected values, float32, (c, y, x)) are saved as
-``<out>/ground_truth/<WELL>-<FIELDINDEX>.npy`` so that demos can report PSNR.
+names. Each channel has its own background and brightness.
 
-Speed: a few clean "base" canvases (1.25x the field size) are synthesised per process and
-cached; each field is a random crop + flip of one of them with its own brightness,
-vignetting and fresh noise. Fields are written by a process pool (``workers``).
+Noise is Poisson-Gaussian, ``offset + gain * Poisson((clean - offset) / gain) + Normal(0,
+read_noise)``, with gain, offset and read noise per stain fitted to real Phenix fields
+(:data:`JUMP_NOISE`; method and values in ``docs/NOISE_MODEL.md``). Named levels
+(:data:`NOISE_LEVELS`): ``jump`` has the signal levels and noise of the real fields;
+``low-light`` has 10x fewer photons (expected signal above the offset divided by 10, same
+camera). With ``ground_truth=True`` the clean images (expected values in ADU, float32,
+(c, y, x)) are saved as ``<out>/ground_truth/<WELL>-<FIELDINDEX>.npy``, with
+``<out>/ground_truth/truth.json`` = ``{"channels", "noise_level", "noise_model"}``.
+
+Speed: a few clean "base" canvases (1.25x the field size) are synthesised; each field is a
+random crop + flip of one of them with its own brightness, vignetting and fresh noise. One
+task per base canvas (the canvas, then all its fields) goes to a process pool (``workers``).
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-__all__ = ["generate_plate", "write_index_xml", "phenix_file_name"]
+from jumpdenoise.io.noise_model import NoiseModel, add_poisson_gaussian_noise
+
+__all__ = ["generate_plate", "write_index_xml", "phenix_file_name", "JUMP_NOISE", "NOISE_LEVELS", "noise_models"]
 
 NAMESPACE = "http://www.perkinelmer.com/PEHH/HarmonyV5"
 PIXEL_SIZE_M = 5.979760809567617e-07
-GAIN = 6.0
-READ_NOISE = 8.0
-OFFSET = 100.0
-# style -> (background above offset, peak signal) in ADU
+#: Poisson-Gaussian noise per stain, fitted to the real Phenix fields (mean of the
+#: phenix_v1 and cpg0000 fits, see docs/NOISE_MODEL.md). Brightfield: not fitted (its flat,
+#: narrow intensity range gives no slope); the fluorescence camera gain, read noise matching
+#: the measured variance at the real brightfield level.
+JUMP_NOISE: dict[str, NoiseModel] = {
+    "nuclei": NoiseModel(gain=0.181, offset=259.0, read_noise=8.6),
+    "er": NoiseModel(gain=0.185, offset=288.0, read_noise=9.0),
+    "rna": NoiseModel(gain=0.219, offset=273.0, read_noise=8.3),
+    "agp": NoiseModel(gain=0.232, offset=497.0, read_noise=11.3),
+    "mito": NoiseModel(gain=0.239, offset=446.0, read_noise=10.8),
+    "brightfield": NoiseModel(gain=0.21, offset=300.0, read_noise=40.0),
+}
+#: Named noise levels -> factor on the expected signal above the offset (photons).
+NOISE_LEVELS = {"jump": 1.0, "low-light": 0.1}
+# style -> (background above offset, peak signal above offset) in ADU at the "jump" level
 _STYLES = {
-    "nuclei": (150.0, 9000.0), "er": (300.0, 5000.0), "rna": (200.0, 4000.0),
-    "agp": (350.0, 5000.0), "mito": (150.0, 4500.0), "brightfield": (20000.0, -2500.0),
+    "nuclei": (30.0, 7000.0), "er": (60.0, 13000.0), "rna": (40.0, 16000.0),
+    "agp": (60.0, 10500.0), "mito": (40.0, 3800.0), "brightfield": (20700.0, -2500.0),
 }
 _CYCLE = ("nuclei", "er", "rna", "agp", "mito")
 _PLATES = ((2, 3, "6"), (3, 4, "12"), (4, 6, "24"), (6, 8, "48"), (8, 12, "96"), (16, 24, "384"), (32, 48, "1536"))
-_CACHE: dict[int, np.ndarray] = {}
-_PARAMS: dict = {}
+
+
+@dataclass(frozen=True)
+class _PlateSpec:
+    """What every field task needs (picklable; sent to the worker processes)."""
+
+    size: tuple[int, int]
+    channels: tuple[str, ...]
+    seed: int
+    images: str
+    truth: str
+    ground_truth: bool
+    n_base: int
+    photon_factor: float
+
+
+def noise_models(channels: tuple[str, ...] | list[str]) -> dict[str, NoiseModel]:
+    """The noise model of each channel name (by its stain; see :data:`JUMP_NOISE`)."""
+    return {name: JUMP_NOISE[_style(name, c)] for c, name in enumerate(channels)}
 
 
 def phenix_file_name(row: int, column: int, field: int, channel: int, plane: int = 1) -> str:
@@ -73,8 +111,11 @@ def _norm(a: np.ndarray) -> np.ndarray:
     return a / top if top > 0 else a
 
 
-def _clean_canvas(shape: tuple[int, int], channels: tuple[str, ...], seed) -> np.ndarray:
-    """Expected images (ADU, float32, (c, y, x)) of a field of random cells."""
+def _clean_canvas(shape: tuple[int, int], channels: tuple[str, ...], seed, photon_factor: float = 1.0) -> np.ndarray:
+    """Expected images (ADU, float32, (c, y, x)) of a field of random cells.
+
+    ``photon_factor`` scales the expected signal above each channel's offset.
+    """
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(seed)
@@ -126,33 +167,31 @@ def _clean_canvas(shape: tuple[int, int], channels: tuple[str, ...], seed) -> np
         else:  # brightfield-like
             sig = 0.6 * cyto + 0.4 * nuc + 0.1 * _texture(rng, shape, 4)
         background, peak = _STYLES[style]
-        out[c] = OFFSET + background + peak * np.clip(_norm(np.clip(sig, 0, None)), 0, 1.5)
+        above = background + peak * np.clip(_norm(np.clip(sig, 0, None)), 0, 1.5)
+        out[c] = JUMP_NOISE[style].offset + photon_factor * above
     return out
 
 
-def _canvas(base: int) -> np.ndarray:
-    if base not in _CACHE:
-        p = _PARAMS
-        cy, cx = p["size"][0] + p["size"][0] // 4, p["size"][1] + p["size"][1] // 4
-        _CACHE[base] = _clean_canvas((cy, cx), p["channels"], [p["seed"], 7919, base])
-    return _CACHE[base]
+def _write_base(spec: _PlateSpec, base: int, tasks: list[tuple[int, int, int, int, int, tuple[int, ...]]]) -> int:
+    """Synthesise base canvas ``base`` and write each of its fields; returns bytes written."""
+    cy, cx = spec.size[0] + spec.size[0] // 4, spec.size[1] + spec.size[1] // 4
+    canvas = _clean_canvas((cy, cx), spec.channels, [spec.seed, 7919, base], spec.photon_factor)
+    models = list(noise_models(spec.channels).values())
+    return sum(_write_field(spec, canvas, models, task) for task in tasks)
 
 
-def _init(params: dict) -> None:
-    _PARAMS.clear()
-    _PARAMS.update(params)
-    _CACHE.clear()
+def _write_base_task(job: tuple[_PlateSpec, int, list]) -> int:
+    return _write_base(*job)
 
 
-def _write_field(task: tuple[int, int, int, int, int, tuple[int, ...]]) -> int:
-    """Synthesise one field and write its TIFFs (and ground truth); returns bytes written."""
+def _write_field(spec: _PlateSpec, canvas: np.ndarray, models: list[NoiseModel],
+                 task: tuple[int, int, int, int, int, tuple[int, ...]]) -> int:
+    """Cut one field out of ``canvas``, add noise, write its TIFFs (and ground truth); returns bytes."""
     import tifffile
 
     i, row, col, field, index, skip = task
-    p = _PARAMS
-    y, x = p["size"]
-    rng = np.random.default_rng([p["seed"], 104729, i])
-    canvas = _canvas(i % p["n_base"])
+    y, x = spec.size
+    rng = np.random.default_rng([spec.seed, 104729, i])
     oy = int(rng.integers(0, canvas.shape[1] - y + 1))
     ox = int(rng.integers(0, canvas.shape[2] - x + 1))
     crop = canvas[:, oy:oy + y, ox:ox + x]
@@ -163,23 +202,22 @@ def _write_field(task: tuple[int, int, int, int, int, tuple[int, ...]]) -> int:
     ry = (np.arange(y, dtype=np.float32) - y / 2) / y
     rx = (np.arange(x, dtype=np.float32) - x / 2) / x
     shading = (1 - 0.3 * (ry[:, None] ** 2 + rx[None, :] ** 2)) * np.float32(rng.uniform(0.85, 1.15))
-    clean = (crop - OFFSET) * shading + OFFSET
-    images, written = Path(p["images"]), 0
+    offsets = np.array([m.offset for m in models], np.float32)[:, None, None]
+    clean = (crop - offsets) * shading + offsets
+    images, written = Path(spec.images), 0
     for c in range(clean.shape[0]):
         if c in skip:
             continue
-        signal = np.clip((clean[c] - OFFSET) / GAIN, 0, None)
-        noisy = OFFSET + GAIN * rng.poisson(signal).astype(np.float32)
-        noisy += rng.standard_normal((y, x), dtype=np.float32) * READ_NOISE
+        noisy = add_poisson_gaussian_noise(clean[c], models[c], rng)
         plane = np.clip(np.rint(noisy), 0, 65535).astype(np.uint16)
         path = images / phenix_file_name(row, col, field, c + 1)
         tifffile.imwrite(path, plane, compression="lzw", rowsperstrip=y, photometric="minisblack",
                          metadata=None, software="jumpdenoise synthetic plate")
         written += path.stat().st_size
-    if p["ground_truth"]:
+    if spec.ground_truth:
         from jumpdenoise.io.layout import row_letter, well_id
 
-        np.save(Path(p["truth"]) / f"{well_id(row_letter(row), col)}-{index}.npy", np.ascontiguousarray(clean, np.float32))
+        np.save(Path(spec.truth) / f"{well_id(row_letter(row), col)}-{index}.npy", np.ascontiguousarray(clean, np.float32))
     return written
 
 
@@ -298,6 +336,7 @@ def generate_plate(
     seed: int = 0,
     missing: int = 0,
     ground_truth: bool = True,
+    noise: str = "jump",
     workers: int | None = None,
     n_base: int | None = None,
 ) -> Path:
@@ -323,7 +362,12 @@ def generate_plate(
     missing
         Number of (field, channel) images listed in the XML whose TIFF is not written.
     ground_truth
-        Also save the clean images as ``ground_truth/<WELL>-<FIELDINDEX>.npy`` (float32).
+        Also save the clean images as ``ground_truth/<WELL>-<FIELDINDEX>.npy`` (float32,
+        (c, y, x), expected values in ADU) and ``ground_truth/truth.json`` (channel order,
+        noise level, noise model per channel).
+    noise
+        Noise level, one of :data:`NOISE_LEVELS`: ``"jump"`` (signal and noise of real
+        Phenix fields) or ``"low-light"`` (10x fewer photons, same camera).
     workers
         Processes writing fields (default: 1 for small plates, else up to 2).
     n_base
@@ -336,6 +380,8 @@ def generate_plate(
     """
     channels = tuple(channels)
     size = (int(size[0]), int(size[1]))
+    if noise not in NOISE_LEVELS:
+        raise ValueError(f"noise must be one of {', '.join(repr(k) for k in NOISE_LEVELS)}, got {noise!r}")
     if rows < 1 or columns < 1 or fields < 1 or not channels or min(size) < 16:
         raise ValueError("rows, columns, fields >= 1, at least one channel and size >= 16 are required")
     wells = [(r, c) for r in range(1, rows + 1) for c in range(1, columns + 1)]
@@ -358,22 +404,26 @@ def generate_plate(
     tasks = [(i, r, c, f + 1, f, tuple(sorted(skip.get(i, ()))))
              for i, ((r, c), f) in enumerate((w, f) for w in wells for f in range(fields))]
     small = size[0] * size[1] <= 512 * 512
-    params = {"size": size, "channels": channels, "seed": seed, "images": str(images), "truth": str(truth),
-              "ground_truth": ground_truth, "n_base": n_base or min(n_fields, 8 if small else 4)}
+    spec = _PlateSpec(size=size, channels=channels, seed=seed, images=str(images), truth=str(truth),
+                      ground_truth=ground_truth, n_base=n_base or min(n_fields, 8 if small else 4),
+                      photon_factor=NOISE_LEVELS[noise])
+    if ground_truth:
+        models = noise_models(channels)
+        (truth / "truth.json").write_text(json.dumps({
+            "channels": list(channels), "noise_level": noise,
+            "noise_model": {name: model.as_dict() for name, model in models.items()}}, indent=1) + "\n")
+    # one job per base canvas: the canvas is synthesised once, then all its fields are written
+    jobs = [(spec, base, [t for t in tasks if t[0] % spec.n_base == base]) for base in range(spec.n_base)]
+    jobs = [job for job in jobs if job[2]]
     if workers is None:
         workers = 1 if total * size[0] * size[1] < 40_000_000 else min(2, os.cpu_count() or 1)
     if workers <= 1:
-        _init(params)
-        for t in tasks:
-            _write_field(t)
+        for job in jobs:
+            _write_base_task(job)
     else:
         # fork: workers need no re-import of __main__ (works from notebooks and stdin scripts)
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        ctx = multiprocessing.get_context(method)
-        with ctx.Pool(workers, initializer=_init, initargs=(params,)) as pool:
-            # group fields by base canvas so that each process synthesises few canvases
-            tasks.sort(key=lambda t: (t[0] % params["n_base"], t[0]))
-            chunk = max(1, -(-len(tasks) // max(params["n_base"], workers)))
-            for _ in pool.imap_unordered(_write_field, tasks, chunksize=chunk):
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_base_task, jobs):
                 pass
     return images

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import json
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import tifffile
 from jumpdenoise.config import SourceConfig
 from jumpdenoise.io.discovery import discover
 from jumpdenoise.io.tiff import read_field
-from jumpdenoise.io.synthetic import generate_plate
+from jumpdenoise.io.synthetic import generate_plate, noise_models
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
@@ -95,3 +96,48 @@ def test_bad_arguments(tmp_path):
         generate_plate(tmp_path, rows=0)
     with pytest.raises(ValueError, match="missing"):
         generate_plate(tmp_path, rows=1, columns=1, fields=1, size=(32, 32), missing=99)
+
+
+def _ratio_to_noise(truth: np.ndarray, model) -> float:
+    """(p99 - p1) of the expected image over the noise sigma at its median level."""
+    p1, p99 = np.percentile(truth, [1, 99])
+    return float((p99 - p1) / np.sqrt(model.variance(np.median(truth))))
+
+
+def test_noise_levels_truth_json_and_photon_scaling(tmp_path):
+    kw = dict(rows=1, columns=2, fields=2, size=(128, 128), seed=5)
+    generate_plate(tmp_path / "jump", **kw)
+    generate_plate(tmp_path / "low", noise="low-light", **kw)
+    meta = json.loads((tmp_path / "jump" / "ground_truth" / "truth.json").read_text())
+    low_meta = json.loads((tmp_path / "low" / "ground_truth" / "truth.json").read_text())
+    assert meta["channels"] == list(CHANNELS) and meta["noise_level"] == "jump"
+    assert low_meta["noise_level"] == "low-light" and low_meta["noise_model"] == meta["noise_model"]
+    models = noise_models(CHANNELS)
+    for name in CHANNELS:
+        assert meta["noise_model"][name] == pytest.approx(models[name].as_dict())
+        assert set(meta["noise_model"][name]) == {"gain", "offset", "read_noise"}
+    jump = np.load(tmp_path / "jump" / "ground_truth" / "A02-1.npy")
+    low = np.load(tmp_path / "low" / "ground_truth" / "A02-1.npy")
+    for c, name in enumerate(CHANNELS):
+        offset = models[name].offset
+        # same cells, 10x fewer photons above the offset
+        np.testing.assert_allclose(low[c] - offset, (jump[c] - offset) / 10, rtol=1e-4, atol=1e-2)
+        # signal-to-noise of the real fields at "jump" ((p99 - p1) / sigma 136..870 on real data)
+        assert 136 <= _ratio_to_noise(jump[c], models[name]) <= 1000
+        assert _ratio_to_noise(low[c], models[name]) < _ratio_to_noise(jump[c], models[name]) / 2.5
+
+
+def test_noise_matches_the_model(tmp_path):
+    generate_plate(tmp_path, rows=1, columns=1, fields=1, size=(256, 256), seed=2, noise="low-light")
+    layout = discover(SourceConfig(path=tmp_path / "Images"))
+    noisy = read_field(layout.wells[0].fields[0], list(CHANNELS), layout.shape, layout.dtype).astype(np.float64)
+    truth = np.load(tmp_path / "ground_truth" / "A01-0.npy").astype(np.float64)
+    models = noise_models(CHANNELS)
+    for c, name in enumerate(CHANNELS):
+        z = (noisy[c] - truth[c]) / np.sqrt(models[name].variance(truth[c]) + 1 / 12)  # + rounding to integers
+        assert abs(z.mean()) < 0.05 and 0.95 < z.std() < 1.05
+
+
+def test_unknown_noise_level_names_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match="'jump', 'low-light'"):
+        generate_plate(tmp_path, rows=1, columns=1, fields=1, size=(32, 32), noise="loud")
