@@ -39,6 +39,8 @@ def predict(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or source (rounded, clipped)."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best, last or a path (run folders)."),
     wells_per_unit: Optional[int] = typer.Option(None, "--wells-per-unit", help="Wells per unit of work."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out the fields the raw plate does not "
+                                      "mark complete (default: refuse to run while any is selected)."),
 ) -> None:
     """Denoise every field (or a selection) of PLATE with MODEL into the OME-Zarr plate OUT.
 
@@ -47,7 +49,8 @@ def predict(
     from jumpdenoise.config import load_config
     from jumpdenoise.stages.predict import predict as run_predict
 
-    overrides: dict = {"model": str(model.resolve()), "overwrite": overwrite or None}
+    overrides: dict = {"model": str(model.resolve()), "overwrite": overwrite or None,
+                       "skip_missing": skip_missing or None}
     for key, value in (("bf16", bf16), ("compile", compile), ("tta", tta), ("device", device),
                        ("layout", layout), ("autotune", autotune),
                        ("tile_size", tile_size), ("overlap", overlap), ("blending", blending),
@@ -76,10 +79,33 @@ def export_tiff(
     out_dir: Path = typer.Argument(..., help="Folder for the TIFFs and the load_data CSV."),
     wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to export (default all)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty OUT_DIR."),
-    compression: Optional[str] = typer.Option(None, "--compression", help="TIFF compression (e.g. zlib)."),
+    compression: str = typer.Option("lzw", "--compression", help="TIFF compression: lzw (as Phenix writes), "
+                                    "zlib, zstd or none."),
+    dtype: str = typer.Option("source", "--dtype", help="source: the source images' dtype (uint16: rounded, "
+                              "clipped), read by CellProfiler on the raw images' scale; float32: unrounded, "
+                              "with a MaxSampleValue tag giving CellProfiler the same scale."),
+    metadata: Optional[list[str]] = typer.Option(None, "--metadata", help="KEY=VALUE added as a Metadata_KEY "
+                                                 "column, e.g. Source=source_4 (repeatable)."),
+    illum_dir: Optional[Path] = typer.Option(None, "--illum-dir", help="Folder of illumination functions: adds "
+                                             "FileName_Illum<Ch>/PathName_Illum<Ch> columns."),
+    illum_pattern: str = typer.Option("{plate}_Illum{channel}.npy", "--illum-pattern",
+                                      help="Illumination-function file name ({plate}, {channel})."),
 ) -> None:
-    """Write DENOISED as per-channel TIFFs named like the source's, plus a load_data CSV."""
+    """Write DENOISED as per-channel TIFFs named like the source's, plus a load_data CSV for CellProfiler.
+
+    A load_data source keeps its CSV columns (illumination functions, Metadata_Source, ...).
+    """
+    from jumpdenoise.errors import ConfigError
+    from jumpdenoise.predict.export_csv import ExtraColumns
     from jumpdenoise.predict.export_tiff import export_tiff as run_export
 
-    csv_path = run_export(denoised, out_dir, wells=_split(wells), overwrite=overwrite, compression=compression)
-    typer.echo(f"written TIFFs and {csv_path}")
+    pairs = [m.split("=", 1) for m in metadata or []]
+    bad = [m for m, p in zip(metadata or [], pairs) if len(p) != 2]
+    if bad:
+        raise ConfigError(f"--metadata {bad}: expected KEY=VALUE")
+    extra = ExtraColumns(metadata={k.strip(): v for k, v in pairs}, illum_dir=illum_dir, illum_pattern=illum_pattern)
+    result = run_export(denoised, out_dir, wells=_split(wells), overwrite=overwrite,
+                        compression=None if compression.lower() == "none" else compression, dtype=dtype, extra=extra)
+    clipped = ", ".join(f"{ch} {n}" for ch, n in result.clipped.items())
+    typer.echo(f"written {result.n_fields} field(s) as {result.dtype} TIFFs and {result.csv_path} "
+               f"(pixels clipped: {clipped})")

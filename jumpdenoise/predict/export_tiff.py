@@ -3,39 +3,71 @@
 JUMP profiles come from CellProfiler pipelines fed by load_data CSVs of per-channel TIFFs.
 :func:`export_tiff` writes every done field of a denoised plate as one TIFF per channel,
 named like the source file of that (well, site, channel) (from the plate's
-``.jumpdenoise/layout.json``), and a load_data CSV so that an existing pipeline runs
-unchanged on the denoised images:
+``.jumpdenoise/layout.json``), and a load_data CSV (:mod:`jumpdenoise.predict.export_csv`)
+so that an existing pipeline runs unchanged on the denoised images.
 
-- Source read from a load_data CSV (``layout.metadata["csv_path"]`` still readable): the
-  same columns and rows; for each denoised channel ``FileName_Orig<Ch>`` /
-  ``PathName_Orig<Ch>`` (and ``URL_Orig<Ch>`` when present, as a ``file://`` URL) point to
-  the new files. Channels the model did not denoise and every other column (illumination
-  functions ``*_Illum*``, metadata) are kept as they are. Rows of fields not exported are
-  dropped. The CSV keeps the source's file name.
-- Other sources (Phenix, hyperstacks): ``load_data.csv`` with ``FileName_Orig<Ch>``,
-  ``PathName_Orig<Ch>`` per channel, then ``Metadata_Plate``, ``Metadata_Well``,
-  ``Metadata_Site`` (channel names reduced to letters, digits and ``_`` in column names).
+Intensities, as CellProfiler reads them
+---------------------------------------
+LoadData ("Rescale intensities?: Yes", the default) divides every pixel by a scale taken
+from the file: Bio-Formats' ``MaxSampleValue`` of a TIFF, which is the TIFF tag 281 when
+present and otherwise ``2**bits - 1``. An uint16 TIFF is thus divided by 65535, like the
+raw Phenix images; a float32 TIFF without the tag is divided by ``2**32 - 1``, which put
+denoised intensities about 65,000 times below the raw ones.
+
+- ``dtype="source"`` (default): the dtype of the source images (uint16 for JUMP); values
+  are rounded and clipped to its range, and the number of clipped pixels per channel is
+  returned (and logged). CellProfiler then reads raw and denoised plates on one scale.
+- ``dtype="float32"``: the values of the plate, unrounded, in float32, with the tag
+  ``MaxSampleValue`` set to the maximum of the source dtype (65535 for uint16), so that
+  CellProfiler divides them by the same number as the raw images. Tools that ignore the
+  tag (tifffile, napari, Fiji) read the raw-unit values.
 
 Several channels of one source file (hyperstacks) get ``<stem>_<channel>.tiff``. Plates
-without a layout get ``<WELL>_s<SITE>_<channel>.tiff``. TIFFs keep the plate's dtype.
+without a layout get ``<WELL>_s<SITE>_<channel>.tiff``. TIFFs are LZW-compressed by
+default, as Phenix writes them.
 """
 
 from __future__ import annotations
 
-import csv
-import re
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from jumpdenoise.errors import OutputExistsError, PlateError
+from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError
+from jumpdenoise.predict.export_csv import ExtraColumns, column_name, rewrite_load_data, write_load_data
 
-__all__ = ["export_tiff"]
+__all__ = ["TiffExport", "export_tiff", "to_export_dtype"]
+
+log = logging.getLogger("jumpdenoise.predict")
+
+#: TIFF tag read by Bio-Formats (hence CellProfiler) as the intensity scale.
+MAX_SAMPLE_VALUE_TAG = 281
+DTYPES = ("source", "float32")
 
 
-def _column_name(channel: str) -> str:
-    return re.sub(r"\W", "", channel.replace(" ", "_")) or "Channel"
+@dataclass
+class TiffExport:
+    """What :func:`export_tiff` wrote.
+
+    Attributes
+    ----------
+    csv_path
+        The load_data CSV.
+    n_fields
+        Fields exported (one TIFF per channel each).
+    dtype
+        numpy dtype name of the TIFFs.
+    clipped
+        Channel -> number of pixels clipped to the range of ``dtype`` (all zero for float32).
+    """
+
+    csv_path: Path
+    n_fields: int
+    dtype: str
+    clipped: dict[str, int]
 
 
 def _names(info, layout, well: str, field: int, channels: list[str]) -> tuple[int, dict[str, str]]:
@@ -52,18 +84,52 @@ def _names(info, layout, well: str, field: int, channels: list[str]) -> tuple[in
     for ch in channels:
         ref = planes.get(ch)
         if ref is None:
-            names[ch] = f"{well}_s{site}_{_column_name(ch)}.tiff"
+            names[ch] = f"{well}_s{site}_{column_name(ch)}.tiff"
             continue
         name = Path(ref.path.split("?")[0]).name
         if ref.channel_index is not None or sum(1 for r in planes.values() if Path(r.path).name == name) > 1:
             stem = name.rsplit(".", 1)[0] if "." in name else name
-            name = f"{stem}_{_column_name(ch)}.tiff"
+            name = f"{stem}_{column_name(ch)}.tiff"
         names[ch] = name
     return site, names
 
 
+def to_export_dtype(plane: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """``plane`` in ``dtype``: rounded and clipped for integer dtypes.
+
+    Returns
+    -------
+    (converted plane, number of pixels clipped or not finite)
+    """
+    dtype = np.dtype(dtype)
+    if plane.dtype == dtype:
+        return np.ascontiguousarray(plane), 0
+    if not np.issubdtype(dtype, np.integer):
+        return np.ascontiguousarray(plane, dtype=dtype), 0
+    lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+    rounded = np.rint(plane.astype(np.float64, copy=False))
+    outside = ~((rounded >= lo) & (rounded <= hi))  # NaN counts as outside
+    return np.clip(np.nan_to_num(rounded, nan=lo), lo, hi).astype(dtype), int(outside.sum())
+
+
+def _source_dtype(info, layout) -> np.dtype:
+    """Dtype of the images the plate was converted from (the plate's own when unknown)."""
+    if layout is not None:
+        return np.dtype(layout.dtype)
+    raw = (info.attrs.get("provenance") or {}).get("raw_plate")
+    if raw:
+        from jumpdenoise.io.ngff import plate_info
+
+        try:
+            return np.dtype(plate_info(raw).dtype)
+        except (PlateError, OSError):
+            pass
+    return np.dtype(info.dtype)
+
+
 def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[str] | None = None,
-                overwrite: bool = False, compression: str | None = None) -> Path:
+                overwrite: bool = False, compression: str | None = "lzw", dtype: str = "source",
+                extra: ExtraColumns | None = None) -> TiffExport:
     """Write the done fields of ``denoised`` as TIFFs and a load_data CSV into ``out_dir``.
 
     Parameters
@@ -77,12 +143,16 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
     overwrite
         Allow a non-empty ``out_dir``.
     compression
-        tifffile compression (``None``: uncompressed, as microscopes write; ``"zlib"``...).
+        tifffile compression (``"lzw"``, as Phenix writes; ``None``: uncompressed; ``"zlib"``...).
+    dtype
+        ``"source"`` (rounded, clipped to the source images' dtype) or ``"float32"`` (with a
+        ``MaxSampleValue`` tag for CellProfiler); see the module docstring.
+    extra
+        ``Metadata_*`` and illumination-function columns to add to the CSV.
 
     Returns
     -------
-    Path
-        The load_data CSV written.
+    TiffExport
 
     Raises
     ------
@@ -90,12 +160,16 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
         If ``out_dir`` is not empty and ``overwrite`` is false.
     PlateError
         If two images would get the same file name, or a well is not in the plate.
+    ConfigError
+        If ``dtype`` is not one of ``"source"``, ``"float32"``.
     """
     import tifffile
 
     from jumpdenoise.io.layout import PlateLayout, split_well, well_id
     from jumpdenoise.io.ngff import done_keys, field_key, plate_info, read_field
 
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {list(DTYPES)}")
     plate = Path(denoised)
     info = plate_info(plate)
     out = Path(out_dir)
@@ -108,10 +182,17 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
     absent = [w for w in selected if w not in info.wells]
     if absent:
         raise PlateError(f"{plate}: no well(s) {absent}")
-    done = done_keys(plate) if info.kind == "denoised" else None
     channels = list(info.channels)
+    extra_columns = (extra or ExtraColumns()).columns(info.name, channels)
+    source = _source_dtype(info, layout)
+    target = source if dtype == "source" else np.dtype(np.float32)
+    tags = []
+    if target.kind == "f" and source.kind in "ui":
+        tags = [(MAX_SAMPLE_VALUE_TAG, "H", 1, min(int(np.iinfo(source).max), 65535), True)]
+    done = done_keys(plate) if info.kind == "denoised" else None
     written: dict[tuple[str, int], dict[str, str]] = {}
     used: set[str] = set()
+    clipped = dict.fromkeys(channels, 0)
     for w in selected:
         for f in info.wells[w]:
             if done is not None and field_key(w, f) not in done:
@@ -123,54 +204,16 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
             used.update(names.values())
             data = read_field(plate, w, f)
             for i, ch in enumerate(channels):
-                tifffile.imwrite(out / names[ch], np.ascontiguousarray(data[i]), compression=compression)
+                pixels, n_out = to_export_dtype(data[i], target)
+                clipped[ch] += n_out
+                tifffile.imwrite(out / names[ch], pixels, compression=compression, extratags=tags)
             written[(w, site)] = names
+    for ch, n_out in clipped.items():
+        if n_out:
+            log.warning("export-tiff: %d pixel(s) of channel %s clipped to the %s range", n_out, ch, target.name)
     src_csv = Path(layout.metadata.get("csv_path", "")) if layout is not None else None
     if layout is not None and layout.source_kind == "load_data" and src_csv and src_csv.is_file():
-        return _rewrite_load_data(src_csv, out, written, channels, info.name)
-    return _write_load_data(out / "load_data.csv", out, written, channels, info.name)
-
-
-def _rewrite_load_data(src: Path, out: Path, written: dict, channels: list[str], plate: str) -> Path:
-    from jumpdenoise.io.layout import split_well, well_id
-
-    with open(src, newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
-    target = out / src.name
-    multi_plate = len({r.get("Metadata_Plate") for r in rows}) > 1
-    folder = str(out.resolve())
-    with open(target, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, header)
-        writer.writeheader()
-        for row in rows:
-            try:
-                key = (well_id(*split_well(row.get("Metadata_Well") or "")), int(float(row.get("Metadata_Site") or "")))
-            except ValueError:
-                continue
-            names = written.get(key)
-            if names is None or (multi_plate and row.get("Metadata_Plate") != plate):
-                continue
-            for ch, name in names.items():
-                if f"FileName_Orig{ch}" in row:
-                    row[f"FileName_Orig{ch}"] = name
-                if f"PathName_Orig{ch}" in row:
-                    row[f"PathName_Orig{ch}"] = folder
-                if f"URL_Orig{ch}" in row:
-                    row[f"URL_Orig{ch}"] = (out / name).resolve().as_uri()
-            writer.writerow(row)
-    return target
-
-
-def _write_load_data(target: Path, out: Path, written: dict, channels: list[str], plate: str) -> Path:
-    cols = [c for ch in channels for c in (f"FileName_Orig{_column_name(ch)}", f"PathName_Orig{_column_name(ch)}")]
-    cols += ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
-    folder = str(out.resolve())
-    with open(target, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(cols)
-        for (well, site), names in sorted(written.items()):
-            row = [v for ch in channels for v in (names[ch], folder)]
-            writer.writerow(row + [plate, well, site])
-    return target
+        csv_path = rewrite_load_data(src_csv, out, written, info.name, extra_columns)
+    else:
+        csv_path = write_load_data(out / "load_data.csv", out, written, channels, info.name, extra_columns)
+    return TiffExport(csv_path=csv_path, n_fields=len(written), dtype=target.name, clipped=clipped)
