@@ -1,0 +1,327 @@
+"""Denoising quality against ground truth: raw vs jumpdenoise vs ``CAREamist``, at equal wall time.
+
+For each image set, both trainers get the same noisy images, the same validation images, the
+same CAREamics configuration (the one jumpdenoise writes to its run folder: UNet depth 2, 32
+initial channels, one UNet per channel, 64 x 64 patches, batch 32, N2V 0.2 %, XYFlip +
+XYRandomRotate90, Adam 1e-4, the training images' per-channel mean/std) and the same
+wall-clock training budget (``--minutes``; Lightning's ``max_time``, counted from the start of
+training). Every image is then denoised and scored against its truth with
+:func:`jumpdenoise.quality.metrics.score`: PSNR, SSIM and the mean-intensity bias (%), per
+plane, grouped per channel (synthetic plates) or per microscope/sample type (FMD).
+
+Sets (``--sets``):
+
+- ``jump``, ``low-light``: synthetic plates of :func:`jumpdenoise.io.synthetic.generate_plate`
+  with that noise level, truth in ``<plate>/ground_truth/<WELL>-<FIELD>.npy``;
+- ``fmd``: the FMD test set (``<repo>/../shared/data/fluo/fmd_testset``; trained on ``raw/``
+  only, scored against ``gt/``, PSNR peak 255 as in the literature). ``--fmd-types`` picks
+  types; one model per method is trained on all the chosen types together.
+
+Each method is trained ``--seeds`` times (training seeds ``--seed`` .. ``--seed + seeds - 1``,
+the data fixed); the table gives the mean and the standard deviation over seeds. Targets are
+printed as PASS/FAIL lines; the JSON and the log go under ``benchmarks/results/<--name>/``.
+
+Usage::
+
+    python benchmarks/quality.py --minutes 5 --seeds 3               # CPU
+    python benchmarks/quality.py --device cuda --minutes 2 --name h200-quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FMD_ROOT = ROOT / ".." / "shared" / "data" / "fluo" / "fmd_testset"
+METHODS = ("raw", "jumpdenoise", "careamics")
+SYNTHETIC_CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
+
+
+@dataclass
+class ImageSet:
+    """Noisy images ``(c, y, x)``, their truths and how planes are grouped for the table."""
+
+    name: str
+    keys: list[str]
+    noisy: list[np.ndarray]
+    truth: list[np.ndarray]
+    channels: list[str]
+    groups: list[list[str]]            # per image, per channel: the group a plane is reported under
+    data_range: float | None = None    # None: metrics' default (the truth's robust range)
+    notes: dict = field(default_factory=dict)
+
+
+def load_fmd(root: Path, types: list[str] | None) -> ImageSet:
+    """The FMD test set: ``raw/<Type>_<k>.png`` and ``gt/<Type>_<k>.png`` (8-bit, 512 x 512)."""
+    from jumpdenoise.train.folder_data import read_image
+
+    root = root.resolve()
+    if not (root / "raw").is_dir():
+        raise SystemExit(f"FMD test set not found: {root} (expected raw/ and gt/)")
+    files = sorted((root / "raw").glob("*.png"))
+    all_types = sorted({p.stem.rsplit("_", 1)[0] for p in files})
+    chosen = all_types if not types else types
+    unknown = sorted(set(chosen) - set(all_types))
+    if unknown:
+        raise SystemExit(f"--fmd-types: unknown {unknown}; choose from {all_types}")
+    keys, noisy, truth, groups = [], [], [], []
+    for p in files:
+        kind = p.stem.rsplit("_", 1)[0]
+        if kind in chosen:
+            keys.append(p.stem)
+            noisy.append(read_image(p))
+            truth.append(read_image(root / "gt" / p.name).astype(np.float32))
+            groups.append([kind])
+    return ImageSet("fmd", keys, noisy, truth, ["gray"], groups, data_range=255.0, notes={"types": chosen})
+
+
+def synthetic_set(level: str, work: Path, *, rows: int, columns: int, fields: int, size: int,
+                  seed: int) -> ImageSet:
+    """A synthetic plate with noise level ``level``, read back from its TIFFs, with its truth."""
+    import tifffile
+
+    from jumpdenoise.io.synthetic import generate_plate, phenix_file_name
+
+    out = work / f"plate-{level}"
+    try:
+        images = generate_plate(out, rows=rows, columns=columns, fields=fields, channels=SYNTHETIC_CHANNELS,
+                                size=(size, size), seed=seed, ground_truth=True, noise=level)
+    except TypeError as exc:
+        raise SystemExit(f"generate_plate does not take noise={level!r} yet ({exc})") from None
+    keys, noisy, truth, groups = [], [], [], []
+    for npy in sorted((out / "ground_truth").glob("*.npy")):
+        well, index = npy.stem.split("-")
+        row, col = "ABCDEFGHIJKLMNOPQRSTUVWXYZ".index(well[0]) + 1, int(well[1:])
+        planes = [tifffile.imread(images / phenix_file_name(row, col, int(index) + 1, c + 1))
+                  for c in range(len(SYNTHETIC_CHANNELS))]
+        keys.append(npy.stem)
+        noisy.append(np.stack(planes))
+        truth.append(np.load(npy).astype(np.float32))
+        groups.append(list(SYNTHETIC_CHANNELS))
+    notes = {"plate": f"{rows} x {columns} wells x {fields} fields, {size}^2, seed {seed}"}
+    meta = out / "ground_truth" / "truth.json"
+    if meta.is_file():
+        notes["truth_json"] = json.loads(meta.read_text())
+    return ImageSet(level, keys, noisy, truth, list(SYNTHETIC_CHANNELS), groups, notes=notes)
+
+
+def split_val(data: ImageSet) -> list[np.ndarray]:
+    """Validation images of both trainers: the first image, or a sixth of them (also trained on)."""
+    return data.noisy[:max(1, len(data.noisy) // 6)]
+
+
+def trainer_settings(args: argparse.Namespace, seconds: float) -> dict:
+    return {"accelerator": args.device, "devices": 1, "precision": args.precision, "num_workers": 0,
+            "enable_progress_bar": False, "extra": {"max_time": {"seconds": seconds}}}
+
+
+def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Namespace) -> tuple[list, dict]:
+    """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for the budget; denoise every image."""
+    import torch
+
+    from jumpdenoise.predict.arrays import denoise_array
+    from jumpdenoise.predict.model import load_model
+    from jumpdenoise.train.arrays import train_on_arrays
+
+    t = time.perf_counter()
+    train_on_arrays(data.noisy, run_dir, channels=data.channels, val_images=split_val(data), epochs=100_000,
+                    patch_size=64, batch_size=args.batch, seed=seed, n_val_patches=args.val_patches,
+                    patches_per_epoch=args.epoch_steps * args.batch or None,
+                    trainer=trainer_settings(args, args.minutes * 60))
+    train_s = time.perf_counter() - t
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    model = load_model(run_dir, args.device, checkpoint="last")  # as CAREamist.predict for N2V
+    t = time.perf_counter()
+    out = [denoise_array(model, img, tile_size=min(256, *img.shape[-2:]), overlap=None) for img in data.noisy]
+    return out, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
+                 "predict_s": round(time.perf_counter() - t, 1)}
+
+
+def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: argparse.Namespace
+                  ) -> tuple[list, dict]:
+    """``CAREamist.train`` with jumpdenoise's CAREamics configuration and the same budget; ``predict``."""
+    from careamics import CAREamist
+
+    from jumpdenoise.train.careamics_config import load_careamics_config
+
+    cc = load_careamics_config(jd_run / "careamics_config.yaml")
+    cc.training_config.trainer_params.update({
+        "max_epochs": 100_000, "accelerator": args.device, "devices": 1, "precision": args.precision,
+        "enable_progress_bar": False, "max_time": {"seconds": args.minutes * 60}})
+    careamist = CAREamist(cc, work_dir=work, enable_progress_bar=False)
+    t = time.perf_counter()
+    careamist.train(train_data=np.stack(data.noisy), val_data=np.stack(split_val(data)))
+    train_s = time.perf_counter() - t
+    steps = int(careamist.trainer.global_step)
+    t = time.perf_counter()
+    stack = np.stack(data.noisy)
+    tile = min(256, *stack.shape[-2:])
+    pred, _ = careamist.predict(stack, data_type="array", axes="SCYX", tile_size=(tile, tile),
+                                tile_overlap=(48, 48), batch_size=8)  # N2V: the last checkpoint
+    out = list(np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, *stack.shape[1:]) for p in pred]))
+    return out, {"train_s": round(train_s, 1), "steps": steps, "predict_s": round(time.perf_counter() - t, 1)}
+
+
+def score_images(data: ImageSet, images: list[np.ndarray]) -> dict:
+    """Per-group mean PSNR / SSIM / bias over the planes, and the mean over all planes."""
+    from jumpdenoise.quality.metrics import score
+
+    by_group: dict[str, list[dict]] = {}
+    for img, truth, groups in zip(images, data.truth, data.groups):
+        for c, group in enumerate(groups):
+            by_group.setdefault(group, []).append(score(img[c], truth[c], data_range=data.data_range))
+    planes = [s for scores in by_group.values() for s in scores]
+    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+    return {"psnr": mean(planes, "psnr"), "ssim": mean(planes, "ssim"), "bias_pct": mean(planes, "bias_pct"),
+            "groups": {g: {k: mean(rows, k) for k in ("psnr", "ssim", "bias_pct")} for g, rows in by_group.items()}}
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of every score (overall and per group)."""
+    def stats(values: list[float]) -> dict:
+        return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4)}
+
+    keys = ("psnr", "ssim", "bias_pct")
+    out = {k: stats([r[k] for r in runs]) for k in keys}
+    out["groups"] = {g: {k: stats([r["groups"][g][k] for r in runs]) for k in keys} for g in runs[0]["groups"]}
+    out["per_seed"] = runs
+    return out
+
+
+def evaluate_set(data: ImageSet, work: Path, args: argparse.Namespace) -> dict:
+    """Raw scores once; each trainer ``--seeds`` times at equal budget."""
+    result = {"raw": over_seeds([score_images(data, [a.astype(np.float32) for a in data.noisy])]),
+              "jumpdenoise": [], "careamics": []}
+    for s in range(args.seeds):
+        seed = args.seed + s
+        jd_run = work / f"{data.name}-jd-{seed}"
+        out, info = run_jumpdenoise(data, jd_run, seed, args)
+        result["jumpdenoise"].append({**score_images(data, out), **info, "seed": seed})
+        print(f"  {data.name} seed {seed}: jumpdenoise {result['jumpdenoise'][-1]['psnr']:.2f} dB "
+              f"({info['steps']} steps)", flush=True)
+        out, info = run_careamics(data, jd_run, work / f"{data.name}-ca-{seed}", seed, args)
+        result["careamics"].append({**score_images(data, out), **info, "seed": seed})
+        print(f"  {data.name} seed {seed}: CAREamist   {result['careamics'][-1]['psnr']:.2f} dB "
+              f"({info['steps']} steps)", flush=True)
+        shutil.rmtree(jd_run, ignore_errors=True)
+        shutil.rmtree(work / f"{data.name}-ca-{seed}", ignore_errors=True)
+    for m in ("jumpdenoise", "careamics"):
+        runs = result[m]
+        result[m] = {**over_seeds(runs), "steps": [r["steps"] for r in runs]}
+    return result
+
+
+def print_table(name: str, res: dict) -> None:
+    """One row per method and group: PSNR, SSIM, bias (mean +- std over seeds)."""
+    print(f"\n{name}: PSNR dB / SSIM / mean bias % (mean +- std over seeds)")
+    groups = list(res["raw"]["groups"])
+    print(f"{'method':<12s} {'group':<18s} {'PSNR':>15s} {'SSIM':>15s} {'bias %':>15s}")
+    for m in METHODS:
+        rows = [("mean", res[m])] + [(g, res[m]["groups"][g]) for g in groups]
+        for g, r in rows:
+            cells = " ".join(f"{r[k]['mean']:>8.3f}+-{r[k]['std']:<6.3f}" for k in ("psnr", "ssim", "bias_pct"))
+            print(f"{m:<12s} {g:<18s} {cells}")
+    if "steps" in res["jumpdenoise"]:
+        print(f"training steps in the budget: jumpdenoise {res['jumpdenoise']['steps']}, "
+              f"CAREamist {res['careamics']['steps']}")
+
+
+def targets(results: dict) -> list[tuple[str, bool]]:
+    """The issue's targets as (text, passed)."""
+    lines = []
+    for name, res in results.items():
+        jd, ca, raw = (res[m] for m in ("jumpdenoise", "careamics", "raw"))
+        d_ca, d_raw = jd["psnr"]["mean"] - ca["psnr"]["mean"], jd["psnr"]["mean"] - raw["psnr"]["mean"]
+        lines.append((f"{name}: jumpdenoise >= CAREamist at equal wall time ({d_ca:+.2f} dB)", d_ca >= 0))
+        if name == "fmd":
+            lines.append((f"fmd: >= +7 dB over raw ({d_raw:+.2f} dB)", d_raw >= 7))
+        if name == "low-light":
+            lines.append((f"low-light: >= +6 dB over raw ({d_raw:+.2f} dB)", d_raw >= 6))
+        if name == "jump":
+            worst = min(jd["groups"][g]["psnr"]["mean"] - raw["groups"][g]["psnr"]["mean"] for g in raw["groups"])
+            lines.append((f"jump: never worse than raw on any channel (worst {worst:+.2f} dB)", worst >= 0))
+        bias = max(abs(v["bias_pct"]["mean"]) for v in jd["groups"].values())
+        lines.append((f"{name}: |mean bias| <= 1 % per group (jumpdenoise, worst {bias:.2f} %)", bias <= 1))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="jump,low-light,fmd", help="comma list of jump, low-light, fmd")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--minutes", type=float, default=None, help="training budget per run (5 CPU, 2 GPU)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1, help="first training seed")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--epoch-steps", type=int, default=0,
+                        help="jumpdenoise steps per epoch (validation, checkpoint; 0: one patch per patch area)")
+    parser.add_argument("--val-patches", type=int, default=64, help="jumpdenoise validation patches")
+    parser.add_argument("--rows", type=int, default=2, help="synthetic plate: rows of wells")
+    parser.add_argument("--columns", type=int, default=2, help="synthetic plate: columns of wells")
+    parser.add_argument("--fields", type=int, default=1, help="synthetic plate: fields per well")
+    parser.add_argument("--size", type=int, default=512, help="synthetic plate: field side")
+    parser.add_argument("--plate-seed", type=int, default=0)
+    parser.add_argument("--fmd-root", type=Path, default=FMD_ROOT)
+    parser.add_argument("--fmd-types", default="", help="comma list of FMD types (default: all 12)")
+    parser.add_argument("--fmd-crop", type=int, default=0, help="score/train on the top-left N x N crop (0: all)")
+    parser.add_argument("--name", default=None, help="results folder name under benchmarks/results/")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.minutes is None:
+        args.minutes = 2.0 if args.device == "cuda" else 5.0
+    sets = [s for s in args.sets.split(",") if s]
+    bad = sorted(set(sets) - {"jump", "low-light", "fmd"})
+    if bad:
+        parser.error(f"--sets: unknown {bad}")
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results: dict = {}
+    notes: dict = {}
+    with tempfile.TemporaryDirectory(prefix="jd-quality-", dir=args.workdir) as tmp:
+        work = Path(tmp)
+        for name in sets:
+            t = time.perf_counter()
+            if name == "fmd":
+                data = load_fmd(args.fmd_root, [s for s in args.fmd_types.split(",") if s])
+                if args.fmd_crop:
+                    n = args.fmd_crop
+                    data.noisy = [a[:, :n, :n] for a in data.noisy]
+                    data.truth = [a[:, :n, :n] for a in data.truth]
+            else:
+                data = synthetic_set(name, work, rows=args.rows, columns=args.columns, fields=args.fields,
+                                     size=args.size, seed=args.plate_seed)
+            print(f"{name}: {len(data.noisy)} image(s) {data.noisy[0].shape}, budget {args.minutes:g} min per "
+                  f"training, {args.seeds} seed(s)", flush=True)
+            results[name] = evaluate_set(data, work, args)
+            notes[name] = {**data.notes, "images": len(data.noisy), "shape": list(data.noisy[0].shape),
+                           "seconds": round(time.perf_counter() - t, 1)}
+            print_table(name, results[name])
+    lines = targets(results)
+    print("\ntargets:")
+    for text, ok in lines:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    summary = {"started": started, "argv": sys.argv[1:] if argv is None else argv, "device": args.device,
+               "minutes": args.minutes, "seeds": args.seeds, "sets": notes, "results": results,
+               "targets": [{"text": t, "pass": ok} for t, ok in lines]}
+    if args.name:
+        out = ROOT / "benchmarks" / "results" / args.name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "quality.json").write_text(json.dumps(summary, indent=1))
+        print(f"results written to {out / 'quality.json'}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

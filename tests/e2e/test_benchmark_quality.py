@@ -1,0 +1,56 @@
+"""benchmarks/quality.py runs end to end on tiny settings and scores what it claims to score."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FMD = REPO / ".." / "shared" / "data" / "fluo" / "fmd_testset"
+
+
+def _fmd_or_skip() -> Path:
+    if not (FMD / "raw").is_dir():
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"shared FMD test set missing in CI: {FMD}")
+        pytest.skip(f"shared FMD test set not present: {FMD}")
+    return FMD
+
+
+def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
+    fmd = _fmd_or_skip()
+    out = tmp_path / "quality.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--sets", "fmd", "--fmd-types", "Confocal_BPAE_B",
+         "--fmd-crop", "128", "--minutes", "0.05", "--seeds", "2", "--batch", "4", "--epoch-steps", "2",
+         "--val-patches", "4", "--workdir", str(tmp_path), "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    fmd_res = r["results"]["fmd"]
+    assert r["sets"]["fmd"]["images"] == 4 and r["sets"]["fmd"]["shape"] == [1, 128, 128]
+
+    # the raw score is the metric of the raw captures against gt/, peak 255
+    from jumpdenoise.quality.metrics import score
+    from jumpdenoise.train.folder_data import read_image
+
+    raw = [score(read_image(fmd / "raw" / f"Confocal_BPAE_B_{k}.png")[0, :128, :128].astype(float),
+                 read_image(fmd / "gt" / f"Confocal_BPAE_B_{k}.png")[0, :128, :128].astype(float), data_range=255.0)
+           for k in range(1, 5)]
+    assert fmd_res["raw"]["psnr"]["mean"] == pytest.approx(np.mean([s["psnr"] for s in raw]), abs=1e-3)
+    for method in ("jumpdenoise", "careamics"):
+        res = fmd_res[method]
+        assert len(res["per_seed"]) == 2 and [s["seed"] for s in res["per_seed"]] == [1, 2]
+        assert all(steps > 0 for steps in res["steps"]), res["steps"]
+        assert np.isfinite(res["psnr"]["mean"]) and 0 < res["ssim"]["mean"] <= 1
+        assert set(res["groups"]) == {"Confocal_BPAE_B"}
+    texts = [t["text"] for t in r["targets"]]
+    assert any(t.startswith("fmd: >= +7 dB over raw") for t in texts)
+    assert any("jumpdenoise >= CAREamist" in t for t in texts)
+    assert "targets:" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
