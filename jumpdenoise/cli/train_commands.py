@@ -54,8 +54,16 @@ def export(
     run: Path = typer.Argument(..., help="Training run folder."),
     out: Path | None = typer.Option(None, "--out", help="Output .zip (default RUN/export/model.zip)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint to export (default: best)."),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: the run's experiment name, "
+                                    "completed to 5 characters)."),
+    authors: list[str] | None = typer.Option(None, "--authors", help="Author name (repeatable; default: "
+                                             "jumpdenoise developers)."),
+    description: str | None = typer.Option(None, "--description", help="Model description (default: the "
+                                           "channels and checkpoint)."),
 ) -> None:
-    """Export the best model of a run in BioImage Model Zoo format (CAREamics' export)."""
+    """Export the best model of a run as a BioImage Model Zoo zip (torchscript + CAREamics weights), tested
+    with bioimageio.core."""
     from jumpdenoise.train.export import export_run
 
-    typer.echo(f"exported: {export_run(run, out, checkpoint=checkpoint)}")
+    path = export_run(run, out, checkpoint=checkpoint, name=name, authors=authors, description=description)
+    typer.echo(f"exported: {path}")

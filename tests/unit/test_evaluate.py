@@ -1,0 +1,86 @@
+"""Segmentation, segmentation agreement and per-object features of ``jumpdenoise.evaluate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from jumpdenoise.config.evaluate import EvaluateConfig
+from jumpdenoise.evaluate.features import measure_field, scale_pixels
+from jumpdenoise.evaluate.segment import f1_score, match_counts, segment_field
+
+
+def _cells_field(seed: int = 0, size: int = 128) -> tuple[np.ndarray, int]:
+    """(DNA, AGP) field of separated round nuclei in cells with bright borders, and the number of nuclei."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices((size, size))
+    centres = [(y, x) for y in range(20, size - 10, 36) for x in range(20, size - 10, 36)]
+    dna = np.zeros((size, size), np.float32)
+    for cy, cx in centres:
+        dna[(yy - cy) ** 2 + (xx - cx) ** 2 < 8 ** 2] = 3000
+    cells_lab = np.zeros((size, size), np.int32)
+    for k, (cy, cx) in enumerate(centres, 1):
+        cells_lab[(yy - cy) ** 2 + (xx - cx) ** 2 < 16 ** 2] = k
+    border = ndi.morphological_gradient(cells_lab, size=3) > 0
+    agp = np.where(cells_lab > 0, 800, 0) + border * 3000.0
+    field = np.stack([dna, agp]).astype(np.float32) + 300
+    field += rng.normal(0, 20, field.shape).astype(np.float32)
+    return ndi.gaussian_filter(field, (0, 1, 1)), len(centres)
+
+
+def test_classical_segmentation_finds_every_nucleus_and_grows_one_cell_per_nucleus() -> None:
+    field, n = _cells_field()
+    nuclei, cells = segment_field(field[0], field[1])
+    assert nuclei.max() == n
+    assert set(np.unique(cells)) - {0} == set(range(1, n + 1))
+    assert np.all(cells[nuclei > 0] == nuclei[nuclei > 0])  # cell k holds nucleus k
+    assert (cells > 0).sum() > 2 * (nuclei > 0).sum()
+
+
+def test_match_counts_and_f1_at_iou_half() -> None:
+    ref = np.zeros((40, 40), np.int32)
+    ref[2:12, 2:12], ref[20:30, 20:30], ref[2:8, 30:36] = 1, 2, 3
+    pred = np.zeros_like(ref)
+    pred[3:13, 2:12] = 5          # IoU 90/110 > 0.5 with object 1
+    pred[20:30, 26:36] = 7        # IoU 40/160 < 0.5 with object 2
+    counts = match_counts(ref, pred, 0.5)
+    assert counts == {"n_reference": 3, "n_predicted": 2, "matched": 1}
+    assert f1_score(counts) == pytest.approx(2 / 5)
+    assert f1_score(match_counts(ref, ref)) == 1.0
+
+
+def test_features_equal_cp_measure_called_directly() -> None:
+    from cp_measure.featurizer import featurize, make_featurizer_config
+
+    field, _ = _cells_field(seed=1)
+    nuclei, cells = segment_field(field[0], field[1])
+    channels = ["DNA", "AGP"]
+    table = measure_field(field, nuclei, cells, channels, ["intensity", "texture"], divisors=[4000.0, 5000.0])
+    image = np.clip(field / np.array([4000.0, 5000.0], np.float32)[:, None, None], 0, 1)[None].astype(np.float32)
+    masks = np.stack([nuclei, cells])[None]
+    for family in ("intensity", "texture"):
+        flags = {k: k == family for k in ("intensity", "texture", "granularity", "radial_distribution",
+                                          "radial_zernikes", "sizeshape", "zernike", "feret", "correlation_pearson",
+                                          "correlation_costes", "correlation_manders_fold", "correlation_rwc")}
+        data, columns, rows = featurize(image, masks, make_featurizer_config(channels, objects=["nuclei", "cells"],
+                                                                             **flags))
+        assert [(r[1], int(r[2])) for r in rows] == list(zip(table.object, table.label))
+        ours = table[[f"{family}:{c}" for c in columns]].to_numpy()
+        np.testing.assert_array_equal(ours, data)
+    assert "intensity:Intensity_MeanIntensity__DNA" in table.columns
+
+
+def test_scale_pixels_clips_to_unit_range_per_channel() -> None:
+    pixels = np.array([[[-5.0, 50.0, 500.0]], [[10.0, 20.0, 40.0]]], np.float32)
+    out = scale_pixels(pixels, [100.0, 20.0])
+    np.testing.assert_allclose(out, [[[0.0, 0.5, 1.0]], [[0.5, 1.0, 1.0]]])
+
+
+def test_config_rejects_an_empty_family_list_and_unknown_keys() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least one feature family"):
+        EvaluateConfig(families=[])
+    with pytest.raises(ValidationError):
+        EvaluateConfig(nuclei="DNA")
