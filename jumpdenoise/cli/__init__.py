@@ -35,6 +35,7 @@ from jumpdenoise.cli import train_commands  # noqa: E402,F401  (train, export)
 from jumpdenoise.cli import predict_commands  # noqa: E402,F401  (predict, export-tiff)
 from jumpdenoise.cli import pipeline_commands  # noqa: E402,F401  (run, submit, status, cancel)
 from jumpdenoise.cli import bsd_commands  # noqa: E402,F401  (bsd)
+from jumpdenoise.cli import evaluate_commands  # noqa: E402,F401  (evaluate)
 
 
 def main() -> None:

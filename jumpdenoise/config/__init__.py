@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jumpdenoise.config.convert import ConvertConfig
+from jumpdenoise.config.evaluate import EvaluateConfig
 from jumpdenoise.config.executor import ExecutorConfig, SlurmProfile
 from jumpdenoise.config.predict import PredictConfig
 from jumpdenoise.config.source import SourceConfig
@@ -70,6 +71,7 @@ class JumpDenoiseConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    evaluate: EvaluateConfig | None = None
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
