@@ -34,6 +34,10 @@ class ConvertConfig(BaseModel):
         scheduling; a bad field never stops the other fields of its task).
     overwrite
         Replace an existing output.
+    allow_missing
+        Convert a source even though some of what it lists or holds will not become a field
+        (a field whose every image file is missing, a hyperstack file not matching the
+        filename pattern); they are listed in the report. Default: refuse, listing them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,3 +50,4 @@ class ConvertConfig(BaseModel):
     pyramid_levels: int = Field(default=0, ge=0, le=8)
     fields_per_unit: int = Field(default=4, ge=1)
     overwrite: bool = False
+    allow_missing: bool = False

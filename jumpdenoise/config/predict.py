@@ -89,6 +89,10 @@ class PredictConfig(BaseModel):
     overwrite
         Replace an existing output. Without it, an output prepared by the same model and
         settings is resumed; any other existing output is refused.
+    skip_missing
+        Denoise the selected fields the raw plate marks complete and leave out the others
+        (listed in a warning). Default: a selected field the raw plate does not mark
+        complete (its conversion failed or has not run) is an error, and nothing is denoised.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -114,6 +118,7 @@ class PredictConfig(BaseModel):
     io_threads: int | None = Field(default=None, ge=1, le=64)
     write_processes: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     overwrite: bool = False
+    skip_missing: bool = False
 
     @field_validator("wells")
     @classmethod

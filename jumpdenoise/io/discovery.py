@@ -39,7 +39,8 @@ from jumpdenoise.io.layout import (
     well_id,
 )
 
-__all__ = ["PlaneTable", "DirIndex", "discover", "guess_kind", "load_channel_map", "standard_plate_shape"]
+__all__ = ["PlaneTable", "DirIndex", "discover", "guess_kind", "load_channel_map", "standard_plate_shape",
+           "check_sources", "unconverted_sources"]
 
 INDEX_NAMES = ("Index.idx.xml", "Index.xml", "Index.ref.xml")
 PHENIX_NAME_RE = re.compile(
@@ -314,6 +315,51 @@ def discover(source) -> PlateLayout:
         more = f"\n  ... and {len(layout.missing) - 10} more" if len(layout.missing) > 10 else ""
         raise SourceError(f"{path}: {len(layout.missing)} listed image(s) are missing:\n{shown}{more}")
     return layout
+
+
+def unconverted_sources(layout: PlateLayout) -> list[str]:
+    """What the source lists or holds that will not become a field of the plate, one line each.
+
+    A field (well, site) whose every image file is missing (listed in ``layout.missing``;
+    a field missing only some images fails at conversion instead, naming the file), and a
+    hyperstack file whose name does not match the filename pattern.
+    """
+    fields = {(w.id, f.site) for w, f in layout.iter_fields()}
+    dropped: dict[tuple[str, int], list[str]] = {}
+    for m in layout.missing:
+        if (m.well, m.site) not in fields:
+            dropped.setdefault((m.well, m.site), []).append(m.path)
+    lines = [f"{well} site {site}: all {len(paths)} image file(s) missing (e.g. {paths[0]})"
+             for (well, site), paths in dropped.items()]
+    unmatched = [n for n in layout.metadata.get("unmatched_names", "").split("\n") if n]
+    pattern = layout.metadata.get("filename_pattern")
+    lines += [f"{name}: file name does not match filename_pattern {pattern!r}" for name in unmatched]
+    n_unmatched = int(layout.metadata.get("unmatched_files", "0") or 0)
+    if n_unmatched > len(unmatched):
+        lines.append(f"... and {n_unmatched - len(unmatched)} more file(s) not matching filename_pattern {pattern!r}")
+    return lines
+
+
+def check_sources(layout: PlateLayout, allow_missing: bool) -> None:
+    """Refuse a source of which something would not become a field, unless ``allow_missing``.
+
+    Raises
+    ------
+    SourceError
+        If no image file of the source exists (always), or, unless ``allow_missing``,
+        listing each field whose images are all missing and each file not matching the
+        hyperstack filename pattern.
+    """
+    if not layout.wells:
+        shown = "".join(f"\n  {m.well} site {m.site} {m.channel}: {m.path}" for m in layout.missing[:5])
+        raise SourceError(f"{layout.source_path}: no image file of the source exists ({len(layout.missing)} listed "
+                          f"image(s) missing; check the paths, or source.path_rewrite){shown}")
+    dropped = unconverted_sources(layout)
+    if dropped and not allow_missing:
+        shown = "".join(f"\n  {line}" for line in dropped[:20])
+        more = f"\n  ... and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+        raise SourceError(f"{layout.source_path}: {len(dropped)} source item(s) would not become a field of the "
+                          f"plate:{shown}{more}\nrestore them, or set convert.allow_missing: true to convert the rest")
 
 
 def _has_tiffs(folder: Path) -> bool:

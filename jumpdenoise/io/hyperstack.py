@@ -3,7 +3,9 @@
 Well and field come from each file name through a regular expression with named groups:
 ``well`` (``A01``, ``a1``), or ``row`` (letter(s) or number) and ``column``; and ``field``
 (the site id; fields are numbered in site order within a well). Files that do not match
-are ignored (and counted in ``layout.metadata["unmatched_files"]``).
+are left out, counted in ``layout.metadata["unmatched_files"]`` and named (the first 20)
+in ``layout.metadata["unmatched_names"]``; the convert stage refuses them unless
+``convert.allow_missing``.
 
 Axes: ``"CYX"``, ``"YXC"`` or ``"auto"``. With ``"auto"`` the axes tifffile reports are
 used when they say where the channels are (ImageJ hyperstacks ``C``, RGB-like samples
@@ -31,6 +33,8 @@ from jumpdenoise.io.tiff import open_tiff, squeeze_axes
 __all__ = ["read_hyperstacks"]
 
 log = logging.getLogger(__name__)
+#: Names of non-matching files kept in the layout's metadata (all are counted).
+_UNMATCHED_SHOWN = 20
 _OME_CHANNEL_RE = re.compile(r"<(?:\w+:)?Channel\b[^>]*?\bName=\"([^\"]*)\"")
 
 
@@ -125,6 +129,7 @@ def read_hyperstacks(
     except OSError as exc:
         raise SourceError(f"{folder}: cannot list folder ({exc.strerror or exc})") from None
     matched = [(n, m) for n in names if (m := regex.search(n))]
+    unmatched = [n for n in names if not regex.search(n)]
     if not matched:
         raise SourceError(f"{folder}: no TIFF file name matches filename_pattern {filename_pattern!r} ({len(names)} TIFFs)")
     axes = axes.upper()
@@ -167,6 +172,6 @@ def read_hyperstacks(
         channels=[Channel(name=n, source_id=str(i)) for i, n in enumerate(labels)],
         shape=(int(yx[0]), int(yx[1])), dtype=dtype,
         metadata={"axes": file_axes, "channel_names_from": source, "filename_pattern": filename_pattern,
-                  "unmatched_files": str(len(names) - len(matched))},
+                  "unmatched_files": str(len(unmatched)), "unmatched_names": "\n".join(unmatched[:_UNMATCHED_SHOWN])},
         subset=channels,
     )

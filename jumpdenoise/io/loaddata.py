@@ -93,7 +93,7 @@ def read_load_data(
         try:
             reader = csv.DictReader(handle)
             header = list(reader.fieldnames or [])
-            rows = list(reader)
+            numbered = [(reader.line_num, row) for row in reader]  # blank lines are skipped: keep numbers
         except (csv.Error, UnicodeDecodeError) as exc:
             raise SourceError(f"{csv_path}: not a readable CSV ({type(exc).__name__}: {exc})") from None
     order: list[str] = []
@@ -110,6 +110,11 @@ def read_load_data(
     for ch in order:
         if not url_cols[ch] and not (f"FileName_Orig{ch}" in header and f"PathName_Orig{ch}" in header):
             raise SourceError(f"{csv_path}: channel {ch!r} needs FileName_Orig{ch} and PathName_Orig{ch} (or URL_Orig{ch})")
+    empty = [line for line, row in numbered if not any((v or "").strip() for v in row.values() if isinstance(v, str))]
+    if empty:
+        raise SourceError(f"{csv_path}, line {empty[0]}: empty row (only commas)"
+                          + (f"; also line(s) {', '.join(map(str, empty[1:6]))}" if len(empty) > 1 else ""))
+    rows = [row for _, row in numbered]
     if not rows:
         raise SourceError(f"{csv_path}: the load_data CSV has a header but no rows")
     plates = {r.get("Metadata_Plate") or "" for r in rows}
@@ -120,7 +125,7 @@ def read_load_data(
     remote = 0
     first_file = None
     first: dict = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in numbered:
         if len(plates) > 1 and row.get("Metadata_Plate") != plate_name:
             continue
         if not first:

@@ -7,14 +7,14 @@ Safe parallel writing follows two rules (see ``docs/FORMATS.md``):
 2. A unit writes whole fields with :func:`write_field` (whole chunks and shards), then
    records its completion with :func:`mark_done` (atomic rename), never before.
 
-Statistics are written once, by one process, with :func:`write_statistics`
+Reading (verified: chunk checksums, missing chunks) is in :mod:`jumpdenoise.io.ngff_read`,
+re-exported here. Statistics are written once, by one process, with :func:`write_statistics`
 (:mod:`jumpdenoise.io.ngff_statistics`, re-exported here).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from jumpdenoise.io.ngff_meta import (
     well_attrs,
     well_path,
 )
+from jumpdenoise.io.ngff_read import field_array, field_complete, read_field
 from jumpdenoise.io.ngff_statistics import display_window, update_group_attrs, write_statistics, write_statistics_csv
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PlateInfo", "clear_done", "create_plate", "create_plate_like", "done_keys", "field_array",
-    "field_key", "is_done", "load_done", "mark_done", "plate_info", "read_field",
+    "field_complete", "field_key", "is_done", "load_done", "mark_done", "plate_info", "read_field",
     "validate_plate", "write_field", "write_statistics",
 ]
 
@@ -82,11 +83,13 @@ def _create(
     path: Path, *, name: str, n_rows: int, n_columns: int, fields: dict[str, list[int]],
     sites: dict[str, list[int | None]], channels: list[str], shape_yx: tuple[int, int], dtype: str,
     pixel_size_um: float | None, storage: dict, jd_attrs: dict, overwrite: bool,
-    sidecar: dict[str, str] | None = None,
+    sidecar: dict[str, str] | None = None, track_completion: bool = False,
 ) -> None:
     """Write the whole hierarchy (groups + empty arrays: zarr's metadata documents, written
     directly by :func:`~jumpdenoise.io.ngff_chunks.write_metadata_documents`), then the
-    ``sidecar`` files (name -> text, under ``.jumpdenoise/``), then the plate metadata."""
+    ``sidecar`` files (name -> text, under ``.jumpdenoise/``), then the plate metadata.
+    ``track_completion``: the plate records its fields' completion from the start (an
+    empty ``.jumpdenoise/done``; see :func:`~jumpdenoise.io.ngff_read.field_complete`)."""
     import zarr
     from zarr.core.group import GroupMetadata
     from zarr.storage import LocalStore
@@ -117,6 +120,8 @@ def _create(
         for _ in zarr.create_hierarchy(store=store, nodes=nodes, overwrite=False):
             pass
     (path / SIDECAR).mkdir(exist_ok=True)
+    if track_completion:
+        (path / SIDECAR / "done").mkdir(exist_ok=True)
     for fname, text in (sidecar or {}).items():
         (path / SIDECAR / fname).write_text(text)
     # the plate metadata last: a creation killed midway leaves no plate that plate_info accepts
@@ -179,6 +184,9 @@ def create_plate_like(
         Subsets to keep (default: all, in the source order).
     convert
         Storage settings; default: those of the source plate.
+
+    The new plate records the completion of its fields from the start: a field is read as
+    holding data only once marked done.
     """
     src = plate_info(src_plate)
     dst = Path(dst_plate)
@@ -202,7 +210,7 @@ def create_plate_like(
             fields={w: list(src.wells[w]) for w in keep_wells}, sites=sites, channels=keep_channels,
             shape_yx=src.shape_yx, dtype=str(np.dtype(dtype)), pixel_size_um=src.pixel_size_um,
             storage=storage, jd_attrs=jd, overwrite=overwrite,
-            sidecar={"layout.json": layout.read_text()} if layout.is_file() else None)
+            sidecar={"layout.json": layout.read_text()} if layout.is_file() else None, track_completion=True)
 
 
 def _site(info: PlateInfo, well: str, field: int) -> int | None:
@@ -215,49 +223,6 @@ def _site(info: PlateInfo, well: str, field: int) -> int | None:
 
 
 # ----------------------------------------------------------------------------- pixels
-
-
-def field_array(plate: str | Path, well: str, field: int, level: int = 0) -> zarr.Array:
-    """The lazy zarr array (c, y, x) of one field at one resolution level.
-
-    Raises
-    ------
-    PlateError
-        If the plate has no such well, field or level.
-    """
-    import zarr
-
-    info = read_plate_info(plate)
-    if not 0 <= level < info.n_levels:
-        raise PlateError(f"{info.path}: no level {level} (the plate has {info.n_levels})")
-    p = info.path / info.image_path(well, field) / info.level_paths[level]
-    try:
-        return zarr.open_array(store=p, mode="r+" if os.access(p, os.W_OK) else "r")
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise PlateError(f"{p}: cannot open array ({exc})") from None
-
-
-def read_field(
-    plate: str | Path, well: str, field: int, level: int = 0, channels: list[str] | None = None
-) -> np.ndarray:
-    """Read one field as a numpy array (c, y, x), optionally a subset of channels by name.
-
-    Whole-chunk layouts are decoded directly (:func:`jumpdenoise.io.ngff_chunks.read_whole_chunks`).
-    """
-    from jumpdenoise.io.ngff_chunks import read_whole_chunks
-
-    arr = field_array(plate, well, field, level)
-    if channels is not None:
-        names = read_plate_info(plate).channels
-        missing = [c for c in channels if c not in names]
-        if missing:
-            raise PlateError(f"{plate}: no channel(s) {missing} (channels: {names})")
-        if channels == names:
-            channels = None
-    data = read_whole_chunks(arr) if channels is None or len(channels) > 1 else None
-    if data is None:
-        return arr[...] if channels is None else np.stack([arr[names.index(c)] for c in channels])
-    return data if channels is None else data[[names.index(c) for c in channels]]
 
 
 def downsample2(data: np.ndarray) -> np.ndarray:
@@ -279,7 +244,9 @@ def write_field(
 ) -> None:
     """Write one whole field (c, y, x) at level 0 and its downsampled pyramid levels.
 
-    The caller owns the field (a unit writes whole fields): temporary chunk files a killed
+    Every chunk is written, also one holding only the fill value, so that a field its
+    plate marks complete has all its chunk files. The caller owns the field (a unit writes
+    whole fields): temporary chunk files a killed
     earlier write left in its arrays are removed first
     (:func:`~jumpdenoise.io.ngff_chunks.remove_partial_chunks`), so a redo leaves the same
     files as an uninterrupted write.
@@ -311,7 +278,8 @@ def write_field(
     for lv in range(levels):
         if lv:
             level_data = downsample2(level_data)
-        target = field_array(plate, well, field, lv)
+        # every chunk written, even one of only the fill value: a missing chunk is then damage
+        target = field_array(plate, well, field, lv).with_config({"write_empty_chunks": True})
         if not write_whole_chunks(target, level_data):  # same bytes as zarr's write, less CPU
             target[...] = level_data
 

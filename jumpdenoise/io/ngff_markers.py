@@ -119,6 +119,18 @@ def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str,
         raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
 
 
+def tracks_completion(plate: str | Path, namespace: str = "done") -> bool:
+    """Whether ``plate`` records the completion of its units in ``namespace`` (its marker
+    folder exists: created when the units are planned, or by the first marker)."""
+    return (Path(plate) / SIDECAR / namespace).is_dir()
+
+
+def track_completion(plate: str | Path, namespace: str = "done") -> None:
+    """Start recording completion in ``namespace``: from now on, a unit without a marker is
+    not complete (see :func:`tracks_completion`)."""
+    (Path(plate) / SIDECAR / namespace).mkdir(parents=True, exist_ok=True)
+
+
 def done_keys(plate: str | Path, namespace: str = "done") -> set[str]:
     """Keys of every completed unit in ``namespace``."""
     folder = Path(plate) / SIDECAR / namespace

@@ -191,9 +191,13 @@ def level_shapes(shape_yx: tuple[int, int], n_levels: int) -> list[tuple[int, in
 
 
 def array_metadata(shape_cyx: tuple[int, int, int], dtype: str, storage: dict):
-    """Zarr v3 metadata of one level array, built by zarr itself (in memory, no I/O)."""
+    """Zarr v3 metadata of one level array, built by zarr itself (in memory, no I/O).
+
+    Every chunk carries a CRC-32C of its compressed bytes (zarr's ``crc32c`` codec after
+    blosc), checked whenever it is read.
+    """
     import zarr
-    from zarr.codecs import BloscCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec
     from zarr.storage import MemoryStore
 
     c, y, x = shape_cyx
@@ -203,8 +207,8 @@ def array_metadata(shape_cyx: tuple[int, int, int], dtype: str, storage: dict):
         MemoryStore(), shape=shape_cyx, dtype=dtype, chunks=(1, cy, cx),
         # one shard holds the whole field; rounded up to whole inner chunks (edge chunks are partial)
         shards=(c, -(-y // cy) * cy, -(-x // cx) * cx) if storage.get("shard") else None,
-        compressors=BloscCodec(cname=storage.get("codec", "zstd"), clevel=int(storage.get("clevel", 3)),
-                               shuffle=storage.get("shuffle", "bitshuffle")),
+        compressors=[BloscCodec(cname=storage.get("codec", "zstd"), clevel=int(storage.get("clevel", 3)),
+                                shuffle=storage.get("shuffle", "bitshuffle")), Crc32cCodec()],
         dimension_names=["c", "y", "x"], fill_value=0, write_data=False,
     )
     return arr.metadata

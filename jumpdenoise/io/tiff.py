@@ -16,6 +16,10 @@ whose errors give the messages.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,48 @@ from jumpdenoise.errors import ImageError
 from jumpdenoise.io.layout import FieldLayout, PlaneRef
 
 __all__ = ["probe", "read_field", "read_plane", "read_multichannel"]
+
+log = logging.getLogger("jumpdenoise.tiff")
+
+
+class _ThreadRecords(logging.Filter):
+    """Keeps (and stops) the log records of one thread; the others pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+        return False
+
+
+@contextlib.contextmanager
+def tifffile_log(path: str) -> Iterator[None]:
+    """Capture what tifffile logs while this thread reads ``path``.
+
+    tifffile logs a damaged file's problems (e.g. "invalid offset to first page") instead
+    of raising. An :class:`ImageError` raised inside gets them appended to its reason; when
+    the file reads well they are logged as warnings naming the file.
+    """
+    logger = logging.getLogger("tifffile")
+    records = _ThreadRecords()
+    logger.addFilter(records)
+    try:
+        yield
+    except ImageError as exc:
+        if not records.messages:
+            raise
+        raise ImageError(exc.path, f"{exc.reason} (tifffile: {'; '.join(records.messages)})") from None
+    finally:
+        logger.removeFilter(records)
+    for message in records.messages:
+        log.warning("%s: tifffile: %s", path, message)
 
 
 def open_tiff(path: str):
@@ -63,6 +109,14 @@ def _first_page(path: str, tif):
     if len(pages) == 0:
         raise ImageError(path, "truncated or corrupt TIFF: no image (IFD) found in the file")
     return pages[0]
+
+
+def _single_page(path: str, tif) -> None:
+    """Raise if a file expected to hold one plane holds several images (pages)."""
+    n_pages = len(tif.pages)
+    if n_pages > 1:
+        raise ImageError(path, f"holds {n_pages} images (pages) where one plane is expected; "
+                               "convert it as a hyperstack, or keep one image per file")
 
 
 def _decode(path: str, page, out=None) -> np.ndarray:
@@ -129,6 +183,11 @@ def read_plane(ref: PlaneRef, shape: tuple[int, int], dtype: str, *, out: np.nda
         The file is missing, not a TIFF, truncated, corrupt, or its plane has another
         shape or dtype than expected. The message names the file.
     """
+    with tifffile_log(str(ref.path)):
+        return _read_plane(ref, shape, dtype, out)
+
+
+def _read_plane(ref: PlaneRef, shape: tuple[int, int], dtype: str, out: np.ndarray | None) -> np.ndarray:
     path = str(ref.path)
     shape = (int(shape[0]), int(shape[1]))
     if ref.channel_index is not None:
@@ -139,6 +198,7 @@ def read_plane(ref: PlaneRef, shape: tuple[int, int], dtype: str, *, out: np.nda
         return arr
     with open_tiff(path) as tif:
         page = _first_page(path, tif)
+        _single_page(path, tif)
         # Check metadata before decoding: cheap and gives the clearest message.
         if tuple(page.shape) != shape:
             raise ImageError(path, f"image has shape {tuple(page.shape)}, expected {shape} like the rest of the plate")
@@ -187,6 +247,12 @@ def read_multichannel(
         Missing, truncated or corrupt file, or shape, dtype or axes unlike expected.
     """
     path = str(path)
+    with tifffile_log(path):
+        return _read_multichannel(path, axes, shape, dtype, channels)
+
+
+def _read_multichannel(path: str, axes: str, shape: tuple[int, int], dtype: str,
+                       channels: list[int] | None) -> np.ndarray:
     with open_tiff(path) as tif:
         _first_page(path, tif)
         size = tif.filehandle.size
@@ -281,9 +347,10 @@ def probe(path: str | Path, axes: str = "YX") -> tuple[tuple[int, int], str]:
         The file cannot be opened as a TIFF.
     """
     path = str(path)
-    with open_tiff(path) as tif:
+    with tifffile_log(path), open_tiff(path) as tif:
         page = _first_page(path, tif)
         if axes == "YX":
+            _single_page(path, tif)
             shp = tuple(page.shape)
             if len(shp) != 2:
                 raise ImageError(path, f"expected a single 2-D plane, found shape {shp} (axes {page.axes})")

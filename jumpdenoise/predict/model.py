@@ -32,13 +32,15 @@ import numpy as np
 import yaml
 
 from jumpdenoise.errors import ModelError
+from jumpdenoise.predict.digest import verify_checkpoint
 from jumpdenoise.predict.receptive_field import measure_receptive_field
 from jumpdenoise.scratch import contained_tempdir
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoadedModel", "load_model", "resolve_device", "run_checkpoint", "measure_receptive_field"]
+__all__ = ["LoadedModel", "load_model", "measure_receptive_field", "resolve_device", "run_checkpoint",
+           "verify_checkpoint"]
 
 
 @dataclass
@@ -240,6 +242,7 @@ def _torch_load(path: Path) -> dict:
 
 
 def _load_checkpoint(ckpt_path: Path, run: Path | None, source: Path, kind: str) -> LoadedModel:
+    verify_checkpoint(ckpt_path)
     ckpt = _torch_load(ckpt_path)
     cfg_file = run / "careamics_config.yaml" if run is not None else None
     file_cfg: dict = {}
@@ -270,6 +273,7 @@ def _load_checkpoint(ckpt_path: Path, run: Path | None, source: Path, kind: str)
 
 
 def _load_bmz(path: Path) -> LoadedModel:
+    verify_checkpoint(path)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -350,7 +354,8 @@ def load_model(path: str | Path | LoadedModel, device: str | None = "cpu", *,
     Raises
     ------
     ModelError
-        If the path is missing, the checkpoint corrupt, the weights do not match the
+        If the path is missing, the checkpoint corrupt or damaged (:func:`verify_checkpoint`),
+        the weights do not match the
         configuration, or the normalisation is missing or invalid (the message names the file).
     """
     dev = resolve_device(device)

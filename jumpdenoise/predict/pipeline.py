@@ -25,12 +25,58 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
+from jumpdenoise.errors import ModelError
+
 if TYPE_CHECKING:
     from jumpdenoise.predict.engine import Predictor
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["FieldFailure", "PipelineReport", "run_fields"]
+__all__ = ["FieldFailure", "ImplausibleOutput", "PipelineReport", "check_plausible", "run_fields"]
+
+
+class ImplausibleOutput(ModelError):
+    """A denoised field far outside what its raw field and the model's normalisation allow."""
+
+
+def check_plausible(raw: np.ndarray, denoised: np.ndarray, channels: list[str], std: np.ndarray,
+                    where: str) -> None:
+    """Refuse a denoised field whose values a working denoiser cannot give.
+
+    A denoiser keeps each channel's intensities: its output's mean lies within the raw
+    field's 0.1-99.9 % percentile range. The range is widened by its own width, and by
+    at least three of the model's normalisation standard deviations, on each side, so that
+    only broken outputs (damaged or mismatched weights, wrong normalisation) fail.
+
+    Parameters
+    ----------
+    raw, denoised
+        ``(c, y, x)`` raw field and its denoised values (raw units).
+    channels
+        Channel names, in ``c`` order.
+    std
+        The model's per-channel normalisation standard deviations.
+    where
+        What is checked, named in the error (the field, the model).
+
+    Raises
+    ------
+    ImplausibleOutput
+        Naming the channel: non-finite values, or a mean outside the widened range.
+    """
+    for c, name in enumerate(channels):
+        out = np.asarray(denoised[c], dtype=np.float64)
+        finite = np.isfinite(out)
+        if not finite.all():
+            raise ImplausibleOutput(f"{where}, channel {name!r}: the denoised field has {int(out.size - finite.sum())} "
+                                    "non-finite value(s) (NaN/inf): the model's weights or normalisation are broken")
+        lo, hi = (float(v) for v in np.percentile(raw[c], [0.1, 99.9]))
+        margin = max(hi - lo, 3.0 * float(std[c]))
+        mean = float(out.mean())
+        if not lo - margin <= mean <= hi + margin:
+            raise ImplausibleOutput(
+                f"{where}, channel {name!r}: the denoised mean {mean:.6g} lies far outside the raw field's "
+                f"range ({lo:.6g}..{hi:.6g}, p0.1..p99.9): the model's weights or normalisation do not fit this plate")
 
 
 @dataclass
@@ -119,7 +165,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                readers: int = 2, writers: int = 2, write_processes: int = 0,
                on_done: Callable[[Any], None] | None = None,
                on_failure: Callable[[FieldFailure], None] | None = None,
-               on_written: Callable[[Any, Any], None] | None = None) -> PipelineReport:
+               on_written: Callable[[Any, Any], None] | None = None,
+               check_first: Callable[[Any, np.ndarray, np.ndarray], None] | None = None) -> PipelineReport:
     """Denoise fields through a bounded read -> compute -> write pipeline.
 
     Parameters
@@ -155,13 +202,16 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
     on_written
         Called with each key written and what ``write`` returned for it, if not ``None``
         (in the caller's thread, before ``on_done``).
+    check_first
+        ``check_first(key, raw, denoised)`` on the first field computed, before it is
+        written (e.g. :func:`check_plausible`); what it raises stops the pipeline.
 
     Returns
     -------
     PipelineReport
         Done keys (in ``keys`` order) and per-field read/write failures. Errors of the
         computation itself (out of memory, a broken model) and a writer process dying
-        are raised.
+        are raised, and so is what ``check_first`` raises.
     """
     import multiprocessing as mp
 
@@ -292,6 +342,9 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 t0 = time.perf_counter()
                 y = denormalize(predictor.predict_normalized(x), mean, std)
                 del x
+                if check_first is not None:  # the first field only: one copy to the host
+                    check_first(key, raw, y.detach().float().cpu().numpy() if hasattr(y, "detach") else np.asarray(y))
+                    check_first = None
                 # queued on the device: this field's compute, then its copy to the host; the
                 # hand-over thread waits for the copy while this thread launches the next field
                 host, event = to_host.start(y)

@@ -171,11 +171,26 @@ def load_layout(plate: str | Path) -> tuple[PlateLayout, dict[tuple[str, int], F
 
 
 def plan(config: JumpDenoiseConfig) -> list[Unit]:
-    """Units of ``config.convert.fields_per_unit`` fields, skipping fields already done."""
+    """Units of ``config.convert.fields_per_unit`` fields, skipping fields already done.
+
+    From here on the plate records its fields' completion (a field without a done marker is
+    not complete, for every reader).
+
+    Raises
+    ------
+    SourceError
+        If some of what the source lists or holds would not become a field
+        (:func:`~jumpdenoise.io.discovery.check_sources`) and ``convert.allow_missing``
+        is false; nothing is converted then.
+    """
+    from jumpdenoise.io.discovery import check_sources
     from jumpdenoise.io.ngff import done_keys, field_key
+    from jumpdenoise.io.ngff_markers import track_completion
 
     out = plate_path(config)
     layout, _ = load_layout(out)
+    track_completion(out)
+    check_sources(layout, config.convert.allow_missing)
     done = done_keys(out)
     todo = [(w.id, f.index) for w, f in layout.iter_fields() if field_key(w.id, f.index) not in done]
     n = config.convert.fields_per_unit

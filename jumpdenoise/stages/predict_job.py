@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from jumpdenoise.io.ngff import PlateInfo
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import LoadedModel
+
+log = logging.getLogger("jumpdenoise.predict")
 
 SIDECAR = ".jumpdenoise"
 JOB_FILE = "predict.json"
@@ -76,10 +79,15 @@ def select_channels(model: LoadedModel, info: PlateInfo) -> list[str]:
 def selected_fields(config: JumpDenoiseConfig, info: PlateInfo) -> dict[str, list[int]]:
     """The fields to denoise, ``{well: [field, ...]}`` (``predict.wells`` / ``predict.fields``, default all).
 
+    Only fields the raw plate marks complete are denoised: a plate that records completion
+    (converted by jumpdenoise) and lacks the done marker of a selected field refuses the
+    run, or, with ``predict.skip_missing``, leaves the field out (logged).
+
     Raises
     ------
     PlateError
-        If the plate lacks a selected well.
+        If the plate lacks a selected well, or a selected field is not marked complete
+        (the message lists them; ``predict.skip_missing`` leaves them out instead).
     ConfigError
         If no selected field exists in the selected wells.
     """
@@ -91,7 +99,37 @@ def selected_fields(config: JumpDenoiseConfig, info: PlateInfo) -> dict[str, lis
     sel = {w: [f for f in info.wells[w] if pc.fields is None or f in pc.fields] for w in wells}
     if not any(sel.values()):
         raise ConfigError(f"predict.fields: no field {pc.fields} in the selected wells of {info.path}")
+    missing = incomplete_fields(info, sel)
+    if missing and not pc.skip_missing:
+        raise PlateError(f"plate {info.path}: {len(missing)} selected field(s) not marked complete (conversion "
+                         f"failed or not run): {_field_list(missing)}; convert them, or pass --skip-missing "
+                         "(predict.skip_missing) to denoise the others")
+    if missing:
+        log.warning("plate %s: %d field(s) not marked complete left out (skip_missing): %s",
+                    info.path, len(missing), _field_list(missing))
+        left_out = set(missing)
+        sel = {w: [f for f in fs if (w, f) not in left_out] for w, fs in sel.items()}
+        sel = {w: fs for w, fs in sel.items() if fs}
+        if not sel:
+            raise PlateError(f"plate {info.path}: no selected field is marked complete")
     return sel
+
+
+def incomplete_fields(info: PlateInfo, selection: dict[str, list[int]]) -> list[tuple[str, int]]:
+    """The ``(well, field)`` of ``selection`` that the plate does not mark complete (none
+    when the plate does not record completion: see :func:`~jumpdenoise.io.ngff.field_complete`)."""
+    from jumpdenoise.io.ngff import done_keys, field_key
+    from jumpdenoise.io.ngff_markers import tracks_completion
+
+    if info.kind == "external" or not tracks_completion(info.path):
+        return []
+    done = done_keys(info.path)
+    return [(w, f) for w, fs in selection.items() for f in fs if field_key(w, f) not in done]
+
+
+def _field_list(pairs: list[tuple[str, int]], shown: int = 20) -> str:
+    text = ", ".join(f"{w}/{f}" for w, f in pairs[:shown])
+    return text + (f" and {len(pairs) - shown} more" if len(pairs) > shown else "")
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}

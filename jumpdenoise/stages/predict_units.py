@@ -92,6 +92,14 @@ class _UnitJob:
         self.pipeline = {"prefetch": pc.prefetch, "readers": max(1, threads // 2), "writers": threads,
                          "write_processes": resolve_write_processes(pc.write_processes, self.predictor.device.type)}
 
+    def check_first(self, pair: tuple[str, int], raw: np.ndarray, denoised: np.ndarray) -> None:
+        """Refuse the first denoised field when implausible (:func:`~jumpdenoise.predict.pipeline.check_plausible`)."""
+        from jumpdenoise.predict.pipeline import check_plausible
+
+        model = self.predictor.model
+        check_plausible(raw, denoised, self.channels, model.std,
+                        f"model {model.checkpoint or model.source} on {self.raw} field {pair[0]}/{pair[1]}")
+
     def read(self, pair: tuple[str, int]) -> np.ndarray:
         """The raw field ``(well, field)``, the model's channels."""
         from jumpdenoise.io.ngff import read_field
@@ -137,10 +145,12 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
     """
     from jumpdenoise.io.ngff import done_keys, field_key
     from jumpdenoise.predict.engine import run_fields
+    from jumpdenoise.predict.pipeline import ImplausibleOutput
 
     if not units:
         return
     job = _UnitJob(config)
+    first_check: list = [job.check_first]  # the first field denoised in this process is checked
     preparation = _preparation(job.out)
     kept = _WRITTEN.setdefault((str(job.out), preparation), {}) if preparation else {}
     remaining = list(units)
@@ -190,7 +200,13 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
             summary = run_fields(job.predictor, keys, job.read, job.writer, on_done=settled,
                                  on_failure=lambda f: settled(f.key, f),
                                  on_written=lambda k, payload: _keep_written(kept, k, payload),
-                                 **job.pipeline)
+                                 check_first=first_check.pop() if first_check else None, **job.pipeline)
+        except ImplausibleOutput as exc:  # the model is unusable: every open unit fails with it
+            log.error("prediction stopped: %s", exc)
+            for i in range(len(remaining)):
+                if i not in reported:
+                    on_outcome(remaining[i], None, exc)
+            return
         except Exception as exc:  # noqa: BLE001 - the pipeline itself failed: blame the first open unit
             open_units = [i for i in range(len(remaining)) if i not in reported]
             if not open_units:

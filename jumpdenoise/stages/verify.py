@@ -77,10 +77,17 @@ def _read_plane(path: str, channel_index: int | None, axes: str) -> np.ndarray:
 
 
 def check_field(plate: str, channels: tuple[str, ...], task: FieldCheck) -> list[str]:
-    """Compare one field of ``plate`` with its TIFFs; return the differences found."""
-    from jumpdenoise.io.ngff import read_field
+    """Compare one field of ``plate`` with its TIFFs; return the differences found.
 
-    try:
+    A field the plate does not mark complete, or whose chunks are missing, fail their
+    checksums or do not decode, is a difference naming the field (and chunk file).
+    """
+    from jumpdenoise.io.ngff import field_complete, read_field
+    from jumpdenoise.io.ngff_markers import tracks_completion
+
+    if tracks_completion(plate) and not field_complete(plate, task.well, task.index):
+        return [f"{task.key}: not converted (the plate has no completion marker for it)"]
+    try:  # chunk checksums are verified as the field is read
         data = read_field(plate, task.well, task.index)
     except Exception as exc:  # noqa: BLE001 - every failure is a difference to report
         return [f"{task.key}: cannot read from the plate ({exc})"]

@@ -198,3 +198,29 @@ def detach_log_file(handler: logging.Handler) -> None:
     for name in ("jumpdenoise", "lightning.pytorch"):
         logging.getLogger(name).removeHandler(handler)
     handler.close()
+
+
+def checkpoint_digest_path(checkpoint: str | Path) -> Path:
+    """The digest file of a checkpoint: ``<checkpoint>.sha256`` beside it."""
+    path = Path(checkpoint)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_checkpoint_digest(checkpoint: str | Path) -> Path:
+    """Write the SHA-256 of a checkpoint's bytes beside it (``sha256sum`` format), atomically.
+
+    Call it right after the checkpoint is written; :func:`jumpdenoise.predict.model.load_model`
+    refuses a checkpoint that no longer matches its digest. Returns the digest file.
+    """
+    import hashlib
+
+    path = Path(checkpoint)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    target = checkpoint_digest_path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(f"{digest.hexdigest()}  {path.name}\n")
+    os.replace(tmp, target)
+    return target

@@ -19,26 +19,28 @@ def _files(root: Path) -> dict[str, str]:
     }
 
 
-def _create(path: Path, shape, chunks, dtype, cname, shuffle, write_empty: bool) -> zarr.Array:
-    from zarr.codecs import BloscCodec, BytesCodec
+def _create(path: Path, shape, chunks, dtype, cname, shuffle, write_empty: bool, crc: bool = False) -> zarr.Array:
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
 
     return zarr.create_array(
         store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-        serializer=BytesCodec(), compressors=[BloscCodec(cname=cname, clevel=5, shuffle=shuffle)],
+        serializer=BytesCodec(),
+        compressors=[BloscCodec(cname=cname, clevel=5, shuffle=shuffle)] + ([Crc32cCodec()] if crc else []),
         config={"write_empty_chunks": write_empty}, dimension_names=["c", "y", "x"],
     )
 
 
+@pytest.mark.parametrize("crc", [False, True])
 @pytest.mark.parametrize("dtype", ["uint16", "uint8", "float32"])
 @pytest.mark.parametrize("cname,shuffle", [("lz4", "bitshuffle"), ("zstd", "shuffle"), ("lz4", "noshuffle")])
 @pytest.mark.parametrize("chunks", [(1, 48, 64), (1, 24, 32)])
-def test_direct_chunks_equal_zarr(tmp_path: Path, dtype: str, cname: str, shuffle: str, chunks) -> None:
+def test_direct_chunks_equal_zarr(tmp_path: Path, dtype: str, cname: str, shuffle: str, chunks, crc: bool) -> None:
     rng = np.random.default_rng(7)
     data = (rng.gamma(2.0, 300.0, size=(3, 48, 64))).astype(dtype)
     data[1] = 0  # an all-fill-value channel: written or not depending on write_empty_chunks
     for write_empty in (True, False):
-        ours = _create(tmp_path / f"ours-{write_empty}", data.shape, chunks, dtype, cname, shuffle, write_empty)
-        ref = _create(tmp_path / f"ref-{write_empty}", data.shape, chunks, dtype, cname, shuffle, write_empty)
+        ours = _create(tmp_path / f"ours-{write_empty}", data.shape, chunks, dtype, cname, shuffle, write_empty, crc)
+        ref = _create(tmp_path / f"ref-{write_empty}", data.shape, chunks, dtype, cname, shuffle, write_empty, crc)
         taken = write_whole_chunks(ours, data)
         if not taken:
             ours[...] = data
@@ -75,19 +77,43 @@ def test_layouts_it_does_not_take_are_refused(tmp_path: Path) -> None:
     assert not any(p.name.isdigit() for p in (tmp_path / "a").rglob("*") if p.is_file())
 
 
+@pytest.mark.parametrize("crc", [False, True])
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
 @pytest.mark.parametrize("chunks", [(1, 48, 64), (1, 24, 32), (3, 24, 64)])
-def test_direct_read_equals_zarr_including_missing_chunks(tmp_path: Path, dtype: str, chunks) -> None:
+def test_direct_read_equals_zarr_including_missing_chunks(tmp_path: Path, dtype: str, chunks, crc: bool) -> None:
     from jumpdenoise.io.ngff_chunks import read_whole_chunks
 
     data = np.random.default_rng(5).gamma(2.0, 300.0, size=(3, 48, 64)).astype(dtype)
     data[1] = 0  # not stored when write_empty_chunks is off: read back as the fill value
-    arr = _create(tmp_path / "a", data.shape, chunks, dtype, "lz4", "bitshuffle", False)
+    arr = _create(tmp_path / "a", data.shape, chunks, dtype, "lz4", "bitshuffle", False, crc)
     arr[...] = data
     got = read_whole_chunks(zarr.open_array(str(tmp_path / "a")))
     assert got is not None and got.dtype == data.dtype
     np.testing.assert_array_equal(got, arr[...])
     np.testing.assert_array_equal(got, data)
+
+
+def test_direct_read_and_zarr_both_refuse_damaged_or_missing_chunks(tmp_path: Path) -> None:
+    """A flipped byte fails the checksum in both readers; a missing chunk is an error when asked."""
+    from jumpdenoise.io.ngff_chunks import ChunkError, missing_chunk_files, read_whole_chunks
+
+    data = np.random.default_rng(2).gamma(2.0, 300.0, size=(2, 48, 64)).astype("uint16")
+    arr = _create(tmp_path / "a", data.shape, (1, 48, 64), "uint16", "lz4", "bitshuffle", True, crc=True)
+    assert write_whole_chunks(arr, data)
+    chunk = tmp_path / "a" / "c" / "1" / "0" / "0"
+    payload = bytearray(chunk.read_bytes())
+    payload[len(payload) // 2] ^= 0x04
+    chunk.write_bytes(bytes(payload))
+    with pytest.raises(ChunkError, match="checksum") as info:
+        read_whole_chunks(arr)
+    assert info.value.coords == (1, 0, 0) and info.value.path == chunk
+    with pytest.raises(ValueError, match="checksum"):  # zarr's own codec agrees
+        arr[1]
+    chunk.unlink()
+    assert missing_chunk_files(arr) == [((1, 0, 0), chunk)]
+    np.testing.assert_array_equal(read_whole_chunks(arr)[0], data[0])  # fill value by default
+    with pytest.raises(ChunkError, match="chunk file missing"):
+        read_whole_chunks(arr, missing="error")
 
 
 def test_direct_read_refuses_layouts_it_does_not_take(tmp_path: Path) -> None:

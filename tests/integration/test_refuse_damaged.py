@@ -1,0 +1,328 @@
+"""Missing or damaged inputs are refused with one clear line, never guessed (issue 14).
+
+A real small plate (1 x 2 wells, 2 fields, 64 x 64, generated in the Phenix layout and
+converted by ``jumpdenoise convert``) and a tiny trained model; each case damages a copy of
+one of them and runs the CLI in this process (``jumpdenoise.cli.main``), asserting the exit
+code, the error line and that no damaged field of the output is marked complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jumpdenoise.io.ngff import done_keys, plate_info, read_field
+from jumpdenoise.io.synthetic import generate_plate
+from jumpdenoise.predict.testing import make_run
+
+CHANNELS = ("DNA", "ER")
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str]:
+    """Run ``jumpdenoise ARGS`` in this process; ``(exit code, stdout + stderr)``."""
+    from jumpdenoise.cli import main
+
+    argv = sys.argv
+    sys.argv = ["jumpdenoise", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def error_line(output: str) -> str:
+    """The error of a failed command: exactly one ``error:`` line and no traceback."""
+    assert "Traceback" not in output, output
+    lines = [ln for ln in output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from jumpdenoise.config import load_config
+    from jumpdenoise.stages.convert import convert
+
+    root = tmp_path_factory.mktemp("refuse")
+    images = generate_plate(root / "src", rows=1, columns=2, fields=2, channels=CHANNELS, size=(64, 64), seed=3,
+                            ground_truth=False, workers=1)
+    raw = root / "raw.zarr"
+    convert(load_config(overrides={"source": {"path": str(images)}, "paths": {"raw_plate": str(raw)},
+                                   "executor": {"kind": "local", "workers": 1}}), echo=False)
+    stats = plate_info(raw).statistics["plate"]
+    run = make_run(root / "run", channels=CHANNELS, depth=1, features=8, steps=2,
+                   mean=[stats[c]["mean"] for c in CHANNELS], std=[stats[c]["std"] for c in CHANNELS])
+    return {"root": root, "images": images, "raw": raw, "run": run}
+
+
+def copy_of(base: dict, tmp_path: Path, name: str) -> Path:
+    dst = tmp_path / Path(base[name]).name
+    shutil.copytree(base[name], dst)
+    return dst
+
+
+def chunk_file(plate: Path, well_path: str, field: int, channel: int) -> Path:
+    return plate / well_path / str(field) / "0" / "c" / str(channel) / "0" / "0"
+
+
+def predict_args(run: Path, raw: Path, out: Path, *extra: str) -> list:
+    return ["predict", run, raw, out, "--device", "cpu", *extra]
+
+
+# ----------------------------------------------------------------------------- predict: missing fields
+
+
+def test_predict_refuses_a_field_never_converted_and_skip_missing_leaves_it_out(base, tmp_path, capsys) -> None:
+    raw = copy_of(base, tmp_path, "raw")
+    (raw / ".jumpdenoise" / "done" / "A01-1.npz").unlink()  # its conversion failed: no marker
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(base["run"], raw, out))
+    line = error_line(text)
+    assert code == 2 and "A01/1" in line and "not marked complete" in line and "--skip-missing" in line
+    assert not out.exists()  # refused before anything is written
+    code, text = run_cli(capsys, *predict_args(base["run"], raw, out, "--skip-missing"))
+    assert code == 0, text
+    assert done_keys(out) == {"A01-0", "A02-0", "A02-1"}
+    assert not read_field(out, "A01", 1).any()  # left empty, not denoised from zeros
+
+
+# ----------------------------------------------------------------------------- predict: damaged chunks
+
+
+def test_predict_refuses_a_deleted_chunk_naming_well_field_channel(base, tmp_path, capsys) -> None:
+    raw = copy_of(base, tmp_path, "raw")
+    chunk_file(raw, "A/2", 1, 1).unlink()
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(base["run"], raw, out))
+    assert code == 2, text
+    assert "field A02/1, channel(s) 'ER': chunk file missing" in text and "Traceback" not in text
+    assert "A02-1" not in done_keys(out)
+
+
+def test_predict_refuses_a_chunk_with_flipped_bytes(base, tmp_path, capsys) -> None:
+    raw = copy_of(base, tmp_path, "raw")
+    path = chunk_file(raw, "A/1", 0, 0)
+    payload = bytearray(path.read_bytes())
+    payload[len(payload) // 2] ^= 0x10  # still decodes: only the checksum tells
+    path.write_bytes(bytes(payload))
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(base["run"], raw, out))
+    assert code == 2 and "Traceback" not in text, text
+    assert "field A01/0, channel(s) 'DNA': chunk checksum (crc32c) does not match" in text
+    assert "A01-0" not in done_keys(out) and len(done_keys(out)) == 3
+
+
+def test_predict_on_a_damaged_blosc_header_is_one_line_naming_the_field(base, tmp_path, capsys) -> None:
+    from jumpdenoise.io.ngff_chunks import crc32c
+
+    raw = copy_of(base, tmp_path, "raw")
+    path = chunk_file(raw, "A/2", 0, 1)
+    body = bytearray(path.read_bytes()[:-4])
+    body[:16] = b"\xff" * 16  # damaged before its checksum was computed: the decoder must catch it
+    path.write_bytes(bytes(body) + crc32c(bytes(body)))
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(base["run"], raw, out))
+    assert code == 2 and "Traceback" not in text, text
+    assert "field A02/0, channel(s) 'ER': chunk cannot be decoded" in text
+    assert "A02-0" not in done_keys(out)
+
+
+@pytest.mark.parametrize("document", ["group", "array"])
+def test_predict_on_a_truncated_field_zarr_json_is_one_line_naming_it(base, tmp_path, capsys, document) -> None:
+    raw = copy_of(base, tmp_path, "raw")
+    meta = raw / "A" / "2" / "1" / ("zarr.json" if document == "group" else "0/zarr.json")
+    meta.write_bytes(meta.read_bytes()[:40])
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(base["run"], raw, out))
+    assert code == 2 and "Traceback" not in text, text
+    assert str(meta.parent) in text
+    assert not out.exists() or "A02-1" not in done_keys(out)
+
+
+def test_old_plate_without_checksums_reads_unverified_said_once(base, tmp_path, caplog) -> None:
+    """A plate written before chunk checksums existed: same pixels, one warning."""
+    raw = copy_of(base, tmp_path, "raw")
+    expected = {(w, f): read_field(base["raw"], w, f) for w, f in plate_info(raw).field_keys()}
+    for meta in raw.glob("*/*/*/0/zarr.json"):  # drop the crc32c codec and each chunk's 4 bytes
+        doc = json.loads(meta.read_text())
+        doc["codecs"] = [c for c in doc["codecs"] if c["name"] != "crc32c"]
+        meta.write_text(json.dumps(doc))
+        for chunk in (meta.parent / "c").rglob("*"):
+            if chunk.is_file():
+                chunk.write_bytes(chunk.read_bytes()[:-4])
+    with caplog.at_level("WARNING", logger="jumpdenoise"):
+        for (w, f), data in expected.items():
+            assert np.array_equal(read_field(raw, w, f), data)
+    assert [r.getMessage() for r in caplog.records].count(
+        f"{raw.resolve()}: written without chunk checksums (an older plate): its chunks are read unverified") == 1
+
+
+def test_verify_reports_a_chunk_with_flipped_bytes(base, tmp_path, capsys) -> None:
+    raw = copy_of(base, tmp_path, "raw")
+    path = chunk_file(raw, "A/1", 1, 1)
+    payload = bytearray(path.read_bytes())
+    payload[-10] ^= 0x01
+    path.write_bytes(bytes(payload))
+    code, text = run_cli(capsys, "verify", base["images"], raw)
+    assert code == 1 and "A01-1: cannot read from the plate" in text and "checksum" in text
+
+
+# ----------------------------------------------------------------------------- predict: damaged models
+
+
+def flip_middle(path: Path, n: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + n] = bytes(b ^ 0xFF for b in data[middle:middle + n])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["run", "bare"])
+def test_predict_refuses_a_checkpoint_with_flipped_bytes(base, tmp_path, capsys, kind) -> None:
+    run = copy_of(base, tmp_path, "run")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    if kind == "bare":
+        ckpt = Path(shutil.copyfile(ckpt, tmp_path / "model.ckpt"))
+    flip_middle(ckpt)
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(run if kind == "run" else ckpt, base["raw"], out))
+    line = error_line(text)
+    assert code == 2 and str(ckpt) in line and "damaged checkpoint" in line and "CRC-32" in line
+    assert not out.exists()
+
+
+def test_checkpoint_digest_file_is_checked(base, tmp_path) -> None:
+    from jumpdenoise.errors import ModelError
+    from jumpdenoise.predict.model import load_model
+    from jumpdenoise.train.run_folder import write_checkpoint_digest
+
+    run = copy_of(base, tmp_path, "run")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    digest = write_checkpoint_digest(ckpt)
+    assert digest.read_text().split() == [digest.read_text().split()[0], "last.ckpt"]
+    load_model(run)  # matches
+    digest.write_text("0" * 64 + "  last.ckpt\n")
+    with pytest.raises(ModelError, match=r"last\.ckpt: damaged checkpoint: its SHA-256 does not match"):
+        load_model(run)
+
+
+def test_bmz_zip_with_flipped_bytes_is_refused_before_loading(tmp_path) -> None:
+    import zipfile
+
+    from jumpdenoise.errors import ModelError
+    from jumpdenoise.predict.model import load_model
+
+    zpath = tmp_path / "model.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:  # stored members, as a weights file is
+        zf.writestr("rdf.yaml", "type: model\n")
+        zf.writestr("weights.pt", np.random.default_rng(0).bytes(4096))
+    flip_middle(zpath, 4)
+    with pytest.raises(ModelError, match=r"model\.zip: damaged checkpoint: weights\.pt fails its CRC-32"):
+        load_model(zpath)
+
+
+def test_implausible_output_of_the_first_field_is_refused_naming_the_channel(base, tmp_path, capsys) -> None:
+    run = copy_of(base, tmp_path, "run")
+    norm = json.loads((run / "normalization.json").read_text())
+    norm["mean"][1] *= 1000  # the model's normalisation does not fit this plate's ER channel
+    (run / "normalization.json").write_text(json.dumps(norm))
+    out = tmp_path / "den.zarr"
+    code, text = run_cli(capsys, *predict_args(run, base["raw"], out))
+    assert code == 2 and "Traceback" not in text, text
+    assert "channel 'ER': the denoised mean" in text and "far outside the raw field's range" in text
+    assert done_keys(out) == set()
+
+
+# ----------------------------------------------------------------------------- convert
+
+
+def test_convert_refuses_a_field_whose_files_are_all_missing_unless_allowed(base, tmp_path, capsys) -> None:
+    src = copy_of(base, tmp_path, "images")
+    for path in src.glob("r01c02f02p01-ch*"):  # every image of A02, site 2
+        path.unlink()
+    out = tmp_path / "raw.zarr"
+    code, text = run_cli(capsys, "convert", src, out, "--executor", "local")
+    line = error_line(text)
+    assert code == 2 and "1 source item(s) would not become a field" in line and "convert.allow_missing" in text
+    assert "A02 site 2: all 2 image file(s) missing" in text
+    assert done_keys(out) == set()
+    config = tmp_path / "allow.yaml"
+    config.write_text("convert:\n  allow_missing: true\n")
+    code, text = run_cli(capsys, "convert", src, out, "--executor", "local", "--config", config)
+    assert code == 0, text
+    assert done_keys(out) == {"A01-0", "A01-1", "A02-0"}
+
+
+def test_convert_refuses_a_load_data_csv_whose_files_are_all_missing(base, tmp_path, capsys) -> None:
+    rows = ["Metadata_Plate,Metadata_Well,Metadata_Site,Metadata_ImageSizeX,Metadata_ImageSizeY,"
+            "FileName_OrigDNA,PathName_OrigDNA"]  # the image size given: once read as an empty plate
+    rows += [f"P,A0{c},{s},64,64,r01c0{c}f0{s}p01-ch1sk1fk1fl1.tiff,images" for c in (1, 2) for s in (1, 2)]
+    csv_path = tmp_path / "load_data.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    code, text = run_cli(capsys, "convert", csv_path, tmp_path / "raw.zarr", "--executor", "local")
+    line = error_line(text)
+    assert code == 2 and "no image file of the source exists (4 listed image(s) missing" in line
+
+
+def test_load_data_row_of_only_commas_is_named(tmp_path, capsys) -> None:
+    csv_path = tmp_path / "load_data.csv"
+    csv_path.write_text("Metadata_Plate,Metadata_Well,Metadata_Site,FileName_OrigDNA,PathName_OrigDNA\n"
+                        "P,A01,1,a.tiff,.\n\n,,,,\n")
+    code, text = run_cli(capsys, "convert", csv_path, tmp_path / "raw.zarr", "--executor", "local")
+    assert code == 2 and f"{csv_path}, line 4: empty row (only commas)" in error_line(text)
+
+
+def test_convert_refuses_a_hyperstack_file_not_matching_the_pattern(tmp_path, capsys) -> None:
+    import tifffile
+
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    data = np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32)
+    for name in ("A01_s1.tif", "A01_s2.tif", "A1-site3.tif"):
+        tifffile.imwrite(folder / name, data, photometric="minisblack")
+    config = tmp_path / "c.yaml"
+    config.write_text('source:\n  kind: hyperstack\n  filename_pattern: "(?P<well>[A-P]\\\\d{2})_s(?P<field>\\\\d+)"\n'
+                      "  channel_names: [DNA, ER]\n")
+    code, text = run_cli(capsys, "convert", folder, tmp_path / "raw.zarr", "--executor", "local", "-c", config)
+    assert code == 2 and "A1-site3.tif: file name does not match filename_pattern" in text, text
+    assert "Traceback" not in text
+
+
+def test_convert_refuses_a_two_page_tiff_in_a_one_plane_slot(base, tmp_path, capsys) -> None:
+    import tifffile
+
+    src = copy_of(base, tmp_path, "images")
+    slot = src / "r01c01f02p01-ch2sk1fk1fl1.tiff"
+    plane = tifffile.imread(slot)
+    tifffile.imwrite(slot, np.stack([plane, plane]), photometric="minisblack")
+    out = tmp_path / "raw.zarr"
+    code, text = run_cli(capsys, "convert", src, out, "--executor", "local")
+    assert code == 2 and "Traceback" not in text, text
+    assert f"{slot}: holds 2 images (pages) where one plane is expected" in text
+    assert "A01-1" not in done_keys(out) and len(done_keys(out)) == 3
+
+
+def test_tifffile_log_lines_of_a_damaged_file_go_into_the_error(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from jumpdenoise.errors import ImageError
+    from jumpdenoise.io.layout import PlaneRef
+    from jumpdenoise.io.tiff import read_plane
+
+    path = tmp_path / "cut.tif"
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)).save(path, compression="tiff_lzw")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the IFD (at the end) is cut off
+    with pytest.raises(ImageError) as info:
+        read_plane(PlaneRef(path=str(path)), (64, 64), "uint16")
+    assert str(path) in str(info.value) and "tifffile: " in str(info.value) and "invalid offset" in str(info.value)
+    assert "invalid offset" not in capsys.readouterr().err  # not printed besides the error
