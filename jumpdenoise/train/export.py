@@ -1,8 +1,8 @@
 """Load a trained model from a run folder, and export it to the BioImage Model Zoo format.
 
-The export is CAREamics' own (``CAREamist.export_to_bmz``): the archive holds the UNet
-weights, the CAREamics configuration (with the normalisation mean/std) and the channel
-names; ``careamics.CAREamist(bmz_path=...)`` loads it back.
+The export (:func:`export_run`, built by :mod:`jumpdenoise.train.bmz`) holds torchscript
+weights that run with torch alone and the CAREamics state dict, which
+``careamics.CAREamist(bmz_path=...)`` and ``jumpdenoise predict`` load back.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def load_model(run_or_checkpoint: str | Path) -> tuple[Any, Any, dict]:
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint: str | Path | None = None,
-               authors: list[dict] | None = None) -> Path:
-    """Export the best model of a run as a BioImage Model Zoo zip.
+               name: str | None = None, authors: list[str] | None = None,
+               description: str | None = None) -> Path:
+    """Export the best model of a run as a BioImage Model Zoo zip (:mod:`jumpdenoise.train.bmz`).
 
     Parameters
     ----------
@@ -70,42 +71,50 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
         Output ``.zip`` (default ``RUN/export/model.zip``).
     checkpoint
         Checkpoint to export (default: the best one, from best.json).
+    name
+        Model name (default: the run's experiment name); completed to the 5 characters the
+        BMZ spec asks for, other characters than letters, digits, ``_+- ()`` replaced.
     authors
-        BMZ authors (default: ``[{"name": "jumpdenoise"}]``).
+        Author names (default: ``jumpdenoise developers``).
+    description
+        Model description (default: one naming the channels and the checkpoint).
 
     Returns
     -------
     Path of the archive.
+
+    Raises
+    ------
+    ModelError
+        If the run is incomplete, ``out`` is not a ``.zip``, or the exported model fails
+        bioimageio.core's test.
     """
-    from careamics import CAREamist
+    from jumpdenoise.train.bmz import BmzInfo, write_bmz_package
 
     run = RunFolder(Path(run_dir))
     ckpt = Path(checkpoint) if checkpoint else best_checkpoint(run.path)
     example = run.path / EXAMPLE_INPUT
     if not example.is_file():
         raise ModelError(f"{run.path}: {EXAMPLE_INPUT} missing (written when training starts)")
-    norm = json.loads(run.normalization.read_text())
     out = Path(out) if out else run.export_dir / "model.zip"
     if out.suffix != ".zip":
         raise ModelError(f"--out {out}: a BioImage Model Zoo archive must end in .zip")
+    model, config, norm = load_model(ckpt)
+    channels = [str(c) for c in norm["channels"]]
+    stats = "; ".join(f"{c}: mean {m:.4g}, std {s:.4g}" for c, m, s in zip(channels, norm["mean"], norm["std"]))
+    info = BmzInfo(
+        name=name or config.experiment_name,
+        description=description or (f"Noise2Void denoiser of Cell Painting channels {', '.join(channels)}, "
+                                     f"trained with jumpdenoise (checkpoint {ckpt.name})."),
+        authors=list(authors or []) or BmzInfo("", "").authors,
+        data_description=f"Normalisation (per channel, from {norm.get('source')}): {stats}.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    # CAREamist writes logs into its work_dir; bioimageio leaves cover images and packages in mkdtemp folders
+    # bioimageio leaves cover images and unpacked packages in mkdtemp folders
     with contained_tempdir() as work:
-        careamist = CAREamist(checkpoint_path=ckpt, work_dir=work, enable_progress_bar=False)
-        _export(careamist, out, ckpt, norm, authors, example)
+        files = work / "bmz"
+        files.mkdir()
+        write_bmz_package(out, model=model, careamics_config=config, channels=channels,
+                          mean=[float(v) for v in norm["mean"]], std=[float(v) for v in norm["std"]],
+                          example=np.load(example), info=info, work=files, attachments=[run.normalization])
     log.info("exported %s to %s", ckpt, out)
     return out
-
-
-def _export(careamist: Any, out: Path, ckpt: Path, norm: dict, authors: list[dict] | None,
-            example: Path) -> None:
-    name = careamist.config.get_safe_experiment_name()
-    channels = ", ".join(norm["channels"])
-    stats = "; ".join(f"{c}: mean {m:.4g}, std {s:.4g}" for c, m, s in zip(norm["channels"], norm["mean"], norm["std"]))
-    careamist.export_to_bmz(
-        path_to_archive=out, friendly_model_name=name,
-        input_array=np.load(example).astype(np.float32), authors=authors or [{"name": "jumpdenoise"}],
-        general_description=(f"Noise2Void denoiser trained with jumpdenoise on channels {channels}; "
-                             f"checkpoint {ckpt.name}."),
-        data_description=f"Normalisation (per channel, from {norm.get('source')}): {stats}.",
-        channel_names=list(norm["channels"]))
