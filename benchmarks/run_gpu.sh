@@ -3,14 +3,15 @@
 #   bash benchmarks/run_gpu.sh            # results under ${OUT:-benchmarks/out}
 # Python: the machine's python3 (it has torch, lightning, tifffile, xarray...) plus the missing
 # packages as wheels in .whl/ (made by benchmarks/prepare_gpu_carry.sh), installed to /tmp/site.
-# BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call).
+# BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call), or shared/data/bsd.
 # Phases (each under its own timeout, so one failing leaves the others' results):
 #   1. predict: the engine alone in many modes (layouts, autotune, compile), then jumpdenoise predict
 #               plate in/out (fp32, bf16, the best mode streamed and one unit at a time, the fastest
 #               engine mode) vs CAREamist.predict; 256 fields (64 wells of 4): the per-plate work weighs
 #               less than on 128, closer to a whole plate;
 #   2. train:   jumpdenoise's training pipeline vs CAREamist.train, patches/s, bf16-mixed;
-#   3. bsd:     the N2V paper's BSD settings (schedule full) for a fixed time, PSNR on Set12 (opt-in).
+#   3. bsd:     benchmarks/run_gpu_bsd.sh: the budget schedule for BSD_MINUTES (8) on Train400, Set12 PSNR/SSIM
+#               with and without TTA, the model exported (opt-in, alone: PHASES=bsd, under 10 minutes).
 # Before them, "cudatests": the unit tests that only run on a GPU (CUDA graphs, device pipeline).
 # SMOKE=1 runs the same phases with tiny CPU settings (a dry run on any machine).
 # PHASES="predict train" picks phases; PRED_MODES, TRAIN_VARIANTS (see benchmarks/train.py --variants)
@@ -33,14 +34,12 @@ if ! $py -c "import careamics, zarr, dask" 2>/dev/null; then
   fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-bsd=${BSD_DIR:-.gpu_data/bsd}
 if [ "${SMOKE:-0}" = 1 ]; then
   dev=cpu; pred=(--fields 8 --size 256 --modes fp32+wpu1,fp32+perunit+wpu1 --engine-modes fp32,fp32+split,fp32+cl --best-engine 1
                  --careamics-fields 2)
   train=(--precision 32-true --workers 1 --steps 3 --repeats 1 --wells 3 --fields 1 --size 512 --data-batches 3
          --variants ${TRAIN_VARIANTS:-default})
-  bsdargs=(--schedule ci --n-train 4 --n-test 1 --max-minutes 0.5)
-  t_pred=400 t_train=300 t_bsd=300
+  t_pred=400 t_train=300
 else
   dev=cuda; pred=(--fields ${PRED_FIELDS:-256} --modes ${PRED_MODES:-fp32,bf16,bf16+split+autotune+compile,bf16+split+autotune+compile+perunit} --careamics-fields 32
                   --engine-modes ${ENGINE_MODES:-fp32,fp32+nographs,bf16,bf16+nographs,bf16+grouped,bf16+split+autotune,bf16+split+autotune+nographs,bf16+split+autotune+compile}
@@ -49,8 +48,7 @@ else
   train=(--precision bf16-mixed --workers 8 --steps ${TRAIN_STEPS:-300} --warmup 20 --repeats ${TRAIN_REPEATS:-3} --wells 10 --fields 4
          --json "$out/train.json"
          --variants ${TRAIN_VARIANTS:-default,device_masking+no-graphs+channels_first+no-autotune})
-  bsdargs=(--schedule full --max-minutes ${BSD_MINUTES:-2} --precision bf16-mixed --workers 6)
-  t_pred=${T_PRED:-200} t_train=${T_TRAIN:-280} t_bsd=${T_BSD:-180}  # tests + predict + train: under 10 min
+  t_pred=${T_PRED:-200} t_train=${T_TRAIN:-280}  # tests + predict + train: under 10 min
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
 $py -c "import jumpdenoise, careamics, torch; print('jumpdenoise', jumpdenoise.__version__, 'careamics',
@@ -69,15 +67,7 @@ echo "predict phase: $((SECONDS - t0)) s"; t0=$SECONDS
 [[ " $phases " == *" train "* ]] && { timeout $t_train $py benchmarks/train.py --device $dev "${train[@]}" \
   > "$out/train.txt" 2>&1 || echo "train benchmark failed or timed out (rc $?)" | tee -a "$out/train.txt"; }
 echo "train phase: $((SECONDS - t0)) s"; t0=$SECONDS
-if [[ " $phases " != *" bsd "* ]]; then
-  :
-elif [ -d "$bsd/train400" ]; then
-  timeout $t_bsd $py -m jumpdenoise bsd --train "$bsd/train400" --test "$bsd/set12" --sigma 25 --device $dev \
-    "${bsdargs[@]}" --out "$out/bsd" > "$out/bsd.txt" 2>&1 || echo "bsd run failed or timed out (rc $?)" | tee -a "$out/bsd.txt"
-  cp "$out/bsd/bsd_summary.json" "$out/bsd_summary.json" 2>/dev/null
-  rm -rf "$out/bsd"
-else
-  echo "no BSD images under $bsd: bsd phase skipped"
-fi
+[[ " $phases " == *" bsd "* ]] && { PY=$py OUT=$out SETUP_S=$SECONDS BSD_DIR=${BSD_DIR:-} bash benchmarks/run_gpu_bsd.sh \
+  || echo "bsd phase failed (rc $?)"; }
 echo "bsd phase: $((SECONDS - t0)) s"
 for f in $phases; do [ -f "$out/$f.txt" ] || continue; echo "=== $f"; grep -E "Mpx-ch/s|ratio|patches/s|bf16 vs|mean PSNR|failed|FAILED|passed|Error|error|val_loss|\| |^jumpdenoise \[|^CAREamist.train " "$out/$f.txt" | grep -v "^{" | tail -40; done

@@ -22,6 +22,7 @@ Heavy libraries (torch, careamics) are imported only inside the functions that t
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -43,7 +44,7 @@ from jumpdenoise.errors import ImageError, JumpDenoiseError
 __all__ = [
     "REFERENCE_PSNR", "BsdImageScore", "BsdReport", "add_gaussian_noise", "denoise_set", "dihedral_average", "evaluate",
     "load_png_folder", "noisy_set", "psnr", "read_png", "reference_table", "resolve_bsd_sets",
-    "run_bsd", "schedule", "score_table", "ssim", "train_bsd_model",
+    "run_bsd", "schedule", "score_model", "score_table", "ssim", "train_bsd_model",
 ]
 
 #: Named schedules: test-set/training-set sizes and keyword arguments of :func:`train_bsd_model`.
@@ -51,6 +52,8 @@ __all__ = [
 #: few steps learn something). ``short``: a quick CPU run on all images. ``full``: the N2V paper's BSD68
 #: settings (U-Net depth 2 with 96 initial features, 64x64 patches, batch 128, 400 steps x 200 epochs,
 #: lr 4e-4, 0.198 % masked pixels); meant for a GPU.
+#: ``budget`` (not in this table: its settings depend on the training device) trains for a given
+#: wall time; see :mod:`jumpdenoise.bsd_schedule`.
 SCHEDULES: dict[str, dict] = {
     "ci": {"n_train": 20, "n_test": 2, "train": {
         "epochs": 2, "patches_per_epoch": 640, "patch_size": 32, "batch_size": 16, "n_val_patches": 32,
@@ -65,13 +68,19 @@ SCHEDULES: dict[str, dict] = {
 }
 
 
-def schedule(name: str = "short", **train_overrides) -> dict:
-    """A named schedule (``ci``, ``short``, ``full``): ``{"n_train", "n_test", "train": {...}}``.
+def schedule(name: str = "short", device: str = "auto", **train_overrides) -> dict:
+    """A named schedule (``ci``, ``short``, ``full``, ``budget``): ``{"n_train", "n_test", "train": {...}}``.
 
     ``train`` holds keyword arguments of :func:`train_bsd_model`; ``train_overrides`` replace or add
-    entries there (``None`` values are ignored; dict values such as ``model`` are merged).
+    entries there (``None`` values are ignored; dict values such as ``model`` are merged). ``device``
+    (``auto``, ``cpu``, ``cuda``) picks the ``budget`` schedule's settings.
     """
-    base, train = pick_schedule(SCHEDULES, name, train_overrides)
+    schedules: dict = {**SCHEDULES, "budget": None}
+    if name == "budget":
+        from jumpdenoise.bsd_schedule import budget_train_settings
+
+        schedules = {**SCHEDULES, "budget": {"n_train": None, "n_test": None, "train": budget_train_settings(device)}}
+    base, train = pick_schedule(schedules, name, train_overrides)
     return {"n_train": base["n_train"], "n_test": base["n_test"], "train": train}
 
 
@@ -193,11 +202,13 @@ def dihedral_average(predict: Callable[[np.ndarray], np.ndarray], image: np.ndar
 def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray], run_dir: str | Path, *,
                     epochs: int = 100, patch_size: int = 64, batch_size: int = 128, seed: int = 1,
                     n2v2: bool = False, val_fraction: float = 0.05, trainer: dict | None = None,
-                    **overrides) -> Path:
+                    callbacks: list | None = None, **overrides) -> Path:
     """Train a 1-channel N2V model on noisy images only; returns the run folder.
 
     A fraction ``val_fraction`` of the (noisy) training images, at least one when there are two or more,
-    is held out as the validation set; with a single image the training module decides.
+    is held out as the validation set; with a single image the training module decides. ``callbacks``
+    are extra Lightning callbacks (e.g. :class:`~jumpdenoise.bsd_schedule.WallClockCosine`); they need
+    two or more images.
     """
     from jumpdenoise.train.arrays import train_on_arrays
 
@@ -210,6 +221,14 @@ def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray]
         images, val = images[:-n_val], images[-n_val:]
     trainer = {"enable_progress_bar": False, **(trainer or {})}  # the run logs one line per epoch
     run_dir = Path(run_dir).resolve()  # absolute: the run folder records checkpoint paths relative to it
+    if callbacks:
+        from jumpdenoise.bsd_schedule import train_with_callbacks
+
+        if val is None:
+            raise JumpDenoiseError("training with callbacks needs two or more images (one held out)")
+        return train_with_callbacks(images, run_dir, val_images=val, callbacks=callbacks, epochs=epochs,
+                                    patch_size=patch_size, batch_size=batch_size, seed=seed, n2v2=n2v2,
+                                    trainer=trainer, **overrides)
     return Path(train_on_arrays(images, run_dir, val_images=val, epochs=epochs, patch_size=patch_size,
                                 batch_size=batch_size, n2v2=n2v2, seed=seed, trainer=trainer, **overrides))
 
@@ -235,7 +254,7 @@ def denoise_set(model_or_run: object, noisy: Mapping[str, np.ndarray], *, tta: b
 def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, epochs: int | None = None,
             seed: int = 0, tta: bool = False, out_dir: str | Path = "bsd-run", *, schedule_name: str = "short",
             n_train: int | None = None, n_test: int | None = None, device: str = "auto",
-            **train_overrides) -> BsdReport:
+            max_minutes: float | None = None, **train_overrides) -> BsdReport:
     """Run the whole BSD protocol: noisy train set -> N2V -> denoise noisy test set -> PSNR/SSIM.
 
     Parameters
@@ -251,18 +270,38 @@ def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, ep
     tta
         Average predictions over the 8 flips/rotations.
     out_dir
-        Output folder: ``model/`` (the run folder), ``bsd_scores.csv``, ``bsd_summary.json``.
+        Output folder: ``model/`` (the run folder, with ``curves.csv``), ``bsd_scores.csv``,
+        ``bsd_summary.json``.
     schedule_name
-        A named schedule of :data:`SCHEDULES` (``ci``, ``short``, ``full``).
+        ``ci``, ``short``, ``full`` (:data:`SCHEDULES`) or ``budget`` (:mod:`jumpdenoise.bsd_schedule`).
     n_train, n_test
         Use only the first N images of each folder (default: the schedule's; ``None`` there = all).
     device
-        Prediction device (``auto``: a GPU when there is one).
+        Prediction device (``auto``: a GPU when there is one); also picks the budget schedule's settings.
+    max_minutes
+        Stop training after this many minutes of wall time (the best model so far is used). Required
+        by the ``budget`` schedule, whose learning rate decays to zero at this deadline.
     train_overrides
         Replace entries of the schedule's training settings (``patch_size``, ``batch_size``, ``n2v2``,
         ``trainer``, ``model``, ``patches_per_epoch``...; see :func:`train_bsd_model`).
+
+    Raises
+    ------
+    JumpDenoiseError
+        If the ``budget`` schedule is asked for without ``max_minutes``.
     """
-    settings = schedule(schedule_name, epochs=epochs, **train_overrides)
+    settings = schedule(schedule_name, device=device, epochs=epochs, **train_overrides)
+    train_kwargs = settings["train"]
+    if max_minutes is not None:
+        trainer = dict(train_kwargs.get("trainer") or {})
+        trainer["extra"] = {**trainer.get("extra", {}), "max_time": {"seconds": round(max_minutes * 60)}}
+        train_kwargs["trainer"] = trainer
+    if schedule_name == "budget":
+        from jumpdenoise.bsd_schedule import WallClockCosine
+
+        if max_minutes is None:
+            raise JumpDenoiseError("the budget schedule needs --max-minutes (its learning rate ends at that deadline)")
+        train_kwargs["callbacks"] = [WallClockCosine(round(max_minutes * 60), peak_lr=train_kwargs["optimizer"]["lr"])]
     n_train = n_train if n_train is not None else settings["n_train"]
     n_test = n_test if n_test is not None else settings["n_test"]
     out = Path(out_dir)
@@ -271,16 +310,57 @@ def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, ep
     noisy_train = noisy_set(clean_train, sigma, seed)
     noisy_test = noisy_set(clean_test, sigma, seed + 1)
     t0 = time.perf_counter()
-    run_dir = train_bsd_model(noisy_train, out / "model", **settings["train"])
+    run_dir = train_bsd_model(noisy_train, out / "model", **train_kwargs)
     t1 = time.perf_counter()
     denoised = denoise_set(run_dir, noisy_test, tta=tta, device=device)
     t2 = time.perf_counter()
+    best = run_dir / "best.json"
+    epochs_done = json.loads(best.read_text()).get("epochs_done") if best.is_file() else None
+    details = {"schedule": schedule_name, "max_minutes": max_minutes, "model": str(run_dir),
+               "train_settings": {k: v for k, v in train_kwargs.items() if k != "callbacks"}}
     report = BsdReport(scores=evaluate(clean_test, noisy_test, denoised), sigma=sigma, seed=seed, tta=tta,
-                       epochs=settings["train"]["epochs"], n_train=len(noisy_train), run_dir=run_dir,
-                       train_seconds=t1 - t0, predict_seconds=t2 - t1,
+                       epochs=epochs_done if epochs_done is not None else train_kwargs["epochs"],
+                       n_train=len(noisy_train), run_dir=run_dir, train_seconds=t1 - t0, predict_seconds=t2 - t1,
+                       details=details,
                        images={n: {"clean": clean_test[n], "noisy": noisy_test[n], "denoised": denoised[n]}
                                for n in clean_test})
     report.save(out)
+    return report
+
+
+def score_model(model: str | Path, test_dir: str | Path, sigma: float = 25.0, seed: int = 0, tta: bool = False,
+                out_dir: str | Path | None = None, *, n_test: int | None = None, device: str = "auto") -> BsdReport:
+    """Score a trained model on a folder of clean PNGs, without training.
+
+    The test images get the same seeded noise as in :func:`run_bsd` (``seed + 1``), so a model trained
+    there and scored here on the same folder gets the same scores.
+
+    Parameters
+    ----------
+    model
+        BioImage Model Zoo ``.zip``, run folder or checkpoint of a 1-channel model.
+    test_dir
+        Folder of clean 8-bit grayscale PNGs (e.g. BSD68).
+    sigma, seed, tta, n_test, device
+        As in :func:`run_bsd`.
+    out_dir
+        Where ``bsd_scores.csv`` and ``bsd_summary.json`` go (``None``: nowhere).
+    """
+    from jumpdenoise.predict.model import load_model
+
+    clean = load_png_folder(test_dir, n_test)
+    noisy = noisy_set(clean, sigma, seed + 1)
+    t0 = time.perf_counter()
+    loaded = load_model(model, device)
+    if loaded.n_channels != 1:
+        raise JumpDenoiseError(f"model {model} has {loaded.n_channels} channels; the BSD images have 1")
+    denoised = denoise_set(loaded, noisy, tta=tta, device=device)
+    report = BsdReport(scores=evaluate(clean, noisy, denoised), sigma=sigma, seed=seed, tta=tta, epochs=0,
+                       n_train=0, run_dir=None, train_seconds=0.0, predict_seconds=time.perf_counter() - t0,
+                       details={"model": str(model), "test": str(test_dir)},
+                       images={n: {"clean": clean[n], "noisy": noisy[n], "denoised": denoised[n]} for n in clean})
+    if out_dir is not None:
+        report.save(out_dir)
     return report
 
 

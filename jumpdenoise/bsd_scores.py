@@ -116,7 +116,8 @@ def reference_table(measured: Mapping[str, float] | None = None):
 class BsdReport:
     """Result of one BSD protocol run: per-image scores, their means, timings, and the images.
 
-    ``images[name]`` holds ``{"clean", "noisy", "denoised"}`` arrays (kept in memory, not saved).
+    ``images[name]`` holds ``{"clean", "noisy", "denoised"}`` arrays (kept in memory, not saved);
+    ``details`` (schedule, deadline, training settings, model path) goes into the summary as is.
     """
 
     scores: list[BsdImageScore]
@@ -128,6 +129,7 @@ class BsdReport:
     run_dir: Path | None
     train_seconds: float
     predict_seconds: float
+    details: dict = field(default_factory=dict)
     images: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def _mean(self, attr: str) -> float:
@@ -178,7 +180,7 @@ class BsdReport:
                 "run_dir": str(self.run_dir) if self.run_dir else None,
                 "mean_noisy_psnr": self.mean_noisy_psnr, "mean_denoised_psnr": self.mean_denoised_psnr,
                 "mean_noisy_ssim": self.mean_noisy_ssim, "mean_denoised_ssim": self.mean_denoised_ssim,
-                "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds}
+                "train_seconds": self.train_seconds, "predict_seconds": self.predict_seconds, **self.details}
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``bsd_scores.csv`` (per image + mean) and ``bsd_summary.json`` into ``out_dir``."""

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from jumpdenoise import bsd
 
@@ -59,3 +61,50 @@ def test_bsd_command_names_a_missing_folder(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert f"image folder not found: {tmp_path / 'nope'}" in proc.stderr
+
+
+def _scores(path: Path) -> dict[str, dict[str, float]]:
+    with open(path) as fh:
+        return {r["image"]: {k: float(v) for k, v in r.items() if k != "image"} for r in csv.DictReader(fh)}
+
+
+@pytest.mark.slow
+def test_budget_schedule_stops_at_its_deadline_exports_and_the_model_rescores_alike(tmp_path: Path) -> None:
+    train, test = _sets(tmp_path)
+    out, zip_path = tmp_path / "run", tmp_path / "run" / "bsd_model.zip"
+    proc = subprocess.run([_cli(), "bsd", "--train", str(train), "--test", str(test), "--schedule", "budget",
+                           "--max-minutes", "0.2", "--n-train", "6", "--n-test", "2", "--device", "cpu",
+                           "--patch-size", "32", "--batch-size", "4", "--out", str(out), "--export", str(zip_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Time limit reached" in proc.stderr  # the deadline stopped training, not the epoch count
+    summary = json.loads((out / "bsd_summary.json").read_text())
+    assert summary["schedule"] == "budget" and summary["max_minutes"] == 0.2 and summary["n_train"] == 6
+    assert summary["train_settings"]["trainer"]["precision"] == "32-true"
+    with open(out / "model" / "curves.csv") as fh:
+        curve = list(csv.DictReader(fh))
+    peak = summary["train_settings"]["optimizer"]["lr"]
+    assert curve and 0 < float(curve[-1]["learning_rate"]) < 0.9 * peak  # warm-up and decay, not a constant
+    assert zip_path.is_file() and zip_path.stat().st_size < 25 * 2**20
+    trained = _scores(out / "bsd_scores.csv")
+
+    rescored = tmp_path / "rescored"
+    proc = subprocess.run([_cli(), "bsd", "--model", str(zip_path), "--test", str(test), "--n-test", "2",
+                           "--device", "cpu", "--out", str(rescored)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = _scores(rescored / "bsd_scores.csv")
+    assert list(again) == list(trained)
+    for name, row in trained.items():  # same weights, same seeded noise: the same scores
+        assert again[name]["noisy_psnr"] == pytest.approx(row["noisy_psnr"], abs=1e-9)
+        assert again[name]["denoised_psnr"] == pytest.approx(row["denoised_psnr"], abs=1e-3)
+    assert f"{again['mean']['denoised_psnr']:.2f}" in proc.stdout
+    assert json.loads((rescored / "bsd_summary.json").read_text())["model"] == str(zip_path)
+
+
+def test_bsd_command_needs_train_or_model_and_names_a_missing_model(tmp_path: Path) -> None:
+    proc = subprocess.run([_cli(), "bsd", "--test", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "give --train" in proc.stderr
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "a.png")
+    proc = subprocess.run([_cli(), "bsd", "--model", str(tmp_path / "nope.zip"), "--test", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"model {tmp_path / 'nope.zip'} not found" in proc.stderr

@@ -1,0 +1,174 @@
+"""The ``budget`` schedule of the BSD protocol: the most Noise2Void gets out of M minutes of wall time.
+
+Training stops at the deadline (Lightning's ``max_time``), and the learning rate follows the wall
+clock, not the epoch count: a linear warm-up over the first :data:`WARMUP_FRACTION` of the budget,
+then a half cosine from the peak down to zero at the deadline (:func:`budget_lr`, applied before
+every step by :class:`WallClockCosine`). The epoch count is only a bound that is never reached; an
+epoch is a fixed number of patches, after which the validation loss is measured and a checkpoint
+written.
+
+The other choices depend on the training device (:func:`budget_train_settings`):
+
+- CUDA: the N2V paper's network (U-Net depth 2, 96 initial features), 64x64 patches in batches of
+  128, bf16 mixed precision, CUDA graphs and data loading in worker processes (the GPU step is far
+  cheaper than cutting and masking patches on the host, so the width costs little there);
+- CPU: a narrower U-Net (32 features), 64x64 patches in batches of 16, float32, no worker processes.
+
+Both mask 1 % of the pixels of a patch (the paper: 0.198 %): five times more loss terms per patch
+for the same network pass, which pays when passes are what the budget runs out of. Both train plain
+N2V (not N2V2) and stay on the N2V protocol: noisy training images only.
+
+This module imports Lightning; :mod:`jumpdenoise.bsd` imports it only when the budget schedule is used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+
+from jumpdenoise.errors import ConfigError, JumpDenoiseError
+
+__all__ = ["PEAK_LR", "WARMUP_FRACTION", "WallClockCosine", "budget_lr", "budget_train_settings",
+           "train_with_callbacks"]
+
+#: Peak learning rate of the budget schedule (Adam), reached at the end of the warm-up.
+PEAK_LR = 1e-3
+#: Share of the wall-time budget spent warming the learning rate up linearly from zero.
+WARMUP_FRACTION = 0.05
+
+
+def budget_lr(elapsed_s: float, budget_s: float, peak_lr: float = PEAK_LR,
+              warmup_fraction: float = WARMUP_FRACTION) -> float:
+    """Learning rate after ``elapsed_s`` seconds of a ``budget_s``-second training.
+
+    Linear warm-up from ``peak_lr / 100`` to ``peak_lr`` over ``warmup_fraction * budget_s``, then
+    ``peak_lr * (1 + cos(pi * progress)) / 2`` with ``progress`` going from 0 to 1 at the deadline;
+    zero after the deadline.
+
+    Raises
+    ------
+    JumpDenoiseError
+        If ``budget_s`` is not positive or ``warmup_fraction`` is outside ``[0, 1)``.
+    """
+    if budget_s <= 0:
+        raise JumpDenoiseError(f"budget must be positive, got {budget_s} s")
+    if not 0 <= warmup_fraction < 1:
+        raise JumpDenoiseError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    warmup_s = warmup_fraction * budget_s
+    if elapsed_s >= budget_s:
+        return 0.0
+    if elapsed_s < warmup_s:
+        return peak_lr * (0.01 + 0.99 * max(elapsed_s, 0.0) / warmup_s)
+    progress = (elapsed_s - warmup_s) / (budget_s - warmup_s)
+    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WallClockCosine(pl.Callback):
+    """Lightning callback: set every optimizer's learning rate to :func:`budget_lr` before each step.
+
+    The clock starts when training starts (as Lightning's ``max_time`` timer does), so the
+    learning rate reaches zero when the trainer stops. The scheduler configured in CAREamics
+    (``ReduceLROnPlateau``) may still change the rate at an epoch's end; the next step overrides it.
+
+    Parameters
+    ----------
+    budget_s
+        Training wall time in seconds (the trainer's ``max_time``).
+    peak_lr, warmup_fraction
+        See :func:`budget_lr`.
+    """
+
+    def __init__(self, budget_s: float, peak_lr: float = PEAK_LR, warmup_fraction: float = WARMUP_FRACTION) -> None:
+        budget_lr(0.0, budget_s, peak_lr, warmup_fraction)  # validates the arguments
+        self.budget_s, self.peak_lr, self.warmup_fraction = budget_s, peak_lr, warmup_fraction
+        self.t0: float | None = None
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.t0 = time.monotonic()
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        elapsed = time.monotonic() - (self.t0 if self.t0 is not None else time.monotonic())
+        lr = budget_lr(elapsed, self.budget_s, self.peak_lr, self.warmup_fraction)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+
+def budget_train_settings(device: str = "auto") -> dict:
+    """Keyword arguments of :func:`jumpdenoise.bsd.train_bsd_model` for the budget schedule.
+
+    Parameters
+    ----------
+    device
+        ``auto`` (CUDA when torch sees a GPU), ``cuda`` or ``cpu``: the settings of that device.
+
+    Returns
+    -------
+    dict
+        ``epochs`` (an upper bound; the deadline stops training), patches, batch, network,
+        masking, learning rate and trainer settings (precision, workers).
+    """
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    common = {"epochs": 100_000, "patch_size": 64, "n2v2": False, "val_fraction": 0.02,
+              "experiment_name": "jumpdenoise_bsd_budget", "optimizer": {"lr": PEAK_LR},
+              "n2v": {"masked_pixel_percentage": 1.0}}
+    if device.startswith("cuda"):
+        workers = max(2, min(14, (os.cpu_count() or 4) - 2))
+        return {**common, "batch_size": 128, "patches_per_epoch": 128 * 200, "n_val_patches": 1024,
+                "model": {"num_channels_init": 96},
+                "trainer": {"precision": "bf16-mixed", "num_workers": workers}}
+    if device == "cpu":
+        return {**common, "batch_size": 16, "patches_per_epoch": 16 * 100, "n_val_patches": 256,
+                "model": {"num_channels_init": 32}, "trainer": {"precision": "32-true", "num_workers": 0}}
+    raise ConfigError(f"--device {device!r}: the budget schedule knows cpu, cuda and auto")
+
+
+def train_with_callbacks(images: Sequence[np.ndarray], run_dir: str | Path, *, val_images: Sequence[np.ndarray],
+                         callbacks: list, epochs: int, patch_size: int, batch_size: int, seed: int = 1,
+                         n2v2: bool = False, trainer: Mapping | None = None, **overrides: Any) -> Path:
+    """Train N2V on 2-D images in memory like :func:`jumpdenoise.train.arrays.train_on_arrays`, with callbacks.
+
+    Same configuration, run folder and data pipeline; ``callbacks`` are extra Lightning callbacks
+    handed to :func:`jumpdenoise.train.loop.fit` (``train_on_arrays`` takes none).
+    """
+    from pydantic import ValidationError
+
+    from jumpdenoise.config.train import TrainConfig
+    from jumpdenoise.train.fields import arrays_to_refs, check_patch_fits, split_fields
+    from jumpdenoise.train.loop import TrainJob, fit, write_run_header
+    from jumpdenoise.train.plate_patches import arrays_mean_std
+    from jumpdenoise.train.run_folder import RunFolder
+
+    imgs = [np.asarray(a)[None] for a in images]
+    vals = [np.asarray(a)[None] for a in val_images]
+    n2v = {"n2v2": n2v2, **overrides.pop("n2v", {})}
+    try:
+        tc = TrainConfig.model_validate({
+            "channels": ["c0"], "epochs": epochs, "patch_size": patch_size, "batch_size": batch_size,
+            "seed": seed, "n2v": n2v, "trainer": {"num_workers": 0, **(trainer or {})}, **overrides})
+    except ValidationError as err:
+        from jumpdenoise.config import _format_validation_error
+
+        raise ConfigError(_format_validation_error(err, "budget schedule settings")) from None
+    refs, val_refs = arrays_to_refs(imgs), arrays_to_refs(vals, "val-image")
+    check_patch_fits(refs + val_refs, tc.patch_size, "the images")
+    split = split_fields(refs, seed=tc.seed, val_fraction=tc.val_fraction, patch_size=tc.patch_size,
+                         val_refs=val_refs)
+    mean, std = arrays_mean_std([r.load() for r in split.train])
+    resolved = {"train": tc.model_dump(mode="json"),
+                "data": {"kind": "arrays", "n_images": len(imgs), "shapes": [list(a.shape) for a in imgs],
+                         "dtype": str(imgs[0].dtype), "n_val_images": len(vals)}}
+    job = TrainJob(tc=tc, run=RunFolder(Path(run_dir)), train_refs=split.train, val_refs=split.val,
+                   channels=["c0"], mean=mean, std=std, norm_source=f"computed from {len(split.train)} "
+                   "training image(s)", split=split.record, data_type="array", resolved_config=resolved)
+    write_run_header(job)
+    return fit(job, extra_callbacks=callbacks)
