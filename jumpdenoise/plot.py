@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["before_after", "comparison_rows", "image_grid", "plate_before_after", "plate_channels", "save_figure",
+__all__ = ["before_after", "comparison_rows", "crop_panels", "image_grid", "plate_before_after", "plate_channels", "save_figure",
            "statistics_table", "table_figure", "training_curves", "triptych"]
 
 
@@ -181,6 +181,27 @@ def triptych(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray | None =
         fig.suptitle(suptitle, fontsize=14)
     save_figure(fig, save, dpi)
     return fig
+
+
+def crop_panels(raw: np.ndarray, denoised: np.ndarray, truth: np.ndarray | None = None, *,
+                titles: Sequence[str] = ("raw", "denoised", "truth"), crop_size: int = 192,
+                percentiles: tuple[float, float] = (0.5, 99.5), panel_size: float = 3.5,
+                suptitle: str | None = None, save: str | Path | None = None, dpi: int = 100):
+    """Centre crops of a raw, a denoised and (optionally) a true 2-D plane side by side, one display range.
+
+    The range is the ``percentiles`` of the truth crop (of the raw crop without truth), so the
+    panels compare like for like. ``titles`` gives one title per panel shown (extra ones are
+    ignored). The figure is ``n * panel_size`` by ``panel_size`` inches (``+ 0.4`` with a ``suptitle``).
+    """
+    planes = [np.asarray(raw), np.asarray(denoised)] + ([np.asarray(truth)] if truth is not None else [])
+    shapes = {p.shape for p in planes}
+    if len(shapes) != 1 or planes[0].ndim != 2:
+        raise ValueError(f"crop_panels takes 2-D planes of one shape, got {[p.shape for p in planes]}")
+    y, x, h, w = _default_crop(planes[0].shape, crop_size)
+    crops = [p[y:y + h, x:x + w] for p in planes]
+    vrange = _limits(crops[-1] if truth is not None else crops[0], percentiles)
+    return triptych(*crops, titles=list(titles)[: len(crops)], show_psnr=False, vrange=vrange,
+                    panel_size=panel_size, suptitle=suptitle, save=save, dpi=dpi)
 
 
 def comparison_rows(noisy: Mapping[str, np.ndarray], denoised: Mapping[str, np.ndarray],

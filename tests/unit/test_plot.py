@@ -115,3 +115,22 @@ def test_plate_figures_pick_channels_by_name(tmp_path: Path) -> None:
     assert [ax.get_title() for ax in grid.axes[:3]] == ["Mito", "DNA", "ER"]
     assert "well A02, field 0" in grid.get_suptitle()
     assert _png(tmp_path / "c.png").shape == (80, 80)
+
+
+def test_crop_panels_share_one_display_range_and_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    truth = np.tile(np.linspace(100, 1000, 300), (240, 1))
+    raw = truth + rng.normal(0, 80, truth.shape)
+    out = tmp_path / "crops.png"
+    fig = plot.crop_panels(raw, truth * 0.5, truth, titles=("raw 20 dB", "denoised", "truth"), crop_size=64,
+                           panel_size=2.0, save=out, dpi=50)
+    assert [ax.get_title() for ax in fig.axes] == ["raw 20 dB", "denoised", "truth"]
+    limits = {ax.images[0].get_clim() for ax in fig.axes}
+    assert len(limits) == 1  # same display range on every panel
+    assert fig.axes[0].images[0].get_array().shape == (64, 64)
+    px = _png(out)
+    assert px.shape == (100, 300) and px.std() > 10
+    two = plot.crop_panels(raw, truth, crop_size=32)
+    assert len(two.axes) == 2
+    with pytest.raises(ValueError, match="one shape"):
+        plot.crop_panels(raw, truth[:10])

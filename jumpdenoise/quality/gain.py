@@ -1,0 +1,300 @@
+"""The gain of a trained Noise2Void model without ground truth, and the guard before predict.
+
+For a blind-spot estimate ``f(y)_i`` (made without seeing pixel ``i``) and noise of zero mean
+independent between pixels, ``E[(f(y)_i - y_i)^2] = E[(f(y)_i - x_i)^2] + sigma_i^2``, and the
+raw image's own error is ``sigma_i^2``. So on held-out fields
+
+- ``masked_mse``: the mean squared difference between the network's prediction at masked
+  pixels (each replaced by a random neighbour, as in N2V training) and their noisy values;
+- ``noise_variance``: the mean noise variance at the same pixels, ``a * y_i + b``, from the
+  camera's noise model when one is known (``noise_source: "camera"``: the plate's
+  ``ground_truth/truth.json`` ``noise_model``, see :mod:`jumpdenoise.quality.truth`), else from
+  a Poisson-Gaussian fit of the held-out fields themselves (``noise_source: "fit"``,
+  :mod:`jumpdenoise.quality.noise`; its limits are stated there);
+- ``excess = masked_mse - noise_variance`` estimates the denoised image's error, and
+  ``gain_db = 10 log10(noise_variance / excess)`` its gain over the raw image in dB.
+
+Masked pixels lie on a regular grid of step ``roi_radius + 1`` (no masked pixel can be
+another's replacement), shifted on each pass. ``gain_db_low`` / ``gain_db_high`` come from
+``excess`` +- 2 standard errors; when ``excess`` is not above 0 the gain is beyond what the
+sample can measure and ``gain_db`` is the lower bound (``lower_bound: true``).
+The estimate is stored in ``<run>/quality.json`` (:func:`estimate_run_gain`, called by the
+train stage's ``finalize``) and read by :func:`read_gain`; :func:`check_gain_before_predict`
+stops a pipeline before predict when a channel's gain is <= 0 dB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jumpdenoise.errors import JumpDenoiseError
+from jumpdenoise.quality.noise import NoiseVariance, fit_poisson_gaussian
+
+__all__ = ["HarmfulModelError", "QUALITY_JSON", "check_gain_before_predict", "estimate_after_training", "estimate_gain",
+           "estimate_run_gain", "warn_worse_channels",
+           "read_gain", "read_quality", "run_folder_of", "worse_channels"]
+
+log = logging.getLogger(__name__)
+
+QUALITY_JSON = "quality.json"
+TARGET_PIXELS = 100_000
+MAX_PASSES = 8
+MAX_FIELDS = 4
+ADVICE = ("train longer (train.epochs, train.patches_per_epoch), try N2V2 (train.n2v.n2v2: true), or drop the "
+          "channel (train.channels); set predict.allow_worse: true to predict anyway")
+
+
+class HarmfulModelError(JumpDenoiseError):
+    """The model's estimated gain is <= 0 dB on some channel: denoising would make it worse."""
+
+
+def _masked_input(field: np.ndarray, offset: tuple[int, int], step: int, radius: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``field`` with the grid pixels ``offset + step * k`` replaced by random neighbours.
+
+    Returns the masked field and the (rows, columns) of the masked pixels. A neighbour is
+    ``(dy, dx)`` away, each uniform in ``[-r, -1] u [1, r]``, reflected inside the field.
+    """
+    _, h, w = field.shape
+    ys, xs = np.meshgrid(np.arange(offset[0], h, step), np.arange(offset[1], w, step), indexing="ij")
+    ys, xs = ys.ravel(), xs.ravel()
+    span = np.concatenate([np.arange(-radius, 0), np.arange(1, radius + 1)])
+
+    def neighbour(pos: np.ndarray, size: int) -> np.ndarray:
+        moved = pos + rng.choice(span, pos.size)
+        return np.where((moved < 0) | (moved >= size), 2 * pos - moved, moved).clip(0, size - 1)
+
+    masked = field.copy()
+    for c in range(field.shape[0]):
+        masked[c, ys, xs] = field[c, neighbour(ys, h), neighbour(xs, w)]
+    return masked, ys, xs
+
+
+def _roi_radius(careamics_config: dict) -> int:
+    n2v = (careamics_config.get("algorithm_config") or {}).get("n2v_config") or {}
+    return int(n2v.get("roi_size", 11)) // 2
+
+
+def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[str], *,
+                  noise_models: Mapping[str, NoiseVariance] | None = None, target_pixels: int = TARGET_PIXELS,
+                  max_passes: int = MAX_PASSES, seed: int = 0) -> dict:
+    """Estimate each channel's gain in dB from blind-spot predictions on held-out fields.
+
+    Parameters
+    ----------
+    model
+        A :class:`~jumpdenoise.predict.model.LoadedModel` (or anything
+        :func:`~jumpdenoise.predict.model.load_model` takes), run on the CPU.
+    fields
+        Raw ``(c, y, x)`` fields in the model's channel order (not used for training).
+    channels
+        Channel names, in that order.
+    noise_models
+        Known camera noise per channel (``var = a * y + b``); other channels are fitted.
+    target_pixels
+        Masked pixels wanted per channel (passes are added until reached or ``max_passes``).
+    seed
+        Seed of the grid shifts and of the replacement neighbours.
+
+    Returns
+    -------
+    dict
+        ``{channel: {gain_db, gain_db_low, gain_db_high, lower_bound, masked_mse,
+        noise_variance, excess_mse, n_pixels, noise_model, noise_source}}`` plus ``"_meta"`` (grid step, passes).
+    """
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.model import load_model
+
+    loaded = load_model(model, "cpu")
+    predictor = Predictor(loaded, tile_size=None)
+    radius = _roi_radius(loaded.careamics_config)
+    step = radius + 1
+    arrays = [np.asarray(f, dtype=np.float32) for f in fields]
+    if not arrays:
+        raise ValueError("no field to estimate the gain on")
+    per_pass = sum(math.ceil(a.shape[1] / step) * math.ceil(a.shape[2] / step) for a in arrays)
+    passes = int(min(max_passes, step * step, max(1, math.ceil(target_pixels / per_pass))))
+    rng = np.random.default_rng(seed)
+    shifts = rng.permutation(step * step)[:passes]
+    n_ch = len(channels)
+    residuals: list[list[np.ndarray]] = [[] for _ in range(n_ch)]
+    values: list[list[np.ndarray]] = [[] for _ in range(n_ch)]
+    for field in arrays:
+        for shift in shifts:
+            masked, ys, xs = _masked_input(field, (int(shift) // step, int(shift) % step), step, radius, rng)
+            pred = predictor.denoise(masked)
+            for c in range(n_ch):
+                noisy = field[c, ys, xs].astype(np.float64)
+                residuals[c].append(pred[c, ys, xs].astype(np.float64) - noisy)
+                values[c].append(noisy)
+    out: dict[str, Any] = {"_meta": {"grid_step": step, "roi_radius": radius, "passes": passes,
+                                     "n_fields": len(arrays)}}
+    for c, ch in enumerate(channels):
+        known = (noise_models or {}).get(ch)
+        noise_model = known if known is not None else fit_poisson_gaussian([a[c] for a in arrays])
+        r2 = np.concatenate(residuals[c]) ** 2
+        var = noise_model.variance(np.concatenate(values[c]))
+        out[ch] = {**_gain_entry(r2, var, noise_model.as_dict()), "noise_source": "camera" if known else "fit"}
+    return out
+
+
+def _db(noise: float, excess: float) -> float:
+    return 10.0 * math.log10(noise / excess)
+
+
+def _gain_entry(r2: np.ndarray, var: np.ndarray, noise_model: dict) -> dict:
+    """The gain and its +-2 standard-error range from squared residuals and noise variances."""
+    diff = r2 - var
+    n = diff.size
+    excess, noise = float(diff.mean()), float(var.mean())
+    se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
+    high_excess, low_excess = excess + 2 * se, excess - 2 * se
+    lower_bound = excess <= 0
+    gain = _db(noise, high_excess) if lower_bound else _db(noise, excess)
+    return {"gain_db": gain, "gain_db_low": _db(noise, high_excess),
+            "gain_db_high": _db(noise, low_excess) if low_excess > 0 else None, "lower_bound": lower_bound,
+            "masked_mse": float(r2.mean()), "noise_variance": noise, "excess_mse": excess, "n_pixels": int(n),
+            "noise_model": noise_model}
+
+
+def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequence[str], *,
+                      noise_models: Mapping[str, NoiseVariance] | None = None, max_fields: int = MAX_FIELDS,
+                      seed: int = 0) -> dict:
+    """Estimate the gain of a run folder's model on held-out fields and write ``<run>/quality.json``.
+
+    Parameters
+    ----------
+    run_dir
+        The training run folder (its best checkpoint is used).
+    fields
+        Held-out fields: ``(c, y, x)`` arrays or objects with ``load()`` and ``key``
+        (:class:`~jumpdenoise.train.fields.FieldRef`); the first ``max_fields`` are used.
+    channels
+        The model's channel names.
+    noise_models
+        Known camera noise per channel (:func:`jumpdenoise.quality.truth.camera_noise_models`).
+    """
+    from jumpdenoise.predict.model import load_model
+
+    run = Path(run_dir)
+    chosen = list(fields)[:max_fields]
+    arrays = [f.load() if hasattr(f, "load") else np.asarray(f) for f in chosen]
+    keys = [str(getattr(f, "key", i)) for i, f in enumerate(chosen)]
+    result = estimate_gain(load_model(run, "cpu"), arrays, channels, noise_models=noise_models, seed=seed)
+    meta = result.pop("_meta")
+    record = {"version": 1, "method": "N2V blind-spot masked MSE minus Poisson-Gaussian noise variance "
+                                      "(jumpdenoise.quality.gain)", "fields": keys, **meta, "channels": result}
+    tmp = run / f".{QUALITY_JSON}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(run / QUALITY_JSON)
+    return record
+
+
+def run_folder_of(model: str | Path) -> Path | None:
+    """The run folder holding ``model`` (a run folder, or a checkpoint inside one), else ``None``."""
+    p = Path(model)
+    for folder in (p, p.parent, p.parent.parent) if not p.is_dir() else (p,):
+        if (folder / QUALITY_JSON).is_file() or (folder / "normalization.json").is_file():
+            return folder
+    return None
+
+
+def read_quality(run_dir: str | Path) -> dict | None:
+    """``<run>/quality.json``, or ``None`` when the run has none."""
+    path = Path(run_dir) / QUALITY_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise JumpDenoiseError(f"{path}: not readable JSON ({exc})") from None
+
+
+def read_gain(run_dir: str | Path) -> dict[str, float]:
+    """The estimated gain in dB per channel of a run folder (``{}`` when it has no ``quality.json``)."""
+    record = read_quality(run_dir)
+    if record is None:
+        return {}
+    return {ch: float(v["gain_db"]) for ch, v in record.get("channels", {}).items() if v.get("gain_db") is not None}
+
+
+def worse_channels(model: str | Path, channels: Sequence[str] | None = None) -> dict[str, float]:
+    """Channels (of ``channels``, default all) whose estimated gain is <= 0 dB, with their gain."""
+    run = run_folder_of(model)
+    gains = read_gain(run) if run is not None else {}
+    return {ch: g for ch, g in gains.items() if g <= 0 and (channels is None or ch in channels)}
+
+
+def describe_worse(model: str | Path, worse: dict[str, float]) -> str:
+    """One sentence naming the channels and their gain."""
+    listed = ", ".join(f"{ch} ({g:+.1f} dB)" for ch, g in worse.items())
+    return (f"model {model}: estimated gain <= 0 dB for channel(s) {listed} "
+            f"({QUALITY_JSON}): the denoised images would be further from the truth than the raw ones")
+
+
+def check_gain_before_predict(config: Any) -> None:
+    """Stop a pipeline before predict when the model makes a channel worse.
+
+    Reads ``quality.json`` of the model's run folder (``predict.model``, default
+    ``paths.run_dir``); nothing is checked when there is none (a BMZ zip, a bare checkpoint,
+    a run not yet estimated).
+
+    Raises
+    ------
+    HarmfulModelError
+        If a channel selected for prediction has an estimated gain <= 0 dB and
+        ``predict.allow_worse`` is false; the message names the channels and what to do.
+    """
+    model = config.predict.model or config.paths.run_dir
+    worse = worse_channels(model)
+    if not worse:
+        return
+    if getattr(config.predict, "allow_worse", False):
+        log.warning("%s; predicting anyway (predict.allow_worse)", describe_worse(model, worse))
+        return
+    raise HarmfulModelError(f"{describe_worse(model, worse)}. Not predicting: {ADVICE}")
+
+
+def estimate_after_training(config: Any, job: Any) -> dict | None:
+    """The train stage's estimate: the run's gain on its validation fields, into ``quality.json``.
+
+    The camera noise comes from the plate's ground-truth ``truth.json`` when there is one
+    (:func:`jumpdenoise.quality.truth.camera_noise_models`), else from the fields. Skipped
+    (returns ``None``) when the run has no checkpoint, or ``quality.json`` is newer than
+    ``best.json``. A failure is logged, not raised: the trained model stays usable.
+    """
+    from jumpdenoise.quality.truth import camera_noise_models, find_truth_dir
+
+    run = Path(config.paths.run_dir)
+    best, quality = run / "best.json", run / QUALITY_JSON
+    if not best.is_file() or (quality.is_file() and quality.stat().st_mtime_ns >= best.stat().st_mtime_ns):
+        return None
+    try:
+        plate = Path(job.resolved_config["plate"]["path"])
+        truth_dir = find_truth_dir(plate, getattr(config.predict, "truth", None))
+        models = camera_noise_models(truth_dir) if truth_dir is not None else {}
+        return estimate_run_gain(run, job.val_refs, job.channels, noise_models=models, seed=int(job.tc.seed))
+    except (JumpDenoiseError, ValueError, OSError) as exc:
+        log.warning("%s: gain estimate failed (%s); predict will not be guarded", run, exc)
+        return None
+
+
+def warn_worse_channels(model: str | Path, channels: Sequence[str]) -> dict[str, float]:
+    """Warn (logger ``jumpdenoise.predict``) when the model's estimated gain is <= 0 dB on a channel.
+
+    Returns the channels warned about, with their gain (``{}`` when none, or when the model's
+    run folder has no ``quality.json``).
+    """
+    worse = worse_channels(model, channels)
+    if worse:
+        logging.getLogger("jumpdenoise.predict").warning(
+            "%s; the denoised channel(s) will be worse than the raw ones. %s", describe_worse(model, worse),
+            ADVICE[0].upper() + ADVICE[1:])
+    return worse
