@@ -36,6 +36,7 @@ from jumpdenoise.cli import predict_commands  # noqa: E402,F401  (predict, expor
 from jumpdenoise.cli import pipeline_commands  # noqa: E402,F401  (run, submit, status, cancel)
 from jumpdenoise.cli import bsd_commands  # noqa: E402,F401  (bsd)
 from jumpdenoise.cli import evaluate_commands  # noqa: E402,F401  (evaluate)
+from jumpdenoise.cli import export_commands  # noqa: E402,F401  (export-zarr)
 
 
 def main() -> None:
