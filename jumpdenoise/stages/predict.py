@@ -28,14 +28,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError, UnitFailures
+from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
 from jumpdenoise.stages.predict_units import run_many, take_written
@@ -117,6 +116,11 @@ def prepare(config: JumpDenoiseConfig) -> dict:
         raise OutputExistsError(f"{out} ({why})")
     import torch
 
+    from jumpdenoise.io.output_guard import check_apart, check_removable, remove_output
+
+    check_apart(out, [raw], [model_path(config)])
+    if out.exists() or out.is_symlink():
+        check_removable(out, "plate")
     provenance = {
         "model": lm.provenance(), "model_sha256": fingerprint["model_sha256"], "raw_plate": str(raw.resolve()),
         "jumpdenoise_version": jumpdenoise.__version__, "torch_version": torch.__version__,
@@ -129,8 +133,8 @@ def prepare(config: JumpDenoiseConfig) -> dict:
     create_plate_like(raw, staging, dtype=out_dtype, kind="denoised", wells=list(selection), channels=channels,
                       overwrite=True, extra_attrs={"provenance": provenance})
     (staging / SIDECAR / JOB_FILE).write_text(json.dumps(job, indent=1))
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
+    if out.exists() or out.is_symlink():  # overwrite: only a plate jumpdenoise wrote
+        remove_output(out, "plate")
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, out)
     return read_job(out)
@@ -273,7 +277,8 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         ``settings`` (fields of :class:`~jumpdenoise.config.predict.PredictConfig`, e.g.
         ``wells=["A01"]``, ``bf16=True``) override it.
     executor
-        Where units run (default: this process; the engine is already parallel inside).
+        Where units run (default: ``make_executor(config.executor, PREDICT)``: this process
+        for a local executor, the engine being parallel inside).
     echo
         Print a one-line summary.
 
@@ -283,9 +288,9 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         After finalize, when some units failed (the other fields are done).
     """
     from jumpdenoise.config import JumpDenoiseConfig, _format_validation_error
-    from jumpdenoise.executors.local import LocalExecutor
+    from jumpdenoise.driver import run_stage
     from jumpdenoise.predict.writers import close_writer_pool
-    from jumpdenoise.stages.base import bind
+    from jumpdenoise.stages.base import PREDICT
     from pydantic import ValidationError
 
     data = (config or JumpDenoiseConfig()).model_dump()
@@ -300,20 +305,17 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         cfg = JumpDenoiseConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, "predict arguments")) from None
-    start = time.perf_counter()
-    prepare(cfg)
-    units = plan(cfg)
-    runner = executor or LocalExecutor(1)
     try:
-        outcomes = runner.map(bind(MODULE, cfg), units, label=STAGE) if units else []
+        run = run_stage(PREDICT, cfg, executor, check=False)
     except BaseException:
         close_writer_pool()  # writer processes, if any, are kept for the next plate unless interrupted
         raise
-    summary = finalize(cfg, outcomes)
-    if echo:
-        print(f"denoised {summary['done']}/{summary['expected']} field(s) into {out_path(cfg)} "
-              f"in {time.perf_counter() - start:.1f} s")
-    failed = {o.key: o.error or "failed" for o in outcomes if not o.ok}
-    if failed:
-        raise UnitFailures(STAGE, failed)
+    summary = run.summary or {}
+    if echo and run.already_complete:
+        print(f"already complete: {out_path(cfg)} ({summary.get('done')}/{summary.get('expected')} field(s) "
+              "denoised earlier; nothing to do)")
+    elif echo:
+        print(f"denoised {summary.get('done')}/{summary.get('expected')} field(s) into {out_path(cfg)} "
+              f"in {run.seconds:.1f} s")
+    run.check()
     return out_path(cfg)

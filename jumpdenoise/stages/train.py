@@ -69,11 +69,17 @@ def run_one(config: Any, unit: Unit) -> dict:
 
 
 def finalize(config: Any, results: list[dict]) -> None:
-    """Draw curves.png from curves.csv (rank 0)."""
+    """Draw curves.png from curves.csv and estimate the model's gain on held-out fields (rank 0).
+
+    The gain (:func:`jumpdenoise.quality.gain.estimate_after_training`: masked N2V error minus
+    the noise variance, on up to 4 validation fields, on the CPU) goes to ``<run>/quality.json``.
+    """
+    from jumpdenoise.quality.gain import estimate_after_training
     from jumpdenoise.train.run_folder import RunFolder, is_global_zero, plot_curves
 
     if is_global_zero():
         plot_curves(RunFolder(Path(config.paths.run_dir)))
+        estimate_after_training(config, build_job(config))
 
 
 def train(config: Any) -> Path:

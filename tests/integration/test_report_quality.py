@@ -1,0 +1,115 @@
+"""Report, guard and gain estimate on a real converted plate with ground truth and a real (barely trained) model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jumpdenoise.config import load_config
+from jumpdenoise.io.ngff import read_field
+from jumpdenoise.io.synthetic import generate_plate
+from jumpdenoise.predict.testing import make_run
+from jumpdenoise.quality.gain import HarmfulModelError, check_gain_before_predict, estimate_run_gain, read_gain
+from jumpdenoise.quality.metrics import default_data_range, psnr
+from jumpdenoise.quality.truth import camera_noise_models, find_truth_dir
+from jumpdenoise.stages import report as report_stage
+from jumpdenoise.stages.convert import convert
+from jumpdenoise.stages.predict import predict
+
+CHANNELS = ("DNA", "ER")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("report")
+    source = generate_plate(root / "source", rows=1, columns=2, fields=2, channels=CHANNELS, size=(64, 64), seed=2,
+                            noise="low-light", workers=1)
+    cfg = load_config(overrides={"source": {"path": str(source)}, "paths": {"workdir": str(root)},
+                                 "executor": {"kind": "local", "workers": 1}})
+    convert(cfg, echo=False)
+    raw = Path(cfg.paths.raw_plate)
+    fields = [read_field(raw, w, f) for w in ("A01", "A02") for f in (0, 1)]
+    mean = [float(np.mean([f[c].mean() for f in fields])) for c in range(2)]
+    std = [float(np.mean([f[c].std() for f in fields])) for c in range(2)]
+    run = make_run(Path(cfg.paths.run_dir), channels=CHANNELS, steps=2, mean=mean, std=std)  # barely trained
+    truth_dir = find_truth_dir(raw)
+    record = estimate_run_gain(run, fields[2:], list(CHANNELS), noise_models=camera_noise_models(truth_dir))
+    return {"root": root, "cfg": cfg, "raw": raw, "run": run, "truth": truth_dir, "record": record}
+
+
+def test_truth_is_found_next_to_the_source_and_gain_is_stored(setup: dict) -> None:
+    assert setup["truth"] == setup["root"] / "source" / "ground_truth"
+    stored = json.loads((setup["run"] / "quality.json").read_text())
+    assert stored["channels"]["DNA"]["noise_source"] == "camera"
+    gains = read_gain(setup["run"])
+    assert set(gains) == set(CHANNELS) and all(g <= 0 for g in gains.values())  # an untrained model harms
+
+
+def test_guard_raises_unless_allow_worse(setup: dict) -> None:
+    with pytest.raises(HarmfulModelError, match=r"DNA \(.*dB\).*N2V2.*allow_worse"):
+        check_gain_before_predict(setup["cfg"])
+    allowed = setup["cfg"].model_copy(update={"predict": setup["cfg"].predict.model_copy(update={"allow_worse": True})})
+    assert check_gain_before_predict(allowed) is None
+
+
+def test_predict_warns_naming_the_channels_then_report_marks_them(setup: dict,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    cfg, raw = setup["cfg"], setup["raw"]
+    with caplog.at_level(logging.WARNING, logger="jumpdenoise.predict"):
+        den = predict(model=setup["run"], plate=raw, out=cfg.paths.denoised_plate)
+    warned = [r.getMessage() for r in caplog.records if "estimated gain <= 0 dB" in r.getMessage()]
+    assert warned and "DNA" in warned[0] and "ER" in warned[0]
+
+    paths = report_stage.run_one(cfg, report_stage.plan(cfg)[0])
+    rep = json.loads(Path(paths["json"]).read_text())
+    md = Path(paths["markdown"]).read_text()
+    # PSNR against truth, recomputed here from the files
+    for c, ch in enumerate(CHANNELS):
+        raw_psnr, den_psnr = [], []
+        for w, f in [("A01", 0), ("A01", 1), ("A02", 0), ("A02", 1)]:
+            truth = np.load(setup["truth"] / f"{w}-{f}.npy")[c]
+            rng = default_data_range(truth)
+            raw_psnr.append(psnr(read_field(raw, w, f)[c], truth, rng))
+            den_psnr.append(psnr(read_field(den, w, f)[c], truth, rng))
+        row = rep["channels"][ch]
+        assert row["truth"]["raw"]["psnr"] == pytest.approx(np.mean(raw_psnr))
+        assert row["truth"]["denoised"]["psnr"] == pytest.approx(np.mean(den_psnr))
+        assert row["gain_db"] == pytest.approx(np.mean(den_psnr) - np.mean(raw_psnr))
+        assert row["worse"] == (row["gain_db"] <= 0)
+        assert row["estimated"]["gain_db"] == pytest.approx(read_gain(setup["run"])[ch])
+        with Image.open(setup["root"] / row["figure"]) as img:
+            assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 5
+        assert f"]({row['figure']})" in md
+    assert "**WORSE than raw**" in md and "high-pass noise estimate" in md and "noise reduction" not in md
+    assert rep["truth"] == str(setup["truth"])
+
+
+def test_report_without_truth_uses_the_estimated_gain(setup: dict) -> None:
+    cfg = setup["cfg"]
+    rep = report_stage.build_report(setup["raw"], Path(cfg.paths.denoised_plate), truth_dir=None,
+                                    run_dir=setup["run"])
+    for ch in CHANNELS:
+        row = rep["channels"][ch]
+        assert row["truth"] is None and row["bias_reference"] == "raw mean"
+        assert row["gain_db"] == pytest.approx(read_gain(setup["run"])[ch]) and row["worse"]
+    md = report_stage.render_markdown(rep)
+    assert "ground truth: none" in md and "WORSE" in md
+
+
+def test_train_stage_finalize_writes_quality_json(setup: dict) -> None:
+    from jumpdenoise.stages import train as train_stage
+
+    quality = setup["run"] / "quality.json"
+    quality.unlink()
+    train_stage.finalize(setup["cfg"], [])
+    record = json.loads(quality.read_text())
+    assert set(record["channels"]) == set(CHANNELS) and record["fields"]
+    assert all(record["channels"][ch]["noise_source"] == "camera" for ch in CHANNELS)  # truth.json's camera
+    mtime = quality.stat().st_mtime_ns
+    train_stage.finalize(setup["cfg"], [])  # up to date: not recomputed
+    assert quality.stat().st_mtime_ns == mtime
