@@ -89,6 +89,15 @@ class PredictConfig(BaseModel):
     overwrite
         Replace an existing output. Without it, an output prepared by the same model and
         settings is resumed; any other existing output is refused.
+    allow_worse
+        Predict even when the model's estimated gain (``quality.json`` of its run folder,
+        written after training) is <= 0 dB on a channel, i.e. the denoised channel would be
+        further from the truth than the raw one. Default: ``predict`` warns naming the channel,
+        and ``run`` / ``submit`` stop before the predict stage.
+    truth
+        Ground-truth folder of the raw plate (``<WELL>-<FIELD>.npy`` + ``truth.json``, see
+        :mod:`jumpdenoise.quality.truth`) for the report. Default: the ``ground_truth`` folder
+        next to the source plate, when there is one.
     skip_missing
         Denoise the selected fields the raw plate marks complete and leave out the others
         (listed in a warning). Default: a selected field the raw plate does not mark
@@ -118,6 +127,8 @@ class PredictConfig(BaseModel):
     io_threads: int | None = Field(default=None, ge=1, le=64)
     write_processes: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     overwrite: bool = False
+    allow_worse: bool = False
+    truth: Path | None = None
     skip_missing: bool = False
 
     @field_validator("wells")
