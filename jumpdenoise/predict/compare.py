@@ -1,4 +1,9 @@
-"""Raw vs denoised, per channel: mean, standard deviation and a noise estimate.
+"""Raw vs denoised, per channel: mean, standard deviation and a high-pass noise estimate.
+
+The noise estimate is a diagnostic, not a quality measure: it falls whenever an image is
+blurred, so a denoiser that destroys structure scores as well as one that restores it.
+Quality is measured against ground truth, or estimated from held-out masked pixels
+(:mod:`jumpdenoise.quality`).
 
 Noise estimate of an image: the robust standard deviation of its high-pass residual,
 ``1.4826 * MAD(h) / 6`` where ``h`` is the image filtered with Immerkaer's kernel
