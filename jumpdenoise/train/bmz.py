@@ -48,7 +48,7 @@ class BmzInfo:
     description
         One-paragraph description.
     authors
-        Author names.
+        Author names, or dicts of BMZ author fields (``name``, ``affiliation``, ``email``, ``orcid``).
     data_description
         What the model was trained on (goes into the documentation).
     tags
@@ -57,7 +57,7 @@ class BmzInfo:
 
     name: str
     description: str
-    authors: list[str] = field(default_factory=lambda: [DEFAULT_AUTHOR])
+    authors: list[str | dict] = field(default_factory=lambda: [DEFAULT_AUTHOR])
     data_description: str = ""
     tags: list[str] = field(default_factory=list)
 
@@ -226,9 +226,10 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
         postprocessing=[bmz.FixedZeroMeanUnitVarianceDescr(kwargs=bmz.FixedZeroMeanUnitVarianceAlongAxisKwargs(
             mean=inv_mean, std=inv_std, axis=bmz.AxisId("channel")))])
     release = bmz.Version(torch_release())
-    arch = bmz.ArchitectureFromLibraryDescr(
-        import_from="careamics.models.unet", callable=bmz.Identifier(str(careamics_config.algorithm_config.model.architecture)),
-        kwargs=careamics_config.algorithm_config.model.model_dump(mode="json"))
+    unet = careamics_config.algorithm_config.model
+    arch = bmz.ArchitectureFromLibraryDescr(import_from="careamics.models.unet",
+                                            callable=bmz.Identifier(str(unet.architecture)),
+                                            kwargs=unet.model_dump(mode="json"))
     weights = bmz.WeightsDescr(
         pytorch_state_dict=bmz.PytorchStateDictWeightsDescr(
             source=files["weights"], architecture=arch, pytorch_version=release,
@@ -239,7 +240,8 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
 
     descr = bmz.ModelDescr(
         name=bmz_name(info.name), description=info.description,
-        authors=[bmz.Author(name=a) for a in info.authors or [DEFAULT_AUTHOR]],
+        authors=[bmz.Author(**a) if isinstance(a, dict) else bmz.Author(name=a)
+                 for a in info.authors or [DEFAULT_AUTHOR]],
         documentation=bmz.FileDescr(source=files["doc"]), covers=[bmz.FileDescr(source=cover)],
         cite=careamics_config.get_algorithm_citations(), license="BSD-3-Clause",
         tags=sorted({*careamics_config.get_algorithm_keywords(), "jumpdenoise", "cell-painting", *info.tags}),
