@@ -106,13 +106,14 @@ def _blosc_of(array: zarr.Array, data: np.ndarray):
                               "typesize": blosc.typesize}), checksum
 
 
-def _put(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` like zarr's LocalStore: temporary file, then rename."""
+def _put(path: Path, payload: bytes, trailer: bytes = b"") -> None:
+    """Write ``payload`` + ``trailer`` to ``path`` like zarr's LocalStore: temporary file, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
     try:
         with open(tmp, "wb") as fh:
             fh.write(payload)
+            fh.write(trailer)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -156,7 +157,7 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
             path.unlink(missing_ok=True)  # zarr deletes a chunk that holds only the fill value
             continue
         payload = encoder.encode(np.ascontiguousarray(chunk))
-        _put(path, payload + crc32c(payload) if checksum else payload)
+        _put(path, payload, crc32c(payload) if checksum else b"")
     return True
 
 

@@ -326,3 +326,26 @@ def test_tifffile_log_lines_of_a_damaged_file_go_into_the_error(tmp_path, capsys
         read_plane(PlaneRef(path=str(path)), (64, 64), "uint16")
     assert str(path) in str(info.value) and "tifffile: " in str(info.value) and "invalid offset" in str(info.value)
     assert "invalid offset" not in capsys.readouterr().err  # not printed besides the error
+
+
+def test_sharded_plate_read_through_zarr_refuses_a_damaged_or_missing_shard(base, tmp_path) -> None:
+    from jumpdenoise.config import load_config
+    from jumpdenoise.errors import PlateError
+    from jumpdenoise.io.ngff_chunks import ChunkError
+    from jumpdenoise.stages.convert import convert
+
+    raw = tmp_path / "sharded.zarr"
+    convert(load_config(overrides={"source": {"path": str(base["images"])}, "paths": {"raw_plate": str(raw)},
+                                   "convert": {"shard": True, "chunk_yx": 32},
+                                   "executor": {"kind": "local", "workers": 1}}), echo=False)
+    assert np.array_equal(read_field(raw, "A02", 1), read_field(base["raw"], "A02", 1))
+    shard = raw / "A" / "2" / "1" / "0" / "c" / "0" / "0" / "0"
+    payload = bytearray(shard.read_bytes())
+    payload[100] ^= 0x01
+    shard.write_bytes(bytes(payload))
+    with pytest.raises(PlateError, match=r"field A02/1, channel 'DNA': damaged chunk \(ValueError: Stored and computed "
+                                         r"checksum do not match"):
+        read_field(raw, "A02", 1)
+    shard.unlink()
+    with pytest.raises(ChunkError, match=r"field A02/1, channel\(s\) 'DNA', 'ER': chunk file missing"):
+        read_field(raw, "A02", 1)
