@@ -130,7 +130,7 @@ def _create(
 
 def create_plate(
     path: str | Path, layout: PlateLayout, convert: ConvertConfig, *, kind: str = "raw",
-    overwrite: bool = False, extra_attrs: dict | None = None,
+    overwrite: bool = False, extra_attrs: dict | None = None, track_completion: bool = False,
 ) -> None:
     """Create an empty plate for ``layout``: all metadata and every field's empty arrays.
 
@@ -148,6 +148,9 @@ def create_plate(
         Replace an existing ``path``.
     extra_attrs
         Merged into the ``jumpdenoise`` attributes (e.g. ``provenance``).
+    track_completion
+        Record the fields' completion from the start (an empty ``.jumpdenoise/done``): a
+        field is then read as holding data only once marked done (the convert stage).
 
     Raises
     ------
@@ -162,7 +165,8 @@ def create_plate(
     _create(path, name=layout.name, n_rows=layout.n_rows, n_columns=layout.n_columns, fields=fields,
             sites=sites, channels=layout.channel_names, shape_yx=tuple(layout.shape), dtype=layout.dtype,
             pixel_size_um=layout.pixel_size_um, storage=convert.model_dump(), jd_attrs=jd,
-            overwrite=overwrite, sidecar={"layout.json": layout.model_dump_json(indent=1)})
+            overwrite=overwrite, sidecar={"layout.json": layout.model_dump_json(indent=1)},
+            track_completion=track_completion)
 
 
 def create_plate_like(

@@ -349,3 +349,22 @@ def test_sharded_plate_read_through_zarr_refuses_a_damaged_or_missing_shard(base
     shard.unlink()
     with pytest.raises(ChunkError, match=r"field A02/1, channel\(s\) 'DNA', 'ER': chunk file missing"):
         read_field(raw, "A02", 1)
+
+
+def test_verify_reports_a_field_not_marked_complete(base, tmp_path, capsys) -> None:
+    raw = copy_of(base, tmp_path, "raw")
+    (raw / ".jumpdenoise" / "done" / "A02-0.npz").unlink()
+    code, text = run_cli(capsys, "verify", base["images"], raw)
+    assert code == 1 and "A02-0: not converted (the plate has no completion marker for it)" in text
+
+
+def test_a_field_written_keeps_chunks_of_only_the_fill_value(base, tmp_path) -> None:
+    """Every chunk of a written field exists, so that a missing one can only be damage."""
+    from jumpdenoise.io.ngff import write_field
+
+    raw = copy_of(base, tmp_path, "raw")
+    data = read_field(raw, "A01", 0)
+    data[1] = 0  # a channel of only the fill value
+    write_field(raw, "A01", 0, data)
+    assert chunk_file(raw, "A/1", 0, 1).is_file()
+    assert np.array_equal(read_field(raw, "A01", 0), data)
