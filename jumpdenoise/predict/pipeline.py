@@ -45,7 +45,7 @@ def check_plausible(raw: np.ndarray, denoised: np.ndarray, channels: list[str], 
 
     A denoiser keeps each channel's intensities: its output's mean lies within the raw
     field's 0.1-99.9 % percentile range. The range is widened by its own width, and by
-    at least three of the model's normalisation standard deviations, on each side, so that
+    at least five of the model's normalisation standard deviations, on each side, so that
     only broken outputs (damaged or mismatched weights, wrong normalisation) fail.
 
     Parameters
@@ -71,7 +71,7 @@ def check_plausible(raw: np.ndarray, denoised: np.ndarray, channels: list[str], 
             raise ImplausibleOutput(f"{where}, channel {name!r}: the denoised field has {int(out.size - finite.sum())} "
                                     "non-finite value(s) (NaN/inf): the model's weights or normalisation are broken")
         lo, hi = (float(v) for v in np.percentile(raw[c], [0.1, 99.9]))
-        margin = max(hi - lo, 3.0 * float(std[c]))
+        margin = max(hi - lo, 5.0 * float(std[c]))
         mean = float(out.mean())
         if not lo - margin <= mean <= hi + margin:
             raise ImplausibleOutput(
