@@ -9,6 +9,7 @@ code, the error line and that no damaged field of the output is marked complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +22,17 @@ from jumpdenoise.io.synthetic import generate_plate
 from jumpdenoise.predict.testing import make_run
 
 CHANNELS = ("DNA", "ER")
+JUMP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "jump"
+
+
+def jump_sample(name: str) -> Path:
+    """A real JUMP sample of the shared data; skipped when absent, except in CI (fails)."""
+    path = JUMP / name
+    if not path.exists():
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"shared JUMP sample {path} missing in CI")
+        pytest.skip(f"shared JUMP sample {path} not available")
+    return path
 
 
 def run_cli(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str]:
@@ -272,6 +284,17 @@ def test_convert_refuses_a_load_data_csv_whose_files_are_all_missing(base, tmp_p
     code, text = run_cli(capsys, "convert", csv_path, tmp_path / "raw.zarr", "--executor", "local")
     line = error_line(text)
     assert code == 2 and "no image file of the source exists (4 listed image(s) missing" in line
+
+
+def test_convert_refuses_the_real_load_data_csv_without_its_path_rewrite(tmp_path, capsys) -> None:
+    """The Gallery's CSV lists repository-relative paths: without source.path_rewrite no file exists."""
+    csv_path = jump_sample("phenix_v1/load_data_version1.csv")
+    out = tmp_path / "raw.zarr"
+    code, text = run_cli(capsys, "convert", csv_path, out, "--executor", "local")
+    line = error_line(text)
+    assert code == 2 and "no image file of the source exists (6 listed image(s) missing" in line
+    assert "tests/data/Version1/images/r01c01f01p01-ch3sk1fk1fl1.tiff" in text
+    assert done_keys(out) == set()
 
 
 def test_load_data_row_of_only_commas_is_named(tmp_path, capsys) -> None:
