@@ -10,8 +10,11 @@
 # Python: the caller's $PY (run_gpu.sh sets it up), else python3. Data: the first of $BSD_DIR,
 # shared/data/bsd, ../shared/data/bsd, .gpu_data/bsd (benchmarks/prepare_gpu_carry.sh copies the
 # images there: ../shared beside the checkout does not travel to a device machine).
-# CALL_LIMIT_S (default 590) bounds the whole call (SETUP_S: seconds already spent by a caller): when set-up took longer than planned, the training
-# budget shrinks so that scoring and export still fit, and bsd_result.json says so.
+# CALL_LIMIT_S (default 595) bounds the whole call, SETUP_S (seconds a caller already spent) included:
+# when set-up took longer than planned, the training budget shrinks so that start-up, scoring and
+# export still fit (BSD_RESERVE_S, 90 s), and bsd.txt / bsd_result.json say so.
+# The device call (after benchmarks/prepare_gpu_carry.sh here): command `PHASES=bsd bash benchmarks/run_gpu.sh`,
+# carry [".whl", ".gpu_data"], timeout_s 600; copy the returned files to benchmarks/results/<run>/.
 # SMOKE=1: a dry run on any machine (CPU, 0.2 minutes, a few images).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +33,8 @@ if [ "${SMOKE:-0}" = 1 ]; then
 else
   minutes=${BSD_MINUTES:-8}; dev=cuda; extra=(); sets=()
 fi
-limit=${CALL_LIMIT_S:-590}
-reserve=${BSD_RESERVE_S:-70}  # after the deadline: last validation, Set12, export, two rescorings
+limit=${CALL_LIMIT_S:-595}
+reserve=${BSD_RESERVE_S:-90}  # start-up before the clock starts; after it: Set12, export, two rescorings
 elapsed=$((SECONDS - start))
 fit=$("$py" -c "print(round(min($minutes, ($limit - $elapsed - $reserve) / 60), 2))")
 if "$py" -c "import sys; sys.exit(not $fit < $minutes)"; then

@@ -86,7 +86,11 @@ def bsd(
     if export is not None:
         from jumpdenoise.train.export import export_run
 
-        console.print(f"exported: {export_run(report.run_dir, export)}")
+        zip_path = export_run(report.run_dir, export, name=f"jumpdenoise N2V BSD sigma {sigma:g} {schedule}",
+                              description=(f"Noise2Void denoiser of 8-bit grayscale photographs with Gaussian noise "
+                                           f"(sigma {sigma:g} on 0..255), trained by jumpdenoise bsd, schedule "
+                                           f"{schedule}, on noisy images of {train.name} only."))
+        console.print(f"exported: {zip_path}")
 
 
 def print_report(console: object, report: object, sigma: float, out: Path) -> None:
