@@ -17,7 +17,10 @@ raw image's own error is ``sigma_i^2``. So on held-out fields
 Masked pixels lie on a regular grid of step ``roi_radius + 1`` (no masked pixel can be
 another's replacement), shifted on each pass. ``gain_db_low`` / ``gain_db_high`` come from
 ``excess`` +- 2 standard errors; when ``excess`` is not above 0 the gain is beyond what the
-sample can measure and ``gain_db`` is the lower bound (``lower_bound: true``).
+sample can measure and ``gain_db`` is the lower bound (``lower_bound: true``). An estimate is
+``reliable`` when the noise comes from the camera model, or from a fit whose scale ratio
+(:class:`~jumpdenoise.quality.noise.NoiseVariance`) is at most 1.5; the guard acts on reliable
+estimates only (the others are reported and warned about).
 The estimate is stored in ``<run>/quality.json`` (:func:`estimate_run_gain`, called by the
 train stage's ``finalize``) and read by :func:`read_gain`; :func:`check_gain_before_predict`
 stops a pipeline before predict when a channel's gain is <= 0 dB.
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from jumpdenoise.errors import JumpDenoiseError
-from jumpdenoise.quality.noise import NoiseVariance, fit_poisson_gaussian
+from jumpdenoise.quality.noise import RELIABLE_SCALE_RATIO, NoiseVariance, fit_poisson_gaussian
 
 __all__ = ["HarmfulModelError", "QUALITY_JSON", "check_gain_before_predict", "estimate_after_training", "estimate_gain",
            "estimate_run_gain", "warn_worse_channels",
@@ -107,7 +110,7 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     -------
     dict
         ``{channel: {gain_db, gain_db_low, gain_db_high, lower_bound, masked_mse,
-        noise_variance, excess_mse, n_pixels, noise_model, noise_source}}`` plus ``"_meta"`` (grid step, passes).
+        noise_variance, excess_mse, n_pixels, noise_model, noise_source, reliable}}`` plus ``"_meta"`` (grid step, passes).
     """
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import load_model
@@ -141,7 +144,10 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         noise_model = known if known is not None else fit_poisson_gaussian([a[c] for a in arrays])
         r2 = np.concatenate(residuals[c]) ** 2
         var = noise_model.variance(np.concatenate(values[c]))
-        out[ch] = {**_gain_entry(r2, var, noise_model.as_dict()), "noise_source": "camera" if known else "fit"}
+        ratio = noise_model.scale_ratio
+        reliable = known is not None or (ratio is not None and ratio <= RELIABLE_SCALE_RATIO)
+        out[ch] = {**_gain_entry(r2, var, noise_model.as_dict()), "noise_source": "camera" if known else "fit",
+                   "reliable": reliable}
     return out
 
 
@@ -225,11 +231,18 @@ def read_gain(run_dir: str | Path) -> dict[str, float]:
     return {ch: float(v["gain_db"]) for ch, v in record.get("channels", {}).items() if v.get("gain_db") is not None}
 
 
-def worse_channels(model: str | Path, channels: Sequence[str] | None = None) -> dict[str, float]:
-    """Channels (of ``channels``, default all) whose estimated gain is <= 0 dB, with their gain."""
+def worse_channels(model: str | Path, channels: Sequence[str] | None = None, *,
+                   reliable: bool = True) -> dict[str, float]:
+    """Channels (of ``channels``, default all) whose estimated gain is <= 0 dB, with their gain.
+
+    ``reliable``: only the channels whose estimate is reliable (the guard's set), or with
+    ``False`` only those whose estimate is not.
+    """
     run = run_folder_of(model)
-    gains = read_gain(run) if run is not None else {}
-    return {ch: g for ch, g in gains.items() if g <= 0 and (channels is None or ch in channels)}
+    record = (read_quality(run) if run is not None else None) or {}
+    return {ch: float(v["gain_db"]) for ch, v in record.get("channels", {}).items()
+            if v.get("gain_db") is not None and v["gain_db"] <= 0 and bool(v.get("reliable", True)) == reliable
+            and (channels is None or ch in channels)}
 
 
 def describe_worse(model: str | Path, worse: dict[str, float]) -> str:
@@ -292,9 +305,13 @@ def warn_worse_channels(model: str | Path, channels: Sequence[str]) -> dict[str,
     Returns the channels warned about, with their gain (``{}`` when none, or when the model's
     run folder has no ``quality.json``).
     """
+    predict_log = logging.getLogger("jumpdenoise.predict")
     worse = worse_channels(model, channels)
     if worse:
-        logging.getLogger("jumpdenoise.predict").warning(
-            "%s; the denoised channel(s) will be worse than the raw ones. %s", describe_worse(model, worse),
-            ADVICE[0].upper() + ADVICE[1:])
+        predict_log.warning("%s; the denoised channel(s) will be worse than the raw ones. %s",
+                            describe_worse(model, worse), ADVICE[0].upper() + ADVICE[1:])
+    doubtful = worse_channels(model, channels, reliable=False)
+    if doubtful:
+        predict_log.warning("%s, but the noise could not be measured reliably on these channels (spatially "
+                            "correlated noise or strong fine structure): not guarded", describe_worse(model, doubtful))
     return worse

@@ -33,22 +33,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NoiseVariance", "fit_poisson_gaussian", "high_pass"]
+__all__ = ["RELIABLE_SCALE_RATIO", "NoiseVariance", "fit_poisson_gaussian", "high_pass"]
 
 N_BINS = 24
 MIN_BIN_PIXELS = 200
 MAD_TO_STD = 1.4826
 STRUCTURE_THRESHOLD = 1.2
 REFITS = 4
+#: Largest :attr:`NoiseVariance.scale_ratio` of a fit trusted for the gain estimate.
+RELIABLE_SCALE_RATIO = 1.5
 
 
 @dataclass(frozen=True)
 class NoiseVariance:
-    """``var(y) = a * y + b`` fitted on ``n_pixels`` pixels."""
+    """``var(y) = a * y + b`` fitted on ``n_pixels`` pixels.
+
+    ``scale_ratio`` (fits only): on the flat pixels, the noise variance seen by the high-pass
+    dilated to a 2-pixel step over that seen by the 1-pixel one, each normalised by the fitted
+    variance. About 1 for white noise; well above 1 when the noise is spatially correlated
+    (the 1-pixel high-pass then misses part of it, and the fit underestimates the noise) or
+    structure is left in the "flat" pixels (the fit overestimates it). See
+    :data:`RELIABLE_SCALE_RATIO`.
+    """
 
     a: float
     b: float
     n_pixels: int
+    scale_ratio: float | None = None
 
     def variance(self, values: np.ndarray) -> np.ndarray:
         """Noise variance at raw values ``values`` (floored at a tiny positive value)."""
@@ -57,7 +68,7 @@ class NoiseVariance:
 
     def as_dict(self) -> dict:
         """JSON-able form."""
-        return {"a": self.a, "b": self.b, "n_pixels": self.n_pixels}
+        return {"a": self.a, "b": self.b, "n_pixels": self.n_pixels, "scale_ratio": self.scale_ratio}
 
 
 def high_pass(image: np.ndarray) -> np.ndarray:
@@ -65,6 +76,34 @@ def high_pass(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image, dtype=np.float64)
     dx = a[:, :-2] + a[:, 2:] - 2 * a[:, 1:-1]
     return (dx[:-2] + dx[2:] - 2 * dx[1:-1]) / 6.0
+
+
+def _dilated_high_pass(image: np.ndarray) -> np.ndarray:
+    """:func:`high_pass` with a 2-pixel step (valid part, aligned with ``high_pass(image)[1:-1, 1:-1]``)."""
+    a = np.asarray(image, dtype=np.float64)
+    dx = a[:, :-4] + a[:, 4:] - 2 * a[:, 2:-2]
+    return (dx[:-4] + dx[4:] - 2 * dx[2:-2]) / 6.0
+
+
+def _robust_var(values: np.ndarray) -> float:
+    return float((MAD_TO_STD * np.median(np.abs(values - np.median(values)))) ** 2)
+
+
+def _scale_ratio(planes: list[np.ndarray], hps: list[np.ndarray], means: list[np.ndarray],
+                 keep: list[np.ndarray], model: NoiseVariance) -> float | None:
+    """Normalised variance of the 2-pixel over the 1-pixel high-pass on the kept pixels."""
+    fine, coarse = [], []
+    for p, h, m, k in zip(planes, hps, means, keep):
+        if min(p.shape) < 5:
+            continue
+        kk = k[1:-1, 1:-1]
+        scale = np.sqrt(model.variance(m[1:-1, 1:-1][kk]))
+        fine.append(h[1:-1, 1:-1][kk] / scale)
+        coarse.append(_dilated_high_pass(p)[kk] / scale)
+    if not fine or sum(f.size for f in fine) < MIN_BIN_PIXELS:
+        return None
+    denominator = _robust_var(np.concatenate(fine))
+    return _robust_var(np.concatenate(coarse)) / denominator if denominator > 0 else None
 
 
 def _local_mean(image: np.ndarray) -> np.ndarray:
@@ -125,11 +164,13 @@ def fit_poisson_gaussian(images: Sequence[np.ndarray], n_bins: int = N_BINS) -> 
     means = [_local_mean(p) for p in planes]
     model = _fit_bins(np.concatenate([h.ravel() for h in hps]), np.concatenate([m.ravel() for m in means]), n_bins)
     rings = [_ring_power(h) for h in hps]
+    keep = [np.ones(h.shape, bool) for h in hps]
     for _ in range(REFITS):
-        keep = [r <= STRUCTURE_THRESHOLD * model.variance(m) for r, m in zip(rings, means)]
-        kept = sum(int(k.sum()) for k in keep)
-        if kept < MIN_BIN_PIXELS * 4:  # too little flat signal: keep the previous fit
+        flat = [r <= STRUCTURE_THRESHOLD * model.variance(m) for r, m in zip(rings, means)]
+        if sum(int(k.sum()) for k in flat) < MIN_BIN_PIXELS * 4:  # too little flat signal: keep the previous fit
             break
+        keep = flat
         model = _fit_bins(np.concatenate([h[k] for h, k in zip(hps, keep)]),
                           np.concatenate([m[k] for m, k in zip(means, keep)]), n_bins)
-    return model
+    ratio = _scale_ratio(planes, hps, means, keep, model)
+    return NoiseVariance(a=model.a, b=model.b, n_pixels=model.n_pixels, scale_ratio=ratio)

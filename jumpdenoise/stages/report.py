@@ -13,8 +13,8 @@ The last stage of the pipeline (:mod:`jumpdenoise.pipeline`): one unit that writ
   has one; both are shown when both exist;
 - **the mean bias**: denoised mean against the true mean (with truth) or against the raw mean
   (without: the raw mean is an unbiased estimate of the true one), in %;
-- a channel whose gain is <= 0 dB (the truth's when known, else the estimate) is marked
-  ``WORSE``;
+- a channel whose gain is <= 0 dB (the truth's when known, else a reliable estimate) is
+  marked ``WORSE``;
 - a figure per channel, ``report_figures/<channel>.png``: a crop of one field, raw |
   denoised | truth (when known), on the same display range (the truth's, else the raw
   crop's, 0.5-99.5th percentiles), linked from ``report.md``;
@@ -178,7 +178,8 @@ def build_report(raw: Path, denoised: Path, *, truth_dir: Path | None = None, ru
     rows: dict[str, dict[str, Any]] = {}
     for ch in channels:
         est = estimated.get(ch)
-        gain = truth[ch]["gain_db"] if ch in truth else (est or {}).get("gain_db")
+        trusted = est if est and est.get("reliable", True) else None
+        gain = truth[ch]["gain_db"] if ch in truth else (trusted or {}).get("gain_db")
         if ch in truth:
             bias, bias_ref = truth[ch]["denoised"]["bias_pct"], "truth"
         else:
@@ -207,11 +208,12 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
 def _estimate_cell(est: dict | None) -> str:
     if not est:
         return "-"
+    doubt = "" if est.get("reliable", True) else " (unreliable noise fit)"
     if est.get("lower_bound"):
-        return f">= {est['gain_db']:.1f}"
+        return f">= {est['gain_db']:.1f}{doubt}"
     high = est.get("gain_db_high")
     spread = f" [{est['gain_db_low']:.1f}, {high:.1f}]" if high is not None else ""
-    return f"{est['gain_db']:+.1f}{spread}"
+    return f"{est['gain_db']:+.1f}{spread}{doubt}"
 
 
 def render_markdown(report: dict, extra: dict | None = None) -> str:
@@ -237,8 +239,9 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "PSNR/SSIM: means over the scored fields; data range of a field: "
               f"{report['data_range_rule']}. Estimated gain: 10 log10(noise variance / (masked N2V error - noise "
-              "variance)) on held-out fields, with its +-2 standard-error range. WORSE: gain <= 0 dB (the "
-              "truth's when known, else the estimate)."]
+              "variance)) on held-out fields, with its +-2 standard-error range; 'unreliable': the noise, fitted "
+              "from the images, looks spatially correlated or mixed with fine structure. WORSE: gain <= 0 dB (the "
+              "truth's when known, else a reliable estimate)."]
     lines += ["", "## Diagnostics", "", f"noise: {report['diagnostic_noise_label']}.", "",
               "| channel | raw mean | denoised mean | raw std | denoised std | raw noise | denoised noise |",
               "|---|---|---|---|---|---|---|"]

@@ -68,7 +68,8 @@ def test_estimated_gain_is_within_1db_of_the_true_gain_with_the_camera_model(cas
 def test_estimated_gain_is_within_1db_with_the_fitted_noise(case: dict) -> None:
     est = estimate_gain(case["model"], case["raws"], ["DNA", "ER"])
     for c, ch in enumerate(["DNA", "ER"]):
-        assert est[ch]["noise_source"] == "fit"
+        assert est[ch]["noise_source"] == "fit" and est[ch]["reliable"]  # white noise: scale ratio about 1
+        assert 0.8 < est[ch]["noise_model"]["scale_ratio"] < 1.2
         assert est[ch]["gain_db"] == pytest.approx(case["true_gain"][c], abs=1.0)
 
 
@@ -86,3 +87,15 @@ def test_identity_network_has_no_blind_spot_and_a_negative_gain(case: dict) -> N
                         std=case["model"].std, careamics_config={}, source=None)
     est = estimate_gain(ident, case["raws"], ["DNA", "ER"])
     assert all(est[ch]["gain_db"] < 0 for ch in ("DNA", "ER"))
+
+
+def test_spatially_correlated_noise_is_flagged_unreliable() -> None:
+    """Noise blurred over ~2 pixels hides from the 1-pixel high-pass: the fit says it cannot be trusted."""
+    rng = np.random.default_rng(3)
+    truth = _truth(5, (192, 192))
+    raws = [truth + gaussian_filter(rng.normal(0, 40, truth.shape), 1.0) for _ in range(2)]
+    fit = fit_poisson_gaussian(raws)
+    assert fit.scale_ratio is not None and fit.scale_ratio > 1.5
+    mean, std = np.array([truth.mean()]), np.array([truth.std()])
+    est = estimate_gain(_blind_blur_model(1, 1.0, mean, std), [r[None] for r in raws], ["DNA"])
+    assert est["DNA"]["reliable"] is False
