@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from jumpdenoise.errors import JumpDenoiseError, ModelError
+from jumpdenoise.errors import JumpDenoiseError, ModelError, PlateError
 from jumpdenoise.stages.base import Unit
 from jumpdenoise.stages.predict_job import (
     JOB_FILE, SIDECAR, file_sha256, get_predictor, out_path, raw_path, read_job,
@@ -72,6 +72,7 @@ class _UnitJob:
 
     def __init__(self, config: JumpDenoiseConfig) -> None:
         from jumpdenoise.io.ngff import plate_info
+        from jumpdenoise.io.ngff_markers import tracks_completion
         from jumpdenoise.predict.writers import PlateFieldWriter, resolve_io_threads, resolve_write_processes
 
         self.raw, self.out = raw_path(config), out_path(config)
@@ -84,6 +85,7 @@ class _UnitJob:
             raise ModelError(f"{model.checkpoint}: the model changed since {self.out} was prepared; "
                              "rerun with overwrite")
         raw_info = plate_info(self.raw)
+        self.raw_tracked = raw_info.kind != "external" and tracks_completion(self.raw)
         self.pick = None if self.channels == raw_info.channels else self.channels
         self.mpx_per_field = len(self.channels) * raw_info.shape_yx[0] * raw_info.shape_yx[1] / 1e6
         self.writer = PlateFieldWriter(str(self.out), out_dtype, tuple(self.channels))
@@ -101,10 +103,14 @@ class _UnitJob:
                         f"model {model.checkpoint or model.source} on {self.raw} field {pair[0]}/{pair[1]}")
 
     def read(self, pair: tuple[str, int]) -> np.ndarray:
-        """The raw field ``(well, field)``, the model's channels."""
-        from jumpdenoise.io.ngff import read_field
+        """The raw field ``(well, field)``, the model's channels; only a field the raw plate
+        marks complete (checked again here: units may run long after prepare)."""
+        from jumpdenoise.io.ngff import field_key, is_done, read_field
 
-        return read_field(self.raw, pair[0], pair[1], channels=self.pick)
+        if self.raw_tracked and not is_done(self.raw, field_key(*pair)):
+            raise PlateError(f"{self.raw}: field {pair[0]}/{pair[1]} is not marked complete (its conversion failed, "
+                             "was redone or is running)")
+        return read_field(self.raw, pair[0], pair[1], channels=self.pick, complete=self.raw_tracked)
 
     def todo(self, unit: Unit, done: set[str]) -> tuple[list[tuple[str, int]], int]:
         """The unit's fields not in ``done`` (marker keys), and how many are."""

@@ -391,3 +391,21 @@ def test_a_field_written_keeps_chunks_of_only_the_fill_value(base, tmp_path) -> 
     write_field(raw, "A01", 0, data)
     assert chunk_file(raw, "A/1", 0, 1).is_file()
     assert np.array_equal(read_field(raw, "A01", 0), data)
+
+
+def test_a_raw_field_whose_marker_goes_after_prepare_is_not_denoised(base, tmp_path) -> None:
+    """Units may run long after prepare (SLURM): each field's raw marker is checked again."""
+    from jumpdenoise.config import load_config
+    from jumpdenoise.errors import JumpDenoiseError
+    from jumpdenoise.stages.predict import plan, prepare, run_one
+
+    raw = copy_of(base, tmp_path, "raw")
+    out = tmp_path / "den.zarr"
+    cfg = load_config(overrides={"paths": {"raw_plate": str(raw), "denoised_plate": str(out)},
+                                 "predict": {"model": str(base["run"]), "device": "cpu"}})
+    prepare(cfg)
+    (raw / ".jumpdenoise" / "done" / "A02-1.npz").unlink()  # e.g. being converted again
+    (unit,) = plan(cfg)
+    with pytest.raises(JumpDenoiseError, match=r"A02-1 \(read\): PlateError: .*field A02/1 is not marked complete"):
+        run_one(cfg, unit)
+    assert done_keys(out) == {"A01-0", "A01-1", "A02-0"}
