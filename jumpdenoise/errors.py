@@ -40,6 +40,31 @@ class OutputExistsError(JumpDenoiseError):
         super().__init__(f"output {path} already exists; pass --overwrite to replace it")
 
 
+class UnsafeOutputError(JumpDenoiseError):
+    """An output would destroy or overlap what jumpdenoise did not write (an input, a user's folder)."""
+
+
+class OutputInUseError(JumpDenoiseError):
+    """Another run holds the lock of this output (the message names its host, pid and start)."""
+
+
+class OutputWriteError(JumpDenoiseError):
+    """The output cannot be written: read-only file system, permission denied, no space left.
+
+    Attributes
+    ----------
+    path
+        The file or folder that could not be written.
+    cause
+        What the operating system said, in words (with free bytes for a full disk).
+    """
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"cannot write {path}: {cause}")
+
+
 class ModelError(JumpDenoiseError):
     """A model (run folder, checkpoint, BioImage Model Zoo zip) cannot be used."""
 

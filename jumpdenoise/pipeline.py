@@ -2,9 +2,11 @@
 
 One configuration runs the whole graph, on this machine (:func:`run_pipeline`: local
 processes or Dask, through :func:`~jumpdenoise.executors.make_executor`) or on SLURM
-(:func:`submit_pipeline`: submitit jobs chained with ``afterok``). Stages are modules with
-``prepare/plan/run_one/finalize`` (:mod:`jumpdenoise.stages.base`), imported by name in the
-process that runs them. Run state: :mod:`jumpdenoise.run_state`.
+(:func:`~jumpdenoise.pipeline_slurm.submit_pipeline`: submitit jobs chained with ``afterok``).
+Stages are modules with ``prepare/plan/run_one/finalize`` described by a
+:class:`~jumpdenoise.stages.base.Stage` record, imported by name in the process that runs
+them, and always run by the one driver, :func:`jumpdenoise.driver.run_stage`. Run state:
+:class:`jumpdenoise.run_state.RunState`.
 
 On SLURM every stage is three jobs, submitted at once so that ``squeue`` shows the whole chain::
 
@@ -27,52 +29,22 @@ With ``executor.kind: dask`` the units of CPU stages run in the prepare job thro
 
 from __future__ import annotations
 
-import importlib
-import os
-from dataclasses import dataclass
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Callable
 
-from jumpdenoise.errors import ConfigError, UnitFailures
-from jumpdenoise.run_state import RunFolder, now, write_json
+from jumpdenoise.driver import run_stage
+from jumpdenoise.errors import ConfigError, UnsafeOutputError
+from jumpdenoise.io import output_guard
+from jumpdenoise.run_state import RunState, now, write_json
+from jumpdenoise.stages.base import PIPELINE, Stage
 
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
-    from jumpdenoise.executors.base import Executor, Outcome
+    from jumpdenoise.executors.base import Executor
 
-
-@dataclass(frozen=True)
-class Stage:
-    """One node of the graph.
-
-    Attributes
-    ----------
-    name
-        Stage name (run-state folder, job names, profile overrides).
-    module
-        Module with ``prepare/plan/run_one/finalize``.
-    kind
-        ``array`` (units in parallel), ``distributed`` (each unit is one multi-GPU job:
-        training) or ``inline`` (run by its prepare job: tiny stages).
-    gpus
-        Whether its units ask for ``gpus_per_node`` GPUs.
-    """
-
-    name: str
-    module: str
-    kind: Literal["array", "distributed", "inline"] = "array"
-    gpus: bool = False
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("convert", "jumpdenoise.stages.convert"),
-    Stage("stats", "jumpdenoise.stages.stats"),
-    Stage("train", "jumpdenoise.stages.train", kind="distributed", gpus=True),
-    Stage("predict", "jumpdenoise.stages.predict", gpus=True),
-    Stage("stats_denoised", "jumpdenoise.stages.stats"),
-    Stage("report", "jumpdenoise.stages.report", kind="inline"),
-)
-BY_NAME = {s.name: s for s in STAGES}
+#: Pipeline stages by name.
+BY_NAME: dict[str, Stage] = {s.name: s for s in PIPELINE}
 
 
 def pipeline_stages(config: JumpDenoiseConfig, until: str | None = None) -> list[Stage]:
@@ -84,7 +56,7 @@ def pipeline_stages(config: JumpDenoiseConfig, until: str | None = None) -> list
     if until is not None and until not in BY_NAME:
         raise ConfigError(f"until: unknown stage {until!r} (stages: {', '.join(BY_NAME)})")
     stages = []
-    for s in STAGES:
+    for s in PIPELINE:
         if s.name != "convert" or config.source is not None:
             stages.append(s)
         if s.name == until:
@@ -92,129 +64,26 @@ def pipeline_stages(config: JumpDenoiseConfig, until: str | None = None) -> list
     return stages
 
 
-def stage_config(stage: Stage, config: JumpDenoiseConfig) -> Any:
-    """What the stage functions receive: the config, or a job naming the denoised plate."""
-    if stage.name == "stats_denoised":
-        from jumpdenoise.stages.stats import StatsJob
+def check_workdir(config: JumpDenoiseConfig) -> None:
+    """Refuse a run folder that overlaps the source plate (before anything is written).
 
-        return StatsJob(plate=Path(config.paths.denoised_plate))
-    return config
-
-
-def stage_module(stage: Stage) -> Any:
-    """Import the stage's module (raises :class:`ConfigError` naming it when absent)."""
-    try:
-        return importlib.import_module(stage.module)
-    except ModuleNotFoundError as exc:
-        if exc.name == stage.module:
-            raise ConfigError(f"stage {stage.name}: module {stage.module} is not available") from exc
-        raise
-
-
-def _jsonable(value: Any, limit: int = 20000) -> Any:
-    """``value`` when it is small JSON, else a short text (run-state records stay small)."""
-    import json
-
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = json.dumps(value, default=str)
-        value = json.loads(text)
-    return value if len(text) <= limit else f"<{type(value).__name__}, {len(text)} characters of JSON>"
-
-
-def _record(rf: RunFolder, stage: Stage, outcomes: list[Outcome]) -> None:
-    for o in outcomes:
-        rf.write_unit(stage.name, o.key, ok=o.ok, value=_jsonable(o.value), error=o.error, log=o.log,
-                      job_id=(o.extra or {}).get("job_id"))
-
-
-def _raise_failures(stage: Stage, outcomes: list[Outcome]) -> None:
-    failures = {o.key: (o.error or "failed") + (f"\n  log: {o.log}" if o.log else "") for o in outcomes if not o.ok}
-    if failures:
-        raise UnitFailures(stage.name, failures)
-
-
-def _finalize(stage: Stage, config: JumpDenoiseConfig, rf: RunFolder, outcomes: list[Outcome]) -> Any:
-    """Call the stage's finalize with the Outcome of every unit and mark the stage done."""
-    summary = stage_module(stage).finalize(stage_config(stage, config), outcomes)
-    rf.write_done(stage.name, _jsonable(summary, limit=4000))
-    return summary
-
-
-def write_dashboard(rf: RunFolder, link: str, *, remote: bool) -> Path:
-    """Write the Dask dashboard link (and, for a scheduler on a compute node, the ``ssh -L`` line).
-
-    Returns the path of the file (``<workdir>/dask_dashboard.txt``).
+    Raises
+    ------
+    UnsafeOutputError
+        If the run folder is the source or lies inside it (the source may lie inside
+        the run folder, as in the demo).
     """
-    import socket
-    from urllib.parse import urlparse
-
-    url = urlparse(link)
-    port = url.port or 8787
-    host = url.hostname or "localhost"
-    lines = [f"Dask dashboard: {link}"]
-    if remote:
-        node = socket.gethostname()
-        job = os.environ.get("SLURM_JOB_ID")
-        lines.append(f"the scheduler runs on {node}" + (f" in SLURM job {job}" if job else ""))
-        if host in ("127.0.0.1", "localhost", "::1"):
-            lines.append(f"it listens on the loopback interface only: from your laptop, "
-                         f"ssh -N -L {port}:localhost:{port} -J <login-node> {node}")
-        else:
-            lines.append(f"from your laptop: ssh -N -L {port}:{host}:{port} <login-node>")
-        lines.append(f"then open http://localhost:{port}/status")
-    rf.dashboard_file.parent.mkdir(parents=True, exist_ok=True)
-    rf.dashboard_file.write_text("\n".join(lines) + "\n")
-    return rf.dashboard_file
-
-
-def _dask_started(ex: Executor, rf: RunFolder, *, remote: bool) -> None:
-    if getattr(ex, "name", "") == "dask":
-        client = ex.start()
-        write_dashboard(rf, client.dashboard_link, remote=remote)
-
-
-# ----------------------------------------------------------------------------- local
-
-
-def run_stage_local(stage: Stage, config: JumpDenoiseConfig, executor: Executor, rf: RunFolder,
-                    echo: Callable[[str], None] = print) -> Any:
-    """prepare -> plan -> units on ``executor`` -> finalize, recording the run state.
-
-    Distributed and inline stages run in this process (training uses its own devices and
-    DataLoader workers, which Dask's daemonic workers could not start).
-    """
-    from jumpdenoise.executors.local import LocalExecutor
-    from jumpdenoise.stages.base import bind
-
-    mod = stage_module(stage)
-    cfg = stage_config(stage, config)
-    rf.reset_stage(stage.name)
-    mod.prepare(cfg)
-    units = mod.plan(cfg)
-    rf.write_plan(stage.name, units)
-    echo(f"[{stage.name}] {len(units)} unit(s) to run")
-    runner = executor if stage.kind == "array" else LocalExecutor(1)
-    if units and runner is executor:
-        _dask_started(executor, rf, remote=bool(config.executor.dask_slurm or config.executor.scheduler_address))
-    outcomes = runner.map(bind(stage.module, cfg), units, label=stage.name) if units else []
-    _record(rf, stage, outcomes)
-    _raise_failures(stage, outcomes)
-    return _finalize(stage, config, rf, outcomes)
-
-
-def save_config(config: JumpDenoiseConfig, rf: RunFolder) -> Path:
-    """Write the resolved configuration into the run folder."""
-    import yaml
-
-    rf.config_file.parent.mkdir(parents=True, exist_ok=True)
-    rf.config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return rf.config_file
+    if config.source is None:
+        return
+    source = output_guard.resolved(config.source.path)
+    workdir = output_guard.resolved(config.paths.workdir)
+    if workdir == source or (source.is_dir() and source in workdir.parents):
+        raise UnsafeOutputError(f"run folder {config.paths.workdir} is or lies inside the source "
+                                f"{config.source.path}; choose a run folder outside it")
 
 
 def run_pipeline(config: JumpDenoiseConfig, *, executor: Executor | None = None, until: str | None = None,
-                 echo: Callable[[str], None] = print) -> RunFolder:
+                 echo: Callable[[str], None] = print, wait_s: float = 0.0, token: str | None = None) -> RunState:
     """Run every stage on this machine; stages already done in ``paths.workdir`` are skipped.
 
     Parameters
@@ -222,44 +91,65 @@ def run_pipeline(config: JumpDenoiseConfig, *, executor: Executor | None = None,
     config
         The configuration (``executor.kind`` ``local`` or ``dask``).
     executor
-        Runs the units of array stages (default: ``make_executor(config.executor)``).
+        Runs the units of every array stage (default: per stage,
+        ``make_executor(config.executor, stage)``, shared by stages that need the same).
     until
         Stop after this stage (default: run them all).
     echo
         Where progress lines go.
+    wait_s
+        How long to wait when another run holds the run folder.
+    token
+        The run's lock token (default: a new one); a caller holding the run folder's lock
+        passes its token.
 
     Returns
     -------
-    RunFolder
-        The run folder (``jumpdenoise status`` reads it).
+    RunState
+        The run state (``jumpdenoise status`` reads it).
 
     Raises
     ------
     UnitFailures
         When units of a stage fail (each failure's error and log are named); the stages
         before it stay done, so running again resumes.
+    OutputInUseError
+        When another run holds the run folder.
     """
-    from jumpdenoise.executors import make_executor
-
     if config.executor.kind == "slurm":
         raise ConfigError("executor.kind: 'slurm' runs with `jumpdenoise submit CONFIG`; "
                           "`jumpdenoise run` uses the local or dask executor")
-    rf = RunFolder(Path(config.paths.workdir).absolute())
+    check_workdir(config)
+    rs = RunState(Path(config.paths.workdir).absolute())
     stages = pipeline_stages(config, until)
-    save_config(config, rf)
-    write_json(rf.state_file, {"version": 1, "executor": config.executor.kind, "started_at": now(),
-                               "config": str(rf.config_file), "log_dir": None,
-                               "stages": [{"name": s.name} for s in stages]})
-    own = executor is None
-    ex = executor or make_executor(config.executor)
-    try:
-        for i, stage in enumerate(stages, 1):
-            if rf.is_done(stage.name):
-                echo(f"{i}/{len(stages)} {stage.name}: already done, skipped")
-                continue
-            echo(f"{i}/{len(stages)} {stage.name}")
-            run_stage_local(stage, config, ex, rf, echo)
-    finally:
-        if own:
-            ex.close()
-    return rf
+    token = token or uuid.uuid4().hex  # the stages of this run share its locks
+    with output_guard.OutputLock(rs.workdir, token=token, wait_s=wait_s, stale_s=config.executor.lock_stale_s):
+        rs.save_config(config)
+        write_json(rs.state_file, {"version": 1, "executor": config.executor.kind, "started_at": now(),
+                                   "config": str(rs.config_file), "log_dir": None,
+                                   "stages": [{"name": s.name} for s in stages]})
+        executors: dict[tuple, Executor] = {}
+        try:
+            for i, stage in enumerate(stages, 1):
+                if rs.is_done(stage.name):
+                    echo(f"{i}/{len(stages)} {stage.name}: already done, skipped")
+                    continue
+                echo(f"{i}/{len(stages)} {stage.name}")
+                run_stage(stage, config, executor or _shared_executor(executors, config, stage), rs,
+                          token=token, echo=echo)
+        finally:
+            for ex in executors.values():
+                ex.close()
+    return rs
+
+
+def _shared_executor(executors: dict[tuple, Executor], config: JumpDenoiseConfig, stage: Stage) -> Executor | None:
+    """The executor of ``stage``, made once per shape (stages of the same needs share it)."""
+    from jumpdenoise.executors import make_executor
+
+    if stage.kind != "array":
+        return None  # the driver runs it in this process
+    shape = (stage.threads, stage.in_process, stage.gpus)
+    if shape not in executors:
+        executors[shape] = make_executor(config.executor, stage)
+    return executors[shape]

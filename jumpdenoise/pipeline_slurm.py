@@ -9,17 +9,19 @@ activate).
 from __future__ import annotations
 
 import os
-import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from jumpdenoise.errors import ClusterError
-from jumpdenoise.pipeline import (
-    BY_NAME, Stage, _dask_started, _finalize, _jsonable, _raise_failures, _record, pipeline_stages, save_config,
-    stage_config, stage_module,
+from jumpdenoise.driver import (
+    begin_stage, check_outputs, finish_stage, output_lock, record_outcomes, start_dask, stage_module,
 )
-from jumpdenoise.run_state import RunFolder, now, write_json
+from jumpdenoise.errors import ClusterError, UnitFailures
+from jumpdenoise.io import output_guard
+from jumpdenoise.pipeline import check_workdir, pipeline_stages
+from jumpdenoise.run_state import RunState, now, write_json
+from jumpdenoise.stages.base import BY_NAME, Stage
 
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig, SlurmProfile
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
     from jumpdenoise.executors.slurm import SlurmExecutor
 
 
-def _run_folder(config: JumpDenoiseConfig) -> RunFolder:
-    return RunFolder(Path(config.paths.workdir).absolute())
+def _run_state(config: JumpDenoiseConfig) -> RunState:
+    return RunState(Path(config.paths.workdir).absolute())
 
 
 # ----------------------------------------------------------------------------- inside jobs
@@ -46,117 +48,111 @@ class UnitTask:
     config: Any
 
     def __call__(self, unit: Any) -> Any:
+        from jumpdenoise.driver import jsonable
         from jumpdenoise.executors.base import error_text
+        from jumpdenoise.executors.slurm import job_environment
 
         stage = BY_NAME[self.stage]
-        rf = _run_folder(self.config)
-        log = job_id = None
-        try:
-            import submitit
-
-            env = submitit.JobEnvironment()
-            log, job_id = str(env.paths.stderr), env.job_id
-        except RuntimeError:  # not in a submitit job (tests calling it directly)
-            pass
+        rs = _run_state(self.config)
+        log, job_id = job_environment()
         rank = int(os.environ.get("SLURM_PROCID", "0"))
         try:
-            value = stage_module(stage).run_one(stage_config(stage, self.config), unit)
+            value = stage_module(stage).run_one(stage.job(self.config), unit)
         except Exception as exc:
             if rank == 0:
-                rf.write_unit(stage.name, unit.key, ok=False, error=error_text(exc), log=log, job_id=job_id)
+                rs.write_unit(stage.name, unit.key, ok=False, error=error_text(exc), log=log, job_id=job_id)
             raise
         if rank == 0:
-            rf.write_unit(stage.name, unit.key, ok=True, value=_jsonable(value), log=log, job_id=job_id)
+            rs.write_unit(stage.name, unit.key, ok=True, value=jsonable(value), log=log, job_id=job_id)
         return value
 
 
-def _update_dependency(job_id: str, dependency: str) -> None:
-    cmd = ["scontrol", "update", f"JobId={job_id}", f"Dependency={dependency}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if res.returncode != 0:
-        raise ClusterError(f"{' '.join(cmd)} failed: {res.stderr.strip() or res.stdout.strip()}")
+def _units_on_dask(stage: Stage, config: JumpDenoiseConfig) -> bool:
+    """Whether the prepare job runs the stage's units itself, on Dask (CPU array stages)."""
+    return stage.kind == "array" and not stage.gpus and config.executor.kind == "dask"
 
 
-def job_prepare(stage_name: str, config: JumpDenoiseConfig, executor: SlurmExecutor) -> dict:
+def job_prepare(stage_name: str, config: JumpDenoiseConfig, executor: SlurmExecutor, token: str) -> dict:
     """The ``<stage>-prepare`` job: prepare, plan, submit the units, retarget finalize.
 
     Inline stages run completely here; with a Dask executor the units of CPU stages run
-    here too (through the Dask cluster). Returns ``{"units": n, "arrays": [...]}``.
+    here too (through the Dask cluster). The stage's output is locked with the run's
+    ``token`` meanwhile. Returns ``{"units": n, "arrays": [...]}``.
     """
     import submitit
 
-    from jumpdenoise.executors.slurm import base_id, dependency_string
+    from jumpdenoise.executors.slurm import base_id, dependency_string, update_dependency
 
     stage = BY_NAME[stage_name]
-    rf = _run_folder(config)
-    cfg = stage_config(stage, config)
-    mod = stage_module(stage)
-    mod.prepare(cfg)
-    units = mod.plan(cfg)
-    if stage.kind == "inline" or (units and stage.kind == "array" and not stage.gpus
-                                  and config.executor.kind == "dask"):
-        rf.write_plan(stage.name, units)
-        outcomes = _run_here(stage, config, cfg, units, rf)
-        if stage.kind == "inline":
-            _finalize(stage, config, rf, outcomes)
-        return {"units": len(units), "arrays": []}
-    jobs: list[Any] = []
-    me = os.environ.get("SLURM_JOB_ID")
-    with submitit.helpers.clean_env():
-        if units and stage.kind == "distributed":
-            jobs = [executor.submit_distributed(UnitTask(stage.name, config), unit, name=stage.name,
-                                                dependency=[me] if me else None, stage=stage.name)
-                    for unit in units]
-        elif units:
-            jobs = executor.submit_stage(UnitTask(stage.name, config), units, name=stage.name,
-                                         dependency=[me] if me else None, stage=stage.name, gpus=stage.gpus)
-    arrays: list[dict] = []
-    for i, job in enumerate(jobs):
-        b = base_id(job.job_id)
-        if arrays and arrays[-1]["job_id"] == b:
-            arrays[-1]["count"] += 1
-        else:
-            arrays.append({"job_id": b, "first": i, "count": 1, "array": "_" in job.job_id})
-    rf.write_plan(stage.name, units, arrays)
-    finalize_job = (rf.state().get("jobs", {}).get(stage.name) or {}).get("finalize")
-    if arrays and finalize_job:
-        _update_dependency(finalize_job, dependency_string(a["job_id"] for a in arrays))
-    return {"units": len(units), "arrays": arrays}
+    rs = _run_state(config)
+    job = stage.job(config)
+    io = check_outputs(stage, job)
+    with output_lock(io, token, stale_s=config.executor.lock_stale_s):
+        _, units = begin_stage(stage, job, rs)
+        if stage.kind == "inline" or (units and _units_on_dask(stage, config)):
+            outcomes = _run_here(stage, config, job, units, rs)
+            if stage.kind == "inline":
+                finish_stage(stage, job, rs, outcomes)
+            elif any(not o.ok for o in outcomes):
+                from jumpdenoise.driver import failures_of
+
+                raise UnitFailures(stage.name, failures_of(outcomes))
+            return {"units": len(units), "arrays": []}
+        jobs: list[Any] = []
+        me = os.environ.get("SLURM_JOB_ID")
+        with submitit.helpers.clean_env():
+            if units and stage.kind == "distributed":
+                jobs = [executor.submit_distributed(UnitTask(stage.name, config), unit, name=stage.name,
+                                                    dependency=[me] if me else None, stage=stage.name)
+                        for unit in units]
+            elif units:
+                jobs = executor.submit_stage(UnitTask(stage.name, config), units, name=stage.name,
+                                             dependency=[me] if me else None, stage=stage.name, gpus=stage.gpus)
+        arrays: list[dict] = []
+        for i, j in enumerate(jobs):
+            b = base_id(j.job_id)
+            if arrays and arrays[-1]["job_id"] == b:
+                arrays[-1]["count"] += 1
+            else:
+                arrays.append({"job_id": b, "first": i, "count": 1, "array": "_" in j.job_id})
+        rs.write_plan(stage.name, units, arrays)
+        finalize_job = (rs.state().get("jobs", {}).get(stage.name) or {}).get("finalize")
+        if arrays and finalize_job:
+            update_dependency(finalize_job, dependency_string(a["job_id"] for a in arrays))
+        return {"units": len(units), "arrays": arrays}
 
 
-def _run_here(stage: Stage, config: JumpDenoiseConfig, cfg: Any, units: list, rf: RunFolder) -> list[Outcome]:
+def _run_here(stage: Stage, config: JumpDenoiseConfig, job: Any, units: list, rs: RunState) -> list[Outcome]:
     from jumpdenoise.executors import make_executor
-    from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.stages.base import bind
 
-    ex = make_executor(config.executor) if config.executor.kind == "dask" and stage.kind == "array" \
-        else LocalExecutor(1)
+    ex = make_executor(config.executor, stage)
     try:
         if units:
-            _dask_started(ex, rf, remote=True)
-        outcomes = ex.map(bind(stage.module, cfg), units, label=stage.name) if units else []
+            start_dask(ex, rs, remote=True)
+        outcomes = ex.map(bind(stage.module, job), units, label=stage.name) if units else []
     finally:
         ex.close()
-    _record(rf, stage, outcomes)
-    _raise_failures(stage, outcomes)
+    record_outcomes(rs, stage, outcomes)
     return outcomes
 
 
-def job_finalize(stage_name: str, config: JumpDenoiseConfig) -> Any:
+def job_finalize(stage_name: str, config: JumpDenoiseConfig, token: str) -> Any:
     """The ``<stage>-finalize`` job: gather the recorded unit outcomes, finalize, mark done."""
     from jumpdenoise.executors.base import Outcome
 
     stage = BY_NAME[stage_name]
-    rf = _run_folder(config)
-    plan = rf.plan(stage.name) or {"units": []}
+    rs = _run_state(config)
+    job = stage.job(config)
+    plan = rs.plan(stage.name) or {"units": []}
     outcomes = []
     for u in plan["units"]:
-        rec = rf.unit(stage.name, u["key"]) or {}
+        rec = rs.unit(stage.name, u["key"]) or {}
         outcomes.append(Outcome(u["key"], bool(rec.get("ok")), value=rec.get("value"),
                                 error=rec.get("error") or ("no result recorded" if not rec else None),
                                 log=rec.get("log")))
-    _raise_failures(stage, outcomes)
-    return _finalize(stage, config, rf, outcomes)
+    with output_lock(stage.io(job), token, stale_s=config.executor.lock_stale_s):
+        return finish_stage(stage, job, rs, outcomes)
 
 
 # ----------------------------------------------------------------------------- submitting
@@ -179,7 +175,7 @@ def resources(prof: SlurmProfile, *, gpus: bool, nodes: int = 1, tasks: int = 1)
 def estimate_units(stage: Stage, config: JumpDenoiseConfig) -> int | None:
     """How many units the stage would plan now, when that can be told before it runs."""
     try:
-        return len(stage_module(stage).plan(stage_config(stage, config)))
+        return len(stage_module(stage).plan(stage.job(config)))
     except Exception:  # noqa: BLE001 - its input does not exist yet
         pass
     if stage.name == "convert" and config.source is not None:
@@ -196,12 +192,12 @@ def estimate_units(stage: Stage, config: JumpDenoiseConfig) -> int | None:
 
 def plan_lines(config: JumpDenoiseConfig, profile: SlurmProfile, until: str | None = None) -> list[str]:
     """The dry-run plan: stages, units, jobs, resources and dependencies."""
-    rf = _run_folder(config)
-    lines = [f"run folder: {rf.workdir}", f"job logs:   {rf.log_dir}"]
+    rs = _run_state(config)
+    lines = [f"run folder: {rs.workdir}", f"job logs:   {rs.log_dir}"]
     control = profile.for_stage("control")
     previous = None
     for stage in pipeline_stages(config, until):
-        if rf.is_done(stage.name):
+        if rs.is_done(stage.name):
             lines.append(f"- {stage.name}: already done, not resubmitted")
             continue
         prof = profile.for_stage(stage.name)
@@ -221,7 +217,7 @@ def plan_lines(config: JumpDenoiseConfig, profile: SlurmProfile, until: str | No
             lines.append(f"    {stage.name}: {units}, each ONE job of {prof.nodes} node(s) x {tasks} task(s) "
                          f"(one per GPU) [{resources(prof, gpus=True, nodes=prof.nodes, tasks=tasks)}], "
                          f"requeued from its checkpoint up to {prof.max_num_timeout} time(s), afterok prepare")
-        elif config.executor.kind == "dask" and not stage.gpus:
+        elif _units_on_dask(stage, config):
             lines.append(f"    {stage.name}: {units}, run on Dask by the prepare job"
                          + (" (dask-jobqueue workers as SLURM jobs)" if config.executor.dask_slurm else ""))
         else:
@@ -254,43 +250,49 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
         or sbatch fails.
     """
     from jumpdenoise.config import load_profile
-    from jumpdenoise.executors.slurm import SlurmExecutor, cancel_jobs
+    from jumpdenoise.executors.slurm import SlurmExecutor, cancel_jobs, release_job
     from jumpdenoise.run_state import collect_status
 
     profile = load_profile(config.executor.profile)
+    check_workdir(config)
+    stages = pipeline_stages(config, until)
+    for stage in stages:  # refuse an unsafe output now, not in a job an hour later
+        check_outputs(stage, stage.job(config))
     if dry_run:
         for line in plan_lines(config, profile, until):
             echo(line)
         echo("dry run: nothing submitted")
         return {}
-    rf = _run_folder(config)
-    if rf.state_file.is_file():
-        active = collect_status(rf.workdir).active_jobs
+    rs = _run_state(config)
+    if rs.state_file.is_file():
+        active = collect_status(rs.workdir).active_jobs
         if active:
-            raise ClusterError(f"{rf.workdir}: jobs {', '.join(active)} of an earlier submission are still "
-                               f"queued or running; wait for them or run `jumpdenoise cancel {rf.workdir}`")
-    rf.workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, rf)
-    ex = SlurmExecutor(profile, rf.log_dir)
-    stages = pipeline_stages(config, until)
+            raise ClusterError(f"{rs.workdir}: jobs {', '.join(active)} of an earlier submission are still "
+                               f"queued or running; wait for them or run `jumpdenoise cancel {rs.workdir}`")
+    token = uuid.uuid4().hex  # the jobs of this submission share the locks of its outputs
+    with output_guard.OutputLock(rs.workdir, token=token, stale_s=config.executor.lock_stale_s):
+        # refuses while a local `jumpdenoise run` works in this run folder
+        rs.workdir.mkdir(parents=True, exist_ok=True)
+        rs.save_config(config)
+    ex = SlurmExecutor(profile, rs.log_dir)
     jobs: dict[str, dict] = {}
     first: str | None = None
     dependency: list[str] | None = None
     try:
         for stage in stages:
-            if rf.is_done(stage.name):
+            if rs.is_done(stage.name):
                 echo(f"{stage.name}: already done, skipped")
                 continue
-            rf.reset_stage(stage.name)
+            rs.reset_stage(stage.name)
             hold = {"hold": True} if first is None else {}
             # units run on Dask inside the prepare job: it gets the stage's resources
-            on_dask = stage.kind == "array" and not stage.gpus and config.executor.kind == "dask"
-            prep = ex.submit_one(job_prepare, stage.name, config, ex, name=f"{stage.name}-prepare",
-                                 dependency=dependency, stage=stage.name if on_dask else "control", extra=hold)
+            resources = stage.name if _units_on_dask(stage, config) else "control"
+            prep = ex.submit_one(job_prepare, stage.name, config, ex, token, name=f"{stage.name}-prepare",
+                                 dependency=dependency, stage=resources, extra=hold)
             first = first or prep.job_id
             jobs[stage.name] = {"prepare": prep.job_id, "finalize": prep.job_id}
             fin = prep if stage.kind == "inline" else ex.submit_one(
-                job_finalize, stage.name, config, name=f"{stage.name}-finalize", dependency=[prep.job_id],
+                job_finalize, stage.name, config, token, name=f"{stage.name}-finalize", dependency=[prep.job_id],
                 stage="control")
             jobs[stage.name]["finalize"] = fin.job_id
             dependency = [fin.job_id]
@@ -298,12 +300,12 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
     except BaseException:  # a failed sbatch: leave no held half-chain behind
         cancel_jobs(j for ids in jobs.values() for j in ids.values())
         raise
-    write_json(rf.state_file, {"version": 1, "executor": "slurm", "submitted_at": now(),
-                               "config": str(rf.config_file), "log_dir": str(rf.log_dir),
+    write_json(rs.state_file, {"version": 1, "executor": "slurm", "submitted_at": now(),
+                               "config": str(rs.config_file), "log_dir": str(rs.log_dir),
                                "stages": [{"name": s.name} for s in stages], "jobs": jobs})
     if first is not None:  # the chain starts once the state file names every job
-        subprocess.run(["scontrol", "release", first], check=False, capture_output=True, timeout=60)
-        echo(f"submitted; follow it with: jumpdenoise status {rf.workdir}")
+        release_job(first)
+        echo(f"submitted; follow it with: jumpdenoise status {rs.workdir}")
     else:
         echo("every stage is already done; nothing submitted")
     return jobs

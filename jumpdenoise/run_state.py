@@ -51,8 +51,12 @@ def read_json(path: Path) -> Any:
 
 
 @dataclass(frozen=True)
-class RunFolder:
-    """Paths of the run state inside ``workdir``."""
+class RunState:
+    """The run state of a pipeline inside its run folder ``workdir``: paths, writers, readers.
+
+    It is the recorder of :func:`jumpdenoise.driver.run_stage` for the pipeline (the
+    training's own run folder is :class:`jumpdenoise.train.run_folder.RunFolder`).
+    """
 
     workdir: Path
 
@@ -113,6 +117,37 @@ class RunFolder:
     def write_done(self, stage: str, summary: Any = None) -> None:
         """Record that ``stage`` finalized."""
         write_json(self.done_file(stage), {"stage": stage, "finished_at": now(), "summary": summary})
+
+    def write_dashboard(self, link: str, *, remote: bool) -> None:
+        """Write the Dask dashboard link (and, for a scheduler on a compute node, the ``ssh -L`` line)
+        into :attr:`dashboard_file`."""
+        import socket
+        from urllib.parse import urlparse
+
+        url = urlparse(link)
+        port = url.port or 8787
+        host = url.hostname or "localhost"
+        lines = [f"Dask dashboard: {link}"]
+        if remote:
+            node = socket.gethostname()
+            job = os.environ.get("SLURM_JOB_ID")
+            lines.append(f"the scheduler runs on {node}" + (f" in SLURM job {job}" if job else ""))
+            if host in ("127.0.0.1", "localhost", "::1"):
+                lines.append(f"it listens on the loopback interface only: from your laptop, "
+                             f"ssh -N -L {port}:localhost:{port} -J <login-node> {node}")
+            else:
+                lines.append(f"from your laptop: ssh -N -L {port}:{host}:{port} <login-node>")
+            lines.append(f"then open http://localhost:{port}/status")
+        self.dashboard_file.parent.mkdir(parents=True, exist_ok=True)
+        self.dashboard_file.write_text("\n".join(lines) + "\n")
+
+    def save_config(self, config: Any) -> Path:
+        """Write the resolved configuration (a pydantic model) into :attr:`config_file`."""
+        import yaml
+
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        return self.config_file
 
     # -- readers ----------------------------------------------------------------------
     def state(self) -> dict:
@@ -211,7 +246,7 @@ def collect_status(workdir: str | Path) -> RunStatus:
     from jumpdenoise.errors import ConfigError
     from jumpdenoise.executors.slurm import ACTIVE_STATES, poll_states
 
-    rf = RunFolder(Path(workdir).absolute())
+    rf = RunState(Path(workdir).absolute())
     st = rf.state()
     if not st:
         raise ConfigError(f"{rf.workdir}: no {STATE_FILE}; not a pipeline run folder "
@@ -248,7 +283,7 @@ def collect_status(workdir: str | Path) -> RunStatus:
     return RunStatus(rf.workdir, st.get("executor", "?"), stages)
 
 
-def _unit_status(rf: RunFolder, stage: str, key: str, plan: dict, task: str | None, states: dict,
+def _unit_status(rf: RunState, stage: str, key: str, plan: dict, task: str | None, states: dict,
                  log_dir: str | None) -> UnitStatus:
     from jumpdenoise.executors.slurm import ACTIVE_STATES, tail
 
@@ -272,7 +307,7 @@ def _unit_status(rf: RunFolder, stage: str, key: str, plan: dict, task: str | No
     return UnitStatus(key, "failed", task, log, f"task {task} {state}" + (f":\n{text}" if text else ""))
 
 
-def _stage_state(rf: RunFolder, name: str, stage: StageStatus, plan: dict | None, control: dict,
+def _stage_state(rf: RunState, name: str, stage: StageStatus, plan: dict | None, control: dict,
                  states: dict) -> str:
     from jumpdenoise.executors.slurm import ACTIVE_STATES
 

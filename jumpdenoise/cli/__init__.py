@@ -20,6 +20,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
+                                                             "(otherwise one line).")) -> None:
+    """Noise2Void denoising of JUMP Cell Painting plates (TIFF -> OME-Zarr -> N2V -> denoised OME-Zarr)."""
+
 
 @app.command()
 def version() -> None:
@@ -39,10 +44,37 @@ from jumpdenoise.cli import evaluate_commands  # noqa: E402,F401  (evaluate)
 from jumpdenoise.cli import export_commands  # noqa: E402,F401  (export-zarr)
 
 
+def user_error(exc: Exception) -> tuple[str, int]:
+    """The one line shown for ``exc`` and the exit code (2: an error the user can act on).
+
+    jumpdenoise's own errors keep their message; an ``OSError`` of a read-only, forbidden or
+    full output names the path and the cause (free space included); any other ``OSError``
+    names its file; anything else is an unexpected error (exit 1) whose traceback
+    ``--debug`` shows.
+    """
+    from jumpdenoise.io.output_guard import is_write_error, write_error
+
+    if isinstance(exc, JumpDenoiseError):
+        return str(exc), 2
+    if is_write_error(exc):
+        return str(write_error(exc)), 2  # type: ignore[arg-type]
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}", 2
+    return f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1
+
+
 def main() -> None:
-    """Entry point of the ``jumpdenoise`` console script: known errors become one clear line."""
+    """Entry point of the ``jumpdenoise`` console script: errors become one clear line.
+
+    ``jumpdenoise --debug COMMAND ...`` lets the traceback through instead.
+    """
+    debug = "--debug" in sys.argv[1:]
     try:
         app()
-    except JumpDenoiseError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
+        if debug:
+            raise
+        message, code = user_error(exc)
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(code)

@@ -42,6 +42,8 @@ def run(
     workdir: Path | None = typer.Option(None, "--workdir", "-o", help="Run folder (default: paths.workdir of the "
                                                                        "config; ./jumpdenoise-demo for the demo)."),
     until: str | None = typer.Option(None, "--until", help=_UNTIL_HELP),
+    wait: float = typer.Option(0, "--wait", min=0, help="Seconds to wait when another run holds the run folder "
+                                                         "(default: refuse at once, naming it)."),
 ) -> None:
     """Run the whole pipeline on this machine: convert -> stats -> train -> predict -> stats -> report.
 
@@ -49,16 +51,19 @@ def run(
     done in the run folder are skipped, so running again resumes.
     """
     from jumpdenoise.config import load_config
+    from jumpdenoise.io.output_guard import OutputLock
     from jumpdenoise.pipeline import run_pipeline
     from jumpdenoise.run_state import collect_status, format_status
 
-    if config is None:
-        overrides = _prepare_demo(workdir or Path("jumpdenoise-demo"))
-        cfg = load_config(DEMO_CONFIG, overrides=overrides)
+    if config is None:  # the demo folder is locked before an earlier demo in it is removed
+        demo_dir = (workdir or Path("jumpdenoise-demo")).expanduser().absolute()
+        with OutputLock(demo_dir, wait_s=wait) as lock:
+            cfg = load_config(DEMO_CONFIG, overrides=_prepare_demo(demo_dir))
+            rf = run_pipeline(cfg, until=until, echo=typer.echo, token=lock.token)
     else:
         overrides = {"paths": {"workdir": str(workdir.absolute())}} if workdir else None
         cfg = load_config(config, overrides=overrides)
-    rf = run_pipeline(cfg, until=until, echo=typer.echo)
+        rf = run_pipeline(cfg, until=until, echo=typer.echo, wait_s=wait)
     typer.echo(format_status(collect_status(rf.workdir)))
     for name, path in (("denoised plate", cfg.paths.denoised_plate), ("report", rf.workdir / "report.md")):
         if Path(path).exists():

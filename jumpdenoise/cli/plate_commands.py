@@ -47,6 +47,8 @@ def convert(
     executor: str | None = typer.Option(None, "--executor", help="local, dask or slurm (default: a Dask "
                                         "LocalCluster, or the config's executor.kind)."),
     fields_per_unit: int | None = typer.Option(None, "--fields-per-unit", min=1, help="Fields per parallel task."),
+    wait: float = typer.Option(0, "--wait", min=0, help="Seconds to wait when another run holds the output "
+                                                         "(default: refuse at once, naming it)."),
 ) -> None:
     """Convert a JUMP plate (TIFFs) to an OME-Zarr HCS plate with per-channel statistics.
 
@@ -64,7 +66,7 @@ def convert(
         overrides.setdefault("convert", {})["fields_per_unit"] = fields_per_unit
     cfg = load_config(config, overrides=overrides)
     cfg = _with_executor(cfg, executor=executor, workers=workers, scheduler=scheduler)
-    run_convert(cfg)
+    run_convert(cfg, wait_s=wait)
 
 
 @app.command()

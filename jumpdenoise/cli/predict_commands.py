@@ -41,6 +41,8 @@ def predict(
     wells_per_unit: Optional[int] = typer.Option(None, "--wells-per-unit", help="Wells per unit of work."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out the fields the raw plate does not "
                                       "mark complete (default: refuse to run while any is selected)."),
+    wait: float = typer.Option(0, "--wait", min=0, help="Seconds to wait when another run holds the output "
+                                                         "(default: refuse at once, naming it)."),
 ) -> None:
     """Denoise every field (or a selection) of PLATE with MODEL into the OME-Zarr plate OUT.
 
@@ -69,7 +71,7 @@ def predict(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = load_config(config, {"paths": {"raw_plate": str(plate.resolve()), "denoised_plate": str(out.resolve())},
                                "predict": overrides})
-    run_predict(cfg, echo=True)
+    run_predict(cfg, echo=True, wait_s=wait)
     typer.echo(f"written {out} (comparison: {out / '.jumpdenoise' / 'comparison.csv'})")
 
 

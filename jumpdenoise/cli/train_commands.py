@@ -26,7 +26,9 @@ def train(
     Rerunning the same command resumes from checkpoints/last.ckpt.
     """
     from jumpdenoise.config import load_config
-    from jumpdenoise.stages.train import train as run_train
+    from jumpdenoise.driver import run_stage
+    from jumpdenoise.stages.base import TRAIN
+    from jumpdenoise.train.run_folder import is_global_zero
 
     overrides: dict = {}
     tr: dict = {}
@@ -42,11 +44,9 @@ def train(
     if run_dir is not None:
         overrides["paths"] = {"run_dir": str(run_dir.expanduser().resolve())}
     cfg = load_config(config, overrides=overrides)
-    out = run_train(cfg)
-    from jumpdenoise.train.run_folder import is_global_zero
-
+    run_stage(TRAIN, cfg)
     if is_global_zero():
-        typer.echo(f"run folder: {out}")
+        typer.echo(f"run folder: {cfg.paths.run_dir}")
 
 
 @app.command()

@@ -281,14 +281,6 @@ def stats_to_partial(stats: Mapping[str, ChannelStats]) -> dict[str, np.ndarray]
     return out
 
 
-def partial_to_stats(payload: Mapping[str, np.ndarray]) -> dict[str, ChannelStats]:
-    """Inverse of :func:`stats_to_partial`."""
-    names = [str(c) for c in np.atleast_1d(payload["channels"])]
-    return {ch: ChannelStats.from_arrays({k.split(".", 1)[1]: v for k, v in payload.items()
-                                          if k.startswith(f"c{i}.")})
-            for i, ch in enumerate(names)}
-
-
 def merge_stats(items: Sequence[Mapping[str, ChannelStats]], channels: Sequence[str]) -> dict[str, ChannelStats]:
     """Merge several per-channel statistics into new objects (inputs are not modified)."""
     out: dict[str, ChannelStats] = {}

@@ -275,29 +275,3 @@ def finish_blend(plan: TilePlan, out: Any, acc: Any) -> Any:
     """Divide the blended sum by the summed weights and crop the padding away."""
     h, w = plan.shape_yx
     return out[..., :h, :w] / acc[..., :h, :w]
-
-
-def predict_tiled_numpy(fn, image: np.ndarray, plan: TilePlan, batch_size: int = 8) -> np.ndarray:
-    """Reference implementation: predict ``image`` (``(c, y, x)``) tile by tile with ``fn``.
-
-    ``fn`` maps a batch ``(b, c, ty, tx)`` float32 array to an array of the same shape.
-    Used by tests and as documentation of the plan; the prediction engine does the same
-    on the device.
-    """
-    padded = pad_to(image.astype(np.float32, copy=False), plan.padded_yx)
-    ty, tx = plan.tile_yx
-    c = image.shape[0]
-    if plan.mode == "crop":
-        out = np.zeros((c, *plan.shape_yx), np.float32)
-        acc = None
-    else:
-        out = np.zeros((c, *plan.padded_yx), np.float32)
-        acc = np.zeros((1, *plan.padded_yx), np.float32)
-    tiles = list(plan.tiles)
-    for i in range(0, len(tiles), batch_size):
-        chunk = tiles[i:i + batch_size]
-        batch = np.stack([padded[:, t.y0:t.y0 + ty, t.x0:t.x0 + tx] for t in chunk])
-        pred = np.asarray(fn(batch), dtype=np.float32)
-        weights = [plan.weights(t)[None] for t in chunk] if plan.mode == "blend" else None
-        stitch(plan, out, list(pred), chunk, acc, weights)
-    return out if plan.mode == "crop" else finish_blend(plan, out, acc)

@@ -99,7 +99,8 @@ def _resolve_paths(data: Any, base: Path, keys: tuple[str, ...]) -> Any:
     return data
 
 
-PATH_KEYS = ("path", "channel_map_file", "workdir", "raw_plate", "run_dir", "denoised_plate", "profile", "log_dir", "plate", "data", "val_data", "test", "model")
+PATH_KEYS = ("path", "channel_map_file", "workdir", "raw_plate", "run_dir", "denoised_plate", "profile", "log_dir",
+             "plate", "model")
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> JumpDenoiseConfig:

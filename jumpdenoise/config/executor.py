@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class SlurmResources(BaseModel):
@@ -90,6 +90,19 @@ class SlurmProfile(BaseModel):
     extra: dict[str, object] = Field(default_factory=dict)
     stages: dict[str, SlurmResources] = Field(default_factory=dict)
 
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: dict[str, SlurmResources]) -> dict[str, SlurmResources]:
+        """Refuse a stage name no stage has (a typo would silently be ignored)."""
+        from jumpdenoise.stages.base import BY_NAME
+
+        known = sorted({*BY_NAME, "control"})
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown stage name(s) {', '.join(map(repr, unknown))} "
+                             f"(stages: {', '.join(known)})")
+        return value
+
     def for_stage(self, stage: str) -> "SlurmProfile":
         """This profile with the overrides of ``stage`` applied (``stages`` emptied).
 
@@ -133,6 +146,10 @@ class ExecutorConfig(BaseModel):
         Path of a SLURM profile YAML, or the profile inline.
     log_dir
         Where submitit writes job logs (default: inside the run folder).
+    lock_stale_s
+        Seconds after which the lock of an output held by a process on ANOTHER host counts
+        as stale (its heartbeat renews it every minute); on the same host a lock is stale as
+        soon as its process is dead.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -146,3 +163,4 @@ class ExecutorConfig(BaseModel):
     dask_window: int = Field(default=2, ge=1)
     profile: Path | SlurmProfile | None = None
     log_dir: Path | None = None
+    lock_stale_s: float = Field(default=900, gt=0)

@@ -50,7 +50,9 @@ class DaskExecutor(Executor):
         ``profile``; otherwise a :class:`distributed.LocalCluster` of ``workers`` processes
         with ``threads_per_worker`` threads is started.
     dashboard_address
-        Where a cluster started here serves its dashboard (``":0"`` picks a free port).
+        Where a cluster started here serves its dashboard (``":0"`` picks a free port; a port
+        in use, e.g. by another run's dashboard, is replaced by a free one, quietly: the link
+        printed names the port).
     quiet
         Do not print the dashboard link.
     processes
@@ -97,7 +99,7 @@ class DaskExecutor(Executor):
             if cfg.scheduler_address:
                 self.client = Client(cfg.scheduler_address, timeout="30s")
             elif cfg.dask_slurm:
-                self.cluster = _slurm_cluster(cfg, self.dashboard_address)
+                self.cluster = _slurm_cluster(cfg, free_dashboard_address(self.dashboard_address))
                 self.client = Client(self.cluster)
             else:
                 import dask
@@ -111,7 +113,7 @@ class DaskExecutor(Executor):
                         "n_workers": 1, "threads_per_worker": cfg.workers * cfg.threads_per_worker}
                 with dask.config.set(settings):
                     self.cluster = LocalCluster(**workers, processes=self.processes,
-                                                dashboard_address=self.dashboard_address,
+                                                dashboard_address=free_dashboard_address(self.dashboard_address),
                                                 silence_logs=logging.ERROR)
                 self.client = Client(self.cluster)
         except (OSError, TimeoutError) as exc:
@@ -219,6 +221,25 @@ class DaskExecutor(Executor):
                 self.cluster.close()
             finally:
                 self.cluster = None
+
+
+def free_dashboard_address(address: str) -> str:
+    """``address`` when its port can be bound here, else the same host with port 0 (any free port).
+
+    Examples
+    --------
+    >>> free_dashboard_address(":0")
+    ':0'
+    """
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return address
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host or "", int(port)))
+        except OSError:
+            return f"{host}:0"
+    return address
 
 
 def _slurm_cluster(cfg: ExecutorConfig, dashboard_address: str) -> Any:

@@ -20,8 +20,11 @@ Jobs started here have ``SUBMITIT_EXECUTOR=slurm`` (set by submitit) and
 ``JUMPDENOISE_SUBMITIT=1`` in their environment. Training code must then switch Lightning's
 own SLURM auto-requeue off (``plugins=[SLURMEnvironment(auto_requeue=False)]``): submitit
 handles the time-limit signal (``checkpoint()`` + requeue) and two handlers fight otherwise.
-:func:`under_submitit` tells whether the current process runs in such a job. The processes
-are started by ``srun`` (never ``torchrun``): Lightning reads ``SLURM_NTASKS``/``SLURM_PROCID``.
+The processes are started by ``srun`` (never ``torchrun``): Lightning reads
+``SLURM_NTASKS``/``SLURM_PROCID``.
+
+The ``scontrol`` calls of the pipeline (retargeting a dependency, releasing a held job) are
+here too (:func:`update_dependency`, :func:`release_job`): submitit's Job API has neither.
 """
 
 from __future__ import annotations
@@ -47,16 +50,7 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", 
                  "SUSPENDED", "PREEMPTED", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT",
                  "UNKNOWN"}
 ENV_FLAG = "JUMPDENOISE_SUBMITIT"
-GPU_STAGES = {"train", "predict"}
 ERROR_LINES = 12
-
-
-def under_submitit() -> bool:
-    """Whether this process runs inside a job submitted through submitit (on SLURM).
-
-    Training must then keep Lightning's SLURM auto-requeue off (see module docstring).
-    """
-    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm" or os.environ.get(ENV_FLAG) == "1"
 
 
 def base_id(job_id: str) -> str:
@@ -102,6 +96,34 @@ def cancel_jobs(job_ids: Iterable[str]) -> list[str]:
     if ids:
         subprocess.run(["scancel", *ids], check=False, capture_output=True, text=True, timeout=60)
     return ids
+
+
+def update_dependency(job_id: str, dependency: str | None) -> None:
+    """Set the dependency of a queued job (``scontrol update JobId=... Dependency=...``).
+
+    Raises
+    ------
+    ClusterError
+        When scontrol refuses (the message is scontrol's).
+    """
+    cmd = ["scontrol", "update", f"JobId={job_id}", f"Dependency={dependency or ''}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise ClusterError(f"{' '.join(cmd)} failed: {res.stderr.strip() or res.stdout.strip()}")
+
+
+def release_job(job_id: str) -> None:
+    """Release a job submitted with ``--hold`` (``scontrol release``)."""
+    subprocess.run(["scontrol", "release", str(job_id)], check=False, capture_output=True, timeout=60)
+
+
+def job_environment() -> tuple[str | None, str | None]:
+    """The log path and job id of the submitit job this process runs in, or ``(None, None)``."""
+    try:
+        env = submitit.JobEnvironment()
+        return str(env.paths.stderr), env.job_id
+    except RuntimeError:  # not in a submitit job (tests calling a job function directly)
+        return None, None
 
 
 def tail(path: str | Path | None, lines: int = ERROR_LINES) -> str:
@@ -289,14 +311,14 @@ class SlurmExecutor(Executor):
     def map(self, fn: Callable[[Any], Any], units: Sequence[Any], *, label: str = "") -> list[Outcome]:
         """Run ``fn`` over ``units`` as job arrays and wait; see :meth:`Executor.map`.
 
-        Without ``stage`` given at construction, the units' own ``stage`` picks the profile
-        overrides, and prediction/training units ask for the profile's GPUs.
+        The profile overrides are those of the executor's ``stage`` (else the units' own
+        ``stage``); tasks ask for the profile's GPUs when the executor was made with ``gpus``
+        (:func:`~jumpdenoise.executors.make_executor` sets both from the stage's record).
         """
         if not units:
             return []
         stage = self.stage or getattr(units[0], "stage", None)
-        gpus = self.gpus or (self.stage is None and stage in GPU_STAGES)
-        jobs = self.submit_stage(fn, units, name=label or "jumpdenoise", stage=stage, gpus=gpus)
+        jobs = self.submit_stage(fn, units, name=label or "jumpdenoise", stage=stage, gpus=self.gpus)
         try:
             return self.wait(jobs, [u.key for u in units], label=label or "units")
         except KeyboardInterrupt:

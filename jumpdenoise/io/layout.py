@@ -208,15 +208,6 @@ class PlateLayout(BaseModel):
         """Number of planes present on disk."""
         return sum(len(f.planes) for _, f in self.iter_fields())
 
-    def to_table(self) -> list[tuple[str, int, str, str]]:
-        """Rows ``(well, site, channel, path)`` sorted, for comparisons and reports."""
-        rows = [
-            (w.id, f.site, ch, ref.path)
-            for w, f in self.iter_fields()
-            for ch, ref in f.planes.items()
-        ]
-        return sorted(rows)
-
     def save(self, path: str | Path) -> None:
         """Write the layout as JSON."""
         Path(path).write_text(self.model_dump_json(indent=1))

@@ -158,6 +158,9 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
     ------
     OutputExistsError
         If ``out_dir`` is not empty and ``overwrite`` is false.
+    UnsafeOutputError
+        If ``out_dir`` overlaps the plate, or ``overwrite`` would write into a non-empty
+        folder that no earlier export wrote.
     PlateError
         If two images would get the same file name, or a well is not in the plate.
     ConfigError
@@ -167,15 +170,20 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
 
     from jumpdenoise.io.layout import PlateLayout, split_well, well_id
     from jumpdenoise.io.ngff import done_keys, field_key, plate_info, read_field
+    from jumpdenoise.io.output_guard import check_apart, check_removable, mark_export_folder
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype!r}: expected one of {list(DTYPES)}")
     plate = Path(denoised)
     info = plate_info(plate)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(str(out))
+    check_apart(out, [plate])
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(str(out))
+        check_removable(out, "TIFF export")  # only a folder an earlier export wrote is written over
     out.mkdir(parents=True, exist_ok=True)
+    mark_export_folder(out)
     layout_file = plate / ".jumpdenoise" / "layout.json"
     layout = PlateLayout.load(layout_file) if layout_file.is_file() else None
     selected = list(info.wells) if wells is None else [well_id(*split_well(w)) for w in wells]

@@ -13,18 +13,33 @@ exposes four functions, and nothing else is needed to run it anywhere:
 ``finalize(config, results) -> None``
     Single process, after all units: merges partial results (e.g. statistics).
 
-Optionally, ``run_many(config, units, on_outcome)`` runs several units in one process
-in one go (e.g. prediction keeps its read/compute/write pipeline full across unit
-boundaries), calling ``on_outcome(unit, result or None, error or None)`` once per unit;
-the in-process executor uses it when the stage has it.
+Optionally:
 
-Executors (``jumpdenoise.executors``) run ``run_one`` over units and know nothing of images.
+``run_many(config, units, on_outcome)``
+    Runs several units in one process in one go (e.g. prediction keeps its
+    read/compute/write pipeline full across unit boundaries), calling
+    ``on_outcome(unit, result or None, error or None)`` once per unit; the in-process
+    executor uses it when the stage has it.
+``precheck(config) -> None``
+    Runs before ``prepare`` (the output checked and locked, nothing written yet); raising
+    stops the stage, and the pipeline, with nothing written (e.g. a model that would make
+    a channel worse).
+``warm_up_worker() -> None``
+    Imports what ``run_one`` needs; run on each worker while ``prepare`` runs.
+``in_process_context(config)``
+    A context manager held while units run as threads of the driver's process.
+
+What a stage needs from an executor (its kind, GPUs, whether its units may run as threads)
+is the :class:`Stage` record below, read by :func:`jumpdenoise.executors.make_executor`;
+the stage driver (:func:`jumpdenoise.driver.run_stage`) runs any stage on any executor.
+Executors know nothing of images.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from pathlib import Path
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,18 +62,6 @@ class Unit(BaseModel):
     stage: str
     key: str
     items: list[str]
-
-
-class StageModule(Protocol):
-    """The four functions of a stage module (see module docstring)."""
-
-    def prepare(self, config: Any) -> None: ...  # pragma: no cover - protocol
-
-    def plan(self, config: Any) -> list[Unit]: ...  # pragma: no cover - protocol
-
-    def run_one(self, config: Any, unit: Unit) -> dict: ...  # pragma: no cover - protocol
-
-    def finalize(self, config: Any, results: list[dict]) -> None: ...  # pragma: no cover
 
 
 @dataclass(frozen=True)
@@ -98,3 +101,126 @@ class BoundUnit:
 def bind(module: str, config: Any) -> Callable[[Unit], dict]:
     """Return a picklable ``fn(unit)`` for stage module ``module`` and ``config``."""
     return BoundUnit(module, config)
+
+
+# ----------------------------------------------------------------------------- stage records
+
+
+@dataclass(frozen=True)
+class StageIO:
+    """What a stage writes and what it reads, for the output checks of the driver.
+
+    Attributes
+    ----------
+    output
+        The plate or folder the stage writes (locked while the driver runs the stage);
+        ``None`` for a stage that writes nothing of its own.
+    kind
+        What :func:`~jumpdenoise.io.output_guard.recognise` must call the output before
+        ``overwrite`` may remove it (``"plate"``, ``"training run"``...).
+    inputs
+        What the output is made from: neither may contain the other.
+    protected
+        What must survive a replaced output (may contain the output, not lie inside it).
+    overwrite
+        Whether the configuration asks to replace an existing output.
+    """
+
+    output: Path | None
+    kind: str = "plate"
+    inputs: tuple[Path, ...] = ()
+    protected: tuple[Path, ...] = ()
+    overwrite: bool = False
+
+
+def _paths(*values: Any) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in values if v is not None)
+
+
+def _convert_io(config: Any) -> StageIO:
+    source = config.source.path if config.source is not None else None
+    return StageIO(Path(config.paths.raw_plate), "plate", _paths(source), overwrite=config.convert.overwrite)
+
+
+def _stats_io(config: Any) -> StageIO:
+    plate = getattr(config, "plate", None) or config.paths.raw_plate
+    return StageIO(Path(plate), "plate")
+
+
+def _train_io(config: Any) -> StageIO:
+    return StageIO(Path(config.paths.run_dir), "training run", _paths(config.train.plate or config.paths.raw_plate))
+
+
+def _predict_io(config: Any) -> StageIO:
+    return StageIO(Path(config.paths.denoised_plate), "plate", _paths(config.paths.raw_plate),
+                   protected=_paths(config.predict.model or config.paths.run_dir), overwrite=config.predict.overwrite)
+
+
+def _no_output(config: Any) -> StageIO:
+    return StageIO(None)
+
+
+def _same_config(config: Any) -> Any:
+    return config
+
+
+def _denoised_stats_job(config: Any) -> Any:
+    from jumpdenoise.stages.stats import StatsJob
+
+    return StatsJob(plate=Path(config.paths.denoised_plate))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage, and what it needs from an executor.
+
+    Attributes
+    ----------
+    name
+        Stage name (run-state folder, job names, profile overrides).
+    module
+        Module with ``prepare/plan/run_one/finalize``.
+    kind
+        ``array`` (units in parallel), ``distributed`` (each unit is one multi-GPU job:
+        training) or ``inline`` (run by the driver's process: tiny stages).
+    gpus
+        Whether its units ask for the profile's GPUs (SLURM).
+    threads
+        Whether its units may run as threads of one process (their heavy work releases
+        the GIL: a local Dask cluster then runs threads, not processes).
+    in_process
+        Whether a local executor runs its units in the driver's process, one after the
+        other (the stage is parallel inside, e.g. prediction's read/compute/write pipeline).
+    finalize_on_failure
+        Whether ``finalize`` runs after failed units too (it merges what was done and
+        records the failures); the stage is not marked done then.
+    job
+        The configuration the stage functions receive, from the pipeline configuration.
+    io
+        What the stage writes and reads (:class:`StageIO`), from the stage's configuration.
+    """
+
+    name: str
+    module: str
+    kind: Literal["array", "distributed", "inline"] = "array"
+    gpus: bool = False
+    threads: bool = False
+    in_process: bool = False
+    finalize_on_failure: bool = False
+    job: Callable[[Any], Any] = _same_config
+    io: Callable[[Any], StageIO] = _no_output
+
+
+CONVERT = Stage("convert", "jumpdenoise.stages.convert", threads=True, finalize_on_failure=True, io=_convert_io)
+STATS = Stage("stats", "jumpdenoise.stages.stats", io=_stats_io)
+TRAIN = Stage("train", "jumpdenoise.stages.train", kind="distributed", gpus=True, io=_train_io)
+PREDICT = Stage("predict", "jumpdenoise.stages.predict", gpus=True, in_process=True, finalize_on_failure=True,
+                io=_predict_io)
+STATS_DENOISED = Stage("stats_denoised", "jumpdenoise.stages.stats", job=_denoised_stats_job, io=_stats_io)
+REPORT = Stage("report", "jumpdenoise.stages.report", kind="inline")
+VERIFY = Stage("verify", "jumpdenoise.stages.verify", finalize_on_failure=True)
+
+#: The pipeline's stages, in order.
+PIPELINE: tuple[Stage, ...] = (CONVERT, STATS, TRAIN, PREDICT, STATS_DENOISED, REPORT)
+#: Every stage by name (pipeline stages and single-command ones).
+BY_NAME: dict[str, Stage] = {s.name: s for s in (*PIPELINE, VERIFY)}

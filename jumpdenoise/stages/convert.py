@@ -20,16 +20,17 @@ Safety and resume:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, OutputExistsError, UnitFailures
 from jumpdenoise.io.layout import FieldLayout, PlateLayout
-from jumpdenoise.stages.base import Unit, bind
+from jumpdenoise.io.ngff_markers import SIDECAR
+from jumpdenoise.stages.base import Unit
 from jumpdenoise.stages.convert_report import (  # noqa: F401 - re-exported
     ConvertReport, DonePartials, short_error, write_missing_report,
 )
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 STAGE = "convert"
 MODULE = "jumpdenoise.stages.convert"
-SIDECAR = ".jumpdenoise"
 
 
 def plate_path(config: JumpDenoiseConfig) -> Path:
@@ -109,9 +109,13 @@ def prepare(config: JumpDenoiseConfig) -> PlateLayout:
         If the configuration has no ``source``.
     OutputExistsError
         If the output exists, cannot be resumed and ``overwrite`` is false.
+    UnsafeOutputError
+        If ``overwrite`` would remove something else than a jumpdenoise plate, or a folder
+        holding source images.
     """
     from jumpdenoise.io.discovery import discover
     from jumpdenoise.io.ngff import create_plate
+    from jumpdenoise.io.output_guard import check_apart, check_removable, remove_output
 
     if config.source is None:
         raise ConfigError("source: the convert stage needs a source plate (source.path)")
@@ -129,12 +133,16 @@ def prepare(config: JumpDenoiseConfig) -> PlateLayout:
         return layout
     # All metadata are written into a hidden sibling folder, then renamed into place: a
     # plate under ``out`` is either fully prepared or absent, even after a SIGKILL.
+    if out.exists() or out.is_symlink():  # overwrite: only a plate of ours, holding no source file
+        check_removable(out, "plate")
+        check_apart(out, protected={Path(ref.path).parent for _, fld in layout.iter_fields()
+                                    for ref in fld.planes.values()})
     staging = out.with_name(f".{out.name}.preparing")
     if staging.exists():  # left by an interrupted prepare
         shutil.rmtree(staging)
     create_plate(staging, layout, config.convert, kind="raw")
-    if out.exists():  # overwrite
-        shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
+    if out.exists() or out.is_symlink():
+        remove_output(out, "plate")
     os.replace(staging, out)
     return layout
 
@@ -317,38 +325,37 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome]) -> dict:
 # ----------------------------------------------------------------------------- convenience
 
 
-def own_executor(config: JumpDenoiseConfig) -> Executor:
-    """The executor :func:`convert` makes from ``config.executor``.
+@contextlib.contextmanager
+def in_process_context(config: JumpDenoiseConfig) -> Iterator[None]:
+    """Held by the driver while units run as threads of its process (a threaded Dask cluster).
 
-    ``make_executor(config.executor)``, except for a Dask LocalCluster: its workers are
-    threads of this process (``workers * threads_per_worker`` of them). Every costly step of
-    a unit releases the GIL (libtiff/imagecodecs decoding, numpy's histogram, blosc, file
-    writes), so threads convert as fast as processes while saving the start-up of worker
-    processes (~2 CPU-seconds, ~2 s of wall time) and their memory.
+    :func:`run_one` sets ``write_empty_chunks`` for its writes; set here too, units running
+    as threads of this process never see it reset by another unit's exit from the setting.
     """
-    from jumpdenoise.executors import make_executor
+    import zarr
 
-    ex = config.executor
-    if ex.kind == "dask" and not ex.scheduler_address and not ex.dask_slurm:
-        from jumpdenoise.executors.dask import DaskExecutor
-
-        return DaskExecutor(ex, processes=False)
-    return make_executor(ex)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        yield
 
 
-def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo: bool = True) -> ConvertReport:
+def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo: bool = True,
+            wait_s: float = 0.0) -> ConvertReport:
     """Convert ``config.source`` to ``config.paths.raw_plate``: prepare, run units, finalize.
+
+    Runs through the stage driver (:func:`jumpdenoise.driver.run_stage`), like the pipeline.
 
     Parameters
     ----------
     config
         Root configuration (``source``, ``paths.raw_plate``, ``convert``, ``executor``).
     executor
-        Where units run; default: ``make_executor(config.executor)`` (closed afterwards),
-        except that a Dask LocalCluster made here runs its workers as threads of this
-        process (see :func:`own_executor`).
+        Where units run; default: ``make_executor(config.executor, CONVERT)`` (closed
+        afterwards; a Dask LocalCluster made for conversion runs its workers as threads of
+        this process: every costly step of a unit releases the GIL).
     echo
-        Print the report.
+        Print the report (``already complete`` when nothing was left to convert).
+    wait_s
+        How long to wait when another run holds the output (default: refuse at once).
 
     Returns
     -------
@@ -361,48 +368,24 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo
         After finalize, when some units failed (the other fields are converted and the
         statistics cover them); the message lists each failure.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from jumpdenoise.driver import run_stage
+    from jumpdenoise.stages.base import CONVERT
 
-    import zarr
-
-    start = time.perf_counter()
-    own = executor is None
-    executor = executor or own_executor(config)
-    background = ThreadPoolExecutor(1, thread_name_prefix="convert-executor")
-    # start the cluster and import the hot path on its workers while the source is read
-    warm_up = getattr(executor, "warm_up", None)
-    warming = background.submit(warm_up, warm_up_worker) if warm_up is not None else None
-    try:
-        layout = prepare(config)
-        units = plan(config)
-        if warming is not None:
-            warming.result()
-        # run_one sets write_empty_chunks for its writes; set here too, units running as threads
-        # of this process never see it reset by another unit's exit from the setting
-        with zarr.config.set({"array.write_empty_chunks": True}):
-            outcomes = executor.map(bind(MODULE, config), units, label="convert")
-    except BaseException:
-        if warming is not None:
-            warming.exception()  # wait: never close a cluster while it starts
-        if own:
-            executor.close()
-        background.shutdown()
-        raise
-    closing = background.submit(executor.close) if own else None  # overlaps finalize
-    background.shutdown(wait=False)
+    run = run_stage(CONVERT, config, executor, check=False, wait_s=wait_s)
+    layout, units, outcomes, summary = run.prepared, run.units, run.outcomes, run.summary or {}
     n_fields = sum(len(w.fields) for w in layout.wells)
     todo = sum(len(u.items) for u in units)
-    summary = finalize(config, outcomes)
     report = ConvertReport(
         plate=plate_path(config), n_fields=n_fields, skipped=n_fields - todo,
-        converted=summary["done"] - (n_fields - todo),
-        failures=summary["failures"], missing=list(layout.missing),
+        converted=summary.get("done", 0) - (n_fields - todo),
+        failures=summary.get("failures", run.failures), missing=list(layout.missing),
         bytes_read=sum(o.value["bytes"] for o in outcomes if o.ok),
-        seconds=time.perf_counter() - start,
+        seconds=run.seconds,
     )
-    if closing is not None:
-        closing.result()
-    if echo:
+    if echo and run.already_complete:
+        print(f"already complete: {report.plate} (all {n_fields} field(s) converted earlier; nothing to do)",
+              flush=True)
+    elif echo:
         print(report, flush=True)
     if report.failures:
         raise UnitFailures(STAGE, report.failures)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jumpdenoise.io.layout import MissingImage
+from jumpdenoise.io.ngff_markers import SIDECAR
 
-SIDECAR = ".jumpdenoise"
 
 
 class DonePartials(Mapping):

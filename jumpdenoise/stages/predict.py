@@ -94,9 +94,6 @@ def prepare(config: JumpDenoiseConfig) -> dict:
                                                                                            "compile": False})}))
     lm = predictor.model
     channels = select_channels(lm, info)
-    from jumpdenoise.quality.gain import warn_worse_channels
-
-    warn_worse_channels(lm.source, channels)  # estimated gain <= 0 dB: warn, naming the channels
     selection = selected_fields(config, info)
     try:
         predictor.plan(info.shape_yx)
@@ -270,7 +267,7 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
 
 def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None = None,
             plate: str | Path | None = None, out: str | Path | None = None, executor: Executor | None = None,
-            echo: bool = False, **settings: Any) -> Path:
+            echo: bool = False, wait_s: float = 0.0, **settings: Any) -> Path:
     """Denoise a plate: prepare, run every unit, finalize; returns the output plate.
 
     Parameters
@@ -283,7 +280,9 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         Where units run (default: ``make_executor(config.executor, PREDICT)``: this process
         for a local executor, the engine being parallel inside).
     echo
-        Print a one-line summary.
+        Print a one-line summary (``already complete`` when nothing was left to denoise).
+    wait_s
+        How long to wait when another run holds the output (default: refuse at once).
 
     Raises
     ------
@@ -309,7 +308,7 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, "predict arguments")) from None
     try:
-        run = run_stage(PREDICT, cfg, executor, check=False)
+        run = run_stage(PREDICT, cfg, executor, check=False, wait_s=wait_s)
     except BaseException:
         close_writer_pool()  # writer processes, if any, are kept for the next plate unless interrupted
         raise

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from jumpdenoise.errors import PlateError, UnitFailures
+from jumpdenoise.errors import PlateError
 from jumpdenoise.stages.base import Unit
 
 STAGE = "stats"
@@ -147,7 +147,8 @@ def compute_statistics(plate: str | Path, executor=None) -> dict:
     plate
         The plate.
     executor
-        A :class:`~jumpdenoise.executors.base.Executor` (default: in this process).
+        A :class:`~jumpdenoise.executors.base.Executor` (default: in this process); the
+        stage driver (:func:`jumpdenoise.driver.run_stage`) runs the units on it.
 
     Returns
     -------
@@ -159,15 +160,7 @@ def compute_statistics(plate: str | Path, executor=None) -> dict:
     UnitFailures
         If some wells could not be read (the others' markers are kept for a rerun).
     """
-    from jumpdenoise.executors.local import LocalExecutor
-    from jumpdenoise.stages.base import bind
+    from jumpdenoise.driver import run_stage
+    from jumpdenoise.stages.base import STATS
 
-    job = StatsJob(plate=Path(plate))
-    prepare(job)
-    units = plan(job)
-    executor = executor or LocalExecutor(1)
-    outcomes = executor.map(bind(__name__, job), units, label=f"statistics of {Path(plate).name}")
-    failures = {o.key: o.error or "failed" for o in outcomes if not o.ok}
-    if failures:
-        raise UnitFailures(STAGE, failures)
-    return finalize(job, [o.value for o in outcomes])
+    return run_stage(STATS, StatsJob(plate=Path(plate)), executor).summary

@@ -7,16 +7,19 @@ Used by ``jumpdenoise verify SOURCE PLATE``.
 
 from __future__ import annotations
 
-import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from jumpdenoise.config.source import SourceConfig
+from jumpdenoise.stages.base import Unit
 
 if TYPE_CHECKING:
-    from jumpdenoise.config import SourceConfig
-    from jumpdenoise.executors.base import Executor
+    from jumpdenoise.executors.base import Executor, Outcome
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,84 @@ def check_field(plate: str, channels: tuple[str, ...], task: FieldCheck) -> list
     return diffs
 
 
+class VerifyJob(BaseModel):
+    """The configuration of the verify stage: which plate to compare with which source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: SourceConfig
+    plate: Path
+
+
+def _task(item: str) -> FieldCheck:
+    data = json.loads(item)
+    return FieldCheck(data["key"], data["well"], int(data["index"]),
+                      tuple(tuple(p) for p in data["planes"]))  # type: ignore[misc]
+
+
+def prepare(job: VerifyJob) -> tuple[str, int, list[str], list[str]]:
+    """Compare the structure: channels, fields missing on either side, images listed but absent.
+
+    Returns
+    -------
+    tuple
+        The source's path, fields to compare, differences found, notes (facts that are
+        not differences).
+    """
+    from jumpdenoise.io.discovery import discover
+    from jumpdenoise.io.ngff import field_key, plate_info
+
+    layout = discover(job.source)
+    info = plate_info(job.plate)
+    diffs: list[str] = []
+    if list(info.channels) != layout.channel_names:
+        diffs.append(f"channels: the plate has {info.channels}, the source {layout.channel_names}")
+    in_plate = set(info.field_keys())
+    in_source = {(w.id, f.index) for w, f in layout.iter_fields()}
+    diffs += [f"{field_key(w, f)}: field of the source missing from the plate"
+              for w, f in ((w.id, f.index) for w, f in layout.iter_fields()) if (w, f) not in in_plate]
+    diffs += [f"{field_key(w, f)}: field of the plate not in the source" for w, f in sorted(in_plate - in_source)]
+    notes = [f"{m.well} site {m.site} {m.channel}: listed by the source but missing ({m.path})"
+             for m in layout.missing]
+    return layout.source_path, len(in_source & in_plate), diffs, notes
+
+
+def plan(job: VerifyJob) -> list[Unit]:
+    """One unit per field present in both the source and the plate (its planes in the item)."""
+    from jumpdenoise.io.discovery import discover
+    from jumpdenoise.io.ngff import field_key, plate_info
+
+    in_plate = set(plate_info(job.plate).field_keys())
+    units = []
+    for w, f in discover(job.source).iter_fields():
+        if (w.id, f.index) in in_plate:
+            key = field_key(w.id, f.index)
+            planes = [(ch, ref.path, ref.channel_index, ref.axes) for ch, ref in f.planes.items()]
+            item = json.dumps({"key": key, "well": w.id, "index": f.index, "planes": planes})
+            units.append(Unit(stage="verify", key=key, items=[item]))
+    return units
+
+
+def run_one(job: VerifyJob, unit: Unit) -> dict:
+    """Compare the planes of one field; returns ``{"differences": [...]}``."""
+    from jumpdenoise.io.ngff import plate_info
+
+    info = plate_info(job.plate)
+    return {"differences": check_field(str(info.path), tuple(info.channels), _task(unit.items[0]))}
+
+
+def finalize(job: VerifyJob, outcomes: list[Outcome]) -> list[str]:
+    """The differences of every field, in order (a failed comparison is one)."""
+    diffs: list[str] = []
+    for out in outcomes:
+        diffs += out.value["differences"] if out.ok else [f"{out.key}: check failed ({out.error})"]
+    return diffs
+
+
 def verify_plate(source: SourceConfig, plate: str | Path, executor: Executor | None = None) -> VerifyReport:
     """Compare every plane of ``source`` with ``plate``, pixel for pixel.
+
+    Runs through the stage driver (:func:`jumpdenoise.driver.run_stage`).
 
     Parameters
     ----------
@@ -135,32 +214,11 @@ def verify_plate(source: SourceConfig, plate: str | Path, executor: Executor | N
         Differences: fields missing from the plate or from the source, channel names,
         shapes, dtypes and differing pixels, each naming the field and file.
     """
-    from jumpdenoise.executors.base import Outcome
-    from jumpdenoise.executors.local import LocalExecutor
-    from jumpdenoise.io.discovery import discover
-    from jumpdenoise.io.ngff import field_key, plate_info
+    from jumpdenoise.driver import run_stage
+    from jumpdenoise.io.ngff import plate_info
+    from jumpdenoise.stages.base import VERIFY
 
-    layout = discover(source)
-    info = plate_info(plate)
-    diffs: list[str] = []
-    if list(info.channels) != layout.channel_names:
-        diffs.append(f"channels: the plate has {info.channels}, the source {layout.channel_names}")
-    in_plate = {(w, f) for w, f in info.field_keys()}
-    tasks = []
-    for w, f in layout.iter_fields():
-        key = field_key(w.id, f.index)
-        if (w.id, f.index) not in in_plate:
-            diffs.append(f"{key}: field of the source missing from the plate")
-            continue
-        planes = tuple((ch, ref.path, ref.channel_index, ref.axes) for ch, ref in f.planes.items())
-        tasks.append(FieldCheck(key, w.id, f.index, planes))
-    in_source = {(w.id, f.index) for w, f in layout.iter_fields()}
-    diffs += [f"{field_key(w, f)}: field of the plate not in the source" for w, f in sorted(in_plate - in_source)]
-    notes = [f"{m.well} site {m.site} {m.channel}: listed by the source but missing ({m.path})"
-             for m in layout.missing]
-    fn = functools.partial(check_field, str(info.path), tuple(info.channels))
-    outcomes: list[Outcome] = (executor or LocalExecutor(1)).map(fn, tasks, label="verify")
-    for task, out in zip(tasks, outcomes):
-        diffs += out.value if out.ok else [f"{task.key}: check failed ({out.error})"]
-    return VerifyReport(plate=info.path, source=layout.source_path, n_fields=len(tasks), differences=diffs,
-                        notes=notes)
+    run = run_stage(VERIFY, VerifyJob(source=source, plate=Path(plate)), executor, check=False)
+    source_path, n_fields, diffs, notes = run.prepared
+    return VerifyReport(plate=plate_info(plate).path, source=source_path, n_fields=n_fields,
+                        differences=diffs + run.summary, notes=notes)

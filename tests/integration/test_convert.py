@@ -18,7 +18,8 @@ import zarr
 from plate_files import tree_bytes
 
 from jumpdenoise.config import ExecutorConfig, load_config
-from jumpdenoise.errors import OutputExistsError, UnitFailures
+from jumpdenoise.errors import OutputExistsError, UnitFailures, UnsafeOutputError
+from jumpdenoise.executors import make_executor
 from jumpdenoise.executors.dask import DaskExecutor
 from jumpdenoise.executors.local import LocalExecutor
 from jumpdenoise.io.discovery import discover
@@ -26,7 +27,8 @@ from jumpdenoise.io.ngff import done_keys, plate_info, read_field, validate_plat
 from jumpdenoise.io.synthetic import generate_plate
 from jumpdenoise.io.layout import PlaneRef
 from jumpdenoise.io.tiff import _decode_libtiff, read_plane
-from jumpdenoise.stages.convert import convert, load_layout, own_executor
+from jumpdenoise.stages.base import CONVERT
+from jumpdenoise.stages.convert import convert, load_layout
 from jumpdenoise.stages.verify import verify_plate
 
 JUMP = Path(__file__).resolve().parents[3] / "shared" / "data" / "jump"
@@ -168,13 +170,17 @@ def test_serial_and_parallel_conversions_are_byte_identical(small_plate, tmp_pat
     assert not zarr.config.get("array.write_empty_chunks")  # the process-wide setting is restored
 
 
-def test_own_executor_runs_a_local_dask_cluster_in_threads(tmp_path):
-    threaded = own_executor(make_config(tmp_path, tmp_path / "o.zarr", kind="dask", workers=2))
+def test_make_executor_runs_conversion_on_a_local_dask_cluster_in_threads(tmp_path):
+    def make(cfg):
+        return make_executor(cfg.executor, CONVERT)
+
+    threaded = make(make_config(tmp_path, tmp_path / "o.zarr", kind="dask", workers=2))
     assert isinstance(threaded, DaskExecutor) and threaded.processes is False
     cfg = make_config(tmp_path, tmp_path / "o.zarr", kind="dask", workers=2)
     remote = cfg.model_copy(update={"executor": cfg.executor.model_copy(update={"scheduler_address": "tcp://x:1"})})
-    assert own_executor(remote).processes is True
-    assert isinstance(own_executor(make_config(tmp_path, tmp_path / "o.zarr", workers=2)), LocalExecutor)
+    assert make(remote).processes is True
+    local = make(make_config(tmp_path, tmp_path / "o.zarr", workers=2))
+    assert isinstance(local, LocalExecutor) and local.workers == 2
 
 
 def test_libtiff_and_tifffile_decode_the_same_pixels(tmp_path):
@@ -302,6 +308,11 @@ def test_existing_output_refused_resumed_or_overwritten(small_plate, tmp_path):
     with pytest.raises(OutputExistsError, match="exists.zarr"):
         convert(make_config(small_plate, out), echo=False)
     assert (out / "notes.txt").read_text() == "not a plate"
+    # --overwrite removes only what jumpdenoise wrote: the user's folder is kept
+    with pytest.raises(UnsafeOutputError, match="did not write"):
+        convert(make_config(small_plate, out, overwrite=True), echo=False)
+    assert (out / "notes.txt").read_text() == "not a plate"
+    (out / "notes.txt").unlink()
     # a plate prepared from the same source and settings is resumed, not refused
     convert(make_config(small_plate, out, overwrite=True), echo=False)
     again = convert(make_config(small_plate, out), echo=False)

@@ -104,3 +104,18 @@ def test_convert_with_dask_workers_as_slurm_jobs(slurm_cluster, tmp_path):
     assert "--lifetime" in script and f"#SBATCH -p {slurm_cluster.partition}" in script
     worker_logs = list(logs.glob("*.err"))
     assert worker_logs and "Start worker" in worker_logs[0].read_text()  # the worker ran as a SLURM job
+
+
+def test_dashboard_port_in_use_is_replaced_by_a_free_one_quietly(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with DaskExecutor(ExecutorConfig(kind="dask", workers=1), dashboard_address=f":{port}",
+                          processes=False) as ex:
+            link = ex.start().dashboard_link
+    err = capsys.readouterr().err
+    assert f":{port}/" not in link and f"Dask dashboard: {link}" in err
+    assert "already in use" not in err

@@ -21,7 +21,7 @@ from jumpdenoise.config import JumpDenoiseConfig, load_config
 from jumpdenoise.errors import ClusterError
 from jumpdenoise.io.synthetic import generate_plate
 from jumpdenoise.pipeline_slurm import submit_pipeline
-from jumpdenoise.run_state import RunFolder, cancel_run, collect_status, format_status
+from jumpdenoise.run_state import RunState, cancel_run, collect_status, format_status
 
 pytestmark = pytest.mark.slurm
 
@@ -100,7 +100,7 @@ def test_failed_unit_is_shown_with_its_log_and_resubmit_runs_only_it(slurm_clust
     submit_pipeline(cfg, until="stats", echo=lambda s: None)
     status = wait_run(workdir)
     assert [s.state for s in status.stages] == ["done", "done"], format_status(status)
-    plan = RunFolder(workdir.absolute()).plan("convert")
+    plan = RunState(workdir.absolute()).plan("convert")
     assert [u["key"] for u in plan["units"]] == ["A02-1"]
     from jumpdenoise.io.ngff import plate_info, validate_plate
 
@@ -118,7 +118,7 @@ def test_cancelled_run_resumes_when_submitted_again(slurm_cluster, plate_source:
     assert jobs["stats"]["finalize"] in cancelled
     status = wait_run(workdir, timeout=60)
     assert not status.done and stage(status, "stats").state == "cancelled"
-    assert not RunFolder(workdir.absolute()).is_done("stats")
+    assert not RunState(workdir.absolute()).is_done("stats")
     submit_pipeline(cfg, until="stats", echo=lambda s: None)
     status = wait_run(workdir)
     assert status.done, format_status(status)
@@ -191,7 +191,7 @@ def test_training_is_one_job_of_two_srun_tasks_running_ddp(slurm_cluster, plate_
     status = wait_run(workdir, timeout=600)
     assert status.done, format_status(status)
     train = stage(status, "train")
-    (job_id,) = [j for j in train.jobs if j not in RunFolder(workdir.absolute()).state()["jobs"]["train"].values()]
+    (job_id,) = [j for j in train.jobs if j not in RunState(workdir.absolute()).state()["jobs"]["train"].values()]
     logs = workdir / ".pipeline" / "logs"
     # submitit's line in each task's log: two processes (global ranks 0 and 1 of 2) in ONE job
     ranks = sorted(ln.split("global_rank=")[1].split(")")[0] + ")" for t in (0, 1)

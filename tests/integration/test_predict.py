@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jumpdenoise.errors import ModelError, OutputExistsError, PlateError
+from jumpdenoise.errors import ModelError, OutputExistsError, PlateError, UnsafeOutputError
 from jumpdenoise.io.ngff import plate_info, read_field, validate_plate
 from jumpdenoise.predict.testing import make_plate, make_run
 from jumpdenoise.stages.predict import predict
@@ -101,6 +101,10 @@ def test_rerun_resumes_and_other_output_is_refused(setup: dict, tmp_path: Path) 
     (taken / "notes.txt").write_text("not a plate")
     with pytest.raises(OutputExistsError, match="already exists"):
         predict(model=setup["run"], plate=setup["plate"], out=taken)
+    with pytest.raises(UnsafeOutputError, match="did not write"):  # --overwrite removes only our plates
+        predict(model=setup["run"], plate=setup["plate"], out=taken, overwrite=True)
+    assert (taken / "notes.txt").read_text() == "not a plate"
+    (taken / "notes.txt").unlink()
     predict(model=setup["run"], plate=setup["plate"], out=taken, overwrite=True, wells=["A01"], fields=[0])
     assert plate_info(taken).kind == "denoised"
 

@@ -35,7 +35,8 @@ def test_layout_round_trip(tmp_path) -> None:
     lay.save(tmp_path / "l.json")
     back = PlateLayout.load(tmp_path / "l.json")
     assert back == lay
-    assert back.to_table() == [("B03", 1, "DNA", "/x/a.tif"), ("B03", 1, "ER", "/x/b.tif")]
+    assert [(w.id, f.site, ch, r.path) for w, f in back.iter_fields() for ch, r in f.planes.items()] == \
+        [("B03", 1, "DNA", "/x/a.tif"), ("B03", 1, "ER", "/x/b.tif")]
     assert back.well("B03").id == "B03" and back.n_images() == 2
 
 

@@ -26,7 +26,8 @@ needs_data = pytest.mark.skipif(not (JUMP / "phenix_v1").is_dir(), reason="share
 
 def full_table(layout):
     """(well, site, channel, path) of every listed image, present or missing."""
-    rows = layout.to_table() + [(m.well, m.site, m.channel, m.path) for m in layout.missing]
+    rows = [(w.id, f.site, ch, ref.path) for w, f in layout.iter_fields() for ch, ref in f.planes.items()]
+    rows += [(m.well, m.site, m.channel, m.path) for m in layout.missing]
     return sorted(rows)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from jumpdenoise.compute.tiling import pad_to, plan_axis, plan_tiles, predict_tiled_numpy, ramp_weights
+from jumpdenoise.compute.tiling import TilePlan, finish_blend, pad_to, plan_axis, plan_tiles, ramp_weights, stitch
 
 
 @pytest.mark.parametrize("length,valid,tile,overlap", [(1088, 1080, 256, 52), (500, 497, 256, 48),
@@ -58,6 +58,24 @@ def test_pad_to_reflects_and_keeps_the_image() -> None:
     assert np.array_equal(out[:, 5, :7], img[:, 3])  # reflection without repeating the edge
 
 
+def predict_tiled(fn, image: np.ndarray, plan: TilePlan, batch_size: int = 8) -> np.ndarray:
+    """Predict ``image`` (``(c, y, x)``) tile by tile with ``fn`` (the engine does the same on the device)."""
+    padded = pad_to(image.astype(np.float32, copy=False), plan.padded_yx)
+    ty, tx = plan.tile_yx
+    c = image.shape[0]
+    crop = plan.mode == "crop"
+    out = np.zeros((c, *(plan.shape_yx if crop else plan.padded_yx)), np.float32)
+    acc = None if crop else np.zeros((1, *plan.padded_yx), np.float32)
+    tiles = list(plan.tiles)
+    for i in range(0, len(tiles), batch_size):
+        chunk = tiles[i:i + batch_size]
+        batch = np.stack([padded[:, t.y0:t.y0 + ty, t.x0:t.x0 + tx] for t in chunk])
+        pred = np.asarray(fn(batch), dtype=np.float32)
+        weights = None if crop else [plan.weights(t)[None] for t in chunk]
+        stitch(plan, out, list(pred), chunk, acc, weights)
+    return out if crop else finish_blend(plan, out, acc)
+
+
 @pytest.mark.parametrize("mode", ["crop", "blend"])
 @pytest.mark.parametrize("shape", [(150, 203), (64, 64), (97, 250)])
 def test_stitched_local_filter_equals_whole_image(mode: str, shape: tuple[int, int]) -> None:
@@ -71,7 +89,7 @@ def test_stitched_local_filter_equals_whole_image(mode: str, shape: tuple[int, i
 
     plan = plan_tiles(shape, tile_size=48, overlap=2 * radius + 8, stride=4, mode=mode, guard=radius)
     whole = net(pad_to(image, plan.padded_yx)[None])[0][:, :shape[0], :shape[1]]
-    tiled = predict_tiled_numpy(net, image, plan, batch_size=3)
+    tiled = predict_tiled(net, image, plan, batch_size=3)
     assert tiled.shape == image.shape
     np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
 
