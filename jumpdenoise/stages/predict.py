@@ -94,6 +94,9 @@ def prepare(config: JumpDenoiseConfig) -> dict:
                                                                                            "compile": False})}))
     lm = predictor.model
     channels = select_channels(lm, info)
+    from jumpdenoise.quality.gain import warn_worse_channels
+
+    warn_worse_channels(lm.source, channels)  # estimated gain <= 0 dB: warn, naming the channels
     selection = selected_fields(config, info)
     try:
         predictor.plan(info.shape_yx)
