@@ -14,9 +14,10 @@ noise modeling and fitting for single-image raw-data", IEEE TIP 17(10):
    variance) point; blocks with a clipped pixel (0 or 65535) are dropped.
 4. Only smooth blocks are kept: those whose signal texture (the variance, within the block,
    of a 2-pixel Gaussian-smoothed image, where noise is averaged away and structure is not)
-   is below ``max_texture`` times their residual (noise) variance. The kept blocks are split
-   into a few dozen level bins of equal counts; a bin's variance is the median of its blocks'
-   residual variances (corrected for the median of a chi-square).
+   is below ``max_texture`` times the noise variance of their level. Blocks are split into a
+   few dozen level bins of equal counts; the bin's noise reference is the median residual
+   variance of its least-textured quarter; the bin's variance is the median residual
+   variance of its smooth blocks (corrected for the median of a chi-square).
 5. A robust straight line through the (level, variance) points: Theil-Sen slope, then the
    intercept from the median, giving ``var = a * mu + b``. ``gain = a``.
 6. The offset (black level) is the dark background: the 0.5th percentile of the block levels.
@@ -92,7 +93,7 @@ def level_variance_points(image: np.ndarray, *, block: int = 8, n_bins: int = 40
         Level bins (equal block counts); one point per bin.
     max_texture
         A block is smooth when the variance of its 2-pixel Gaussian-smoothed image is at most
-        this times its residual variance (white noise alone gives about 0.03).
+        this times the noise variance of its level bin (white noise alone gives about 0.03).
 
     Returns
     -------
@@ -114,17 +115,25 @@ def level_variance_points(image: np.ndarray, *, block: int = 8, n_bins: int = 40
     tex_b = _block_view(texture[crop], block).var(axis=1)
     raw_b = _block_view(img[crop], block)
     var_b = res_b.var(axis=1, ddof=1)
-    keep = (raw_b.min(axis=1) > 0) & (raw_b.max(axis=1) < 65535) & (tex_b <= max_texture * var_b)
-    lev_b, var_b = lev_b[keep], var_b[keep]
+    unclipped = (raw_b.min(axis=1) > 0) & (raw_b.max(axis=1) < 65535)
+    lev_b, var_b, tex_b = lev_b[unclipped], var_b[unclipped], tex_b[unclipped]
     if lev_b.size < 8 * n_bins:
-        raise ValueError(f"too few smooth, unclipped {block} x {block} blocks ({lev_b.size}) to fit a noise model")
-    order = np.argsort(lev_b)
+        raise ValueError(f"too few unclipped {block} x {block} blocks ({lev_b.size}) to fit a noise model")
     dof = block * block - 1
     median_bias = chi2.median(dof) / dof
     levels, variances = [], []
-    for idx in np.array_split(order, n_bins):
-        levels.append(float(np.median(lev_b[idx])))
-        variances.append(float(np.median(var_b[idx]) / median_bias))
+    for idx in np.array_split(np.argsort(lev_b), n_bins):
+        # reference noise variance of the bin: its least-textured quarter (not each block's own
+        # variance, which would favour blocks whose noise happens to be high)
+        calm = idx[np.argsort(tex_b[idx])[: max(8, idx.size // 4)]]
+        reference = np.median(var_b[calm])
+        smooth = idx[tex_b[idx] <= max_texture * reference]
+        if smooth.size < 8:
+            continue
+        levels.append(float(np.median(lev_b[smooth])))
+        variances.append(float(np.median(var_b[smooth]) / median_bias))
+    if len(levels) < 4:
+        raise ValueError(f"too few smooth level bins ({len(levels)}) to fit a noise model")
     return np.asarray(levels), np.asarray(variances)
 
 

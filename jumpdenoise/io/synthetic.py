@@ -47,13 +47,15 @@ PIXEL_SIZE_M = 5.979760809567617e-07
 #: narrow intensity range gives no slope); the fluorescence camera gain, read noise matching
 #: the measured variance at the real brightfield level.
 JUMP_NOISE: dict[str, NoiseModel] = {
-    "nuclei": NoiseModel(gain=0.181, offset=259.0, read_noise=8.6),
-    "er": NoiseModel(gain=0.185, offset=288.0, read_noise=9.0),
-    "rna": NoiseModel(gain=0.219, offset=273.0, read_noise=8.3),
-    "agp": NoiseModel(gain=0.232, offset=497.0, read_noise=11.3),
-    "mito": NoiseModel(gain=0.239, offset=446.0, read_noise=10.8),
+    "nuclei": NoiseModel(gain=0.189, offset=259.0, read_noise=8.50),
+    "er": NoiseModel(gain=0.190, offset=288.0, read_noise=8.84),
+    "rna": NoiseModel(gain=0.214, offset=273.0, read_noise=8.18),
+    "agp": NoiseModel(gain=0.223, offset=497.0, read_noise=11.16),
+    "mito": NoiseModel(gain=0.227, offset=446.0, read_noise=10.53),
     "brightfield": NoiseModel(gain=0.21, offset=300.0, read_noise=40.0),
 }
+#: Standard deviation (pixels) of the Gaussian point spread function applied to the clean images.
+PSF_SIGMA_PX = 1.0
 #: Named noise levels -> factor on the expected signal above the offset (photons).
 NOISE_LEVELS = {"jump": 1.0, "low-light": 0.1}
 # style -> (background above offset, peak signal above offset) in ADU at the "jump" level
@@ -168,6 +170,8 @@ def _clean_canvas(shape: tuple[int, int], channels: tuple[str, ...], seed, photo
             sig = 0.6 * cyto + 0.4 * nuc + 0.1 * _texture(rng, shape, 4)
         background, peak = _STYLES[style]
         above = background + peak * np.clip(_norm(np.clip(sig, 0, None)), 0, 1.5)
+        # the microscope's point spread function: no detail finer than about a pixel
+        above = ndi.gaussian_filter(above, PSF_SIGMA_PX)
         out[c] = JUMP_NOISE[style].offset + photon_factor * above
     return out
 
