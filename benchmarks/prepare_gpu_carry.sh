@@ -16,7 +16,7 @@ from importlib.metadata import distributions
 norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()
 have = set(open("benchmarks/gpu_image_packages.txt").read().split())
 skip = {"jumpdenoise", "bokeh", "xyzservices", "papermill", "ipykernel", "ipython", "nbclient", "nbformat", "s3fs",
-        "aiobotocore", "botocore"}
+        "aiobotocore", "botocore", "debugpy", "jedi", "parso"}  # notebook tools: not run there
 for d in distributions():
     n = norm(d.metadata["Name"])
     if n not in have and n not in skip and not n.startswith(("jupyter", "nvidia", "cuda")):
@@ -28,3 +28,5 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl -r /tmp/jd-gpu-wheels.txt
 rm -rf .gpu_data/bsd && mkdir -p .gpu_data/bsd && cp -r ../shared/data/bsd/train400 ../shared/data/bsd/set12 .gpu_data/bsd/
 du -sh .whl .gpu_data
+total=$(du -scm .whl .gpu_data | tail -1 | cut -f1)
+[ "$total" -lt 60 ] || echo "warning: .whl + .gpu_data hold $total MiB; a device call carries 64 MiB with the tree"

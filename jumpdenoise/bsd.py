@@ -290,18 +290,10 @@ def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, ep
     JumpDenoiseError
         If the ``budget`` schedule is asked for without ``max_minutes``.
     """
-    settings = schedule(schedule_name, device=device, epochs=epochs, **train_overrides)
-    train_kwargs = settings["train"]
-    if max_minutes is not None:
-        trainer = dict(train_kwargs.get("trainer") or {})
-        trainer["extra"] = {**trainer.get("extra", {}), "max_time": {"seconds": round(max_minutes * 60)}}
-        train_kwargs["trainer"] = trainer
-    if schedule_name == "budget":
-        from jumpdenoise.bsd_schedule import WallClockCosine
+    from jumpdenoise.bsd_schedule import with_deadline
 
-        if max_minutes is None:
-            raise JumpDenoiseError("the budget schedule needs --max-minutes (its learning rate ends at that deadline)")
-        train_kwargs["callbacks"] = [WallClockCosine(round(max_minutes * 60), peak_lr=train_kwargs["optimizer"]["lr"])]
+    settings = schedule(schedule_name, device=device, epochs=epochs, **train_overrides)
+    train_kwargs = with_deadline(settings["train"], schedule_name, max_minutes)
     n_train = n_train if n_train is not None else settings["n_train"]
     n_test = n_test if n_test is not None else settings["n_test"]
     out = Path(out_dir)

@@ -40,7 +40,7 @@ import numpy as np
 from jumpdenoise.errors import ConfigError, JumpDenoiseError
 
 __all__ = ["PEAK_LR", "WARMUP_FRACTION", "WallClockCosine", "budget_lr", "budget_train_settings",
-           "train_with_callbacks"]
+           "train_with_callbacks", "with_deadline"]
 
 #: Peak learning rate of the budget schedule (Adam), reached at the end of the warm-up.
 PEAK_LR = 1e-3
@@ -135,6 +135,30 @@ def budget_train_settings(device: str = "auto") -> dict:
         return {**common, "batch_size": 8, "patches_per_epoch": 8 * 200, "n_val_patches": 128,
                 "model": {"num_channels_init": 16}, "trainer": {"precision": "32-true", "num_workers": 0}}
     raise ConfigError(f"--device {device!r}: the budget schedule knows cpu, cuda and auto")
+
+
+def with_deadline(train_kwargs: dict, schedule_name: str, max_minutes: float | None) -> dict:
+    """Training settings that stop after ``max_minutes`` of wall time (``None``: unchanged).
+
+    For the ``budget`` schedule the deadline is required, and the settings get the callback that sets
+    the learning rate from the wall clock (:class:`~jumpdenoise.bsd_schedule.WallClockCosine`).
+    Returns a new dict of keyword arguments of :func:`jumpdenoise.bsd.train_bsd_model`.
+
+    Raises
+    ------
+    JumpDenoiseError
+        If the ``budget`` schedule is given without ``max_minutes``.
+    """
+    train_kwargs = dict(train_kwargs)
+    if max_minutes is not None:
+        trainer = dict(train_kwargs.get("trainer") or {})
+        trainer["extra"] = {**trainer.get("extra", {}), "max_time": {"seconds": round(max_minutes * 60)}}
+        train_kwargs["trainer"] = trainer
+    if schedule_name == "budget":
+        if max_minutes is None:
+            raise JumpDenoiseError("the budget schedule needs --max-minutes (its learning rate ends at that deadline)")
+        train_kwargs["callbacks"] = [WallClockCosine(round(max_minutes * 60), peak_lr=train_kwargs["optimizer"]["lr"])]
+    return train_kwargs
 
 
 def train_with_callbacks(images: Sequence[np.ndarray], run_dir: str | Path, *, val_images: Sequence[np.ndarray],

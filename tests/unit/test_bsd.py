@@ -224,3 +224,18 @@ def test_budget_schedule_settings_per_device_and_its_deadline_is_required(tmp_pa
     train, test = make_synthetic_sets(tmp_path / "sets", n_train=2, n_test=1, train_size=64, test_size=64)
     with pytest.raises(JumpDenoiseError, match="budget schedule needs --max-minutes"):
         bsd.run_bsd(train, test, schedule_name="budget", device="cpu", out_dir=tmp_path / "out")
+
+
+def test_with_deadline_adds_the_time_limit_and_the_budget_learning_rate() -> None:
+    from jumpdenoise.bsd_schedule import WallClockCosine, with_deadline
+
+    short = bsd.schedule("short")["train"]
+    assert with_deadline(short, "short", None) == short
+    timed = with_deadline(short, "short", 1.5)
+    assert timed["trainer"]["extra"] == {"max_time": {"seconds": 90}} and "callbacks" not in timed
+    assert "trainer" not in short  # the schedule's dict is left as it was
+    budget = with_deadline(bsd.schedule("budget", device="cpu")["train"], "budget", 0.5)
+    (callback,) = budget["callbacks"]
+    assert isinstance(callback, WallClockCosine) and callback.budget_s == 30
+    assert callback.peak_lr == budget["optimizer"]["lr"]
+    assert budget["trainer"]["extra"]["max_time"] == {"seconds": 30} and budget["trainer"]["precision"] == "32-true"
