@@ -27,7 +27,11 @@ bsd=""
 for d in ${BSD_DIR:-} shared/data/bsd ../shared/data/bsd .gpu_data/bsd; do
   [ -d "$d/train400" ] && [ -d "$d/set12" ] && { bsd=$d; break; }
 done
-[ -n "$bsd" ] || { echo "no BSD images (train400/, set12/) under \$BSD_DIR, shared/data/bsd, ../shared/data/bsd or .gpu_data/bsd" | tee "$out/bsd.txt"; exit 1; }
+if [ -z "$bsd" ]; then
+  echo "no BSD images (train400/, set12/) under \$BSD_DIR, shared/data/bsd, ../shared/data/bsd or .gpu_data/bsd" \
+    | tee "$out/bsd.txt"
+  exit 1
+fi
 if [ "${SMOKE:-0}" = 1 ]; then
   minutes=${BSD_MINUTES:-0.2}; dev=cpu; extra=(--n-train 8 --patch-size 32 --batch-size 4); sets=(--n-test 2)
 else
@@ -38,23 +42,27 @@ reserve=${BSD_RESERVE_S:-90}  # start-up before the clock starts; after it: Set1
 elapsed=$((SECONDS - start))
 fit=$("$py" -c "print(round(min($minutes, ($limit - $elapsed - $reserve) / 60), 2))")
 if "$py" -c "import sys; sys.exit(not $fit < $minutes)"; then
-  echo "set-up took $elapsed s: training budget cut from $minutes to $fit min to end within $limit s" | tee -a "$out/bsd.txt"
+  echo "set-up took $elapsed s: training budget cut from $minutes to $fit min to end within $limit s" \
+    | tee -a "$out/bsd.txt"
   minutes=$fit
 fi
 work=$(mktemp -d /tmp/jd-bsd-XXXX)
+status=0
 t_setup=$elapsed
 echo "data: $bsd; training budget $minutes min on $dev; set-up $t_setup s" | tee -a "$out/bsd.txt"
 t0=$SECONDS
 "$py" -m jumpdenoise bsd --train "$bsd/train400" --test "$bsd/set12" --sigma 25 --seed 0 --schedule budget \
   --max-minutes "$minutes" --device $dev "${extra[@]}" "${sets[@]}" --out "$work/run" --export "$out/bsd_model.zip" \
-  >> "$out/bsd.txt" 2>&1 || echo "bsd training run failed (rc $?)" | tee -a "$out/bsd.txt"
+  >> "$out/bsd.txt" 2>&1 || { status=$?; echo "bsd training run failed (rc $status)" | tee -a "$out/bsd.txt"; }
 t_train=$((SECONDS - t0)); t0=$SECONDS
 cp "$work/run/bsd_scores.csv" "$out/bsd_scores.csv" 2>/dev/null
 cp "$work/run/model/curves.csv" "$out/curves.csv" 2>/dev/null
 for mode in plain tta; do
+  [ -f "$out/bsd_model.zip" ] || break
   flag=(); [ $mode = tta ] && flag=(--tta)
   "$py" -m jumpdenoise bsd --model "$out/bsd_model.zip" --test "$bsd/set12" --sigma 25 --seed 0 --device $dev \
-    "${sets[@]}" "${flag[@]}" --out "$work/zip_$mode" >> "$out/bsd.txt" 2>&1 || echo "rescoring ($mode) failed (rc $?)" | tee -a "$out/bsd.txt"
+    "${sets[@]}" "${flag[@]}" --out "$work/zip_$mode" >> "$out/bsd.txt" 2>&1 \
+    || echo "rescoring ($mode) failed (rc $?)" | tee -a "$out/bsd.txt"
 done
 cp "$work/zip_tta/bsd_scores.csv" "$out/bsd_scores_tta.csv" 2>/dev/null
 t_score=$((SECONDS - t0))
@@ -83,3 +91,4 @@ print(f"zip {result['model_zip_bytes']} bytes; wall: {result['wall_seconds']}")
 PY
 rm -rf "$work"
 echo "bsd phase total: $((SECONDS - start)) s"
+exit $status

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from jumpdenoise.cli import app
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from jumpdenoise.bsd_scores import BsdReport
 
 
 @app.command("bsd")
@@ -93,7 +99,7 @@ def bsd(
         console.print(f"exported: {zip_path}")
 
 
-def print_report(console: object, report: object, sigma: float, out: Path) -> None:
+def print_report(console: "Console", report: "BsdReport", sigma: float, out: Path) -> None:
     """Print a :class:`~jumpdenoise.bsd_scores.BsdReport` as a table of PSNR/SSIM per image and mean."""
     from rich.table import Table
 
