@@ -116,7 +116,7 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     from jumpdenoise.predict.model import load_model
 
     loaded = load_model(model, "cpu")
-    predictor = Predictor(loaded, tile_size=None)
+    predictor = Predictor(loaded, tile_size=None, overlap=0)  # whole fields: no receptive field to measure
     radius = _roi_radius(loaded.careamics_config)
     step = radius + 1
     arrays = [np.asarray(f, dtype=np.float32) for f in fields]
