@@ -110,7 +110,8 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     -------
     dict
         ``{channel: {gain_db, gain_db_low, gain_db_high, lower_bound, masked_mse,
-        noise_variance, excess_mse, n_pixels, noise_model, noise_source, reliable}}`` plus ``"_meta"`` (grid step, passes).
+        noise_variance, excess_mse, n_pixels, noise_model, noise_source, reliable}}`` plus
+        ``"_meta"`` (grid step, passes).
     """
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import load_model

@@ -29,8 +29,8 @@ from jumpdenoise.errors import JumpDenoiseError
 from jumpdenoise.quality.metrics import default_data_range, score
 from jumpdenoise.quality.noise import NoiseVariance
 
-__all__ = ["TruthError", "TRUTH_FOLDER", "camera_noise_models", "find_truth_dir", "plate_truth_scores", "read_truth", "truth_channels",
-           "truth_fields"]
+__all__ = ["TruthError", "TRUTH_FOLDER", "camera_noise_models", "find_truth_dir", "plate_truth_scores", "read_truth",
+           "scored_fields", "truth_channels", "truth_fields"]
 
 TRUTH_FOLDER = "ground_truth"
 TRUTH_JSON = "truth.json"
