@@ -83,6 +83,24 @@ def test_overwrite_replaces_our_plate_and_rerun_says_already_complete(source, re
     assert tree_bytes(out) == reference
 
 
+def test_run_folder_inside_the_source_and_training_onto_its_plate_are_refused(source: Path, tmp_path: Path) -> None:
+    before = files_of(source.parent)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"source: {{path: {source}}}\npaths: {{workdir: {source / 'run'}}}\n")
+    res = jd("run", config)
+    assert res.returncode == 2 and "inside the source" in error_line(res)
+    assert files_of(source.parent) == before
+    plate = tmp_path / "s.zarr"
+    assert jd("convert", source, plate, "--executor", "local").returncode == 0
+    config.write_text(f"paths: {{raw_plate: {plate}}}\n")
+    plate_files = files_of(plate)
+    res = jd("train", config, "--run-dir", plate)
+    assert res.returncode == 2 and "is the input" in error_line(res)
+    res = jd("train", config, "--run-dir", tmp_path)  # the run folder would hold the plate
+    assert res.returncode == 2 and "inside the output" in error_line(res)
+    assert files_of(plate) == plate_files
+
+
 @pytest.fixture(scope="module")
 def model_and_plate(source: Path, tmp_path_factory) -> tuple[Path, Path]:
     from jumpdenoise.predict.testing import make_run
@@ -154,6 +172,23 @@ def test_second_run_on_a_locked_output_is_refused_with_host_and_pid(source: Path
         holder.wait()
     res = jd("convert", source, out, "--executor", "local")  # the dead holder's lock is stale
     assert res.returncode == 0, res.stderr
+
+
+def test_two_conversions_started_together_give_one_plate_and_at_most_one_clean_refusal(source, reference,
+                                                                                     tmp_path) -> None:
+    for round_ in range(2):
+        out = tmp_path / f"race{round_}.zarr"
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [subprocess.Popen([*CLI, "convert", str(source), str(out), "--executor", "local"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+        codes = sorted(code for code, _, _ in results)
+        assert codes in ([0, 0], [0, 2]), results
+        for code, _, err in results:
+            assert "Traceback" not in err
+            if code == 2:
+                assert "is in use by" in error_line(subprocess.CompletedProcess([], code, "", err))
+        assert tree_bytes(out) == reference
 
 
 def test_wait_waits_for_the_other_run_to_end(source: Path, tmp_path: Path) -> None:
