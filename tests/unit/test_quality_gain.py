@@ -99,3 +99,42 @@ def test_spatially_correlated_noise_is_flagged_unreliable() -> None:
     mean, std = np.array([truth.mean()]), np.array([truth.std()])
     est = estimate_gain(_blind_blur_model(1, 1.0, mean, std), [r[None] for r in raws], ["DNA"])
     assert est["DNA"]["reliable"] is False
+
+
+def _run_with_quality(tmp_path, channels: dict) -> object:
+    import json
+
+    from jumpdenoise.config import load_config
+
+    run = tmp_path / "model"
+    run.mkdir()
+    (run / "normalization.json").write_text(json.dumps({"channels": list(channels), "mean": [0.0], "std": [1.0]}))
+    (run / "quality.json").write_text(json.dumps({"version": 1, "channels": channels}))
+    return load_config(overrides={"paths": {"workdir": str(tmp_path), "run_dir": str(run)}})
+
+
+def test_guard_acts_on_reliable_estimates_only(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from jumpdenoise.quality.gain import HarmfulModelError, check_gain_before_predict, read_gain, warn_worse_channels
+
+    cfg = _run_with_quality(tmp_path, {"DNA": {"gain_db": -1.5, "reliable": True},
+                                       "ER": {"gain_db": -4.0, "reliable": False},
+                                       "Mito": {"gain_db": 3.0, "reliable": True}})
+    assert read_gain(cfg.paths.run_dir) == {"DNA": -1.5, "ER": -4.0, "Mito": 3.0}
+    with pytest.raises(HarmfulModelError) as err:
+        check_gain_before_predict(cfg)
+    assert "DNA (-1.5 dB)" in str(err.value) and "ER" not in str(err.value) and "train longer" in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="jumpdenoise.predict"):
+        assert warn_worse_channels(cfg.paths.run_dir, ["DNA", "ER", "Mito"]) == {"DNA": -1.5}
+    assert any("ER (-4.0 dB)" in r.getMessage() and "not guarded" in r.getMessage() for r in caplog.records)
+    allowed = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"allow_worse": True})})
+    assert check_gain_before_predict(allowed) is None
+
+
+def test_guard_passes_without_quality_json(tmp_path) -> None:
+    from jumpdenoise.config import load_config
+    from jumpdenoise.quality.gain import check_gain_before_predict
+
+    cfg = load_config(overrides={"paths": {"workdir": str(tmp_path), "run_dir": str(tmp_path / "absent")}})
+    assert check_gain_before_predict(cfg) is None
