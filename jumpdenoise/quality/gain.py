@@ -41,8 +41,7 @@ from jumpdenoise.errors import JumpDenoiseError
 from jumpdenoise.quality.noise import RELIABLE_SCALE_RATIO, NoiseVariance, fit_poisson_gaussian
 
 __all__ = ["HarmfulModelError", "QUALITY_JSON", "check_gain_before_predict", "estimate_after_training", "estimate_gain",
-           "estimate_run_gain", "warn_worse_channels",
-           "read_gain", "read_quality", "run_folder_of", "worse_channels"]
+           "estimate_run_gain", "read_gain", "read_quality", "run_folder_of", "warn_worse_channels", "worse_channels"]
 
 log = logging.getLogger(__name__)
 
