@@ -10,7 +10,7 @@ import typer
 
 from jumpdenoise.cli import app
 
-REPORT_FILES = ("evaluate.json", "evaluate.md", "features.csv", "families.csv", "profiles.csv",
+REPORT_FILES = ("evaluate.json", "evaluate.md", "features.csv", "families.csv", "channels.csv", "profiles.csv",
                 "profile_distances.csv", "segmentation.csv", "evaluate_families.png", "evaluate_masks.png")
 
 

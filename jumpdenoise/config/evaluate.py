@@ -14,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FeatureFamily = Literal["intensity", "texture", "granularity", "radial_distribution", "correlation", "sizeshape"]
-ALL_FAMILIES: tuple[str, ...] = ("intensity", "texture", "granularity", "radial_distribution", "correlation", "sizeshape")
+ALL_FAMILIES: tuple[str, ...] = ("intensity", "texture", "granularity", "radial_distribution", "correlation",
+                                 "sizeshape")
 
 
 class EvaluateConfig(BaseModel):

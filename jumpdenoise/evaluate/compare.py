@@ -56,8 +56,17 @@ def _shift(x: np.ndarray, ref: np.ndarray) -> float:
     return float(np.median(x[ok] - ref[ok]) / scale) if scale > 0 else float("nan")
 
 
+def feature_channel(column: str) -> str:
+    """Channel(s) of a feature column: ``"DNA"``, ``"DNA/ER"`` (correlations) or ``""`` (shape)."""
+    parts = column.split("__")
+    return "/".join(parts[1:])
+
+
 def feature_agreement(table: pd.DataFrame, versions: list[str], reference: str) -> pd.DataFrame:
-    """One row per (version, object, feature): ``family``, ``pearson_r``, ``median_rel_shift``, ``n_objects``."""
+    """One row per (version, object, feature).
+
+    Columns: ``family``, ``channel``, ``pearson_r``, ``median_rel_shift``, ``n_objects``.
+    """
     rows = []
     for version in versions:
         for obj in sorted(table.object.unique()):
@@ -66,6 +75,7 @@ def feature_agreement(table: pd.DataFrame, versions: list[str], reference: str) 
             for col in a.columns:
                 x, y = a[col].to_numpy(float), b[col].to_numpy(float)
                 rows.append({"version": version, "object": obj, "feature": col, "family": feature_family(col),
+                             "channel": feature_channel(col),
                              "pearson_r": _pearson(x, y), "median_rel_shift": _shift(x, y),
                              "n_objects": int(len(x))})
     return pd.DataFrame(rows)
@@ -76,6 +86,13 @@ def family_summary(agreement: pd.DataFrame) -> pd.DataFrame:
     grouped = agreement.assign(abs_shift=agreement.median_rel_shift.abs()).groupby(["version", "family"])
     out = grouped.agg(median_r=("pearson_r", "median"), median_abs_shift=("abs_shift", "median"),
                       n_features=("feature", "size"), n_undefined=("pearson_r", lambda s: int(s.isna().sum())))
+    return out.reset_index()
+
+
+def channel_summary(agreement: pd.DataFrame) -> pd.DataFrame:
+    """Per (version, channel): median correlation over the single-channel features of that channel."""
+    single = agreement[(agreement.channel != "") & ~agreement.channel.str.contains("/")]
+    out = single.groupby(["version", "channel"]).agg(median_r=("pearson_r", "median"), n_features=("feature", "size"))
     return out.reset_index()
 
 

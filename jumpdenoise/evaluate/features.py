@@ -38,7 +38,8 @@ def featurizer_config(family: str, channels: list[str], *, zernike: bool = False
     """The ``cp_measure`` featurizer configuration of one family on nuclei and cells."""
     from cp_measure.featurizer import make_featurizer_config
 
-    return make_featurizer_config(list(channels), objects=list(OBJECTS), **family_flags(family, zernike=zernike, costes=costes),
+    flags = family_flags(family, zernike=zernike, costes=costes)
+    return make_featurizer_config(list(channels), objects=list(OBJECTS), **flags,
                                   correlation_costes_params={"scale_max": 65535})
 
 

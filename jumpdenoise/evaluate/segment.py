@@ -6,7 +6,8 @@ IdentifyPrimaryObjects / IdentifySecondaryObjects:
 - nuclei: Gaussian smoothing, Otsu threshold, holes filled, small objects removed, touching
   nuclei split by a watershed of the distance transform from its local maxima;
 - cells: a watershed of the smoothed cytoplasm channel seeded by the nuclei, inside the
-  foreground given by an Otsu threshold of that channel (nuclei always included).
+  foreground given by an Otsu threshold of that channel's log intensities (CellProfiler's
+  "log transform before thresholding"; nuclei always included).
 
 ``cellpose`` is used instead only when asked for, installed and a GPU is present.
 """
@@ -55,7 +56,9 @@ def segment_cells(cytoplasm: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
 
     smooth = filters.gaussian(np.asarray(cytoplasm, np.float32), CELL_SIGMA, preserve_range=True)
     if float(smooth.max()) > float(smooth.min()):
-        foreground = (smooth > filters.threshold_otsu(smooth)) | (nuclei > 0)
+        # Otsu on log intensities: bright membrane spots do not drag the threshold up
+        log_smooth = np.log(np.clip(smooth, 1.0, None))
+        foreground = (log_smooth > filters.threshold_otsu(log_smooth)) | (nuclei > 0)
     else:
         foreground = np.ones(smooth.shape, bool)
     # membranes are bright: flood from the nuclei over the inverted intensity

@@ -119,7 +119,8 @@ def evaluate_well(sources: Sources, well: str, fields: list[int], settings: Eval
     if tables:
         pd.concat(tables, ignore_index=True).to_csv(features, index=False)
     record = {"well": well, "channels": sources.channels, "nuclei_channel": settings.nuclei_channel,
-              "cells_channel": settings.cells_channel, "fields": [f for f in fields if f not in skipped], "skipped_fields": skipped,
+              "cells_channel": settings.cells_channel, "fields": [f for f in fields if f not in skipped],
+              "skipped_fields": skipped,
               "features": features.name if tables else None, "agreement": agreement}
     tmp = out_dir / f".{well}.json.tmp"
     tmp.write_text(json.dumps(record, indent=1))

@@ -58,7 +58,8 @@ def plates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for (well, field), clean in truth.items():
         np.save(truth_dir / f"{well}-{field}.npy", clean[[CHANNELS.index(c) for c in order]])
     (truth_dir / "truth.json").write_text(json.dumps({"channels": order}))
-    return {"raw": write_plate(root / "raw.zarr", raw, CHANNELS), "denoised": write_plate(root / "den.zarr", den, CHANNELS),
+    return {"raw": write_plate(root / "raw.zarr", raw, CHANNELS),
+            "denoised": write_plate(root / "den.zarr", den, CHANNELS),
             "truth": truth_dir, "root": root}
 
 
