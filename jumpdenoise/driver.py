@@ -84,6 +84,8 @@ class StageRun:
         What the stage's ``finalize`` returned.
     seconds
         Wall time of the whole run.
+    output
+        The stage's output (named in the failures of units that could not write it).
     """
 
     stage: Stage
@@ -92,6 +94,7 @@ class StageRun:
     outcomes: list[Outcome] = field(default_factory=list)
     summary: Any = None
     seconds: float = 0.0
+    output: Path | None = None
 
     @property
     def already_complete(self) -> bool:
@@ -101,7 +104,7 @@ class StageRun:
     @property
     def failures(self) -> dict[str, str]:
         """Unit key -> last line of the error, for every unit that failed."""
-        return failures_of(self.outcomes)
+        return failures_of(self.outcomes, self.output)
 
     def check(self) -> None:
         """Raise :class:`~jumpdenoise.errors.UnitFailures` if some unit failed."""
@@ -136,12 +139,25 @@ def record_outcomes(recorder: Recorder, stage: Stage, outcomes: list[Outcome]) -
                             job_id=(o.extra or {}).get("job_id"))
 
 
-def failures_of(outcomes: list[Outcome]) -> dict[str, str]:
-    """Unit key -> the error's last line (and log path) of every failed unit."""
+def failures_of(outcomes: list[Outcome], output: Path | None = None) -> dict[str, str]:
+    """Unit key -> the error's last line (and log path) of every failed unit.
+
+    A unit that failed writing (full, read-only or forbidden disk) also names ``output`` and
+    the cause in words (free bytes for a full disk).
+    """
     from jumpdenoise.stages.convert_report import short_error
 
-    return {o.key: short_error(o.error or "failed") + (f"\n    log: {o.log}" if o.log else "")
-            for o in outcomes if not o.ok}
+    failures = {}
+    for o in outcomes:
+        if o.ok:
+            continue
+        text = short_error(o.error or "failed")
+        errno = (o.extra or {}).get("errno")
+        if errno and output is not None and output_guard.is_write_error(OSError(errno, "")):
+            detail = output_guard.write_error(OSError(errno, ""), output).cause.partition(" (")[2].rstrip(")")
+            text += f" (output {output}" + (f", {detail})" if detail else ")")
+        failures[o.key] = text + (f"\n    log: {o.log}" if o.log else "")
+    return failures
 
 
 # ----------------------------------------------------------------------------- output checks
@@ -249,10 +265,11 @@ def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outc
     OutputWriteError
         When finalize cannot write (with the unit failures, if any, in the same line).
     """
-    failed = failures_of(outcomes)
+    io = stage.io(job)
+    failed = failures_of(outcomes, io.output)
     summary = None
     if not failed or stage.finalize_on_failure:
-        with write_errors(stage.io(job), failed):
+        with write_errors(io, failed):
             summary = stage_module(stage).finalize(job, outcomes)
     if failed:
         if check:
@@ -322,7 +339,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
 
         # a job without executor settings (e.g. statistics of one plate) runs in this process
         executor = make_executor(getattr(config, "executor", None) or ExecutorConfig(workers=1), stage)
-    run = StageRun(stage)
+    run = StageRun(stage, output=io.output)
     background = ThreadPoolExecutor(1, thread_name_prefix=f"{stage.name}-executor")
     closing = None
     try:

@@ -29,6 +29,9 @@ class Outcome:
         Short error text (last lines of the traceback) on failure.
     log
         Path of the unit's log file, when the executor keeps one.
+    extra
+        Executor details: ``job_id``, ``state`` (SLURM), ``errno`` (a failure that was an
+        ``OSError``, e.g. a full disk).
     """
 
     key: str
@@ -37,6 +40,12 @@ class Outcome:
     error: str | None = None
     log: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+def failed(key: str, exc: BaseException) -> Outcome:
+    """The outcome of a unit that raised ``exc`` (its traceback tail, and its errno if any)."""
+    errno = getattr(exc, "errno", None) if isinstance(exc, OSError) else None
+    return Outcome(key, False, error=error_text(exc), extra={"errno": errno} if errno else {})
 
 
 def error_text(exc: BaseException, limit: int = 12) -> str:

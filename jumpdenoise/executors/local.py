@@ -6,7 +6,7 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Callable, Sequence
 
-from jumpdenoise.executors.base import Executor, Outcome, error_text
+from jumpdenoise.executors.base import Executor, Outcome, error_text, failed
 from jumpdenoise.progress import progress_bar
 
 
@@ -56,7 +56,7 @@ def _call(fn: Callable[[Any], Any], unit: Any) -> Outcome:
     try:
         return Outcome(unit.key, True, value=fn(unit))
     except Exception as exc:  # reported, never fatal for the other units
-        return Outcome(unit.key, False, error=error_text(exc))
+        return failed(unit.key, exc)
 
 
 def _run_many(fn: Callable[[Any], Any], units: Sequence[Any], outcomes: dict[str, Outcome],
@@ -69,8 +69,7 @@ def _run_many(fn: Callable[[Any], Any], units: Sequence[Any], outcomes: dict[str
         return False
 
     def on_outcome(unit: Any, value: Any, error: BaseException | None) -> None:
-        outcomes[unit.key] = Outcome(unit.key, error is None, value=value if error is None else None,
-                                     error=None if error is None else error_text(error))
+        outcomes[unit.key] = Outcome(unit.key, True, value=value) if error is None else failed(unit.key, error)
         advance()
 
     try:

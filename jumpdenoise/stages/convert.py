@@ -378,7 +378,7 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo
     report = ConvertReport(
         plate=plate_path(config), n_fields=n_fields, skipped=n_fields - todo,
         converted=summary.get("done", 0) - (n_fields - todo),
-        failures=summary.get("failures", run.failures), missing=list(layout.missing),
+        failures=run.failures, missing=list(layout.missing),
         bytes_read=sum(o.value["bytes"] for o in outcomes if o.ok),
         seconds=run.seconds,
     )

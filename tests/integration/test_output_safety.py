@@ -256,6 +256,26 @@ def test_disk_full_in_prepare_is_one_line_with_free_bytes(source, reference, tmp
         _umount(disk)
 
 
+def test_disk_full_during_units_names_the_output_and_rerun_is_identical(source, reference, tmp_path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
+    try:
+        out = disk / "out.zarr"
+        filler = _fill(disk, 120 * 1024)  # room for the metadata (~52 KiB), not for every field (~270 KiB)
+        res = jd("convert", source, out, "--executor", "local", "--fields-per-unit", "1")
+        assert res.returncode == 2
+        assert "unit(s) failed" in error_line(res)
+        failed = [ln for ln in res.stderr.splitlines() if "No space left on device" in ln]
+        assert failed and all(f"(output {out}, " in ln and " free)" in ln for ln in failed), res.stderr
+        filler.unlink()
+        res = jd("convert", source, out, "--executor", "local", "--fields-per-unit", "1")
+        assert res.returncode == 0, res.stderr
+        assert tree_bytes(out) == reference
+    finally:
+        _umount(disk)
+
+
 def test_disk_full_in_finalize_leaves_no_temporary_and_rerun_is_identical(source, reference, tmp_path) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
