@@ -230,6 +230,25 @@ def test_read_only_output_is_one_line_and_rerun_after_the_fix_is_identical(sourc
     assert tree_bytes(ro / "out.zarr") == reference
 
 
+def test_predict_and_export_tiff_into_a_read_only_folder_are_one_line(model_and_plate, tmp_path) -> None:
+    run, plate = model_and_plate
+    den = tmp_path / "den.zarr"
+    assert jd("predict", run, plate, den).returncode == 0
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _mount("--bind", str(ro), str(ro))
+    try:
+        _mount("-o", "remount,ro,bind", str(ro))
+        res = jd("predict", run, plate, ro / "den.zarr")
+        assert res.returncode == 2
+        assert error_line(res) == f"error: cannot write {ro / 'den.zarr'}: read-only file system"
+        res = jd("export-tiff", den, ro / "tiffs")
+        assert res.returncode == 2
+        assert error_line(res).endswith(": read-only file system") and str(ro / "tiffs") in error_line(res)
+    finally:
+        _umount(ro)
+
+
 def _fill(folder: Path, leave: int) -> Path:
     """Fill the file system of ``folder`` but ``leave`` bytes."""
     st = os.statvfs(folder)
