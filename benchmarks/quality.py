@@ -151,6 +151,7 @@ def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: arg
     """``CAREamist.train`` with jumpdenoise's CAREamics configuration and the same budget; ``predict``."""
     from careamics import CAREamist
 
+    from jumpdenoise.compute.threads import pinned_torch_threads
     from jumpdenoise.train.careamics_config import load_careamics_config
 
     cc = load_careamics_config(jd_run / "careamics_config.yaml")
@@ -158,15 +159,16 @@ def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: arg
         "max_epochs": 100_000, "accelerator": args.device, "devices": 1, "precision": args.precision,
         "enable_progress_bar": False, "max_time": {"seconds": args.minutes * 60}})
     careamist = CAREamist(cc, work_dir=work, enable_progress_bar=False)
-    t = time.perf_counter()
-    careamist.train(train_data=np.stack(data.noisy), val_data=np.stack(split_val(data)))
-    train_s = time.perf_counter() - t
-    steps = int(careamist.trainer.global_step)
-    t = time.perf_counter()
     stack = np.stack(data.noisy)
     tile = min(256, *stack.shape[-2:])
-    pred, _ = careamist.predict(stack, data_type="array", axes="SCYX", tile_size=(tile, tile),
-                                tile_overlap=(48, 48), batch_size=8)  # N2V: the last checkpoint
+    with pinned_torch_threads():  # the torch threads jumpdenoise's training and prediction use
+        t = time.perf_counter()
+        careamist.train(train_data=stack, val_data=np.stack(split_val(data)))
+        train_s = time.perf_counter() - t
+        steps = int(careamist.trainer.global_step)
+        t = time.perf_counter()
+        pred, _ = careamist.predict(stack, data_type="array", axes="SCYX", tile_size=(tile, tile),
+                                    tile_overlap=(48, 48), batch_size=8)  # N2V: the last checkpoint
     out = list(np.concatenate([np.asarray(p, dtype=np.float32).reshape(-1, *stack.shape[1:]) for p in pred]))
     return out, {"train_s": round(train_s, 1), "steps": steps, "predict_s": round(time.perf_counter() - t, 1)}
 
@@ -254,6 +256,20 @@ def targets(results: dict) -> list[tuple[str, bool]]:
     return lines
 
 
+def write_results(args: argparse.Namespace, argv: list[str] | None, started: str, notes: dict,
+                  results: dict) -> None:
+    """``benchmarks/results/<--name>/quality.json`` (and ``--json``): settings, scores, targets."""
+    summary = {"started": started, "argv": sys.argv[1:] if argv is None else argv, "device": args.device,
+               "minutes": args.minutes, "seeds": args.seeds, "sets": notes, "results": results,
+               "targets": [{"text": t, "pass": ok} for t, ok in targets(results)]}
+    if args.name:
+        out = ROOT / "benchmarks" / "results" / args.name
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "quality.json").write_text(json.dumps(summary, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default="jump,low-light,fmd", help="comma list of jump, low-light, fmd")
@@ -306,20 +322,12 @@ def main(argv: list[str] | None = None) -> int:
             notes[name] = {**data.notes, "images": len(data.noisy), "shape": list(data.noisy[0].shape),
                            "seconds": round(time.perf_counter() - t, 1)}
             print_table(name, results[name])
+            write_results(args, argv, started, notes, results)  # each set kept as soon as it is done
     lines = targets(results)
     print("\ntargets:")
     for text, ok in lines:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    summary = {"started": started, "argv": sys.argv[1:] if argv is None else argv, "device": args.device,
-               "minutes": args.minutes, "seeds": args.seeds, "sets": notes, "results": results,
-               "targets": [{"text": t, "pass": ok} for t, ok in lines]}
-    if args.name:
-        out = ROOT / "benchmarks" / "results" / args.name
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "quality.json").write_text(json.dumps(summary, indent=1))
-        print(f"results written to {out / 'quality.json'}")
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1))
+    write_results(args, argv, started, notes, results)
     return 0
 
 
