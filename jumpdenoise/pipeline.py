@@ -51,17 +51,39 @@ def pipeline_stages(config: JumpDenoiseConfig, until: str | None = None) -> list
     """The stages ``config`` runs, in order, up to ``until`` included (default: all).
 
     ``convert`` is left out when there is no source (the pipeline then starts from an
-    existing ``paths.raw_plate``).
+    existing ``paths.raw_plate``); ``evaluate`` when the configuration has no ``evaluate``
+    section.
     """
     if until is not None and until not in BY_NAME:
         raise ConfigError(f"until: unknown stage {until!r} (stages: {', '.join(BY_NAME)})")
     stages = []
     for s in PIPELINE:
-        if s.name != "convert" or config.source is not None:
+        skipped = (s.name == "convert" and config.source is None) or (
+            s.name == "evaluate" and getattr(config, "evaluate", None) is None)
+        if not skipped:
             stages.append(s)
         if s.name == until:
             break
     return stages
+
+
+def check_before_stage(stage: Stage, config: JumpDenoiseConfig) -> None:
+    """What a pipeline checks before a stage, beyond the stage's own checks.
+
+    Before ``predict``: the model's estimated gain per channel (written by the train stage,
+    :func:`jumpdenoise.quality.gain.check_gain_before_predict`); a channel the model would
+    make worse stops the pipeline unless ``predict.allow_worse``. A single ``jumpdenoise
+    predict`` only warns.
+
+    Raises
+    ------
+    HarmfulModelError
+        Naming the channels and what to do.
+    """
+    if stage.name == "predict":
+        from jumpdenoise.quality.gain import check_gain_before_predict
+
+        check_gain_before_predict(config)
 
 
 def check_workdir(config: JumpDenoiseConfig) -> None:
@@ -135,6 +157,7 @@ def run_pipeline(config: JumpDenoiseConfig, *, executor: Executor | None = None,
                     echo(f"{i}/{len(stages)} {stage.name}: already done, skipped")
                     continue
                 echo(f"{i}/{len(stages)} {stage.name}")
+                check_before_stage(stage, config)
                 run_stage(stage, config, executor or _shared_executor(executors, config, stage), rs,
                           token=token, echo=echo)
         finally:

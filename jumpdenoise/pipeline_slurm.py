@@ -19,7 +19,7 @@ from jumpdenoise.driver import (
 )
 from jumpdenoise.errors import ClusterError, UnitFailures
 from jumpdenoise.io import output_guard
-from jumpdenoise.pipeline import check_workdir, pipeline_stages
+from jumpdenoise.pipeline import check_before_stage, check_workdir, pipeline_stages
 from jumpdenoise.run_state import RunState, now, write_json
 from jumpdenoise.stages.base import BY_NAME, Stage
 
@@ -87,6 +87,7 @@ def job_prepare(stage_name: str, config: JumpDenoiseConfig, executor: SlurmExecu
     rs = _run_state(config)
     job = stage.job(config)
     io = check_outputs(stage, job)
+    check_before_stage(stage, config)
     with output_lock(io, token, stale_s=config.executor.lock_stale_s):
         _, units = begin_stage(stage, job, rs)
         if stage.kind == "inline" or (units and _units_on_dask(stage, config)):

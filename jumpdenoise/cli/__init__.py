@@ -5,6 +5,7 @@ Each sub-module registers its commands on :data:`app`; none does work at import 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -20,10 +21,50 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from jumpdenoise import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (a caller may replace it between commands)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201 - the stream logging writes to
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        """Ignored: always the current ``sys.stderr``."""
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """One stderr handler on the ``jumpdenoise`` logger: WARNING by default, INFO with ``-v``,
+    DEBUG with ``-vv``, ERROR with ``-q``."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logger = logging.getLogger("jumpdenoise")
+    logger.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+
+
 @app.callback()
-def options(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error "
-                                                             "(otherwise one line).")) -> None:
+def options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (otherwise one line)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-v: info, -vv: debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors in the log."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
     """Noise2Void denoising of JUMP Cell Painting plates (TIFF -> OME-Zarr -> N2V -> denoised OME-Zarr)."""
+    configure_logging(verbose, quiet)
 
 
 @app.command()

@@ -13,8 +13,9 @@ from jumpdenoise.errors import ConfigError
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 #: What a demo folder holds (``jumpdenoise run`` or ``jumpdenoise demo``); anything else is the user's.
 DEMO_ENTRIES = {"source", "raw.zarr", "model", "denoised.zarr", ".pipeline", "pipeline_state.json", "report.md",
-                "report.json", "dask_dashboard.txt", ".raw.zarr.preparing", ".denoised.zarr.preparing"}
-_UNTIL_HELP = "Stop after this stage (convert, stats, train, predict, stats_denoised, report)."
+                "report.json", "report_figures", "evaluate", "dask_dashboard.txt", ".raw.zarr.preparing",
+                ".denoised.zarr.preparing"}
+_UNTIL_HELP = "Stop after this stage (convert, stats, train, predict, stats_denoised, report, evaluate)."
 
 
 def _prepare_demo(workdir: Path) -> dict:

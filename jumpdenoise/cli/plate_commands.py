@@ -49,6 +49,9 @@ def convert(
     fields_per_unit: int | None = typer.Option(None, "--fields-per-unit", min=1, help="Fields per parallel task."),
     wait: float = typer.Option(0, "--wait", min=0, help="Seconds to wait when another run holds the output "
                                                          "(default: refuse at once, naming it)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Convert what exists when some listed or "
+                                       "matched source images would not become a field (default: refuse, "
+                                       "listing them)."),
 ) -> None:
     """Convert a JUMP plate (TIFFs) to an OME-Zarr HCS plate with per-channel statistics.
 
@@ -64,6 +67,8 @@ def convert(
         overrides["convert"] = {"overwrite": True}
     if fields_per_unit is not None:
         overrides.setdefault("convert", {})["fields_per_unit"] = fields_per_unit
+    if allow_missing:
+        overrides.setdefault("convert", {})["allow_missing"] = True
     cfg = load_config(config, overrides=overrides)
     cfg = _with_executor(cfg, executor=executor, workers=workers, scheduler=scheduler)
     run_convert(cfg, wait_s=wait)

@@ -100,7 +100,7 @@ def _resolve_paths(data: Any, base: Path, keys: tuple[str, ...]) -> Any:
 
 
 PATH_KEYS = ("path", "channel_map_file", "workdir", "raw_plate", "run_dir", "denoised_plate", "profile", "log_dir",
-             "plate", "model")
+             "plate", "model", "truth")
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> JumpDenoiseConfig:

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from jumpdenoise.errors import OutputExistsError, PlateError
+from jumpdenoise.io.output_guard import NGFF_V04_MANIFEST, check_apart, remove_output
 
 __all__ = ["V04Export", "export_ngff_v04", "to_v04_attrs"]
 
 log = logging.getLogger("jumpdenoise.io")
 
-MANIFEST = "export_ngff_v04.json"
+MANIFEST = NGFF_V04_MANIFEST
 DONE_NAMESPACE = "done_v04"
 
 
@@ -161,10 +162,11 @@ def export_ngff_v04(plate: str | Path, out: str | Path, *, overwrite: bool = Fal
     manifest = {"source": str(src), "ngff": "0.4"}
     manifest_path = dst / SIDECAR / MANIFEST
     resuming = manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest
+    check_apart(dst, [src])
     if dst.exists() and not resuming:
         if not overwrite:
             raise OutputExistsError(f"{dst} (not an unfinished NGFF 0.4 export of {src})")
-        shutil.rmtree(dst) if dst.is_dir() and not dst.is_symlink() else dst.unlink()
+        remove_output(dst, ("NGFF 0.4 export", "empty folder"))  # only an export of ours
     if not resuming:
         _create_tree(src, dst, info)
         layout = src / SIDECAR / "layout.json"

@@ -40,6 +40,8 @@ RUN_TOKEN_ENV = "JUMPDENOISE_RUN_TOKEN"
 LOCK_SUFFIX = ".jumpdenoise-lock"
 #: Marker file of a folder written by ``jumpdenoise export-tiff``.
 EXPORT_MARKER = ".jumpdenoise-export.json"
+#: The manifest an NGFF 0.4 export keeps in its sidecar (:mod:`jumpdenoise.io.ngff_v04`).
+NGFF_V04_MANIFEST = "export_ngff_v04.json"
 #: Files of a pipeline run folder (``jumpdenoise run`` / ``submit``).
 RUN_STATE_MARKERS = ("pipeline_state.json", ".pipeline")
 #: Files every training run folder holds (``jumpdenoise train``).
@@ -118,7 +120,8 @@ def recognise(path: str | Path) -> str | None:
     str or None
         ``"plate"`` (``zarr.json`` with jumpdenoise attributes and a ``.jumpdenoise``
         sidecar), ``"run folder"`` (pipeline run state), ``"training run"``,
-        ``"TIFF export"`` (export marker) or ``"empty folder"``; ``None`` for anything else.
+        ``"TIFF export"`` (export marker), ``"NGFF 0.4 export"`` (its manifest in the sidecar)
+        or ``"empty folder"``; ``None`` for anything else.
     """
     p = Path(path)
     if p.is_symlink() or not p.is_dir():
@@ -131,6 +134,8 @@ def recognise(path: str | Path) -> str | None:
         return "training run"
     if (p / EXPORT_MARKER).is_file():
         return "TIFF export"
+    if (p / SIDECAR / NGFF_V04_MANIFEST).is_file():
+        return "NGFF 0.4 export"
     if not any(p.iterdir()):
         return "empty folder"
     return None

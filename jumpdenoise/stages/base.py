@@ -170,6 +170,16 @@ def _denoised_stats_job(config: Any) -> Any:
     return StatsJob(plate=Path(config.paths.denoised_plate))
 
 
+def _evaluate_job(config: Any) -> Any:
+    from jumpdenoise.stages.evaluate import job_of
+
+    return job_of(config)
+
+
+def _evaluate_io(job: Any) -> StageIO:
+    return StageIO(Path(job.out), "evaluation", _paths(job.raw, job.denoised))
+
+
 @dataclass(frozen=True)
 class Stage:
     """A stage, and what it needs from an executor.
@@ -219,8 +229,9 @@ PREDICT = Stage("predict", "jumpdenoise.stages.predict", gpus=True, in_process=T
 STATS_DENOISED = Stage("stats_denoised", "jumpdenoise.stages.stats", job=_denoised_stats_job, io=_stats_io)
 REPORT = Stage("report", "jumpdenoise.stages.report", kind="inline")
 VERIFY = Stage("verify", "jumpdenoise.stages.verify", finalize_on_failure=True)
+EVALUATE = Stage("evaluate", "jumpdenoise.stages.evaluate", job=_evaluate_job, io=_evaluate_io)
 
 #: The pipeline's stages, in order.
-PIPELINE: tuple[Stage, ...] = (CONVERT, STATS, TRAIN, PREDICT, STATS_DENOISED, REPORT)
+PIPELINE: tuple[Stage, ...] = (CONVERT, STATS, TRAIN, PREDICT, STATS_DENOISED, REPORT, EVALUATE)
 #: Every stage by name (pipeline stages and single-command ones).
 BY_NAME: dict[str, Stage] = {s.name: s for s in (*PIPELINE, VERIFY)}

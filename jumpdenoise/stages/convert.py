@@ -113,13 +113,14 @@ def prepare(config: JumpDenoiseConfig) -> PlateLayout:
         If ``overwrite`` would remove something else than a jumpdenoise plate, or a folder
         holding source images.
     """
-    from jumpdenoise.io.discovery import discover
+    from jumpdenoise.io.discovery import check_sources, discover
     from jumpdenoise.io.ngff import create_plate
     from jumpdenoise.io.output_guard import check_apart, check_removable, remove_output
 
     if config.source is None:
         raise ConfigError("source: the convert stage needs a source plate (source.path)")
     layout = discover(config.source)
+    check_sources(layout, config.convert.allow_missing)  # before anything is written
     out = plate_path(config)
     if out.exists() and not config.convert.overwrite:
         why_not = _resumable(out, layout, config)
@@ -140,7 +141,7 @@ def prepare(config: JumpDenoiseConfig) -> PlateLayout:
     staging = out.with_name(f".{out.name}.preparing")
     if staging.exists():  # left by an interrupted prepare
         shutil.rmtree(staging)
-    create_plate(staging, layout, config.convert, kind="raw")
+    create_plate(staging, layout, config.convert, kind="raw", track_completion=True)
     if out.exists() or out.is_symlink():
         remove_output(out, "plate")
     os.replace(staging, out)

@@ -206,16 +206,9 @@ def evaluate_plates(raw: str | Path, denoised: str | Path, out: str | Path, *, t
     UnitFailures
         If some wells failed (the others are kept for a rerun).
     """
-    from jumpdenoise.executors.local import LocalExecutor
-    from jumpdenoise.stages.base import bind
+    from jumpdenoise.driver import run_stage
+    from jumpdenoise.stages.base import EVALUATE
 
     job = EvaluateJob(raw=Path(raw), denoised=Path(denoised), out=Path(out),
                       truth=Path(truth) if truth is not None else None, settings=settings or EvaluateConfig())
-    prepare(job)
-    units = plan(job)
-    executor = executor or LocalExecutor(1)
-    outcomes = executor.map(bind(__name__, job), units, label=f"evaluate {Path(denoised).name}")
-    failures = {o.key: o.error or "failed" for o in outcomes if not o.ok}
-    if failures:
-        raise UnitFailures(STAGE, failures)
-    return finalize(job)
+    return run_stage(EVALUATE, job, executor).summary

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jumpdenoise.predict")
 
-SIDECAR = ".jumpdenoise"
+from jumpdenoise.io.ngff_markers import SIDECAR  # noqa: E402  (one owner of the sidecar name)
+
 JOB_FILE = "predict.json"
 
 __all__ = [
