@@ -83,14 +83,15 @@ def finalize(config: Any, results: list[dict]) -> None:
 
 
 def train(config: Any) -> Path:
-    """Prepare, train (resuming when possible) and finalize; return the run folder.
+    """Train (resuming when possible) through the stage driver; return the run folder.
 
     Parameters
     ----------
     config
         A :class:`~jumpdenoise.config.JumpDenoiseConfig`.
     """
-    prepare(config)
-    results = [run_one(config, u) for u in plan(config)]
-    finalize(config, results)
+    from jumpdenoise.driver import run_stage
+    from jumpdenoise.stages.base import TRAIN
+
+    run_stage(TRAIN, config)
     return Path(config.paths.run_dir)
