@@ -30,10 +30,9 @@ from jumpdenoise.io.tiff import _decode_libtiff, read_plane
 from jumpdenoise.stages.base import CONVERT
 from jumpdenoise.stages.convert import convert, load_layout
 from jumpdenoise.stages.verify import verify_plate
+from shared_data import shared_data
 
-JUMP = Path(__file__).resolve().parents[3] / "shared" / "data" / "jump"
-if not JUMP.is_dir():
-    JUMP = Path("/work/shared/data/jump")
+JUMP = shared_data("jump")
 PERCENTILES = (0.1, 1, 50, 99, 99.9)
 
 

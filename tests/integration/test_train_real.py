@@ -10,10 +10,9 @@ import pytest
 
 from jumpdenoise.config import load_config
 from jumpdenoise.train.run_folder import read_curves
+from shared_data import shared_data
 
-FIELD = Path(__file__).resolve().parents[3] / "shared" / "data" / "jump" / "cpg0000_BR00117010"
-if not FIELD.is_dir():  # the shared data next to the repository, or the absolute location
-    FIELD = Path("/work/shared/data/jump/cpg0000_BR00117010")
+FIELD = shared_data("jump", "cpg0000_BR00117010")
 
 pytestmark = pytest.mark.skipif(not FIELD.is_dir(), reason="cpg0000 sample field not available")
 

@@ -11,8 +11,9 @@ from jumpdenoise.config import SourceConfig
 from jumpdenoise.errors import SourceError
 from jumpdenoise.io.discovery import discover
 from jumpdenoise.io.loaddata import read_load_data
+from shared_data import shared_data
 
-JUMP = Path("/work/shared/data/jump")
+JUMP = shared_data("jump")
 V1 = JUMP / "phenix_v1"
 CPG0000 = JUMP / "cpg0000_BR00117010" / "Images"
 CPG_CHANNELS = {"Mito": 1, "AGP": 2, "RNA": 3, "ER": 4, "DNA": 5, "Brightfield": 8}

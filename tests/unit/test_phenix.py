@@ -14,8 +14,9 @@ from jumpdenoise.io.discovery import discover, load_channel_map
 from jumpdenoise.io.loaddata import read_load_data
 from jumpdenoise.io.phenix import read_phenix, read_phenix_files
 from jumpdenoise.io.synthetic import write_index_xml
+from shared_data import shared_data
 
-JUMP = Path("/work/shared/data/jump")
+JUMP = shared_data("jump")
 CASES = {  # version -> (folder, index file name)
     "1": ("phenix_v1", "Index.idx.xml"),
     "5": ("phenix_v5", "Index.idx.xml"),

@@ -12,8 +12,9 @@ import tifffile
 from jumpdenoise.errors import ImageError
 from jumpdenoise.io.layout import FieldLayout, PlaneRef
 from jumpdenoise.io.tiff import probe, read_field, read_plane
+from shared_data import shared_data
 
-JUMP = Path("/work/shared/data/jump")
+JUMP = shared_data("jump")
 V1 = JUMP / "phenix_v1" / "images"
 REAL = V1 / "r01c01f01p01-ch1sk1fk1fl1.tiff"
 

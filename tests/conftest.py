@@ -1,0 +1,1 @@
+"""Makes ``tests/`` importable for helpers shared by the test folders (``shared_data``)."""
