@@ -39,44 +39,83 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool, val: tuple | None = None):
+def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool, val: tuple | None = None, *,
+               probe_every: int = 0, run_until_s: float | None = None):
     """A Lightning callback timing training steps ``warmup`` .. ``warmup + steps``.
 
     With ``val`` (``(masked, original, mask)`` CPU tensors), the trained network's N2V loss
-    on them is measured when training ends (eval mode, fp32): the same validation set and
-    masks for every run, so runs of equal steps compare at equal validation loss.
+    on them is measured after ``warmup + steps`` steps (eval mode, fp32): the same validation
+    set and masks for every run, so runs of equal steps compare at equal validation loss.
+    ``probe_every`` > 0 also measures it every that many steps, with the training time
+    (from the start of training, the probes' own time left out) in :attr:`curve`.
+    ``run_until_s``: keep training after ``warmup + steps`` until that much training time has
+    passed, then keep the network's weights in :attr:`snapshot` (the comparison at equal time).
     """
+    import copy
+
     import lightning.pytorch as pl
     import torch
+
+    def sync() -> None:
+        if sync_cuda:
+            torch.cuda.synchronize()
 
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
             self.t0 = self.t1 = None
+            self.p0 = self.p1 = 0.0
             self.count = 0
             self.val_loss = float("nan")
             self.graphs = False
+            self.start = None
+            self.paused = 0.0  # seconds spent in probes, left out of the training time
+            self.curve: list[tuple[float, int, float]] = []
+            self.train_s = float("nan")
+            self.snapshot = None
+
+        def elapsed(self) -> float:
+            return time.perf_counter() - self.start - self.paused
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.start = time.perf_counter()
+
+        def probe(self, pl_module) -> float:
+            t = time.perf_counter()
+            loss = common_val_loss(pl_module.model, val)
+            self.curve.append((round(self.train_s, 3), self.count, loss))
+            self.paused += time.perf_counter() - t
+            return loss
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch_, batch_idx) -> None:
             self.count += 1
-            if self.count in (warmup, warmup + steps):
-                if sync_cuda:
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                if self.count == warmup:
-                    self.t0 = now
-                else:
-                    self.t1 = now
-                    trainer.should_stop = True
+            end = warmup + steps
+            if self.count in (warmup, end) or probe_every or run_until_s:
+                sync()
+            now = time.perf_counter()
+            self.train_s = self.elapsed()
+            if self.count == warmup:
+                self.t0, self.p0 = now, self.paused
+            if self.count == end:
+                self.t1, self.p1 = now, self.paused
+                if val is not None:
+                    self.val_loss = self.probe(pl_module)
+            elif val is not None and probe_every and self.count % probe_every == 0:
+                self.probe(pl_module)
+            if self.count >= end and (run_until_s is None or self.train_s >= run_until_s):
+                if run_until_s is not None:
+                    self.snapshot = copy.deepcopy(pl_module.model).eval()
+                trainer.should_stop = True
 
         def on_train_end(self, trainer, pl_module) -> None:
             # The data ran out before warmup + steps (a short CAREamics epoch): time the steps done.
             if self.t0 is not None and self.t1 is None and self.count > warmup:
-                if sync_cuda:
-                    torch.cuda.synchronize()
-                self.t1 = time.perf_counter()
+                sync()
+                self.t1, self.p1 = time.perf_counter(), self.paused
+                if val is not None:
+                    self.val_loss = self.probe(pl_module)
             self.graphs = any(g is not None for g in getattr(pl_module, "__dict__", {}).get("_graphs", {}).values())
-            if val is not None:
-                self.val_loss = common_val_loss(pl_module.model, val)
+            if self.snapshot is None:
+                self.snapshot = copy.deepcopy(pl_module.model).eval()
 
         @property
         def rate(self) -> float:
@@ -85,7 +124,11 @@ def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool, val: tuple 
             done = min(steps, self.count - warmup)
             if done < steps:
                 print(f"  (only {done} of {steps} timed steps: the epoch ended first)", flush=True)
-            return done * batch / (self.t1 - self.t0)
+            return done * batch / (self.t1 - self.t0 - (self.p1 - self.p0))
+
+        def time_to(self, loss: float) -> float | None:
+            """Training seconds until the first probe at or below ``loss`` (None: never)."""
+            return next((t for t, _, v in self.curve if v <= loss), None)
 
     return StepTimer()
 
@@ -125,8 +168,8 @@ def common_val_set(cfg, n: int = 256) -> tuple:
     return tuple(LoaderMasking(n2v)(x, seed=99))
 
 
-def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int) -> tuple[Path, dict]:
-    """Write the noisy plate; return it and its fields in memory.
+def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int) -> tuple[Path, dict, dict]:
+    """Write the noisy plate; return it, its fields in memory and their truths (expected values).
 
     At most 8 clean scenes are drawn (drawing one takes seconds at 1024^2: large Gaussian
     blurs); every field gets one of them, rotated, with its own fresh noise.
@@ -138,13 +181,40 @@ def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int)
     keys = [(w, f) for w in wells for f in range(n_fields)]
     cells = int(40 * (size / 256) ** 2)
     scenes = [noisy_field(4, size, seed + 10 * i, n_cells=cells)[1] for i in range(min(8, len(keys)))]
-    fields = {}
+    fields, truths = {}, {}
     for i, key in enumerate(keys):
         rng = np.random.default_rng([seed, i])
         clean = np.rot90(scenes[i % len(scenes)], k=(i // len(scenes)) % 4, axes=(-2, -1))
         signal = rng.poisson(np.maximum(clean - 300, 0) * 2.0) / 2.0  # 20 photons per 10 units, as noisy_field
         fields[key] = np.clip(300 + signal + rng.normal(0, 30.0, clean.shape), 0, 65535).astype(np.uint16)
-    return write_plate(workdir / "bench.zarr", fields, channels, overwrite=True), fields
+        truths[key] = np.maximum(clean, 300).astype(np.float32)  # E[field] (the clip at 0 never binds)
+    return write_plate(workdir / "bench.zarr", fields, channels, overwrite=True), fields, truths
+
+
+def psnr_on_truth(model, job, fields: dict, truths: dict, crop: int = 256) -> float:
+    """Mean PSNR (dB, :func:`jumpdenoise.quality.metrics.score`) of ``model`` on the validation
+    fields' centre ``crop`` x ``crop`` against their truth; ``model=None``: of the raw fields."""
+    import torch
+
+    from jumpdenoise.quality.metrics import score
+
+    val_wells = set(job.split["val_wells"])
+    mean = np.asarray(job.mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(job.std, np.float32).reshape(-1, 1, 1)
+    scores = []
+    for key, noisy in fields.items():
+        if key[0] not in val_wells:
+            continue
+        y0, x0 = (noisy.shape[-2] - crop) // 2, (noisy.shape[-1] - crop) // 2
+        window = (slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
+        image = noisy[window].astype(np.float32)
+        if model is not None:
+            device = next(model.parameters()).device
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                x = torch.from_numpy((image - mean) / std)[None].to(device)
+                image = model.eval()(x)[0].float().cpu().numpy() * std + mean
+        scores += [score(image[c], truths[key][window][c])["psnr"] for c in range(image.shape[0])]
+    return float(np.mean(scores))
 
 
 def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
@@ -179,8 +249,12 @@ def variant_settings(name: str) -> dict:
 
 
 def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str = "default",
-                    val: tuple | None = None):
-    """The timer of jumpdenoise's pipeline (plate on disk, lazy patches): rate, val_loss, graphs."""
+                    val: tuple | None = None, run_until_s: float | None = None):
+    """The timer of jumpdenoise's pipeline (plate on disk, lazy patches): rate, val_loss, graphs.
+
+    ``run_until_s``: train on after the timed steps until that much training time (the
+    epoch is made long enough), for the comparison at equal time.
+    """
     import shutil
 
     from jumpdenoise.stages.train import build_job
@@ -188,11 +262,15 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str =
 
     shutil.rmtree(run_dir, ignore_errors=True)
     trainer = cfg.train.trainer.model_copy(update=variant_settings(variant))
+    train = {"trainer": trainer}
+    if run_until_s is not None:  # the stream draws the same first batches whatever the epoch length
+        train["patches_per_epoch"] = cfg.train.patches_per_epoch * 20
     cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir}),
-                                 "train": cfg.train.model_copy(update={"trainer": trainer})})
+                                 "train": cfg.train.model_copy(update=train)})
     job = build_job(cfg)
     write_run_header(job)
-    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda", val)
+    timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda", val,
+                       probe_every=args.probe_every, run_until_s=run_until_s)
     fit(job, extra_callbacks=[timer])
     return timer
 
@@ -273,6 +351,10 @@ def main() -> None:
     parser.add_argument("--variants", default="default",
                         help="comma list of jumpdenoise variants, tokens joined by +: " + ", ".join(VARIANT_TOKENS)
                              + " (e.g. default,no-graphs,channels_first+no-autotune+device_masking+no-graphs)")
+    parser.add_argument("--probe-every", type=int, default=10,
+                        help="jumpdenoise: validation loss every N steps (time to CAREamics' final loss; 0: off)")
+    parser.add_argument("--no-equal-time", dest="equal_time", action="store_false",
+                        help="skip training jumpdenoise on to CAREamics' training time (PSNR at equal time)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
@@ -284,7 +366,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        plate, fields = build_data(work, args.wells, args.fields, args.size, args.seed)
+        plate, fields, truths = build_data(work, args.wells, args.fields, args.size, args.seed)
         print(f"data: {len(fields)} fields of 4 x {args.size} x {args.size} uint16 "
               f"({time.perf_counter() - t:.1f} s to write), device {args.device}, precision {args.precision}, "
               f"{args.workers} workers, {torch.get_num_threads()} torch threads", flush=True)
@@ -301,25 +383,34 @@ def main() -> None:
         for v in variants:
             variant_settings(v)  # fail early on a typo
         val = common_val_set(cfg)
+        job0 = build_job(cfg)
+        raw_psnr = psnr_on_truth(None, job0, fields, truths)
         ours: dict[str, list] = {v: [] for v in variants}
         theirs: list = []
         for r in range(args.repeats):
             # each repeat its own training seed (network init, patches, masks), the same for both sides:
             # repeats are independent draws, so the validation losses show their spread
             cfg_r = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": args.seed + r})})
-            timer = run_careamics(cfg_r, args, fields, val_wells, work / f"careamics{r}", val)  # the baseline first
-            theirs.append(timer)                                                            # survives a timeout
-            print(f"repeat {r}: CAREamist.train {timer.rate:.1f} patches/s, val_loss {timer.val_loss:.5f}",
-                  flush=True)
+            ref_r = run_careamics(cfg_r, args, fields, val_wells, work / f"careamics{r}", val)  # the baseline first
+            ref_r.psnr = psnr_on_truth(ref_r.snapshot, job0, fields, truths)
+            theirs.append(ref_r)                                                            # survives a timeout
+            print(f"repeat {r}: CAREamist.train {ref_r.rate:.1f} patches/s, val_loss {ref_r.val_loss:.5f}, "
+                  f"{ref_r.train_s:.1f} s, PSNR {ref_r.psnr:.2f} dB (raw {raw_psnr:.2f})", flush=True)
             for v in variants:
                 try:
-                    timer = run_jumpdenoise(cfg_r, args, work / f"run{r}-{v}", v, val)
+                    timer = run_jumpdenoise(cfg_r, args, work / f"run{r}-{v}", v, val,
+                                            run_until_s=ref_r.train_s if args.equal_time else None)
                 except Exception as exc:  # noqa: BLE001 - one failing variant leaves the others
                     print(f"repeat {r}: jumpdenoise [{v}] FAILED: {type(exc).__name__}: {exc}", flush=True)
                     continue
+                timer.psnr = psnr_on_truth(timer.snapshot, job0, fields, truths)
+                timer.ref_s, timer.reach_s = ref_r.train_s, timer.time_to(ref_r.val_loss)
                 ours[v].append(timer)
+                reach = "never" if timer.reach_s is None else f"{timer.reach_s:.1f} s"
                 print(f"repeat {r}: jumpdenoise [{v}] {timer.rate:.1f} patches/s, val_loss {timer.val_loss:.5f}"
-                      f"{', CUDA graphs' if timer.graphs else ''}", flush=True)
+                      f"{', CUDA graphs' if timer.graphs else ''}; CAREamics' final val_loss reached: {reach} "
+                      f"(probes every {args.probe_every} steps); PSNR at {timer.train_s:.1f} s {timer.psnr:.2f} dB "
+                      f"({timer.count} steps)", flush=True)
         if not theirs:
             return
         best = lambda timers: max(timers, key=lambda t: t.rate)  # noqa: E731
@@ -337,13 +428,29 @@ def main() -> None:
                 t, vl = best(ours[v]), losses(ours[v])
                 table[v] = {"patches_per_s": round(t.rate, 1), "ratio": round(t.rate / ref.rate, 3),
                             "val_loss": round(t.val_loss, 6), "val_loss_mean": round(float(np.mean(vl)), 6),
-                            "val_losses": [round(x, 6) for x in vl], "cuda_graphs": t.graphs}
+                            "val_losses": [round(x, 6) for x in vl], "cuda_graphs": t.graphs,
+                            "val_loss_vs_careamics_pct": [round(100 * (a / b.val_loss - 1), 2)
+                                                          for a, b in zip(vl, theirs)],
+                            "careamics_train_s": [round(x.ref_s, 2) for x in ours[v]],
+                            "seconds_to_careamics_loss": [None if x.reach_s is None else round(x.reach_s, 2)
+                                                          for x in ours[v]],
+                            "psnr_equal_time": [round(x.psnr, 3) for x in ours[v]]}
+                reached = [x.ref_s / x.reach_s for x in ours[v] if x.reach_s]
+                table[v]["time_to_equal_loss_speedup"] = round(float(np.mean(reached)), 3) if reached else None
                 print(f"{'jumpdenoise [' + v + ']':<42s} {t.rate:>10.1f} {t.rate / ref.rate:>6.2f}x "
                       f"{np.mean(vl):>9.5f} {min(vl):>8.5f}-{max(vl):.5f}")
+                gap = table[v]["val_loss_vs_careamics_pct"]
+                print(f"  val_loss vs CAREamics, same seed: {np.mean(gap):+.2f} % (per seed {gap}); "
+                      f"time to CAREamics' final val_loss: {table[v]['time_to_equal_loss_speedup'] or 'not reached'}"
+                      f"{'x faster' if reached else ''} ({len(reached)}/{len(ours[v])} seeds); PSNR at equal time "
+                      f"{np.mean(table[v]['psnr_equal_time']):.2f} dB vs CAREamist "
+                      f"{np.mean([x.psnr for x in theirs]):.2f} dB (raw {raw_psnr:.2f} dB)")
         summary = {"device": args.device, "precision": args.precision, "workers": args.workers,
                    "steps": args.steps, "warmup": args.warmup, "batch": 32, "patch": 64, "channels": 4,
                    "careamics_patches_per_s": round(ref.rate, 1), "careamics_val_loss": round(ref.val_loss, 6),
                    "careamics_val_losses": [round(x, 6) for x in losses(theirs)], "seeds": args.repeats,
+                   "careamics_psnr": [round(x.psnr, 3) for x in theirs], "raw_psnr": round(raw_psnr, 3),
+                   "careamics_train_s": [round(x.train_s, 2) for x in theirs],
                    "variants": table, "data_only_jumpdenoise_patches_per_s": round(d_ours),
                    "data_only_careamics_patches_per_s": round(d_theirs)}
         print(json.dumps(summary))
