@@ -238,13 +238,29 @@ VARIANT_TOKENS = {"default": {}, "no-autotune": {"cudnn_benchmark": False}, "aut
                   "compile": {"compile": True}}
 
 
+#: Variant tokens that change the patch stream (train settings, not trainer settings): ``all_fields``
+#: keeps every training field in each worker's cache for the whole run (no cache turnover).
+STREAM_TOKENS = {"all_fields": {"fields_in_cache": 1_000_000, "patches_per_field": 1_000_000_000}}
+
+
 def variant_settings(name: str) -> dict:
     """Trainer settings of a variant name such as ``channels_last+compile``."""
     settings: dict = {}
     for token in name.split("+"):
+        if token in STREAM_TOKENS:
+            continue
         if token not in VARIANT_TOKENS:
-            raise SystemExit(f"unknown variant token {token!r}; choose from {sorted(VARIANT_TOKENS)}")
+            raise SystemExit(f"unknown variant token {token!r}; choose from "
+                             f"{sorted(VARIANT_TOKENS) + sorted(STREAM_TOKENS)}")
         settings.update(VARIANT_TOKENS[token])
+    return settings
+
+
+def stream_settings(name: str) -> dict:
+    """Train settings (patch stream) of a variant name such as ``all_fields+channels_first``."""
+    settings: dict = {}
+    for token in name.split("+"):
+        settings.update(STREAM_TOKENS.get(token, {}))
     return settings
 
 
@@ -262,7 +278,7 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str =
 
     shutil.rmtree(run_dir, ignore_errors=True)
     trainer = cfg.train.trainer.model_copy(update=variant_settings(variant))
-    train = {"trainer": trainer}
+    train = {"trainer": trainer, **stream_settings(variant)}
     if run_until_s is not None:  # the stream draws the same first batches whatever the epoch length
         train["patches_per_epoch"] = cfg.train.patches_per_epoch * 20
     cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir}),
@@ -349,7 +365,8 @@ def main() -> None:
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data-only rates")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", default="default",
-                        help="comma list of jumpdenoise variants, tokens joined by +: " + ", ".join(VARIANT_TOKENS)
+                        help="comma list of jumpdenoise variants, tokens joined by +: "
+                             + ", ".join([*VARIANT_TOKENS, *STREAM_TOKENS])
                              + " (e.g. default,no-graphs,channels_first+no-autotune+device_masking+no-graphs)")
     parser.add_argument("--probe-every", type=int, default=10,
                         help="jumpdenoise: validation loss every N steps (time to CAREamics' final loss; 0: off)")
