@@ -221,16 +221,11 @@ def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray]
         images, val = images[:-n_val], images[-n_val:]
     trainer = {"enable_progress_bar": False, **(trainer or {})}  # the run logs one line per epoch
     run_dir = Path(run_dir).resolve()  # absolute: the run folder records checkpoint paths relative to it
-    if callbacks:
-        from jumpdenoise.bsd_schedule import train_with_callbacks
-
-        if val is None:
-            raise JumpDenoiseError("training with callbacks needs two or more images (one held out)")
-        return train_with_callbacks(images, run_dir, val_images=val, callbacks=callbacks, epochs=epochs,
-                                    patch_size=patch_size, batch_size=batch_size, seed=seed, n2v2=n2v2,
-                                    trainer=trainer, **overrides)
+    if callbacks and val is None:
+        raise JumpDenoiseError("training with callbacks needs two or more images (one held out)")
     return Path(train_on_arrays(images, run_dir, val_images=val, epochs=epochs, patch_size=patch_size,
-                                batch_size=batch_size, n2v2=n2v2, seed=seed, trainer=trainer, **overrides))
+                                batch_size=batch_size, n2v2=n2v2, seed=seed, trainer=trainer, callbacks=callbacks,
+                                **overrides))
 
 
 def denoise_set(model_or_run: object, noisy: Mapping[str, np.ndarray], *, tta: bool = False,

@@ -31,16 +31,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 
 from jumpdenoise.errors import ConfigError, JumpDenoiseError
 
 __all__ = ["PEAK_LR", "WARMUP_FRACTION", "WallClockCosine", "budget_lr", "budget_train_settings",
-           "train_with_callbacks", "with_deadline"]
+           "with_deadline"]
 
 #: Peak learning rate of the budget schedule (Adam), reached at the end of the warm-up.
 PEAK_LR = 1e-3
@@ -159,45 +157,3 @@ def with_deadline(train_kwargs: dict, schedule_name: str, max_minutes: float | N
             raise JumpDenoiseError("the budget schedule needs --max-minutes (its learning rate ends at that deadline)")
         train_kwargs["callbacks"] = [WallClockCosine(round(max_minutes * 60), peak_lr=train_kwargs["optimizer"]["lr"])]
     return train_kwargs
-
-
-def train_with_callbacks(images: Sequence[np.ndarray], run_dir: str | Path, *, val_images: Sequence[np.ndarray],
-                         callbacks: list, epochs: int, patch_size: int, batch_size: int, seed: int = 1,
-                         n2v2: bool = False, trainer: Mapping | None = None, **overrides: Any) -> Path:
-    """Train N2V on 2-D images in memory like :func:`jumpdenoise.train.arrays.train_on_arrays`, with callbacks.
-
-    Same configuration, run folder and data pipeline; ``callbacks`` are extra Lightning callbacks
-    handed to :func:`jumpdenoise.train.loop.fit` (``train_on_arrays`` takes none).
-    """
-    from pydantic import ValidationError
-
-    from jumpdenoise.config.train import TrainConfig
-    from jumpdenoise.train.fields import arrays_to_refs, check_patch_fits, split_fields
-    from jumpdenoise.train.loop import TrainJob, fit, write_run_header
-    from jumpdenoise.train.plate_patches import arrays_mean_std
-    from jumpdenoise.train.run_folder import RunFolder
-
-    imgs = [np.asarray(a)[None] for a in images]
-    vals = [np.asarray(a)[None] for a in val_images]
-    n2v = {"n2v2": n2v2, **overrides.pop("n2v", {})}
-    try:
-        tc = TrainConfig.model_validate({
-            "channels": ["c0"], "epochs": epochs, "patch_size": patch_size, "batch_size": batch_size,
-            "seed": seed, "n2v": n2v, "trainer": {"num_workers": 0, **(trainer or {})}, **overrides})
-    except ValidationError as err:
-        from jumpdenoise.config import _format_validation_error
-
-        raise ConfigError(_format_validation_error(err, "budget schedule settings")) from None
-    refs, val_refs = arrays_to_refs(imgs), arrays_to_refs(vals, "val-image")
-    check_patch_fits(refs + val_refs, tc.patch_size, "the images")
-    split = split_fields(refs, seed=tc.seed, val_fraction=tc.val_fraction, patch_size=tc.patch_size,
-                         val_refs=val_refs)
-    mean, std = arrays_mean_std([r.load() for r in split.train])
-    resolved = {"train": tc.model_dump(mode="json"),
-                "data": {"kind": "arrays", "n_images": len(imgs), "shapes": [list(a.shape) for a in imgs],
-                         "dtype": str(imgs[0].dtype), "n_val_images": len(vals)}}
-    job = TrainJob(tc=tc, run=RunFolder(Path(run_dir)), train_refs=split.train, val_refs=split.val,
-                   channels=["c0"], mean=mean, std=std, norm_source=f"computed from {len(split.train)} "
-                   "training image(s)", split=split.record, data_type="array", resolved_config=resolved)
-    write_run_header(job)
-    return fit(job, extra_callbacks=callbacks)

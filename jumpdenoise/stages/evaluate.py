@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from jumpdenoise.config.evaluate import EvaluateConfig
-from jumpdenoise.errors import ConfigError, PlateError, UnitFailures
+from jumpdenoise.errors import ConfigError, PlateError
 from jumpdenoise.stages.base import Unit
 
 STAGE = "evaluate"

@@ -54,7 +54,8 @@ def as_cyx_list(images: Sequence[np.ndarray] | np.ndarray, what: str = "images")
 def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, *,
                     channels: list[str] | None = None, val_images: list[np.ndarray] | np.ndarray | None = None,
                     epochs: int = 10, patch_size: int = 64, batch_size: int = 32, n2v2: bool = False,
-                    seed: int = 1, trainer: dict | None = None, **overrides: Any) -> Path:
+                    seed: int = 1, trainer: dict | None = None, callbacks: list | None = None,
+                    **overrides: Any) -> Path:
     """Train N2V on images in memory; write a complete run folder and return it.
 
     Parameters
@@ -72,6 +73,8 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
     trainer
         :class:`~jumpdenoise.config.train.TrainerSettings` values (default: no worker
         processes, since the images are in memory).
+    callbacks
+        Extra Lightning callbacks (e.g. a learning rate over wall time).
     **overrides
         Other ``TrainConfig`` fields (``patches_per_epoch``, ``model``, ``n2v``, ...), and
         ``mean`` / ``std`` (per channel) to skip computing the normalisation.
@@ -123,4 +126,4 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
                    channels=names, mean=[float(m) for m in mean], std=[float(s) for s in std],
                    norm_source=source, split=split.record, data_type="array", resolved_config=resolved)
     write_run_header(job)
-    return fit(job)
+    return fit(job, extra_callbacks=callbacks)

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from careamics.lightning import N2VModule
 from careamics.losses import n2v_loss
@@ -315,8 +315,35 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         from jumpdenoise.train.run_folder import write_best
 
+        if trainer.is_global_zero:
+            self._forget_digests()  # a run killed while saving leaves no digest, never a wrong one
         super().on_train_epoch_end(trainer, pl_module)
         if trainer.is_global_zero and self.run.path.is_dir():
+            self._write_digests()
             score = self.best_model_score
             write_best(self.run, best_path=self.best_model_path or None,
                        best_score=None if score is None else float(score), epochs_done=trainer.current_epoch + 1)
+
+    def _saved(self) -> list[Path]:
+        return [Path(p) for p in {self.last_model_path, *self.best_k_models} if p]
+
+    def _forget_digests(self) -> None:
+        from jumpdenoise.train.run_folder import checkpoint_digest_path
+
+        for path in self._saved():
+            checkpoint_digest_path(path).unlink(missing_ok=True)
+
+    def _write_digests(self) -> None:
+        """A SHA-256 beside every checkpoint kept (checked when a model is loaded); digests of
+        checkpoints Lightning removed go too."""
+        from jumpdenoise.train.run_folder import checkpoint_digest_path, write_checkpoint_digest
+
+        kept = [p for p in self._saved() if p.is_file()]
+        for path in kept:
+            write_checkpoint_digest(path)
+        folder = Path(self.dirpath) if self.dirpath else None
+        if folder is not None and folder.is_dir():
+            wanted = {checkpoint_digest_path(p).name for p in kept}
+            for digest in folder.glob("*.sha256"):
+                if digest.name not in wanted and not digest.with_suffix("").is_file():
+                    digest.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ cpg0000 field (6 Phenix TIFFs without Index, channel names from ``channel_table.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -4,7 +4,6 @@ with the array path and with CAREamist.predict, tiling, bad inputs, export-tiff.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
