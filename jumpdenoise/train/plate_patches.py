@@ -40,6 +40,7 @@ def plate_fields(plate: str | Path, *, channels: list[str] | None = None, wells:
         If the plate is missing, or lacks a channel, well or field asked for.
     """
     from jumpdenoise.io.ngff import plate_info
+    from jumpdenoise.io.ngff_markers import done_keys, field_key, tracks_completion
 
     path = Path(plate)
     if not path.exists():
@@ -55,16 +56,28 @@ def plate_fields(plate: str | Path, *, channels: list[str] | None = None, wells:
         raise PlateError(f"train.wells: {unknown} not in plate {path} (its wells: {list(info.wells)})")
     index = tuple(info.channels.index(c) for c in names)
     level0 = info.level_paths[0]
+    # a plate that records completion offers only its complete fields (the others may hold zeros)
+    complete = done_keys(path) if info.kind != "external" and tracks_completion(path) else None
     refs: list[FieldRef] = []
+    incomplete: list[str] = []
     for w in use_wells:
         for f in info.wells[w]:
             if fields is not None and f not in fields:
+                continue
+            if complete is not None and field_key(w, f) not in complete:
+                incomplete.append(f"{w}/{f}")
                 continue
             refs.append(FieldRef(
                 key=f"{w}-{f}", group=w, shape=(len(names), *map(int, info.shape_yx)),
                 rows=(0, int(info.shape_yx[0])), zarr_path=str(info.path),
                 array_path=f"{info.image_path(w, f)}/{level0}", channel_index=index))
+    if incomplete:
+        log.warning("%s: %d field(s) not marked complete are left out of training: %s", path, len(incomplete),
+                    ", ".join(incomplete[:10]) + (" ..." if len(incomplete) > 10 else ""))
     if not refs:
+        if incomplete:
+            raise PlateError(f"train: no complete field to train on in plate {path} (not complete: "
+                             f"{', '.join(incomplete[:10])}); finish its conversion first")
         raise PlateError(f"train.fields: none of fields {fields} exist in wells {use_wells} of plate {path}")
     return info, names, refs
 
