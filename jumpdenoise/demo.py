@@ -13,7 +13,8 @@ from typing import Callable
 
 #: The embedded default plate: 2 x 3 wells, 2 fields per well, 5 Cell Painting channels.
 DEMO_PLATE = dict(plate_name="DEMO-PLATE", rows=2, columns=3, fields=2,
-                  channels=("DNA", "ER", "RNA", "AGP", "Mito"), size=(256, 256), seed=0)
+                  channels=("DNA", "ER", "RNA", "AGP", "Mito"), size=(256, 256), seed=0,
+                  noise="low-light")
 
 
 @dataclass
