@@ -44,13 +44,13 @@ class Sources:
 
 def read_versions(sources: Sources, well: str, field: int) -> dict[str, np.ndarray]:
     """The versions of one field, (c, y, x) float32 in ADU, channels in ``sources.channels`` order."""
-    from jumpdenoise.evaluate.truth import read_truth_field
     from jumpdenoise.io.ngff import plate_info, read_field
+    from jumpdenoise.quality.truth import read_truth
 
     versions: dict[str, np.ndarray] = {}
     if sources.truth is not None:
-        versions["truth"] = read_truth_field(sources.truth, well, field, sources.channels,
-                                             plate_info(sources.raw).channels)
+        versions["truth"] = read_truth(sources.truth, well, field, sources.channels,
+                                       plate_info(sources.raw).channels)
     for name, plate in (("raw", sources.raw), ("denoised", sources.denoised)):
         versions[name] = read_field(plate, well, field, channels=sources.channels).astype(np.float32)
     return versions

@@ -30,7 +30,7 @@ from jumpdenoise.quality.metrics import default_data_range, score
 from jumpdenoise.quality.noise import NoiseVariance
 
 __all__ = ["TruthError", "TRUTH_FOLDER", "camera_noise_models", "find_truth_dir", "plate_truth_scores", "read_truth",
-           "scored_fields", "truth_channels", "truth_fields"]
+           "scored_fields", "truth_channels", "truth_dir_beside", "truth_fields"]
 
 TRUTH_FOLDER = "ground_truth"
 TRUTH_JSON = "truth.json"
@@ -64,8 +64,15 @@ def find_truth_dir(raw_plate: str | Path, explicit: str | Path | None = None) ->
     from jumpdenoise.io.ngff import plate_info
 
     source = (plate_info(raw_plate).attrs.get("source") or {}).get("path")
-    if not source:
-        return None
+    return truth_dir_beside(source) if source else None
+
+
+def truth_dir_beside(source: str | Path) -> Path | None:
+    """The ``ground_truth/`` folder holding ``.npy`` files next to a source plate path, or ``None``.
+
+    Looked for in the source path itself, its parent and its grandparent (the Index XML,
+    ``Images/``, then the source root).
+    """
     start = Path(source)
     for folder in (start, start.parent, start.parent.parent):
         candidate = folder / TRUTH_FOLDER

@@ -65,7 +65,7 @@ def job_of(config: Any) -> EvaluateJob:
     """
     if isinstance(config, EvaluateJob):
         return config
-    from jumpdenoise.evaluate.truth import find_truth_dir
+    from jumpdenoise.quality.truth import truth_dir_beside
 
     settings = getattr(config, "evaluate", None)
     if settings is None:
@@ -73,7 +73,7 @@ def job_of(config: Any) -> EvaluateJob:
     workdir = Path(config.paths.workdir)
     truth = settings.truth
     if truth is None and getattr(config, "source", None) is not None:
-        truth = find_truth_dir(Path(config.source.path))
+        truth = truth_dir_beside(config.source.path)
     elif truth is not None and not Path(truth).is_absolute():
         truth = workdir / truth
     out = settings.out or workdir / "evaluate"
