@@ -5,11 +5,13 @@ skipped and says so."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -214,17 +216,34 @@ def _umount(path: Path) -> None:
     subprocess.run(["umount", str(path)], check=True)
 
 
-def test_read_only_output_is_one_line_and_rerun_after_the_fix_is_identical(source, reference, tmp_path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    _mount("--bind", str(ro), str(ro))
+@contextlib.contextmanager
+def read_only_folder(folder: Path) -> Iterator[Path]:
+    """``folder`` (created) bind-mounted read-only onto itself while the block runs."""
+    folder.mkdir()
+    _mount("--bind", str(folder), str(folder))
     try:
-        _mount("-o", "remount,ro,bind", str(ro))
+        _mount("-o", "remount,ro,bind", str(folder))
+        yield folder
+    finally:
+        _umount(folder)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "4m") -> Iterator[Path]:
+    """``folder`` (created) as a tmpfs of ``size`` while the block runs."""
+    folder.mkdir()
+    _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
+    try:
+        yield folder
+    finally:
+        _umount(folder)
+
+
+def test_read_only_output_is_one_line_and_rerun_after_the_fix_is_identical(source, reference, tmp_path) -> None:
+    with read_only_folder(tmp_path / "ro") as ro:
         res = jd("convert", source, ro / "out.zarr", "--executor", "local")
         assert res.returncode == 2
         assert error_line(res) == f"error: cannot write {ro / 'out.zarr'}: read-only file system"
-    finally:
-        _umount(ro)
     res = jd("convert", source, ro / "out.zarr", "--executor", "local")
     assert res.returncode == 0, res.stderr
     assert tree_bytes(ro / "out.zarr") == reference
@@ -234,19 +253,13 @@ def test_predict_and_export_tiff_into_a_read_only_folder_are_one_line(model_and_
     run, plate = model_and_plate
     den = tmp_path / "den.zarr"
     assert jd("predict", run, plate, den).returncode == 0
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    _mount("--bind", str(ro), str(ro))
-    try:
-        _mount("-o", "remount,ro,bind", str(ro))
+    with read_only_folder(tmp_path / "ro") as ro:
         res = jd("predict", run, plate, ro / "den.zarr")
         assert res.returncode == 2
         assert error_line(res) == f"error: cannot write {ro / 'den.zarr'}: read-only file system"
         res = jd("export-tiff", den, ro / "tiffs")
         assert res.returncode == 2
         assert error_line(res).endswith(": read-only file system") and str(ro / "tiffs") in error_line(res)
-    finally:
-        _umount(ro)
 
 
 def _fill(folder: Path, leave: int) -> Path:
@@ -258,10 +271,7 @@ def _fill(folder: Path, leave: int) -> Path:
 
 
 def test_disk_full_in_prepare_is_one_line_with_free_bytes(source, reference, tmp_path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
-    try:
+    with small_disk(tmp_path / "disk") as disk:
         filler = _fill(disk, 16 * 1024)  # room for the lock, not for the plate's metadata
         res = jd("convert", source, disk / "out.zarr", "--executor", "local")
         assert res.returncode == 2
@@ -271,15 +281,10 @@ def test_disk_full_in_prepare_is_one_line_with_free_bytes(source, reference, tmp
         res = jd("convert", source, disk / "out.zarr", "--executor", "local")
         assert res.returncode == 0, res.stderr
         assert tree_bytes(disk / "out.zarr") == reference
-    finally:
-        _umount(disk)
 
 
 def test_disk_full_during_units_names_the_output_and_rerun_is_identical(source, reference, tmp_path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
-    try:
+    with small_disk(tmp_path / "disk") as disk:
         out = disk / "out.zarr"
         filler = _fill(disk, 120 * 1024)  # room for the metadata (~52 KiB), not for every field (~270 KiB)
         res = jd("convert", source, out, "--executor", "local", "--fields-per-unit", "1")
@@ -291,15 +296,10 @@ def test_disk_full_during_units_names_the_output_and_rerun_is_identical(source, 
         res = jd("convert", source, out, "--executor", "local", "--fields-per-unit", "1")
         assert res.returncode == 0, res.stderr
         assert tree_bytes(out) == reference
-    finally:
-        _umount(disk)
 
 
 def test_disk_full_in_finalize_leaves_no_temporary_and_rerun_is_identical(source, reference, tmp_path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk))
-    try:
+    with small_disk(tmp_path / "disk") as disk:
         out = disk / "out.zarr"
         assert jd("convert", source, out, "--executor", "local").returncode == 0
         stats = out / ".jumpdenoise" / "statistics.csv"
@@ -314,8 +314,6 @@ def test_disk_full_in_finalize_leaves_no_temporary_and_rerun_is_identical(source
         res = jd("convert", source, out, "--executor", "local")
         assert res.returncode == 0, res.stderr
         assert tree_bytes(out) == reference and stats.is_file()
-    finally:
-        _umount(disk)
 
 
 def test_debug_flag_shows_the_traceback(tmp_path: Path) -> None:
