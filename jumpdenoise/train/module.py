@@ -336,14 +336,13 @@ class RunCheckpoint(ModelCheckpoint):
     def _write_digests(self) -> None:
         """A SHA-256 beside every checkpoint kept (checked when a model is loaded); digests of
         checkpoints Lightning removed go too."""
-        from jumpdenoise.train.run_folder import checkpoint_digest_path, write_checkpoint_digest
+        from jumpdenoise.train.run_folder import write_checkpoint_digest
 
-        kept = [p for p in self._saved() if p.is_file()]
-        for path in kept:
-            write_checkpoint_digest(path)
+        for path in self._saved():
+            if path.is_file():
+                write_checkpoint_digest(path)
         folder = Path(self.dirpath) if self.dirpath else None
         if folder is not None and folder.is_dir():
-            wanted = {checkpoint_digest_path(p).name for p in kept}
             for digest in folder.glob("*.sha256"):
-                if digest.name not in wanted and not digest.with_suffix("").is_file():
+                if not digest.with_suffix("").is_file():
                     digest.unlink(missing_ok=True)
