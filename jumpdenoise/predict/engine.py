@@ -246,6 +246,8 @@ class Predictor:
         self._plans: dict[tuple[int, int], TilePlan] = {}
         self._weights: dict[tuple[int, int], list] = {}
         self._norm: tuple | None = None
+        self._blend = (None if model.blend is None else
+                       torch.as_tensor(np.asarray(model.blend, np.float32), device=self.device).view(-1, 1, 1))
 
     def settings(self) -> dict:
         """JSON-able description of the tiling and numerics (for provenance)."""
@@ -253,7 +255,8 @@ class Predictor:
                 "batch_size": self.batch_size, "bf16": self.bf16, "tta": self.tta,
                 "receptive_field": self.receptive_field, "stride": self.model.stride,
                 "device": str(self.device), "layout": self.layout, "autotune": self.autotune,
-                "cuda_graphs": self.cuda_graphs}
+                "cuda_graphs": self.cuda_graphs,
+                "blend": None if self.model.blend is None else [float(a) for a in self.model.blend]}
 
     def plan(self, shape_yx: Sequence[int]) -> TilePlan:
         """The tile plan of fields of ``shape_yx`` (cached)."""
@@ -324,7 +327,20 @@ class Predictor:
         return out if acc is None else finish_blend(plan, out, acc)
 
     def predict_normalized(self, x: Any) -> Any:
-        """Denoise one normalised field ``(c, y, x)`` (float32 tensor on the device)."""
+        """Denoise one normalised field ``(c, y, x)`` (float32 tensor on the device).
+
+        With blend weights (:attr:`LoadedModel.blend`), the network's output is blended with
+        ``x``: ``alpha * f(x) + (1 - alpha) * x`` per channel (:mod:`jumpdenoise.quality.blend`).
+        """
+        import torch
+
+        y = self._network_output(x)
+        if self._blend is None:
+            return y
+        with torch.inference_mode():
+            return y.sub_(x).mul_(self._blend).add_(x)
+
+    def _network_output(self, x: Any) -> Any:
         import torch
 
         if x.ndim != 3 or x.shape[0] != self.model.n_channels:

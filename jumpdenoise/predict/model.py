@@ -34,6 +34,7 @@ import yaml
 from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.digest import verify_checkpoint
 from jumpdenoise.predict.receptive_field import measure_receptive_field
+from jumpdenoise.quality.blend import blend_weights
 from jumpdenoise.scratch import contained_tempdir
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ class LoadedModel:
         Whether channels are denoised independently (grouped UNet).
     normalization_source
         Where the mean/std came from.
+    blend
+        Per-channel weight of the network's output in what predict writes, the rest being
+        the raw image (:mod:`jumpdenoise.quality.blend`; from the run's ``quality.json``),
+        or ``None``: the network's output alone.
     """
 
     module: Any
@@ -84,6 +89,7 @@ class LoadedModel:
     stride: int = 1
     independent_channels: bool = True
     normalization_source: str | None = None
+    blend: np.ndarray | None = None
     _receptive_field: int | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -371,11 +377,13 @@ def load_model(path: str | Path | LoadedModel, device: str | None = "cpu", *,
         if not (p / "normalization.json").is_file():
             raise ModelError(f"{p}: normalization.json missing from the run folder")
         loaded = _load_checkpoint(run_checkpoint(p, checkpoint), p, p, "run")
+        loaded.blend = blend_weights(p, loaded.checkpoint, loaded.channels)
     elif zipfile.is_zipfile(p) and p.suffix.lower() == ".zip":
         loaded = _load_bmz(p)
     else:
         run = next((d for d in (p.parent, p.parent.parent)
                     if (d / "normalization.json").is_file() or (d / "careamics_config.yaml").is_file()), None)
         loaded = _load_checkpoint(p, run, p, "checkpoint")
+        loaded.blend = blend_weights(run, loaded.checkpoint, loaded.channels)
     loaded.module.to(dev)
     return loaded

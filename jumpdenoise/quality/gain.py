@@ -11,23 +11,29 @@ raw image's own error is ``sigma_i^2``. So on held-out fields
   ``ground_truth/truth.json`` ``noise_model``, see :mod:`jumpdenoise.quality.truth`), else from
   a Poisson-Gaussian fit of the held-out fields themselves (``noise_source: "fit"``,
   :mod:`jumpdenoise.quality.noise`; its limits are stated there);
-- ``excess = masked_mse - noise_variance`` estimates the denoised image's error, and
-  ``gain_db = 10 log10(noise_variance / excess)`` its gain over the raw image in dB.
+- ``excess = masked_mse - noise_variance`` estimates the network's error, and
+  ``network_gain_db = 10 log10(noise_variance / excess)`` the gain of its output alone;
+- predict writes the network's output blended with the raw image with the weight
+  ``blend_weight = noise_variance / masked_mse`` (:mod:`jumpdenoise.quality.blend`), whose
+  error is ``noise_variance * (1 - blend_weight)``: ``gain_db = -10 log10(1 - blend_weight)``
+  is the gain of what predict writes.
 
 Masked pixels lie on a regular grid of step ``roi_radius + 1`` (no masked pixel can be
-another's replacement), shifted on each pass. ``gain_db_low`` / ``gain_db_high`` come from
-``excess`` +- 2 standard errors; when ``excess`` is not above 0 the gain is beyond what the
-sample can measure and ``gain_db`` is the lower bound (``lower_bound: true``). An estimate is
+another's replacement), shifted on each pass. The ``_low`` / ``_high`` bounds come from
+``masked_mse`` +- 2 standard errors; when ``excess`` is not above 0 the network's error is
+beyond what the sample can measure and the gains are their lower bounds (``lower_bound: true``). An estimate is
 ``reliable`` when the noise comes from the camera model, or from a fit whose scale ratio
 (:class:`~jumpdenoise.quality.noise.NoiseVariance`) is at most 1.5; the guard acts on reliable
 estimates only (the others are reported and warned about).
 The estimate is stored in ``<run>/quality.json`` (:func:`estimate_run_gain`, called by the
 train stage's ``finalize``) and read by :func:`read_gain`; :func:`check_gain_before_predict`
-stops a pipeline before predict when a channel's gain is <= 0 dB.
+stops a pipeline before predict when a channel's gain (``gain_db``, of what predict writes) is
+<= 0 dB.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -38,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from jumpdenoise.errors import JumpDenoiseError
+from jumpdenoise.quality.blend import blend_weight, blended_gain_db
 from jumpdenoise.quality.noise import RELIABLE_SCALE_RATIO, NoiseVariance, fit_poisson_gaussian
 
 __all__ = ["HarmfulModelError", "QUALITY_JSON", "check_gain_before_predict", "estimate_after_training", "estimate_gain",
@@ -115,7 +122,7 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import load_model
 
-    loaded = load_model(model, "cpu")
+    loaded = dataclasses.replace(load_model(model, "cpu"), blend=None)  # the network alone, blind-spot
     predictor = Predictor(loaded, tile_size=None, overlap=0)  # whole fields: no receptive field to measure
     radius = _roi_radius(loaded.careamics_config)
     step = radius + 1
@@ -156,17 +163,27 @@ def _db(noise: float, excess: float) -> float:
 
 
 def _gain_entry(r2: np.ndarray, var: np.ndarray, noise_model: dict) -> dict:
-    """The gain and its +-2 standard-error range from squared residuals and noise variances."""
+    """The gains and their +-2 standard-error ranges from squared residuals and noise variances.
+
+    ``gain_db`` is the gain of what predict writes (the network's output blended with the raw
+    image, :mod:`jumpdenoise.quality.blend`); ``network_gain_db`` the network's output alone.
+    """
     diff = r2 - var
     n = diff.size
-    excess, noise = float(diff.mean()), float(var.mean())
+    excess, noise, masked = float(diff.mean()), float(var.mean()), float(r2.mean())
     se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
     high_excess, low_excess = excess + 2 * se, excess - 2 * se
     lower_bound = excess <= 0
-    gain = _db(noise, high_excess) if lower_bound else _db(noise, excess)
-    return {"gain_db": gain, "gain_db_low": _db(noise, high_excess),
-            "gain_db_high": _db(noise, low_excess) if low_excess > 0 else None, "lower_bound": lower_bound,
-            "masked_mse": float(r2.mean()), "noise_variance": noise, "excess_mse": excess, "n_pixels": int(n),
+    alpha = blend_weight(noise, masked)
+    blended_low = blended_gain_db(blend_weight(noise, masked + 2 * se)) if math.isfinite(se) else 0.0
+    blended = blended_gain_db(alpha)
+    return {"gain_db": blended_low if blended is None else blended, "gain_db_low": blended_low,
+            "gain_db_high": blended_gain_db(blend_weight(noise, masked - 2 * se)) if masked > 2 * se else None,
+            "blend_weight": alpha,
+            "network_gain_db": _db(noise, high_excess) if lower_bound else _db(noise, excess),
+            "network_gain_db_low": _db(noise, high_excess),
+            "network_gain_db_high": _db(noise, low_excess) if low_excess > 0 else None, "lower_bound": lower_bound,
+            "masked_mse": masked, "noise_variance": noise, "excess_mse": excess, "n_pixels": int(n),
             "noise_model": noise_model}
 
 
@@ -193,10 +210,13 @@ def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequ
     chosen = list(fields)[:max_fields]
     arrays = [f.load() if hasattr(f, "load") else np.asarray(f) for f in chosen]
     keys = [str(getattr(f, "key", i)) for i, f in enumerate(chosen)]
-    result = estimate_gain(load_model(run, "cpu"), arrays, channels, noise_models=noise_models, seed=seed)
+    loaded = load_model(run, "cpu")
+    result = estimate_gain(loaded, arrays, channels, noise_models=noise_models, seed=seed)
     meta = result.pop("_meta")
-    record = {"version": 1, "method": "N2V blind-spot masked MSE minus Poisson-Gaussian noise variance "
-                                      "(jumpdenoise.quality.gain)", "fields": keys, **meta, "channels": result}
+    checkpoint = Path(loaded.checkpoint).resolve().relative_to(run.resolve()).as_posix()
+    record = {"version": 2, "method": "N2V blind-spot masked MSE minus Poisson-Gaussian noise variance; the "
+                                      "prediction is blended with the raw image (jumpdenoise.quality.gain, .blend)",
+              "checkpoint": checkpoint, "fields": keys, **meta, "channels": result}
     tmp = run / f".{QUALITY_JSON}.tmp"
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(run / QUALITY_JSON)

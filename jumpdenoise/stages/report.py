@@ -238,18 +238,22 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
                  f"{_fmt(row['bias_pct'], '+.2f')} (vs {row['bias_reference']})", verdict, figure]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "PSNR/SSIM: means over the scored fields; data range of a field: "
-              f"{report['data_range_rule']}. Estimated gain: 10 log10(noise variance / (masked N2V error - noise "
-              "variance)) on held-out fields, with its +-2 standard-error range; 'unreliable': the noise, fitted "
+              f"{report['data_range_rule']}. Estimated gain: of what predict writes (the network's output blended "
+              "with the raw image, weight = noise variance / masked N2V error), -10 log10(1 - weight), measured on "
+              "held-out fields, with its +-2 standard-error range; 'unreliable': the noise, fitted "
               "from the images, looks spatially correlated or mixed with fine structure. WORSE: gain <= 0 dB (the "
               "truth's when known, else a reliable estimate)."]
     lines += ["", "## Diagnostics", "", f"noise: {report['diagnostic_noise_label']}.", "",
-              "| channel | raw mean | denoised mean | raw std | denoised std | raw noise | denoised noise |",
-              "|---|---|---|---|---|---|---|"]
+              "| channel | raw mean | denoised mean | raw std | denoised std | raw noise | denoised noise "
+              "| blend weight | network alone, est. gain (dB) |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for ch, row in report["channels"].items():
-        s, n = row["statistics"], row["diagnostic_noise"]
+        s, n, est = row["statistics"], row["diagnostic_noise"], row["estimated"] or {}
         lines.append("| " + " | ".join([ch, _fmt(s.get("raw_mean")), _fmt(s.get("denoised_mean")),
                                            _fmt(s.get("raw_std")), _fmt(s.get("denoised_std")),
-                                           _fmt(n.get("raw")), _fmt(n.get("denoised"))]) + " |")
+                                           _fmt(n.get("raw")), _fmt(n.get("denoised")),
+                                           _fmt(est.get("blend_weight"), ".3f"),
+                                           _fmt(est.get("network_gain_db"), "+.1f")]) + " |")
     figures = [(ch, row["figure"]) for ch, row in report["channels"].items() if row.get("figure")]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{ch}]({link})" for ch, link in figures]

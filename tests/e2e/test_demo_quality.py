@@ -50,7 +50,7 @@ def demo_scores(workdir: Path) -> dict[str, dict[str, list[float]]]:
 
 
 @pytest.mark.slow
-def test_demo_denoised_plate_beats_raw_or_flags_the_channel(tmp_path: Path) -> None:
+def test_demo_denoised_plate_beats_raw_on_every_channel(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     workdir = tmp_path / "demo"
     res = subprocess.run([EXE, "run", "--workdir", str(workdir)], capture_output=True, text=True,
@@ -61,10 +61,14 @@ def test_demo_denoised_plate_beats_raw_or_flags_the_channel(tmp_path: Path) -> N
     scores = demo_scores(workdir)
     assert list(scores) == meta["channels"]
     estimated = json.loads((workdir / "model" / "quality.json").read_text())["channels"]
-    improved = [ch for ch, s in scores.items() if np.mean(s["denoised"]) > np.mean(s["raw"])]
-    # most channels gain; any channel that does not is flagged by the run's own gain estimate
-    assert len(improved) >= 3, {ch: np.mean(s["denoised"]) - np.mean(s["raw"]) for ch, s in scores.items()}
+    gains = {ch: float(np.mean(s["denoised"]) - np.mean(s["raw"])) for ch, s in scores.items()}
+    # every channel is closer to the truth than the raw plate, by a margin, on average over the fields
+    assert all(g >= 1.0 for g in gains.values()), gains
     for ch, s in scores.items():
-        if ch not in improved:
-            assert estimated[ch]["gain_db"] <= 0.5, (ch, np.mean(s["denoised"]) - np.mean(s["raw"]), estimated[ch])
+        # ... and on every single field
+        assert all(d > r for d, r in zip(s["denoised"], s["raw"])), (ch, s)
+        # the gain estimated without truth (held-out fields) is within 1 dB of the true gain
+        assert abs(estimated[ch]["gain_db"] - gains[ch]) <= 1.0, (ch, gains[ch], estimated[ch])
         assert max(s["bias"]) <= MAX_MEAN_BIAS, (ch, max(s["bias"]))
+    report = (workdir / "report.md").read_text()
+    assert "WORSE" not in report.split("## Diagnostics")[0], report
