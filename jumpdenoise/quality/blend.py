@@ -9,10 +9,22 @@ minimum-mean-square-error estimate that Probabilistic Noise2Void computes per pi
     b_i = alpha * f_i + (1 - alpha) * y_i,   alpha = sigma^2 / (sigma^2 + e^2),
 
 with error ``sigma^2 * (1 - alpha)``: lower than both the raw image's (``sigma^2``) and the
-network's (``e^2``). Both terms are measured without ground truth on held-out fields
-(:mod:`jumpdenoise.quality.gain`): the masked N2V error there is ``L = e^2 + sigma^2``, so
+network's (``e^2``).
 
-    alpha = sigma^2 / L  and the gain of ``b`` over the raw image is ``-10 log10(1 - alpha)`` dB.
+At prediction the network sees pixel ``i`` too, and a network that learned to copy part of
+it is no longer blind to ``n_i``. The weight and the gain are therefore measured on what
+predict computes, with Stein's unbiased risk estimate (SURE; Monte-Carlo divergence, Ramani,
+Blu and Unser 2008), which needs no ground truth: for ``b = alpha * f(y) + (1 - alpha) * y``,
+
+    E|b - x|^2 = alpha^2 L - 2 alpha (S - D) + S,
+
+with ``L = mean (f_i - y_i)^2``, ``S = mean sigma_i^2`` (the noise model) and
+``D = mean sigma_i^2 df_i/dy_i`` (how much of its own pixel the network passes through,
+estimated with one extra pass on ``y + eps * v``, ``v`` random signs). The best weight is
+``alpha = (S - D) / L`` clipped to ``[0, 1]`` (``sigma^2 / (sigma^2 + e^2)`` for a blind
+network, 0 for one that copies its input), and the gain ``10 log10(S / E|b - x|^2)`` is what
+predict writes gains over the raw image (:class:`SureTerms`, used by
+:mod:`jumpdenoise.quality.gain`).
 
 The weights are stored per channel in the run's ``quality.json`` (``blend_weight``), for the
 checkpoint they were measured on; :func:`blend_weights` returns them for a loaded checkpoint,
@@ -24,33 +36,61 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["blend_weight", "blended_gain_db", "blend_weights"]
+__all__ = ["SureTerms", "blend_weights"]
 
 log = logging.getLogger(__name__)
 
 
-def blend_weight(noise_variance: float, masked_mse: float) -> float:
-    """``alpha = sigma^2 / L`` clipped to ``[0, 1]`` (``L``: the masked N2V error)."""
-    if not (math.isfinite(noise_variance) and math.isfinite(masked_mse)) or masked_mse <= 0:
-        return 0.0
-    return float(min(1.0, max(0.0, noise_variance / masked_mse)))
+class SureTerms:
+    """Running sums of one channel's SURE terms over held-out pixels (no per-pixel storage).
 
-
-def blended_gain_db(alpha: float) -> float | None:
-    """Expected gain in dB of the blend over the raw image, ``-10 log10(1 - alpha)``.
-
-    ``None`` when ``alpha`` is 1 (the network's error is estimated as zero: beyond what the
-    held-out sample can measure).
+    Per pixel: ``a = (f_i - y_i)^2``, ``c = sigma_i^2 (1 - df_i/dy_i)`` and ``s = sigma_i^2``;
+    the risk of the blend with weight ``alpha`` is the mean of ``alpha^2 a - 2 alpha c + s``.
     """
-    if alpha >= 1.0:
-        return None
-    return float(-10.0 * math.log10(1.0 - alpha))
+
+    _KEYS = ("a", "c", "s", "aa", "cc", "ss", "ac", "as", "cs")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sums = dict.fromkeys(self._KEYS, 0.0)
+
+    def add(self, residual: np.ndarray, variance: np.ndarray, divergence: np.ndarray) -> None:
+        """Add pixels: ``f - y``, ``sigma^2`` and the divergence estimate ``v (f(y + eps v) - f(y)) / eps``."""
+        a = np.square(np.asarray(residual, np.float64)).ravel()
+        s = np.asarray(variance, np.float64).ravel()
+        c = s * (1.0 - np.asarray(divergence, np.float64).ravel())
+        for key, value in (("a", a), ("c", c), ("s", s)):
+            self.sums[key] += float(value.sum())
+        for key, (x, y) in (("aa", (a, a)), ("cc", (c, c)), ("ss", (s, s)), ("ac", (a, c)), ("as", (a, s)),
+                            ("cs", (c, s))):
+            self.sums[key] += float(np.dot(x, y))
+        self.n += a.size
+
+    def mean(self, key: str) -> float:
+        """Mean of a per-pixel term (``"a"``, ``"c"``, ``"s"``)."""
+        return self.sums[key] / self.n
+
+    def weight(self) -> float:
+        """The risk-minimising blend weight ``(S - D) / L`` clipped to ``[0, 1]``."""
+        a, c = self.mean("a"), self.mean("c")
+        if not (a > 0 and c > 0):
+            return 0.0
+        return float(min(1.0, c / a))
+
+    def risk(self, alpha: float) -> tuple[float, float]:
+        """Estimated mean squared error to the truth of the blend, and its standard error."""
+        k = {"a": alpha * alpha, "c": -2.0 * alpha, "s": 1.0}
+        m = {key: self.mean(key) for key in "acs"}
+        mean = sum(k[t] * m[t] for t in "acs")
+        second = sum(k[t] * k[u] * self.sums[t + u if t + u in self.sums else u + t] / self.n
+                     for t in "acs" for u in "acs")
+        var = max(0.0, second - mean * mean)
+        return mean, (var / max(1, self.n - 1)) ** 0.5
 
 
 def blend_weights(run_dir: str | Path | None, checkpoint: str | Path | None,

@@ -13,15 +13,15 @@ raw image's own error is ``sigma_i^2``. So on held-out fields
   :mod:`jumpdenoise.quality.noise`; its limits are stated there);
 - ``excess = masked_mse - noise_variance`` estimates the network's error, and
   ``network_gain_db = 10 log10(noise_variance / excess)`` the gain of its output alone;
-- predict writes the network's output blended with the raw image with the weight
-  ``blend_weight = noise_variance / masked_mse`` (:mod:`jumpdenoise.quality.blend`), whose
-  error is ``noise_variance * (1 - blend_weight)``: ``gain_db = -10 log10(1 - blend_weight)``
-  is the gain of what predict writes.
+- predict writes the network's output blended with the raw image (:mod:`jumpdenoise.quality.blend`);
+  ``blend_weight`` and ``gain_db``, the gain of what predict writes, are measured on the same
+  held-out fields without masking, with Stein's unbiased risk estimate (which also catches a
+  network that passes its input pixel through: its weight falls towards 0, its gain to 0 dB).
 
 Masked pixels lie on a regular grid of step ``roi_radius + 1`` (no masked pixel can be
-another's replacement), shifted on each pass. The ``_low`` / ``_high`` bounds come from
-``masked_mse`` +- 2 standard errors; when ``excess`` is not above 0 the network's error is
-beyond what the sample can measure and the gains are their lower bounds (``lower_bound: true``). An estimate is
+another's replacement), shifted on each pass. The ``_low`` / ``_high`` bounds are +- 2
+standard errors; when ``excess`` is not above 0 the network's error is beyond what the
+sample can measure and ``network_gain_db`` is its lower bound (``lower_bound: true``). An estimate is
 ``reliable`` when the noise comes from the camera model, or from a fit whose scale ratio
 (:class:`~jumpdenoise.quality.noise.NoiseVariance`) is at most 1.5; the guard acts on reliable
 estimates only (the others are reported and warned about).
@@ -44,11 +44,26 @@ from typing import Any
 import numpy as np
 
 from jumpdenoise.errors import JumpDenoiseError
-from jumpdenoise.quality.blend import blend_weight, blended_gain_db
-from jumpdenoise.quality.noise import RELIABLE_SCALE_RATIO, NoiseVariance, fit_poisson_gaussian
+from jumpdenoise.quality.blend import SureTerms
+from jumpdenoise.quality.noise import (
+    RELIABLE_SCALE_RATIO,
+    NoiseVariance,
+    fit_poisson_gaussian,
+)
 
-__all__ = ["HarmfulModelError", "QUALITY_JSON", "check_gain_before_predict", "estimate_after_training", "estimate_gain",
-           "estimate_run_gain", "read_gain", "read_quality", "run_folder_of", "warn_worse_channels", "worse_channels"]
+__all__ = [
+    "QUALITY_JSON",
+    "HarmfulModelError",
+    "check_gain_before_predict",
+    "estimate_after_training",
+    "estimate_gain",
+    "estimate_run_gain",
+    "read_gain",
+    "read_quality",
+    "run_folder_of",
+    "warn_worse_channels",
+    "worse_channels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +71,8 @@ QUALITY_JSON = "quality.json"
 TARGET_PIXELS = 100_000
 MAX_PASSES = 8
 MAX_FIELDS = 4
+#: Step of the divergence estimate, as a fraction of the noise standard deviation.
+EPS_NOISE = 0.1
 ADVICE = ("train longer (train.epochs, train.patches_per_epoch), try N2V2 (train.n2v.n2v2: true), or drop the "
           "channel (train.channels); set predict.allow_worse: true to predict anyway")
 
@@ -115,8 +132,10 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     Returns
     -------
     dict
-        ``{channel: {gain_db, gain_db_low, gain_db_high, lower_bound, masked_mse,
-        noise_variance, excess_mse, n_pixels, noise_model, noise_source, reliable}}`` plus
+        ``{channel: {gain_db, gain_db_low, gain_db_high, blend_weight, unmasked_mse,
+        pass_through_variance, n_pixels_sure, network_gain_db, network_gain_db_low,
+        network_gain_db_high, lower_bound, masked_mse, noise_variance, excess_mse, n_pixels,
+        noise_model, noise_source, reliable}}`` plus
         ``"_meta"`` (grid step, passes).
     """
     from jumpdenoise.predict.engine import Predictor
@@ -144,47 +163,66 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
                 noisy = field[c, ys, xs].astype(np.float64)
                 residuals[c].append(pred[c, ys, xs].astype(np.float64) - noisy)
                 values[c].append(noisy)
+    models = {ch: (noise_models or {}).get(ch) or fit_poisson_gaussian([a[c] for a in arrays])
+              for c, ch in enumerate(channels)}
+    sure = _sure_terms(predictor, arrays, [models[ch] for ch in channels], rng)
     out: dict[str, Any] = {"_meta": {"grid_step": step, "roi_radius": radius, "passes": passes,
                                      "n_fields": len(arrays)}}
     for c, ch in enumerate(channels):
         known = (noise_models or {}).get(ch)
-        noise_model = known if known is not None else fit_poisson_gaussian([a[c] for a in arrays])
-        r2 = np.concatenate(residuals[c]) ** 2
-        var = noise_model.variance(np.concatenate(values[c]))
-        ratio = noise_model.scale_ratio
+        ratio = models[ch].scale_ratio
         reliable = known is not None or (ratio is not None and ratio <= RELIABLE_SCALE_RATIO)
-        out[ch] = {**_gain_entry(r2, var, noise_model.as_dict()), "noise_source": "camera" if known else "fit",
-                   "reliable": reliable}
+        r2 = np.concatenate(residuals[c]) ** 2
+        var = models[ch].variance(np.concatenate(values[c]))
+        out[ch] = {**_written_entry(sure[c]), **_network_entry(r2, var), "noise_model": models[ch].as_dict(),
+                   "noise_source": "camera" if known else "fit", "reliable": reliable}
     return out
+
+
+def _sure_terms(predictor: Any, arrays: Sequence[np.ndarray], models: Sequence[NoiseVariance],
+                rng: np.random.Generator) -> list[SureTerms]:
+    """SURE terms of each channel over whole held-out fields, as predict sees them (unmasked)."""
+    terms = [SureTerms() for _ in models]
+    for field in arrays:
+        variances = [m.variance(field[c]) for c, m in enumerate(models)]
+        eps = np.asarray([EPS_NOISE * math.sqrt(float(v.mean())) for v in variances], np.float32).reshape(-1, 1, 1)
+        signs = rng.choice(np.asarray([-1.0, 1.0], np.float32), size=field.shape)
+        pred = predictor.denoise(field)
+        moved = predictor.denoise(field + eps * signs)
+        for c, term in enumerate(terms):
+            divergence = signs[c] * (moved[c].astype(np.float64) - pred[c]) / float(eps[c, 0, 0])
+            term.add(pred[c].astype(np.float64) - field[c], variances[c], divergence)
+    return terms
 
 
 def _db(noise: float, excess: float) -> float:
     return 10.0 * math.log10(noise / excess)
 
 
-def _gain_entry(r2: np.ndarray, var: np.ndarray, noise_model: dict) -> dict:
-    """The gains and their +-2 standard-error ranges from squared residuals and noise variances.
+def _written_entry(sure: SureTerms) -> dict:
+    """Blend weight and gain of what predict writes, with the gain's +-2 standard-error range."""
+    alpha = sure.weight()
+    noise = sure.mean("s")
+    risk, se = sure.risk(alpha)
+    risk = min(max(risk, 1e-12 * noise), noise)  # alpha = 0 is the raw image: risk = noise exactly
+    return {"gain_db": _db(noise, risk), "gain_db_low": _db(noise, min(noise, risk + 2 * se)) if alpha > 0 else 0.0,
+            "gain_db_high": _db(noise, risk - 2 * se) if risk > 2 * se and alpha > 0 else None,
+            "blend_weight": alpha, "unmasked_mse": sure.mean("a"), "pass_through_variance": noise - sure.mean("c"),
+            "n_pixels_sure": sure.n}
 
-    ``gain_db`` is the gain of what predict writes (the network's output blended with the raw
-    image, :mod:`jumpdenoise.quality.blend`); ``network_gain_db`` the network's output alone.
-    """
+
+def _network_entry(r2: np.ndarray, var: np.ndarray) -> dict:
+    """The network's own gain (blind-spot: masked pixels) and its +-2 standard-error range."""
     diff = r2 - var
     n = diff.size
-    excess, noise, masked = float(diff.mean()), float(var.mean()), float(r2.mean())
+    excess, noise = float(diff.mean()), float(var.mean())
     se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
     high_excess, low_excess = excess + 2 * se, excess - 2 * se
     lower_bound = excess <= 0
-    alpha = blend_weight(noise, masked)
-    blended_low = blended_gain_db(blend_weight(noise, masked + 2 * se)) if math.isfinite(se) else 0.0
-    blended = blended_gain_db(alpha)
-    return {"gain_db": blended_low if blended is None else blended, "gain_db_low": blended_low,
-            "gain_db_high": blended_gain_db(blend_weight(noise, masked - 2 * se)) if masked > 2 * se else None,
-            "blend_weight": alpha,
-            "network_gain_db": _db(noise, high_excess) if lower_bound else _db(noise, excess),
+    return {"network_gain_db": _db(noise, high_excess) if lower_bound else _db(noise, excess),
             "network_gain_db_low": _db(noise, high_excess),
             "network_gain_db_high": _db(noise, low_excess) if low_excess > 0 else None, "lower_bound": lower_bound,
-            "masked_mse": masked, "noise_variance": noise, "excess_mse": excess, "n_pixels": int(n),
-            "noise_model": noise_model}
+            "masked_mse": float(r2.mean()), "noise_variance": noise, "excess_mse": excess, "n_pixels": int(n)}
 
 
 def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequence[str], *,

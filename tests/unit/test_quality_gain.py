@@ -1,4 +1,8 @@
-"""The gain estimated without truth (masked blind-spot error minus noise variance) against the true gain."""
+"""The gains estimated without truth against the true gains.
+
+The network's own gain: masked blind-spot error minus noise variance. The gain of what predict
+writes (the network's output blended with the raw image): Stein's unbiased risk estimate.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +28,15 @@ def _truth(seed: int, shape: tuple[int, int] = (128, 128)) -> np.ndarray:
     return (CAMERA.offset + 100 + gaussian_filter(spots, 6)).astype(np.float32)
 
 
-def _blind_blur_model(n_channels: int, sigma: float, mean: np.ndarray, std: np.ndarray) -> LoadedModel:
-    """A real blind-spot denoiser: a Gaussian blur whose centre weight is 0 (output never sees its pixel)."""
+def _blind_blur_model(n_channels: int, sigma: float, mean: np.ndarray, std: np.ndarray,
+                      centre: float = 0.0) -> LoadedModel:
+    """A Gaussian-blur denoiser whose centre weight is ``centre`` (0: a real blind-spot network)."""
     r = 4
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     kernel = np.exp(-(yy ** 2 + xx ** 2) / (2 * sigma ** 2))
     kernel[r, r] = 0
-    kernel /= kernel.sum()
+    kernel *= (1 - centre) / kernel.sum()
+    kernel[r, r] = centre
     conv = torch.nn.Conv2d(n_channels, n_channels, 2 * r + 1, padding=r, padding_mode="reflect", groups=n_channels,
                            bias=False)
     with torch.no_grad():
@@ -47,22 +53,56 @@ def case() -> dict:
     std = np.array([np.mean([r[c].std() for r in raws]) for c in range(2)])
     model = _blind_blur_model(2, 2.0, mean, std)
     predictor = Predictor(model, tile_size=None)
-    true_gain = []
-    for c in range(2):
-        mse_raw = np.mean([np.mean((r[c] - t[c]) ** 2) for r, t in zip(raws, truths)])
-        mse_den = np.mean([np.mean((predictor.denoise(r)[c] - t[c]) ** 2) for r, t in zip(raws, truths)])
-        true_gain.append(10 * np.log10(mse_raw / mse_den))
+    true_gain = [_true_gain(predictor, raws, truths, c) for c in range(2)]
     return {"raws": raws, "truths": truths, "model": model, "true_gain": true_gain}
+
+
+def _true_gain(predictor: Predictor, raws: list, truths: list, c: int, alpha: float = 1.0) -> float:
+    """Gain over the raw images of ``alpha * denoised + (1 - alpha) * raw`` against the truth."""
+    mse_raw = np.mean([np.mean((r[c] - t[c]) ** 2) for r, t in zip(raws, truths)])
+    mse = np.mean([np.mean((alpha * predictor.denoise(r)[c] + (1 - alpha) * r[c] - t[c]) ** 2)
+                   for r, t in zip(raws, truths)])
+    return float(10 * np.log10(mse_raw / mse))
+
+
+def _best_weight(predictor: Predictor, raws: list, truths: list, c: int) -> float:
+    """The blend weight minimising the error to the truth (least squares)."""
+    u = np.concatenate([(predictor.denoise(r)[c] - r[c]).ravel() for r in raws])
+    v = np.concatenate([(t[c] - r[c]).ravel() for r, t in zip(raws, truths)])
+    return float(u @ v / (u @ u))
 
 
 def test_estimated_gain_is_within_1db_of_the_true_gain_with_the_camera_model(case: dict) -> None:
     camera = NoiseVariance(a=CAMERA.gain, b=CAMERA.read_noise ** 2 - CAMERA.gain * CAMERA.offset, n_pixels=0)
     est = estimate_gain(case["model"], case["raws"], ["DNA", "ER"], noise_models={"DNA": camera, "ER": camera})
+    predictor = Predictor(case["model"], tile_size=None)
     for c, ch in enumerate(["DNA", "ER"]):
         assert case["true_gain"][c] > 3  # the blur does denoise these smooth images
-        assert est[ch]["gain_db"] == pytest.approx(case["true_gain"][c], abs=1.0)
+        assert est[ch]["network_gain_db"] == pytest.approx(case["true_gain"][c], abs=1.0)
         assert est[ch]["noise_source"] == "camera" and est[ch]["n_pixels"] >= 3 * 21 * 21
+        assert est[ch]["network_gain_db_low"] <= est[ch]["network_gain_db"] <= est[ch]["network_gain_db_high"]
+        # the blend: its weight is the truth's best within 0.05, its gain the true one within 1 dB
+        alpha = est[ch]["blend_weight"]
+        assert alpha == pytest.approx(_best_weight(predictor, case["raws"], case["truths"], c), abs=0.05)
+        blended = _true_gain(predictor, case["raws"], case["truths"], c, alpha)
+        assert blended >= case["true_gain"][c]
+        assert est[ch]["gain_db"] == pytest.approx(blended, abs=1.0)
         assert est[ch]["gain_db_low"] <= est[ch]["gain_db"] <= est[ch]["gain_db_high"]
+
+
+def test_a_network_that_passes_its_pixel_through_gets_an_honest_blend(case: dict) -> None:
+    """A blur keeping 40 % of its own pixel is no blind-spot network: the masked estimate misjudges it,
+    the unmasked risk estimate (SURE) still gives the blend's true gain within 1 dB."""
+    camera = NoiseVariance(a=CAMERA.gain, b=CAMERA.read_noise ** 2 - CAMERA.gain * CAMERA.offset, n_pixels=0)
+    leaky = _blind_blur_model(2, 2.0, case["model"].mean, case["model"].std, centre=0.4)
+    predictor = Predictor(leaky, tile_size=None)
+    est = estimate_gain(leaky, case["raws"], ["DNA", "ER"], noise_models={"DNA": camera, "ER": camera})
+    for c, ch in enumerate(["DNA", "ER"]):
+        best = _best_weight(predictor, case["raws"], case["truths"], c)
+        assert est[ch]["blend_weight"] == pytest.approx(min(best, 1.0), abs=0.05)
+        true = _true_gain(predictor, case["raws"], case["truths"], c, est[ch]["blend_weight"])
+        assert est[ch]["gain_db"] == pytest.approx(true, abs=1.0)
+        assert est[ch]["pass_through_variance"] == pytest.approx(0.4 * est[ch]["noise_variance"], rel=0.15)
 
 
 def test_estimated_gain_is_within_1db_with_the_fitted_noise(case: dict) -> None:
@@ -70,7 +110,7 @@ def test_estimated_gain_is_within_1db_with_the_fitted_noise(case: dict) -> None:
     for c, ch in enumerate(["DNA", "ER"]):
         assert est[ch]["noise_source"] == "fit" and est[ch]["reliable"]  # white noise: scale ratio about 1
         assert 0.8 < est[ch]["noise_model"]["scale_ratio"] < 1.2
-        assert est[ch]["gain_db"] == pytest.approx(case["true_gain"][c], abs=1.0)
+        assert est[ch]["network_gain_db"] == pytest.approx(case["true_gain"][c], abs=1.0)
 
 
 def test_noise_fit_recovers_the_camera_line_on_smooth_images(case: dict) -> None:
@@ -81,12 +121,16 @@ def test_noise_fit_recovers_the_camera_line_on_smooth_images(case: dict) -> None
     assert fit.a == pytest.approx(CAMERA.gain, rel=0.2)
 
 
-def test_identity_network_has_no_blind_spot_and_a_negative_gain(case: dict) -> None:
-    """A network that copies its input predicts the replaced neighbour at masked pixels: gain < 0."""
+def test_identity_network_has_no_blind_spot_and_no_gain(case: dict) -> None:
+    """A network that copies its input: negative gain at masked pixels, blend weight 0, nothing gained."""
     ident = LoadedModel(module=torch.nn.Identity(), channels=None, mean=case["model"].mean,
                         std=case["model"].std, careamics_config={}, source=None)
     est = estimate_gain(ident, case["raws"], ["DNA", "ER"])
-    assert all(est[ch]["gain_db"] < 0 for ch in ("DNA", "ER"))
+    for ch in ("DNA", "ER"):
+        assert est[ch]["network_gain_db"] < 0
+        assert est[ch]["blend_weight"] == 0.0 and est[ch]["gain_db"] == 0.0
+        # it passes all of its pixel's noise through
+        assert est[ch]["pass_through_variance"] == pytest.approx(est[ch]["noise_variance"], rel=0.05)
 
 
 def test_spatially_correlated_noise_is_flagged_unreliable() -> None:
