@@ -307,7 +307,7 @@ def describe_worse(model: str | Path, worse: dict[str, float]) -> str:
     """One sentence naming the channels and their gain."""
     listed = ", ".join(f"{ch} ({g:+.1f} dB)" for ch, g in worse.items())
     return (f"model {model}: estimated gain <= 0 dB for channel(s) {listed} "
-            f"({QUALITY_JSON}): the denoised images would be further from the truth than the raw ones")
+            f"({QUALITY_JSON}): denoising would not bring these channels closer to the truth than the raw images")
 
 
 def check_gain_before_predict(config: Any) -> None:
