@@ -42,7 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FMD_ROOT = ROOT / ".." / "shared" / "data" / "fluo" / "fmd_testset"
-METHODS = ("raw", "jumpdenoise", "careamics")
+METHODS = ("raw", "jumpdenoise", "jumpdenoise-network", "careamics")
 SYNTHETIC_CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
 
 
@@ -62,7 +62,11 @@ class ImageSet:
 
 def load_fmd(root: Path, types: list[str] | None) -> ImageSet:
     """The FMD test set: ``raw/<Type>_<k>.png`` and ``gt/<Type>_<k>.png`` (8-bit, 512 x 512)."""
-    from jumpdenoise.train.folder_data import read_image
+    from PIL import Image
+
+    def read_image(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))[None]
 
     root = root.resolve()
     if not (root / "raw").is_dir():
@@ -107,7 +111,8 @@ def synthetic_set(level: str, work: Path, *, rows: int, columns: int, fields: in
         noisy.append(np.stack(planes))
         truth.append(np.load(npy).astype(np.float32))
         groups.append(list(SYNTHETIC_CHANNELS))
-    notes = {"plate": f"{rows} x {columns} wells x {fields} fields, {size}^2, seed {seed}"}
+    notes = {"plate": f"{rows} x {columns} wells x {fields} fields, {size}^2, seed {seed}",
+             "truth_dir": str(out / "ground_truth")}
     meta = out / "ground_truth" / "truth.json"
     if meta.is_file():
         notes["truth_json"] = json.loads(meta.read_text())
@@ -124,12 +129,22 @@ def trainer_settings(args: argparse.Namespace, seconds: float) -> dict:
             "enable_progress_bar": False, "extra": {"max_time": {"seconds": seconds}}}
 
 
-def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Namespace) -> tuple[list, dict]:
-    """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for the budget; denoise every image."""
+def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Namespace
+                    ) -> tuple[list, list, dict]:
+    """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for the budget; denoise every image.
+
+    Returns what predict writes (the network's output blended with the raw image by the weights
+    measured on the validation images, :mod:`jumpdenoise.quality.blend`), the network's output
+    alone, and the run's figures (steps, times, the gains estimated without truth).
+    """
+    import dataclasses
+
     import torch
 
     from jumpdenoise.predict.arrays import denoise_array
     from jumpdenoise.predict.model import load_model
+    from jumpdenoise.quality.gain import estimate_run_gain
+    from jumpdenoise.quality.truth import camera_noise_models
     from jumpdenoise.train.arrays import train_on_arrays
 
     t = time.perf_counter()
@@ -139,11 +154,33 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
                     trainer=trainer_settings(args, args.minutes * 60))
     train_s = time.perf_counter() - t
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    t = time.perf_counter()
+    camera = camera_noise_models(Path(data.notes["truth_dir"])) if "truth_dir" in data.notes else {}
+    record = estimate_run_gain(run_dir, split_val(data), data.channels, noise_models=camera, seed=seed,
+                               checkpoint="last")
+    estimate_s = time.perf_counter() - t
     model = load_model(run_dir, args.device, checkpoint="last")  # as CAREamist.predict for N2V
     t = time.perf_counter()
-    out = [denoise_array(model, img, tile_size=min(256, *img.shape[-2:]), overlap=None) for img in data.noisy]
-    return out, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
-                 "predict_s": round(time.perf_counter() - t, 1)}
+    tiled = {"overlap": None}
+    written = [denoise_array(model, img, tile_size=min(256, *img.shape[-2:]), **tiled) for img in data.noisy]
+    predict_s = time.perf_counter() - t
+    alone = dataclasses.replace(model, blend=None)
+    network = [denoise_array(alone, img, tile_size=min(256, *img.shape[-2:]), **tiled) for img in data.noisy]
+    estimated = {ch: {k: e[k] for k in ("gain_db", "blend_weight", "network_gain_db", "noise_source")}
+                 for ch, e in record["channels"].items()}
+    return written, network, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
+                              "estimate_s": round(estimate_s, 1), "predict_s": round(predict_s, 1),
+                              "estimated": estimated}
+
+
+def true_gains(data: ImageSet, images: list[np.ndarray]) -> dict[str, float]:
+    """Per channel: ``10 log10(MSE raw / MSE images)`` against the truth, pooled over all images."""
+    out = {}
+    for c, ch in enumerate(data.channels):
+        raw = sum(float(np.mean((n[c].astype(np.float64) - t[c]) ** 2)) for n, t in zip(data.noisy, data.truth))
+        den = sum(float(np.mean((i[c].astype(np.float64) - t[c]) ** 2)) for i, t in zip(images, data.truth))
+        out[ch] = 10 * float(np.log10(raw / den))
+    return out
 
 
 def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: argparse.Namespace
@@ -202,24 +239,39 @@ def over_seeds(runs: list[dict]) -> dict:
 def evaluate_set(data: ImageSet, work: Path, args: argparse.Namespace) -> dict:
     """Raw scores once; each trainer ``--seeds`` times at equal budget."""
     result = {"raw": over_seeds([score_images(data, [a.astype(np.float32) for a in data.noisy])]),
-              "jumpdenoise": [], "careamics": []}
+              "jumpdenoise": [], "jumpdenoise-network": [], "careamics": [], "estimates": []}
     for s in range(args.seeds):
         seed = args.seed + s
         jd_run = work / f"{data.name}-jd-{seed}"
-        out, info = run_jumpdenoise(data, jd_run, seed, args)
-        result["jumpdenoise"].append({**score_images(data, out), **info, "seed": seed})
+        written, network, info = run_jumpdenoise(data, jd_run, seed, args)
+        estimated = info.pop("estimated")
+        result["jumpdenoise"].append({**score_images(data, written), **info, "seed": seed})
+        result["jumpdenoise-network"].append({**score_images(data, network), **info, "seed": seed})
+        truth_written, truth_network = true_gains(data, written), true_gains(data, network)
+        result["estimates"].append({ch: {**e, "true_gain_db": truth_written[ch],
+                                         "true_network_gain_db": truth_network[ch]} for ch, e in estimated.items()})
         print(f"  {data.name} seed {seed}: jumpdenoise {result['jumpdenoise'][-1]['psnr']:.2f} dB "
-              f"({info['steps']} steps)", flush=True)
+              f"(network alone {result['jumpdenoise-network'][-1]['psnr']:.2f}; {info['steps']} steps)", flush=True)
         out, info = run_careamics(data, jd_run, work / f"{data.name}-ca-{seed}", seed, args)
         result["careamics"].append({**score_images(data, out), **info, "seed": seed})
         print(f"  {data.name} seed {seed}: CAREamist   {result['careamics'][-1]['psnr']:.2f} dB "
               f"({info['steps']} steps)", flush=True)
         shutil.rmtree(jd_run, ignore_errors=True)
         shutil.rmtree(work / f"{data.name}-ca-{seed}", ignore_errors=True)
-    for m in ("jumpdenoise", "careamics"):
+    for m in ("jumpdenoise", "jumpdenoise-network", "careamics"):
         runs = result[m]
         result[m] = {**over_seeds(runs), "steps": [r["steps"] for r in runs]}
     return result
+
+
+def print_estimates(name: str, res: dict) -> None:
+    """The gains estimated without truth next to the true gains, per seed and channel."""
+    print(f"\n{name}: gain estimated without truth vs true gain (dB), what predict writes | network alone")
+    for seed_estimates in res["estimates"]:
+        for ch, e in seed_estimates.items():
+            print(f"  {ch:<8s} weight {e['blend_weight']:.3f}  estimated {e['gain_db']:+6.2f} true "
+                  f"{e['true_gain_db']:+6.2f} | estimated {e['network_gain_db']:+6.2f} true "
+                  f"{e['true_network_gain_db']:+6.2f}  ({e['noise_source']} noise)")
 
 
 def print_table(name: str, res: dict) -> None:
@@ -242,6 +294,10 @@ def targets(results: dict) -> list[tuple[str, bool]]:
     lines = []
     for name, res in results.items():
         jd, ca, raw = (res[m] for m in ("jumpdenoise", "careamics", "raw"))
+        errors = [abs(e["gain_db"] - e["true_gain_db"]) for seed in res.get("estimates", []) for e in seed.values()]
+        if errors:
+            text = f"{name}: gain estimated without truth within 1 dB of the true gain (worst {max(errors):.2f} dB)"
+            lines.append((text, max(errors) <= 1))
         d_ca, d_raw = jd["psnr"]["mean"] - ca["psnr"]["mean"], jd["psnr"]["mean"] - raw["psnr"]["mean"]
         lines.append((f"{name}: jumpdenoise >= CAREamist at equal wall time ({d_ca:+.2f} dB)", d_ca >= 0))
         if name == "fmd":
@@ -322,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             notes[name] = {**data.notes, "images": len(data.noisy), "shape": list(data.noisy[0].shape),
                            "seconds": round(time.perf_counter() - t, 1)}
             print_table(name, results[name])
+            print_estimates(name, results[name])
             write_results(args, argv, started, notes, results)  # each set kept as soon as it is done
     lines = targets(results)
     print("\ntargets:")

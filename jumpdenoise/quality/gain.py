@@ -227,13 +227,13 @@ def _network_entry(r2: np.ndarray, var: np.ndarray) -> dict:
 
 def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequence[str], *,
                       noise_models: Mapping[str, NoiseVariance] | None = None, max_fields: int = MAX_FIELDS,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, checkpoint: str | None = None) -> dict:
     """Estimate the gain of a run folder's model on held-out fields and write ``<run>/quality.json``.
 
     Parameters
     ----------
     run_dir
-        The training run folder (its best checkpoint is used).
+        The training run folder.
     fields
         Held-out fields: ``(c, y, x)`` arrays or objects with ``load()`` and ``key``
         (:class:`~jumpdenoise.train.fields.FieldRef`); the first ``max_fields`` are used.
@@ -241,6 +241,9 @@ def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequ
         The model's channel names.
     noise_models
         Known camera noise per channel (:func:`jumpdenoise.quality.truth.camera_noise_models`).
+    checkpoint
+        The checkpoint measured (:func:`~jumpdenoise.predict.model.load_model`'s; default: the
+        best); predict blends with these weights only when it loads the same checkpoint.
     """
     from jumpdenoise.predict.model import load_model
 
@@ -248,7 +251,7 @@ def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequ
     chosen = list(fields)[:max_fields]
     arrays = [f.load() if hasattr(f, "load") else np.asarray(f) for f in chosen]
     keys = [str(getattr(f, "key", i)) for i, f in enumerate(chosen)]
-    loaded = load_model(run, "cpu")
+    loaded = load_model(run, "cpu", checkpoint=checkpoint)
     result = estimate_gain(loaded, arrays, channels, noise_models=noise_models, seed=seed)
     meta = result.pop("_meta")
     checkpoint = Path(loaded.checkpoint).resolve().relative_to(run.resolve()).as_posix()

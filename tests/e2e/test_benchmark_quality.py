@@ -37,20 +37,31 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
     assert r["sets"]["fmd"]["images"] == 4 and r["sets"]["fmd"]["shape"] == [1, 128, 128]
 
     # the raw score is the metric of the raw captures against gt/, peak 255
-    from jumpdenoise.quality.metrics import score
-    from jumpdenoise.train.folder_data import read_image
+    from PIL import Image
 
-    raw = [score(read_image(fmd / "raw" / f"Confocal_BPAE_B_{k}.png")[0, :128, :128].astype(float),
-                 read_image(fmd / "gt" / f"Confocal_BPAE_B_{k}.png")[0, :128, :128].astype(float), data_range=255.0)
-           for k in range(1, 5)]
+    from jumpdenoise.quality.metrics import score
+
+    def read(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))[:128, :128].astype(float)
+
+    raw = [score(read(fmd / "raw" / f"Confocal_BPAE_B_{k}.png"), read(fmd / "gt" / f"Confocal_BPAE_B_{k}.png"),
+                 data_range=255.0) for k in range(1, 5)]
     assert fmd_res["raw"]["psnr"]["mean"] == pytest.approx(np.mean([s["psnr"] for s in raw]), abs=1e-3)
-    for method in ("jumpdenoise", "careamics"):
+    for method in ("jumpdenoise", "jumpdenoise-network", "careamics"):
         res = fmd_res[method]
         assert len(res["per_seed"]) == 2 and [s["seed"] for s in res["per_seed"]] == [1, 2]
         assert all(steps > 0 for steps in res["steps"]), res["steps"]
         assert np.isfinite(res["psnr"]["mean"]) and 0 < res["ssim"]["mean"] <= 1
         assert set(res["groups"]) == {"Confocal_BPAE_B"}
+    # the gain estimated without truth, next to the true gain of what was written, per seed
+    assert len(fmd_res["estimates"]) == 2
+    for seed in fmd_res["estimates"]:
+        e = seed["gray"]
+        assert 0 <= e["blend_weight"] <= 1 and e["noise_source"] == "fit"
+        assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
     texts = [t["text"] for t in r["targets"]]
+    assert any("within 1 dB of the true gain" in t for t in texts)
     assert any(t.startswith("fmd: >= +7 dB over raw") for t in texts)
     assert any("jumpdenoise >= CAREamist" in t for t in texts)
     assert "targets:" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
