@@ -1,13 +1,16 @@
 """Denoising quality against ground truth: raw vs jumpdenoise vs ``CAREamist``, at equal wall time.
 
 For each image set, both trainers get the same noisy images, the same validation images, the
-same CAREamics configuration (the one jumpdenoise writes to its run folder: UNet depth 2, 32
-initial channels, one UNet per channel, 64 x 64 patches, batch 32, N2V 0.2 %, XYFlip +
-XYRandomRotate90, Adam 1e-4, the training images' per-channel mean/std) and the same
-wall-clock training budget (``--minutes``; Lightning's ``max_time``, counted from the start of
-training). Every image is then denoised and scored against its truth with
-:func:`jumpdenoise.quality.metrics.score`: PSNR, SSIM and the mean-intensity bias (%), per
-plane, grouped per channel (synthetic plates) or per microscope/sample type (FMD).
+same CAREamics configuration (the one jumpdenoise writes to its run folder: one UNet of depth 2
+per channel, 64 x 64 patches, XYFlip + XYRandomRotate90, the training images' per-channel
+mean/std, and the ``--recipe``'s width, batch, masking and learning rate, see
+:func:`recipe_settings`) and the same wall-clock training budget (``--minutes``; Lightning's
+``max_time``, counted from the start of training). Every image is then denoised and scored
+against its truth with :func:`jumpdenoise.quality.metrics.score`: PSNR, SSIM and the
+mean-intensity bias (%), per plane, grouped per channel (synthetic plates) or per
+microscope/sample type (FMD). For jumpdenoise both what predict writes (the network's output
+blended with the raw image, :mod:`jumpdenoise.quality.blend`) and the network's output alone
+are scored, and the gains it estimates without truth are printed next to the true gains.
 
 Sets (``--sets``):
 
@@ -129,6 +132,36 @@ def trainer_settings(args: argparse.Namespace, seconds: float) -> dict:
             "enable_progress_bar": False, "extra": {"max_time": {"seconds": seconds}}}
 
 
+def recipe_settings(args: argparse.Namespace) -> dict:
+    """Training settings both trainers get (jumpdenoise directly, CAREamist through the
+    CAREamics configuration jumpdenoise writes to its run folder).
+
+    ``budget``: :func:`jumpdenoise.bsd_schedule.budget_train_settings` of the device (network
+    width, batch, 1 % masked pixels, peak learning rate), with the learning rate following the
+    wall clock to the deadline. ``careamics``: CAREamics' defaults (UNet depth 2 with 32 initial
+    features, batch ``--batch``, 0.2 % masked pixels, Adam 1e-4).
+    """
+    if args.recipe == "careamics":
+        return {"batch_size": args.batch, "patches_per_epoch": args.epoch_steps * args.batch or None}
+    from jumpdenoise.bsd_schedule import budget_train_settings
+
+    settings = budget_train_settings(args.device)
+    keep = ("batch_size", "patches_per_epoch", "model", "n2v", "optimizer", "n2v2")
+    out = {k: settings[k] for k in keep}
+    if args.epoch_steps:
+        out["patches_per_epoch"] = args.epoch_steps * out["batch_size"]
+    return out
+
+
+def recipe_callbacks(args: argparse.Namespace) -> list:
+    """The wall-clock learning-rate schedule of the ``budget`` recipe (a fresh one per training)."""
+    if args.recipe == "careamics":
+        return []
+    from jumpdenoise.bsd_schedule import PEAK_LR, WallClockCosine
+
+    return [WallClockCosine(args.minutes * 60, peak_lr=PEAK_LR)]
+
+
 def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Namespace
                     ) -> tuple[list, list, dict]:
     """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for the budget; denoise every image.
@@ -149,9 +182,8 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
 
     t = time.perf_counter()
     train_on_arrays(data.noisy, run_dir, channels=data.channels, val_images=split_val(data), epochs=100_000,
-                    patch_size=64, batch_size=args.batch, seed=seed, n_val_patches=args.val_patches,
-                    patches_per_epoch=args.epoch_steps * args.batch or None,
-                    trainer=trainer_settings(args, args.minutes * 60))
+                    patch_size=64, seed=seed, n_val_patches=args.val_patches, callbacks=recipe_callbacks(args),
+                    trainer=trainer_settings(args, args.minutes * 60), **recipe_settings(args))
     train_s = time.perf_counter() - t
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     t = time.perf_counter()
@@ -186,16 +218,19 @@ def true_gains(data: ImageSet, images: list[np.ndarray]) -> dict[str, float]:
 def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: argparse.Namespace
                   ) -> tuple[list, dict]:
     """``CAREamist.train`` with jumpdenoise's CAREamics configuration and the same budget; ``predict``."""
+    import yaml
     from careamics import CAREamist
 
     from jumpdenoise.compute.threads import pinned_torch_threads
-    from jumpdenoise.train.careamics_config import load_careamics_config
 
-    cc = load_careamics_config(jd_run / "careamics_config.yaml")
-    cc.training_config.trainer_params.update({
+    cc = yaml.safe_load((jd_run / "careamics_config.yaml").read_text())
+    cc["training_config"].setdefault("trainer_params", {}).update({
         "max_epochs": 100_000, "accelerator": args.device, "devices": 1, "precision": args.precision,
         "enable_progress_bar": False, "max_time": {"seconds": args.minutes * 60}})
-    careamist = CAREamist(cc, work_dir=work, enable_progress_bar=False)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "careamics_config.yaml").write_text(yaml.safe_dump(cc))
+    careamist = CAREamist(work / "careamics_config.yaml", work_dir=work, enable_progress_bar=False,
+                          callbacks=recipe_callbacks(args))
     stack = np.stack(data.noisy)
     tile = min(256, *stack.shape[-2:])
     with pinned_torch_threads():  # the torch threads jumpdenoise's training and prediction use
@@ -219,7 +254,7 @@ def score_images(data: ImageSet, images: list[np.ndarray]) -> dict:
         for c, group in enumerate(groups):
             by_group.setdefault(group, []).append(score(img[c], truth[c], data_range=data.data_range))
     planes = [s for scores in by_group.values() for s in scores]
-    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))  # noqa: E731
+    mean = lambda rows, key: float(np.mean([r[key] for r in rows]))
     return {"psnr": mean(planes, "psnr"), "ssim": mean(planes, "ssim"), "bias_pct": mean(planes, "bias_pct"),
             "groups": {g: {k: mean(rows, k) for k in ("psnr", "ssim", "bias_pct")} for g, rows in by_group.items()}}
 
@@ -334,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="training budget per run (5 CPU, 2 GPU)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1, help="first training seed")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--recipe", default="budget", choices=["budget", "careamics"],
+                        help="training settings of both trainers (see recipe_settings)")
+    parser.add_argument("--batch", type=int, default=32, help="batch of the careamics recipe")
     parser.add_argument("--epoch-steps", type=int, default=0,
                         help="jumpdenoise steps per epoch (validation, checkpoint; 0: one patch per patch area)")
     parser.add_argument("--val-patches", type=int, default=64, help="jumpdenoise validation patches")
