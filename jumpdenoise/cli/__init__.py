@@ -93,10 +93,14 @@ def user_error(exc: Exception) -> tuple[str, int]:
     names its file; anything else is an unexpected error (exit 1) whose traceback
     ``--debug`` shows.
     """
+    from jumpdenoise.cli.extras import extra_for_import_error
     from jumpdenoise.io.output_guard import is_write_error, write_error
 
     if isinstance(exc, JumpDenoiseError):
         return str(exc), 2
+    missing_extra = extra_for_import_error(exc)
+    if missing_extra is not None:
+        return missing_extra, 2
     if is_write_error(exc):
         return str(write_error(exc)), 2  # type: ignore[arg-type]
     if isinstance(exc, OSError):

@@ -62,6 +62,9 @@ def bsd(
     """
     from rich.console import Console
 
+    from jumpdenoise.cli.extras import require_train_extra
+
+    require_train_extra("bsd")
     from jumpdenoise.bsd import run_bsd, score_model
     from jumpdenoise.errors import JumpDenoiseError
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from jumpdenoise.cli import app
+from jumpdenoise.cli.extras import LIGHT_STAGES, require_train_extra
 from jumpdenoise.errors import ConfigError
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -51,6 +52,8 @@ def run(
     Units run in local processes or on Dask (``executor.kind`` in the config); stages already
     done in the run folder are skipped, so running again resumes.
     """
+    if until not in LIGHT_STAGES:
+        require_train_extra("run" + (f" --until {until}" if until else ""))
     from jumpdenoise.config import load_config
     from jumpdenoise.io.output_guard import OutputLock
     from jumpdenoise.pipeline import run_pipeline
@@ -82,6 +85,8 @@ def submit(
 
     Submitting again resubmits only what is missing or failed.
     """
+    if until not in LIGHT_STAGES:
+        require_train_extra("submit" + (f" --until {until}" if until else ""))
     from jumpdenoise.config import load_config
     from jumpdenoise.pipeline_slurm import submit_pipeline
 

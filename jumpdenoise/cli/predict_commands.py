@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from jumpdenoise.cli import app
+from jumpdenoise.cli.extras import require_train_extra
 
 
 def _split(values: Optional[list[str]]) -> list[str] | None:
@@ -48,6 +49,7 @@ def predict(
 
     An interrupted run resumes when rerun with the same arguments.
     """
+    require_train_extra("predict")
     from jumpdenoise.config import load_config
     from jumpdenoise.stages.predict import predict as run_predict
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from jumpdenoise.cli import app
+from jumpdenoise.cli.extras import require_train_extra
 
 
 @app.command()
@@ -25,6 +26,7 @@ def train(
     Writes a run folder: config, normalisation, split, checkpoints (top 3 + last), curves, log.
     Rerunning the same command resumes from checkpoints/last.ckpt.
     """
+    require_train_extra("train")
     from jumpdenoise.config import load_config
     from jumpdenoise.driver import run_stage
     from jumpdenoise.stages.base import TRAIN
@@ -63,6 +65,7 @@ def export(
 ) -> None:
     """Export the best model of a run as a BioImage Model Zoo zip (torchscript + CAREamics weights), tested
     with bioimageio.core."""
+    require_train_extra("export")
     from jumpdenoise.train.export import export_run
 
     path = export_run(run, out, checkpoint=checkpoint, name=name, authors=authors, description=description)
