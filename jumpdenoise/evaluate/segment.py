@@ -5,9 +5,10 @@ IdentifyPrimaryObjects / IdentifySecondaryObjects:
 
 - nuclei: Gaussian smoothing, Otsu threshold, holes filled, small objects removed, touching
   nuclei split by a watershed of the distance transform from its local maxima;
-- cells: a watershed of the smoothed cytoplasm channel seeded by the nuclei, inside the
-  foreground given by an Otsu threshold of that channel's log intensities (CellProfiler's
-  "log transform before thresholding"; nuclei always included).
+- cells: a watershed of the smoothed cytoplasm channel seeded by the nuclei (basins are the
+  dim cytoplasm, ridges the bright membranes between cells), inside the foreground given by
+  an Otsu threshold of that channel's log intensities (CellProfiler's "log transform before
+  thresholding"; nuclei always included, holes filled).
 
 ``cellpose`` is used instead only when asked for, installed and a GPU is present.
 """
@@ -52,17 +53,19 @@ def segment_nuclei(dna: np.ndarray, min_area: int = 30) -> np.ndarray:
 
 def segment_cells(cytoplasm: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     """Cells grown from ``nuclei`` in a cytoplasm plane; cell ``k`` holds nucleus ``k``."""
+    from scipy import ndimage as ndi
     from skimage import filters, segmentation
 
     smooth = filters.gaussian(np.asarray(cytoplasm, np.float32), CELL_SIGMA, preserve_range=True)
     if float(smooth.max()) > float(smooth.min()):
         # Otsu on log intensities: bright membrane spots do not drag the threshold up
         log_smooth = np.log(np.clip(smooth, 1.0, None))
-        foreground = (log_smooth > filters.threshold_otsu(log_smooth)) | (nuclei > 0)
+        foreground = ndi.binary_fill_holes((log_smooth > filters.threshold_otsu(log_smooth)) | (nuclei > 0))
     else:
         foreground = np.ones(smooth.shape, bool)
-    # membranes are bright: flood from the nuclei over the inverted intensity
-    return segmentation.watershed(-smooth, nuclei, mask=foreground).astype(np.int32)
+    # Membranes are bright: flooding the intensity from the nuclei fills the dim cytoplasm first,
+    # so neighbouring cells meet on the membrane ridges between them.
+    return segmentation.watershed(smooth, nuclei, mask=foreground).astype(np.int32)
 
 
 def _cellpose_available() -> bool:

@@ -38,6 +38,30 @@ def test_classical_segmentation_finds_every_nucleus_and_grows_one_cell_per_nucle
     assert (cells > 0).sum() > 2 * (nuclei > 0).sum()
 
 
+def test_touching_cells_meet_on_the_bright_membrane_between_them() -> None:
+    """A 3 x 3 tessellation of square cells (dim cytoplasm, bright borders) on a dark background:
+    every grown cell is its square."""
+    side, margin = 40, 12
+    size = 3 * side + 2 * margin
+    yy, xx = np.indices((size, size)) - margin
+    inside = (yy >= 0) & (yy < 3 * side) & (xx >= 0) & (xx < 3 * side)
+    truth = np.where(inside, (yy // side) * 3 + xx // side + 1, 0)
+    dna = np.zeros((size, size), np.float32)
+    for k in range(9):
+        cy, cx = (k // 3) * side + side // 2 + (k % 2) * 4, (k % 3) * side + side // 2 - (k % 3) * 3
+        dna[(yy - cy) ** 2 + (xx - cx) ** 2 < 7 ** 2] = 3000
+    border = (ndi.morphological_gradient(truth, size=3) > 0) & inside
+    agp = inside * 800.0 + border * 3000.0 - (dna > 0) * 400.0
+    rng = np.random.default_rng(1)
+    field = np.stack([dna, agp]).astype(np.float32) + 300 + rng.normal(0, 20, (2, size, size)).astype(np.float32)
+    nuclei, cells = segment_field(field[0], field[1])
+    assert nuclei.max() == 9
+    assert match_counts(truth, cells) == {"n_reference": 9, "n_predicted": 9, "matched": 9}
+    centre = truth == 5  # membranes on every side
+    label = np.bincount(cells[centre]).argmax()
+    assert (cells[centre] == label).mean() > 0.95 and (cells == label).sum() <= centre.sum()
+
+
 def test_match_counts_and_f1_at_iou_half() -> None:
     ref = np.zeros((40, 40), np.int32)
     ref[2:12, 2:12], ref[20:30, 20:30], ref[2:8, 30:36] = 1, 2, 3
