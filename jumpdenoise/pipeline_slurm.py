@@ -231,6 +231,31 @@ def plan_lines(config: JumpDenoiseConfig, profile: SlurmProfile, until: str | No
     return lines
 
 
+def check_submission(config: JumpDenoiseConfig, stages: list[Stage], *, dry_run: bool,
+                     echo: Callable[[str], None] = print) -> None:
+    """Refuse a submission whose values would only fail inside a running job (one line per problem).
+
+    Without SLURM on this machine a dry run checks the configuration alone and says so.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem, each naming its dotted field (:mod:`jumpdenoise.submit_checks`).
+    """
+    from jumpdenoise.errors import ConfigError
+    from jumpdenoise.submit_checks import submission_problems
+
+    try:
+        problems = submission_problems(config, stages)
+    except ClusterError as exc:
+        if not dry_run:
+            raise
+        echo(f"cluster not checked ({exc})")
+        problems = submission_problems(config, stages, cluster={}, known_options=set())
+    if problems:
+        raise ConfigError("\nerror: ".join(problems))
+
+
 def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: str | None = None,
                     echo: Callable[[str], None] = print) -> dict:
     """Submit the pipeline to SLURM (or print the plan with ``dry_run``); does not wait.
@@ -259,6 +284,8 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
     stages = pipeline_stages(config, until)
     for stage in stages:  # refuse an unsafe output now, not in a job an hour later
         check_outputs(stage, stage.job(config))
+    check_submission(config, [s for s in stages if not _run_state(config).is_done(s.name)], dry_run=dry_run,
+                     echo=echo)
     if dry_run:
         for line in plan_lines(config, profile, until):
             echo(line)
