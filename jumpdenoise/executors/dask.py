@@ -10,6 +10,7 @@ for memory) fails only the units it held, after Dask's own retries.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import uuid
@@ -66,7 +67,8 @@ class DaskExecutor(Executor):
 
     Notes
     -----
-    The cluster is started on the first :meth:`map` and kept until :meth:`close`, so
+    The cluster is started on the first :meth:`start` or :meth:`map` (the driver calls them once
+    the stage's inputs are checked and its units planned) and kept until :meth:`close`, so
     several stages can share it.
     """
 
@@ -86,6 +88,7 @@ class DaskExecutor(Executor):
         self.processes = processes
         self.client: Any = None
         self.cluster: Any = None
+        self._worker_setup: Callable[[], Any] | None = None
 
     # -- cluster ----------------------------------------------------------------------
     def start(self) -> Any:
@@ -121,36 +124,29 @@ class DaskExecutor(Executor):
             raise ClusterError(f"cannot start or reach the Dask cluster ({where}): {exc}") from exc
         if not self.quiet:
             self._print_dashboard()
+        if self._worker_setup is not None and not self.config.dask_slurm:
+            self.client.run(self._worker_setup)
         return self.client
 
     def warm_up(self, fn: Callable[[], Any] | None = None) -> None:
-        """Start the cluster and run ``fn()`` once on every worker (e.g. imports), so that the
-        first units do not pay for start-up; callable from a background thread.
+        """Have ``fn()`` run once on every worker (e.g. imports) as soon as the cluster starts, so
+        that the first units do not pay for it; callable from a background thread.
 
-        SLURM workers arrive when their jobs start: nothing is done for them here (and
-        dask-jobqueue must be started from the main thread).
+        The cluster itself is not started here: a stage whose inputs turn out to be missing
+        must not start one (and print its dashboard) before failing. A cluster already
+        running gets ``fn`` at once. SLURM workers arrive when their jobs start: nothing is
+        done for them.
         """
-        if self.config.dask_slurm:
-            return
-        client = self.start()
-        if fn is not None:
-            client.run(fn)
+        self._worker_setup = fn
+        if fn is not None and self.client is not None and not self.config.dask_slurm:
+            self.client.run(fn)
 
     def _print_dashboard(self) -> None:
         link = self.client.dashboard_link
         print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
-        host = urlparse(link).hostname or ""
-        remote = self.config.dask_slurm or (
-            self.config.scheduler_address is not None and host not in _LOCAL_HOSTS
-            and host != socket.gethostname()
-        )
-        if remote:
-            port = urlparse(link).port or 8787
-            print(
-                f"  from your laptop: ssh -L {port}:{host}:{port} <login-node>, "
-                f"then open http://localhost:{port}/status",
-                file=sys.stderr, flush=True,
-            )
+        line = tunnel_line(link, self.config)
+        if line is not None:
+            print(f"  {line}", file=sys.stderr, flush=True)
 
     def n_workers(self) -> int:
         """Number of workers connected now (at least 1, for sizing the window)."""
@@ -221,6 +217,38 @@ class DaskExecutor(Executor):
                 self.cluster.close()
             finally:
                 self.cluster = None
+
+
+def on_compute_node() -> bool:
+    """Whether this process runs on a cluster's compute node: inside a SLURM job, or on another
+    host than the one its job was submitted from."""
+    submit_host = os.environ.get("SLURM_SUBMIT_HOST")
+    return bool(os.environ.get("SLURM_JOB_ID")) or (
+        submit_host is not None and submit_host.split(".")[0] != socket.gethostname().split(".")[0])
+
+
+def tunnel_line(link: str, config: ExecutorConfig) -> str | None:
+    """The ``ssh -L`` line that brings a dashboard on a cluster node to the user's laptop, or
+    ``None`` when the dashboard is on this (the user's) machine.
+
+    The dashboard is remote for workers started as SLURM jobs, for a scheduler on another
+    host, and for a LocalCluster started on a compute node (this process runs in a SLURM
+    job); its host is then the node (the dashboard listens on every interface).
+
+    Examples
+    --------
+    >>> from jumpdenoise.config.executor import ExecutorConfig
+    >>> tunnel_line("http://10.1.2.3:8787/status", ExecutorConfig(kind="dask", scheduler_address="tcp://10.1.2.3:8786"))
+    'from your laptop: ssh -L 8787:10.1.2.3:8787 <login-node>, then open http://localhost:8787/status'
+    """
+    host = urlparse(link).hostname or ""
+    other_host = config.scheduler_address is not None and host not in _LOCAL_HOSTS and host != socket.gethostname()
+    if not (config.dask_slurm or other_host or on_compute_node()):
+        return None
+    if host in _LOCAL_HOSTS:
+        host = socket.gethostname()
+    port = urlparse(link).port or 8787
+    return f"from your laptop: ssh -L {port}:{host}:{port} <login-node>, then open http://localhost:{port}/status"
 
 
 def free_dashboard_address(address: str) -> str:
