@@ -77,7 +77,7 @@ def feature_agreement(table: pd.DataFrame, versions: list[str], reference: str) 
                 rows.append({"version": version, "object": obj, "feature": col, "family": feature_family(col),
                              "channel": feature_channel(col),
                              "pearson_r": _pearson(x, y), "median_rel_shift": _shift(x, y),
-                             "n_objects": int(len(x))})
+                             "n_objects": len(x)})
     return pd.DataFrame(rows)
 
 

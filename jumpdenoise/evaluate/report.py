@@ -101,9 +101,16 @@ def summarise(table: pd.DataFrame, agreement: list[dict]) -> dict:
             "distances": distances, "segmentation": segmentation}
 
 
-def _fmt(value) -> str:
+def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else (
-        f"{value:.3f}" if isinstance(value, float) else str(value))
+        f"{value:.{digits}f}" if isinstance(value, float) else str(value))
+
+
+def _signed(value) -> str:
+    """A change with its sign: four decimals, or two significant digits when smaller than 1e-4."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:+.4f}" if value == 0 or abs(value) >= 1e-4 else f"{value:+.1e}"
 
 
 def render_markdown(result: dict, plates: dict) -> str:
@@ -115,22 +122,25 @@ def render_markdown(result: dict, plates: dict) -> str:
               "|---|---|---|---|---|---|"]
     for v, h in s["headline"].items():
         f1 = h["segmentation_f1"]
-        lines.append(f"| {v} vs {ref} | {_fmt(h['median_feature_r'])} | {_fmt(h['median_abs_shift'])} | "
-                     f"{_fmt(h['median_profile_distance'])} | {_fmt(f1.get('nuclei'))} | {_fmt(f1.get('cells'))} |")
+        lines.append(f"| {v} vs {ref} | {_fmt(h['median_feature_r'], 4)} | {_fmt(h['median_abs_shift'], 4)} | "
+                     f"{_fmt(h['median_profile_distance'], 4)} | {_fmt(f1.get('nuclei'), 4)} | "
+                     f"{_fmt(f1.get('cells'), 4)} |")
     lines += ["", "## Feature families", "",
               "| version | family | median r | median abs shift | features | undefined r |",
               "|---|---|---|---|---|---|"]
     for r in _records(result["families"]):
-        lines.append(f"| {r['version']} | {r['family']} | {_fmt(r['median_r'])} | {_fmt(r['median_abs_shift'])} | "
+        lines.append(f"| {r['version']} | {r['family']} | {_fmt(r['median_r'], 4)} | {_fmt(r['median_abs_shift'], 4)} | "
                      f"{r['n_features']} | {r['n_undefined']} |")
     moved = s["families_moved"]
+    show = _signed if ref == "truth" else (lambda v: _fmt(v, 4))
     lines += ["", f"Families ordered by {moved['measure']}: "
-              + ", ".join(f"{k} ({_fmt(v)})" for k, v in moved["by_family"].items()) + "."]
+              + ", ".join(f"{k} ({show(v)})" for k, v in moved["by_family"].items()) + "."]
     lines.append("Size/shape features are equal in every version by construction (shared masks); "
                  "segmentation differences show in the segmentation table.")
     if ref == "truth":
+        hurt = [f"{k} ({_signed(moved['by_family'][k])})" for k in moved["hurt"]]
         lines.append("Denoising lowers the correlation with the truth for: "
-                     + (", ".join(moved["hurt"]) if moved["hurt"] else "no family") + ".")
+                     + (", ".join(hurt) if hurt else "no family") + ".")
     lines += ["", "Per channel (median r of its single-channel features): " + "; ".join(
         f"{r['version']} {r['channel']} {_fmt(r['median_r'])}" for r in _records(result["channels"])) + "."]
     lines += ["", "## Segmentation (each version segmented on its own pixels)", "",
@@ -141,10 +151,10 @@ def render_markdown(result: dict, plates: dict) -> str:
                      f"{_fmt(r['f1'])} | {_fmt(r['count_ratio'])} |")
     if s["not_made"]:
         lines += ["", "## Not compared", ""] + [f"- {item}" for item in s["not_made"]]
-    lines += ["", "Correlation: Pearson over objects (same masks in every version); shift: "
-              "median(version - reference) / median(|reference|); profile distance: median over features of the "
-              "absolute difference of well medians divided by the feature's standard deviation over the "
-              "reference's objects."]
+    lines += ["", ("Correlation: Pearson over objects (same masks in every version); shift: "
+                   "median(version - reference) / median(|reference|); profile distance: median over features of "
+                   "the absolute difference of well medians divided by the feature's standard deviation over the "
+                   "reference's objects.")]
     return "\n".join(lines) + "\n"
 
 
