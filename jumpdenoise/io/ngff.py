@@ -94,10 +94,11 @@ def _create(
     from zarr.core.group import GroupMetadata
     from zarr.storage import LocalStore
 
+    from jumpdenoise.config.convert import pyramid_levels_for
     from jumpdenoise.io.ngff_chunks import write_metadata_documents
 
     _prepare_output(path, overwrite)
-    n_levels = 1 + int(storage.get("pyramid_levels") or 0)
+    n_levels = 1 + pyramid_levels_for(storage.get("pyramid_levels"), shape_yx)  # "auto": from the field size
     shapes = level_shapes(shape_yx, n_levels)
     arrays = [array_metadata((len(channels), y, x), dtype, storage) for y, x in shapes]
     jd = {**jd_attrs, "layout_version": LAYOUT_VERSION, "name": name, "channels": list(channels),

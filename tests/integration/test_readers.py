@@ -106,3 +106,16 @@ def test_open_plate_is_an_xarray_view(plates, kind):
     assert view["c"].values.tolist() == CHANNELS
     expected = raw_pixels("A01", 1) if kind == "raw" else denoised_pixels("A01", 1)
     assert np.array_equal(view.sel(well="A01", field=1).values, expected)
+
+
+def test_default_pyramid_reaches_a_plate_overview(tmp_path):
+    """``pyramid_levels: auto`` on 1080 x 1080 fields: 5 extra levels, the coarsest 33 x 33, which napari's
+    plate view reads when zoomed out; small fields get none."""
+    from jumpdenoise.config.convert import pyramid_levels_for
+
+    layout = make_layout().model_copy(update={"shape": (1080, 1080)})
+    ngff.create_plate(tmp_path / "jump.zarr", layout, ConvertConfig())
+    info = ngff.plate_info(tmp_path / "jump.zarr")
+    assert info.n_levels == 6 and info.attrs["storage"]["pyramid_levels"] == "auto"
+    assert ngff.field_array(tmp_path / "jump.zarr", "B03", 1, 5).shape == (2, 33, 33)
+    assert pyramid_levels_for("auto", SHAPE) == 0 and pyramid_levels_for("auto", (256, 256)) == 2
