@@ -5,8 +5,9 @@ IdentifyPrimaryObjects / IdentifySecondaryObjects:
 
 - nuclei: Gaussian smoothing, Otsu threshold, holes filled, small objects removed, touching
   nuclei split by a watershed of the distance transform from its local maxima;
-- cells: a watershed of the smoothed cytoplasm channel seeded by the nuclei (basins are the
-  dim cytoplasm, ridges the bright membranes between cells), inside the foreground given by
+- cells: a compact watershed of the smoothed cytoplasm channel seeded by the nuclei (basins
+  are the dim cytoplasm, ridges the bright membranes between cells; the distance to the seed
+  weighs in, as in CellProfiler's propagation), inside the foreground given by
   an Otsu threshold of that channel's log intensities (CellProfiler's "log transform before
   thresholding"; nuclei always included, holes filled).
 
@@ -22,6 +23,9 @@ from jumpdenoise.errors import ConfigError
 NUCLEUS_SIGMA = 2.0
 CELL_SIGMA = 2.0
 PEAK_MIN_DISTANCE = 7
+#: Cost of one pixel of distance from the seed in the cell watershed, in units of the
+#: cytoplasm channel's foreground intensity range (so 100 pixels cost as much as that range).
+CELL_COMPACTNESS = 0.01
 
 
 def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
@@ -64,8 +68,13 @@ def segment_cells(cytoplasm: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
     else:
         foreground = np.ones(smooth.shape, bool)
     # Membranes are bright: flooding the intensity from the nuclei fills the dim cytoplasm first,
-    # so neighbouring cells meet on the membrane ridges between them.
-    return segmentation.watershed(smooth, nuclei, mask=foreground).astype(np.int32)
+    # so neighbouring cells meet on the membrane ridges between them. The compactness term
+    # (distance to the seed, per pixel, against intensity scaled to 0..1 over the foreground)
+    # keeps one front from running along a dim valley through the whole field where nuclei are
+    # brighter than their cytoplasm; without membranes, cells split halfway between nuclei.
+    lo, hi = np.percentile(smooth[foreground], (1, 99))
+    scaled = np.clip((smooth - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+    return segmentation.watershed(scaled, nuclei, mask=foreground, compactness=CELL_COMPACTNESS).astype(np.int32)
 
 
 def _cellpose_available() -> bool:

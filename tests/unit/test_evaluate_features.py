@@ -59,7 +59,7 @@ def test_touching_cells_meet_on_the_bright_membrane_between_them() -> None:
     assert match_counts(truth, cells) == {"n_reference": 9, "n_predicted": 9, "matched": 9}
     centre = truth == 5  # membranes on every side
     label = np.bincount(cells[centre]).argmax()
-    assert (cells[centre] == label).mean() > 0.95 and (cells == label).sum() <= centre.sum()
+    assert (cells[centre] == label).mean() > 0.9 and (cells == label).sum() <= centre.sum()
 
 
 def test_match_counts_and_f1_at_iou_half() -> None:
