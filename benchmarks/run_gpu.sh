@@ -47,7 +47,7 @@ else
   # repeats use training seeds 1, 2, 3 on both sides: the validation losses' spread over seeds
   train=(--precision bf16-mixed --workers 8 --steps ${TRAIN_STEPS:-300} --warmup 20 --repeats ${TRAIN_REPEATS:-3} --wells 10 --fields 4
          --json "$out/train.json"
-         --variants ${TRAIN_VARIANTS:-default,device_masking+no-graphs+channels_first+no-autotune})
+         --variants ${TRAIN_VARIANTS:-default,no-graphs+channels_first})
   t_pred=${T_PRED:-200} t_train=${T_TRAIN:-280}  # tests + predict + train: under 10 min
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi

@@ -12,7 +12,8 @@ XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run
 Throughput is patches per second over ``--steps`` training steps after ``--warmup``
 steps (the model, the optimizer and N2V masking are CAREamics'; jumpdenoise changes where
 the masking runs, the data pipeline, the memory layout, CUDA graphs and the Lightning
-wiring). After training, every run's network is evaluated on the same validation patches
+wiring). ``--variants`` also times jumpdenoise with the ``train.experimental`` switches
+(eager steps, channels-first) against the same baseline. After training, every run's network is evaluated on the same validation patches
 with the same masks (fp32, eval mode): runs of equal steps compare at equal validation
 loss. First, the two data pipelines alone (no model; ours with its N2V masking in the
 workers, CAREamics masks on the device) are timed over ``--data-batches`` batches: the
@@ -229,38 +230,19 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
                               "num_workers": args.workers, "enable_progress_bar": False}}})
 
 
-#: Variant tokens of ``--variants`` (joined with ``+``) -> trainer settings.
-VARIANT_TOKENS = {"default": {}, "no-autotune": {"cudnn_benchmark": False}, "autotune": {"cudnn_benchmark": True},
-                  "channels_last": {"channels_last": True}, "channels_first": {"channels_last": False},
-                  "careamics_masking": {"masking": "device"}, "device_masking": {"masking": "device"},
-                  "fast_masking": {"masking": "fast"}, "loader_masking": {"masking": "loader"},
-                  "graphs": {"cuda_graphs": True}, "no-graphs": {"cuda_graphs": False},
-                  "compile": {"compile": True}}
-
-
-#: Variant tokens that change the patch stream (train settings, not trainer settings): ``all_fields``
-#: keeps every training field in each worker's cache for the whole run (no cache turnover).
-STREAM_TOKENS = {"all_fields": {"fields_in_cache": 1_000_000, "patches_per_field": 1_000_000_000}}
+#: Variant tokens of ``--variants`` (joined with ``+``) -> ``train.experimental`` settings. ``default`` is
+#: the training as shipped; ``no-graphs`` its eager steps (what DDP and a failed graph capture run);
+#: ``channels_first`` CAREamics' memory layout.
+VARIANT_TOKENS = {"default": {}, "no-graphs": {"cuda_graphs": False}, "channels_first": {"channels_last": False}}
 
 
 def variant_settings(name: str) -> dict:
-    """Trainer settings of a variant name such as ``channels_last+compile``."""
+    """``train.experimental`` settings of a variant name such as ``no-graphs+channels_first``."""
     settings: dict = {}
     for token in name.split("+"):
-        if token in STREAM_TOKENS:
-            continue
         if token not in VARIANT_TOKENS:
-            raise SystemExit(f"unknown variant token {token!r}; choose from "
-                             f"{sorted(VARIANT_TOKENS) + sorted(STREAM_TOKENS)}")
+            raise SystemExit(f"unknown variant token {token!r}; choose from {sorted(VARIANT_TOKENS)}")
         settings.update(VARIANT_TOKENS[token])
-    return settings
-
-
-def stream_settings(name: str) -> dict:
-    """Train settings (patch stream) of a variant name such as ``all_fields+channels_first``."""
-    settings: dict = {}
-    for token in name.split("+"):
-        settings.update(STREAM_TOKENS.get(token, {}))
     return settings
 
 
@@ -277,8 +259,8 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str =
     from jumpdenoise.train.loop import fit, write_run_header
 
     shutil.rmtree(run_dir, ignore_errors=True)
-    trainer = cfg.train.trainer.model_copy(update=variant_settings(variant))
-    train = {"trainer": trainer, **stream_settings(variant)}
+    experimental = cfg.train.experimental.model_copy(update=variant_settings(variant))
+    train = {"experimental": experimental}
     if run_until_s is not None:  # the stream draws the same first batches whatever the epoch length
         train["patches_per_epoch"] = cfg.train.patches_per_epoch * 20
     cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir}),
@@ -366,8 +348,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", default="default",
                         help="comma list of jumpdenoise variants, tokens joined by +: "
-                             + ", ".join([*VARIANT_TOKENS, *STREAM_TOKENS])
-                             + " (e.g. default,no-graphs,channels_first+no-autotune+device_masking+no-graphs)")
+                             + ", ".join(VARIANT_TOKENS) + " (e.g. default,no-graphs,no-graphs+channels_first)")
     parser.add_argument("--probe-every", type=int, default=10,
                         help="jumpdenoise: validation loss every N steps (time to CAREamics' final loss; 0: off)")
     parser.add_argument("--no-equal-time", dest="equal_time", action="store_false",

@@ -74,10 +74,27 @@ class JumpDenoiseConfig(BaseModel):
     evaluate: EvaluateConfig | None = None
 
 
+def _model_names(model: type[BaseModel]) -> set[str]:
+    """Class names of ``model`` and of every model below it (pydantic puts them in union error paths)."""
+    names = {model.__name__}
+    for sub in model.__subclasses__():
+        names |= _model_names(sub)
+    return names
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
+    """One line per error, naming the dotted field and the value.
+
+    A value that may be one of several types (``executor.profile``: a path or an inline
+    profile) fails every branch; the branches it plainly is not (``Path`` for a mapping) are
+    left out, and the branch's class name is dropped from the field's name.
+    """
+    models = _model_names(BaseModel)
+    errors = err.errors()
+    specific = [e for e in errors if not any("[" in str(p) for p in e["loc"])]
     lines = [f"invalid configuration in {origin}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+    for e in specific or errors:
+        loc = ".".join(str(p) for p in e["loc"] if str(p) not in models) or "(root)"
         value = e.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"  {loc}: {e['msg']}{shown}")

@@ -139,6 +139,11 @@ class CheckpointSettings(BaseModel):
 class TrainerSettings(BaseModel):
     """Lightning trainer and data loading.
 
+    How a step runs is not a setting: N2V masking runs in the data workers
+    (:class:`~jumpdenoise.train.masking.LoaderMasking`), the network runs channels-last,
+    and on CUDA cuDNN autotunes its convolutions, Adam runs fused and, on one GPU, the
+    step replays CUDA graphs (eager steps when a graph cannot be captured, logged).
+
     Attributes
     ----------
     accelerator
@@ -163,30 +168,6 @@ class TrainerSettings(BaseModel):
         Clip gradients to this norm (``None``: no clipping).
     enable_progress_bar
         Show Lightning's progress bar.
-    cudnn_benchmark
-        Let cuDNN time its convolution algorithms on the first batches and keep the fastest
-        (``None``: on when training on a GPU; the grouped convolutions of independent
-        channels gain most). Training numerics stay within float rounding.
-    channels_last
-        Run the network in channels-last memory layout (NHWC; same results within float
-        rounding). Measured 1.5-1.7x faster training of the seed UNet on a 2-core CPU.
-    masking
-        Where N2V masking runs. ``loader`` (default): CAREamics' own masking functions in
-        the data workers, on the CPU (:class:`~jumpdenoise.train.masking.LoaderMasking`;
-        all strategies; the training device runs only the network, and on a GPU the step
-        can replay CUDA graphs). ``device``: CAREamics'
-        masking on the training device, as ``CAREamist`` does (it synchronises a GPU with
-        the host dozens of times per step). ``fast``: :mod:`jumpdenoise.train.masking`'s
-        batch-wide masking on the device (uniform strategy without struct mask; same
-        statistics; eight short CPU BSD runs scored 0.37 dB lower on average than with
-        CAREamics' masking, within their noise).
-    cuda_graphs
-        Replay the step's forward and backward passes as CUDA graphs
-        (:mod:`jumpdenoise.train.graphs`; ``None``: on when training on one GPU without
-        ``compile``; a failed capture falls back to eager steps, logged). Same arithmetic.
-    compile
-        ``torch.compile`` the network in place (state dict unchanged, checkpoints load in
-        CAREamics as before; the first steps are slower while it compiles).
     extra
         Other ``lightning.Trainer`` arguments.
     """
@@ -204,12 +185,27 @@ class TrainerSettings(BaseModel):
     log_every_n_steps: int = Field(default=10, ge=1)
     gradient_clip_val: float | None = None
     enable_progress_bar: bool = True
-    cudnn_benchmark: bool | None = None
-    channels_last: bool = True
-    masking: Literal["loader", "device", "fast"] = "loader"
-    cuda_graphs: bool | None = None
-    compile: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainExperimental(BaseModel):
+    """Switches for benchmarks and tests only: the defaults are the measured-fastest training.
+
+    Attributes
+    ----------
+    cuda_graphs
+        ``False``: eager training steps even where CUDA graphs can run (one GPU); the
+        benchmark's ``no-graphs`` variant.
+    channels_last
+        ``False``: channels-first activations. Training then reproduces CAREamics' own
+        trainer bit for bit (the parity test); channels-last changes the last bits of the
+        convolutions.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cuda_graphs: bool = True
+    channels_last: bool = True
 
 
 class TrainConfig(BaseModel):
@@ -244,11 +240,8 @@ class TrainConfig(BaseModel):
         training fields without overlap).
     n_val_patches
         Fixed validation patches (drawn once, seeded).
-    fields_in_cache
-        Fields each data worker keeps decoded in memory (memory does not grow with the
-        plate: this many fields x channels x field size per worker).
-    patches_per_field
-        Patches a cached field serves before it is replaced by another field.
+    experimental
+        Benchmark and test switches (:class:`TrainExperimental`); leave them out.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -277,8 +270,7 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=100, ge=1)
     patches_per_epoch: int | None = Field(default=None, ge=1)
     n_val_patches: int = Field(default=256, ge=1)
-    fields_in_cache: int = Field(default=8, ge=1)
-    patches_per_field: int = Field(default=64, ge=1)
+    experimental: TrainExperimental = Field(default_factory=TrainExperimental)
 
     @field_validator("patch_size")
     @classmethod

@@ -8,7 +8,8 @@ and changes how it is run:
 - channels-last (NHWC) activations throughout: oneDNN's grouped 3x3 convolutions are
   about 1.5x faster on them than on NCHW;
 - each convolution runs with its ReLU fused (oneDNN post-op,
-  ``torch.ops.mkldnn._convolution_pointwise``), so no separate pass for the activation;
+  ``torch.ops.mkldnn._convolution_pointwise``, reached through :mod:`jumpdenoise.compat`),
+  so no separate pass for the activation;
 - no channel interleave (concatenation) of the decoder's skip connections: the first
   convolution of a decoder block is split along its input channels,
   ``conv(interleave(up, skip)) = conv(up, W_up) + conv(skip, W_skip)``, and the second
@@ -33,8 +34,8 @@ from typing import Any
 
 import torch
 
-from jumpdenoise.predict.unet_parts import UnsupportedNetwork as _Unsupported
-from jumpdenoise.predict.unet_parts import unet_parts
+from jumpdenoise.compat import UnsupportedNetwork as _Unsupported
+from jumpdenoise.compat import conv_block_parts, mkldnn_fused_convolution, unet_parts
 
 log = logging.getLogger("jumpdenoise.predict")
 
@@ -43,11 +44,7 @@ __all__ = ["prepare_for_cpu", "fused_cpu_supported", "ChannelsLast", "CpuUNet"]
 
 def fused_cpu_supported() -> bool:
     """Whether this torch build has the oneDNN fused convolution ops used by :class:`CpuUNet`."""
-    try:
-        return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise") \
-            and hasattr(torch.ops.mkldnn._convolution_pointwise_, "binary")
-    except (AttributeError, RuntimeError):  # pragma: no cover - torch built without oneDNN
-        return False
+    return mkldnn_fused_convolution() is not None
 
 
 class ChannelsLast(torch.nn.Module):
@@ -81,12 +78,14 @@ class _Conv(torch.nn.Module):
         self.attr = "relu" if relu else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
-                                                       self.dilation, self.groups, self.attr, [], None)
+        conv, _ = mkldnn_fused_convolution()
+        return conv(x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, self.attr,
+                    [], None)
 
     def accumulate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``out = act(out + conv(x))`` in place (oneDNN binary post-op)."""
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
+        _, conv_add = mkldnn_fused_convolution()
+        return conv_add(
             out, x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, "add", None,
             None if self.attr == "none" else self.attr, [], None)
 
@@ -102,14 +101,15 @@ class _Block(torch.nn.Module):
 
     def __init__(self, block: Any, up_channels: int | None = None) -> None:
         super().__init__()
-        if getattr(block, "use_batch_norm", True):
+        parts = conv_block_parts(block)
+        if parts.batch_norm1 is not None or parts.batch_norm2 is not None:
             raise _Unsupported("Conv_Block with batch norm (fold it first)")
-        act = block.activation
+        act = parts.activation
         relu = isinstance(act, torch.nn.ReLU)
         if not relu and not isinstance(act, torch.nn.Identity):
             raise _Unsupported(f"activation {act!r}")
         self.split = up_channels is not None
-        c1 = block.conv1
+        c1 = parts.conv1
         if self.split:
             g = int(c1.groups)
             if up_channels % g or (c1.in_channels - up_channels) % g or up_channels >= c1.in_channels:
@@ -120,7 +120,7 @@ class _Block(torch.nn.Module):
             self.conv1_skip = _Conv(c1, relu, weight=w[:, m:])
         else:
             self.conv1 = _Conv(c1, relu)
-        self.conv2 = _Conv(block.conv2, relu)
+        self.conv2 = _Conv(parts.conv2, relu)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.split:
@@ -163,10 +163,10 @@ class CpuUNet(torch.nn.Module):
         self.ups = torch.nn.ModuleList(parts.ups)
         self.up_blocks = torch.nn.ModuleList()
         self.use_skip = list(parts.use_skip)
-        channels = int(parts.bottleneck.conv2.out_channels)
+        channels = int(conv_block_parts(parts.bottleneck).conv2.out_channels)
         for block, use_skip in zip(parts.decoder_blocks, parts.use_skip):
             self.up_blocks.append(_Block(block, up_channels=channels if use_skip else None))
-            channels = int(block.conv2.out_channels)
+            channels = int(conv_block_parts(block).conv2.out_channels)
         self.final = _Conv(parts.final_conv, relu=False)
         self.final_activation = parts.final_activation
         self.residual = parts.residual

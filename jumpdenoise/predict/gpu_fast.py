@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
+from jumpdenoise.compat import UNetParts, compiled_original, conv_block_parts, unet_parts
+from jumpdenoise.compat import UnsupportedNetwork as _Unsupported
 from jumpdenoise.predict.cpu_fast import ChannelsLast, CpuUNet
-from jumpdenoise.predict.unet_parts import UNetParts, unet_parts
-from jumpdenoise.predict.unet_parts import UnsupportedNetwork as _Unsupported
 
 log = logging.getLogger("jumpdenoise.predict")
 
@@ -74,13 +74,14 @@ class _DenseBlock(torch.nn.Module):
 
     def __init__(self, block: Any, groups: int, g: int) -> None:
         super().__init__()
-        if getattr(block, "use_batch_norm", True):
+        parts = conv_block_parts(block)
+        if parts.batch_norm1 is not None or parts.batch_norm2 is not None:
             raise _Unsupported("Conv_Block with batch norm (fold it first with fuse_for_inference)")
-        act = block.activation
+        act = parts.activation
         if not isinstance(act, torch.nn.Module) or isinstance(act, _CHANNEL_MIXING):
             raise _Unsupported(f"activation {act!r}")
-        self.conv1 = _dense_slice(block.conv1, groups, g)
-        self.conv2 = _dense_slice(block.conv2, groups, g)
+        self.conv1 = _dense_slice(parts.conv1, groups, g)
+        self.conv2 = _dense_slice(parts.conv2, groups, g)
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +102,7 @@ class _ChannelUNet(torch.nn.Module):
         self.use_skip = list(parts.use_skip)
         depth = parts.depth
         # the interleave puts, in each group, the upsampled channels first, then the skip's
-        up_channels = parts.bottleneck.conv2.out_channels // groups
+        up_channels = conv_block_parts(parts.bottleneck).conv2.out_channels // groups
         for level, (block, use_skip) in enumerate(zip(self.up_blocks, self.use_skip)):
             skip_channels = self.down[depth - 1 - level].conv2.out_channels if use_skip else 0
             if block.conv1.in_channels != up_channels + skip_channels:
@@ -152,7 +153,7 @@ class SplitUNet(torch.nn.Module):
     def __init__(self, unet: Any) -> None:
         super().__init__()
         parts = unet_parts(unet)
-        groups, first = parts.groups, parts.encoder_blocks[0].conv1
+        groups, first = parts.groups, conv_block_parts(parts.encoder_blocks[0]).conv1
         if not isinstance(first, torch.nn.Conv2d) or groups <= 1 or first.groups != groups \
                 or first.in_channels != groups:
             raise _Unsupported(f"not independent channels (groups={getattr(first, 'groups', None)}, "
@@ -217,7 +218,7 @@ def layout_of(net: Any) -> str:
 
     Sees through ``torch.compile`` wrappers.
     """
-    net = getattr(net, "_orig_mod", net)
+    net = compiled_original(net)
     if isinstance(net, SplitUNet):
         return "split"
     if isinstance(net, ChannelsLast):

@@ -40,8 +40,8 @@ from jumpdenoise.scratch import contained_tempdir
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LoadedModel", "load_model", "measure_receptive_field", "resolve_device", "run_checkpoint",
-           "verify_checkpoint"]
+__all__ = ["LoadedModel", "load_model", "measure_receptive_field", "read_checkpoint", "resolve_device",
+           "run_checkpoint", "verify_checkpoint"]
 
 
 @dataclass
@@ -202,7 +202,7 @@ def _norm_from_data_config(data_config: dict | None, origin: str) -> tuple[list[
 
 def _build_unet(model_cfg: dict, origin: str) -> Any:
     from careamics.config.architectures import UNetConfig
-    from careamics.models.unet import UNet
+    from careamics.models import model_factory
 
     if model_cfg.get("architecture", "UNet") != "UNet":
         raise ModelError(f"{origin}: architecture {model_cfg.get('architecture')!r} is not supported (UNet only)")
@@ -210,7 +210,7 @@ def _build_unet(model_cfg: dict, origin: str) -> Any:
         cfg = UNetConfig(**{"architecture": "UNet", **model_cfg})
     except Exception as exc:  # pydantic ValidationError
         raise ModelError(f"{origin}: invalid UNet configuration ({exc})") from None
-    return UNet(**cfg.model_dump()), cfg.model_dump(mode="json")
+    return model_factory(cfg), cfg.model_dump(mode="json")
 
 
 def _load_state(module: Any, state: dict, origin: str) -> None:
@@ -223,10 +223,22 @@ def _load_state(module: Any, state: dict, origin: str) -> None:
         raise ModelError(f"{origin}: weights do not match the UNet configuration ({' '.join(first)})") from None
 
 
-def _torch_load(path: Path) -> dict:
-    import torch
+def read_checkpoint(path: str | Path) -> dict:
+    """Read a Lightning checkpoint file: the one ``torch.load`` policy of jumpdenoise.
 
+    Tensors and plain types only (``weights_only=True``) where the file allows it; a
+    checkpoint holding other Python objects (CAREamics' hyper-parameters) is read in full,
+    which is safe for checkpoints jumpdenoise or CAREamics wrote, and only those should be
+    given (their digests are checked by :func:`load_model`).
+
+    Raises
+    ------
+    ModelError
+        If the file is truncated, not a checkpoint, or holds no ``state_dict``.
+    """
     import pickle
+
+    import torch
 
     try:
         try:
@@ -234,7 +246,6 @@ def _torch_load(path: Path) -> dict:
         except pickle.UnpicklingError as exc:
             if "weights_only" not in str(exc):
                 raise
-            # a readable checkpoint holding more than tensors and plain types (trusted run folder)
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated, not a zip/pickle, wrong content
         raise ModelError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__}: "
@@ -249,7 +260,7 @@ def _torch_load(path: Path) -> dict:
 
 def _load_checkpoint(ckpt_path: Path, run: Path | None, source: Path, kind: str) -> LoadedModel:
     verify_checkpoint(ckpt_path)
-    ckpt = _torch_load(ckpt_path)
+    ckpt = read_checkpoint(ckpt_path)
     cfg_file = run / "careamics_config.yaml" if run is not None else None
     file_cfg: dict = {}
     if cfg_file is not None and cfg_file.is_file():
@@ -289,10 +300,10 @@ def _load_bmz(path: Path) -> LoadedModel:
     except (zipfile.BadZipFile, OSError, yaml.YAMLError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable BioImage Model Zoo archive ({exc})") from None
     try:
-        from careamics.model_io.bmz_io import load_from_bmz
+        from careamics.model_io import load_pretrained
 
         with contained_tempdir():  # bioimageio unpacks into mkdtemp folders it never removes
-            config, lightning_module = load_from_bmz(path)
+            config, lightning_module = load_pretrained(path)
     except Exception as exc:  # bioimageio validation / careamics errors
         raise ModelError(f"{path}: cannot load the BioImage Model Zoo model ({type(exc).__name__}: {exc})") from None
     module = lightning_module.model

@@ -101,7 +101,8 @@ def make_run(run_dir: str | Path, *, channels: Sequence[str] = ("DNA", "ER"), de
     """
     from careamics import CAREamist
     from careamics.config import create_advanced_n2v_config
-    from careamics.config.utils.configuration_io import save_configuration
+
+    from jumpdenoise.compat import save_careamics_configuration as save_configuration
 
     run = Path(run_dir)
     if run.exists():

@@ -175,8 +175,9 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
     from bioimageio.core import test_model
     from bioimageio.spec import save_bioimageio_package
     from bioimageio.spec.model import v0_5 as bmz
-    from careamics.config.utils.configuration_io import save_configuration
-    from careamics.model_io.bioimage.cover_factory import create_cover
+
+    from jumpdenoise.compat import create_cover
+    from jumpdenoise.compat import save_careamics_configuration as save_configuration
 
     depth = int(careamics_config.algorithm_config.model.depth)
     step = 2 ** depth

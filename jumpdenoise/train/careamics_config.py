@@ -8,7 +8,6 @@ checkpoint policy is the notes' (top-k by val_loss + last), not CAREamics' defau
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from jumpdenoise.config.train import TrainConfig
@@ -94,17 +93,3 @@ def build_careamics_config(tc: TrainConfig, *, n_channels: int, mean: list[float
 def augmentation_dicts(tc: TrainConfig) -> list[dict]:
     """The augmentations as plain dicts for the patch stream."""
     return [a.model_dump() for a in tc.augmentations]
-
-
-def save_careamics_config(config: Any, path: str | Path) -> Path:
-    """Write ``config`` as YAML loadable by ``careamics.config.load_configuration``."""
-    from careamics.config.utils.configuration_io import save_configuration
-
-    return save_configuration(config, Path(path))
-
-
-def load_careamics_config(path: str | Path) -> Any:
-    """Read a ``careamics_config.yaml`` back into a CAREamics ``Configuration``."""
-    from careamics.config.utils.configuration_io import load_configuration
-
-    return load_configuration(Path(path))

@@ -1,6 +1,6 @@
-"""Load a trained model from a run folder, and export it to the BioImage Model Zoo format.
+"""Export a trained model to the BioImage Model Zoo format.
 
-The export (:func:`export_run`, built by :mod:`jumpdenoise.train.bmz`) holds torchscript
+The model is read by :func:`jumpdenoise.predict.model.load_model` (digests checked). The export (:func:`export_run`, built by :mod:`jumpdenoise.train.bmz`) holds torchscript
 weights that run with torch alone and the CAREamics state dict, which
 ``careamics.CAREamist(bmz_path=...)`` and ``jumpdenoise predict`` load back.
 """
@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from jumpdenoise.errors import ModelError
 from jumpdenoise.scratch import contained_tempdir
-from jumpdenoise.train.run_folder import RunFolder, best_checkpoint
+from jumpdenoise.train.run_folder import RunFolder
 
 log = logging.getLogger("jumpdenoise.train")
 
@@ -28,34 +27,6 @@ def example_crop(field: np.ndarray, depth: int, size: int = 256) -> np.ndarray:
     step = 2 ** depth
     s = min(size, field.shape[1], field.shape[2]) // step * step
     return np.ascontiguousarray(field[None, :, :s, :s])
-
-
-def load_model(run_or_checkpoint: str | Path) -> tuple[Any, Any, dict]:
-    """Load the UNet of a run (best checkpoint) or of a checkpoint file.
-
-    Returns
-    -------
-    (torch.nn.Module in eval mode, CAREamics Configuration, normalisation dict)
-
-    Raises
-    ------
-    ModelError
-        If the run folder or checkpoint is incomplete.
-    """
-    import torch
-    from careamics.config.utils.configuration_io import load_configuration
-    from careamics.models.model_factory import model_factory
-
-    p = Path(run_or_checkpoint)
-    ckpt = best_checkpoint(p) if p.is_dir() else p
-    run = RunFolder(ckpt.parent.parent)
-    if not run.careamics_config.is_file() or not run.normalization.is_file():
-        raise ModelError(f"{run.path}: not a training run folder (no careamics_config.yaml / normalization.json)")
-    config = load_configuration(run.careamics_config)
-    model = model_factory(config.algorithm_config.model)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    return model.eval(), config, json.loads(run.normalization.read_text())
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint: str | Path | None = None,
@@ -89,19 +60,26 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
         If the run is incomplete, ``out`` is not a ``.zip``, or the exported model fails
         bioimageio.core's test.
     """
+    from jumpdenoise.compat import load_careamics_configuration
+    from jumpdenoise.predict.model import load_model
     from jumpdenoise.train.bmz import BmzInfo, write_bmz_package
 
     run = RunFolder(Path(run_dir))
-    ckpt = Path(checkpoint) if checkpoint else best_checkpoint(run.path)
+    if not run.careamics_config.is_file():
+        raise ModelError(f"{run.path}: not a training run folder (no {run.careamics_config.name})")
     example = run.path / EXAMPLE_INPUT
     if not example.is_file():
         raise ModelError(f"{run.path}: {EXAMPLE_INPUT} missing (written when training starts)")
     out = Path(out) if out else run.export_dir / "model.zip"
     if out.suffix != ".zip":
         raise ModelError(f"--out {out}: a BioImage Model Zoo archive must end in .zip")
-    model, config, norm = load_model(ckpt)
-    channels = [str(c) for c in norm["channels"]]
-    stats = "; ".join(f"{c}: mean {m:.4g}, std {s:.4g}" for c, m, s in zip(channels, norm["mean"], norm["std"]))
+    loaded = load_model(run.path, "cpu", checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
+    ckpt, model = loaded.checkpoint, loaded.module
+    config = load_careamics_configuration(run.careamics_config)
+    norm = json.loads(run.normalization.read_text())
+    channels = [str(c) for c in loaded.channels or norm["channels"]]
+    mean, std = [float(v) for v in loaded.mean], [float(v) for v in loaded.std]
+    stats = "; ".join(f"{c}: mean {m:.4g}, std {s:.4g}" for c, m, s in zip(channels, mean, std))
     info = BmzInfo(
         name=name or config.experiment_name,
         description=description or (f"Noise2Void denoiser of Cell Painting channels {', '.join(channels)}, "
@@ -113,8 +91,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
     with contained_tempdir() as work:
         files = work / "bmz"
         files.mkdir()
-        write_bmz_package(out, model=model, careamics_config=config, channels=channels,
-                          mean=[float(v) for v in norm["mean"]], std=[float(v) for v in norm["std"]],
+        write_bmz_package(out, model=model, careamics_config=config, channels=channels, mean=mean, std=std,
                           example=np.load(example), info=info, work=files, attachments=[run.normalization])
     log.info("exported %s to %s", ckpt, out)
     return out

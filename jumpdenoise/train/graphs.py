@@ -10,8 +10,8 @@ parameters are updated in place, so the graphs always read the current weights).
 
 Limits (the caller falls back to eager steps otherwise): one CUDA device (no DDP hooks
 inside the graphs), fixed batch shapes (jumpdenoise's patch stream yields whole batches),
-N2V masks made outside the step (in the data workers or by a sync-free masking), no
-``torch.compile``, fp32 or bf16 autocast (not fp16 with a gradient scaler).
+N2V masks made outside the step (in the data workers), fp32 or bf16 autocast (not fp16
+with a gradient scaler).
 """
 
 from __future__ import annotations
@@ -99,14 +99,12 @@ def try_graph_n2v_loss(model: torch.nn.Module, sample: tuple[torch.Tensor, ...],
     return graphed
 
 
-def graphs_supported(device: Any, world_size: int, precision: str, compiled: bool) -> tuple[bool, str]:
+def graphs_supported(device: Any, world_size: int, precision: str) -> tuple[bool, str]:
     """Whether CUDA graphs can run this training, and why not."""
     if getattr(device, "type", str(device)) != "cuda":
         return False, "not training on a CUDA device"
     if world_size != 1:
         return False, f"{world_size} processes (DDP): graphs are single-device here"
-    if compiled:
-        return False, "the network is compiled (torch.compile)"
     if str(precision) not in ("32-true", "32", "bf16-mixed"):
         return False, f"precision {precision} (graphs support 32-true and bf16-mixed)"
     return True, ""

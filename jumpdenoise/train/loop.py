@@ -179,6 +179,7 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
     import lightning.pytorch as pl
 
     from jumpdenoise.train.careamics_config import augmentation_dicts
+    from jumpdenoise.train.masking import LoaderMasking
     from jumpdenoise.train.module import JumpN2VModule, PatchDataModule
     from jumpdenoise.train.run_folder import (
         attach_log_file, detach_log_file, plot_curves, resume_checkpoint, write_best)
@@ -198,25 +199,17 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
             num_sanity_val_steps=0, plugins=plugins or None, **ts.extra)
         # the lr rule needs the world size, known once the trainer exists
         module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
-        module.channels_last, module.compile_network = ts.channels_last, ts.compile
+        module.channels_last = job.tc.experimental.channels_last
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
-        # the module checks what graphs need (one device, no compile...) and trains eagerly otherwise
-        module.cuda_graphs = on_gpu if ts.cuda_graphs is None else ts.cuda_graphs
-        masking = None
-        if ts.masking == "loader":
-            from jumpdenoise.train.masking import LoaderMasking
-
-            masking = LoaderMasking(module.config.n2v_config.model_dump())
-        elif ts.masking == "fast" and not module.use_fast_masking():
-            log.warning("masking 'fast' supports the uniform strategy without struct mask only: "
-                        "CAREamics' masking runs on the device")
-        autotune = bool(ts.cudnn_benchmark or (ts.cudnn_benchmark is None and on_gpu))
+        # the module checks what graphs need (one device, precision) and trains eagerly otherwise
+        module.cuda_graphs = on_gpu and job.tc.experimental.cuda_graphs
+        masking = LoaderMasking(module.config.n2v_config.model_dump())
         data = PatchDataModule(
             job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
             batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
             n_val_patches=job.tc.n_val_patches, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
             num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
-            fields_in_cache=job.tc.fields_in_cache, patches_per_field=job.tc.patches_per_field, masking=masking)
+            masking=masking)
         ckpt = resume_checkpoint(job.run)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
@@ -228,7 +221,7 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
         # one CPU process: pin torch's threads so the bits do not depend on what ran before in this
         # process (DDP ranks get theirs from Lightning)
         single_cpu = trainer.world_size == 1 and type(trainer.accelerator).__name__ == "CPUAccelerator"
-        with pinned_torch_threads() if single_cpu else contextlib.nullcontext(), cudnn_autotune(autotune):
+        with pinned_torch_threads() if single_cpu else contextlib.nullcontext(), cudnn_autotune(on_gpu):
             trainer.fit(module, datamodule=data, ckpt_path=ckpt)
         if trainer.is_global_zero:
             score = checkpoint.best_model_score

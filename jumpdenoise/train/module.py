@@ -3,12 +3,12 @@
 :class:`JumpN2VModule` *is* CAREamics' ``N2VModule`` (same hyper-parameters, same state dict:
 the UNet lives under ``model.``), so its checkpoints load with
 ``careamics.CAREamist(checkpoint_path=...)``. It changes what CAREamics gets wrong under
-DDP: batches are plain tensors from :class:`PatchDataModule`, masking is seeded per rank
-and worker, validation masks are the same every epoch, and losses are synchronised across
+DDP: batches are plain tensors from :class:`PatchDataModule`, masking is seeded per rank,
+worker and batch, validation masks are the same every epoch, and losses are synchronised across
 ranks. And what slows it on a GPU: batches arrive already masked by the data workers
 (CAREamics' masking functions, :class:`~jumpdenoise.train.masking.LoaderMasking`), the
-network and loss can replay as CUDA graphs (:mod:`jumpdenoise.train.graphs`), activations
-are channels-last, and Adam runs fused.
+network and loss replay as CUDA graphs on one GPU (:mod:`jumpdenoise.train.graphs`),
+activations are channels-last, and Adam runs fused.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from careamics.losses import n2v_loss
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from jumpdenoise.train.fields import FieldRef
+from jumpdenoise.train.masking import LoaderMasking
 from jumpdenoise.train.patches import PatchStream, val_patches
 from jumpdenoise.train.run_folder import RunFolder
 
@@ -33,88 +34,45 @@ log = logging.getLogger("jumpdenoise.train")
 
 
 class JumpN2VModule(N2VModule):
-    """CAREamics ``N2VModule`` trained on tensors ``(b, c, y, x)`` under (optionally) DDP."""
+    """CAREamics ``N2VModule`` trained on batches masked by the data workers, under (optionally) DDP.
 
-    def use_fast_masking(self) -> bool:
-        """Mask with :class:`~jumpdenoise.train.masking.UniformMasking` when the configuration allows.
+    Training batches arrive in :meth:`~jumpdenoise.train.masking.LoaderMasking.sparse` form
+    ``(original, index, values)``, validation batches as ``(masked, original, mask)``.
+    """
 
-        Same masking statistics, without CAREamics' host synchronisations (see ``masking.py``).
-        Returns whether it was switched.
-        """
-        from jumpdenoise.train.masking import UniformMasking, supports
-
-        n2v = self.config.n2v_config
-        if not supports(n2v):
-            return False
-        self.n2v_manipulate = UniformMasking(n2v.masked_pixel_percentage, n2v.roi_size, seed=int(n2v.seed or 1),
-                                             device=self.n2v_manipulate.rng.device)
-        return True
-
-    #: Performance settings (set by :func:`jumpdenoise.train.loop.fit`; see ``TrainerSettings``).
-    channels_last: bool = False
-    compile_network: bool = False
+    #: Channels-last activations (set by :func:`jumpdenoise.train.loop.fit`).
+    channels_last: bool = True
+    #: Replay the training step as CUDA graphs where they can run (set by :func:`~jumpdenoise.train.loop.fit`).
+    cuda_graphs: bool = False
 
     def configure_model(self) -> None:
-        """Channels-last layout and ``torch.compile`` of the UNet, when asked for.
-
-        ``Module.compile`` compiles in place: parameter names, hence checkpoints, do not change.
-        """
+        """The UNet's weights in channels-last layout, when :attr:`channels_last` is set."""
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.compile_network and not getattr(self, "_compiled", False):
-            self.model.compile()
-            self._compiled = True
-
-    def _manipulator_seed(self) -> int:
-        return int(self.config.n2v_config.seed or 0)
 
     def on_fit_start(self) -> None:
         """Replace CAREamics' hook (it requires CAREamics' own data module)."""
 
-    def on_train_epoch_start(self) -> None:
-        """Seed the N2V masking on this rank's device from (seed, rank, epoch).
-
-        Ranks mask differently, every epoch differently, and a resumed run masks as an
-        uninterrupted one would.
-        """
-        seed = self._manipulator_seed() + 1009 * self.global_rank + 100_003 * self.current_epoch
-        self.n2v_manipulate.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self._train_rng = self.n2v_manipulate.rng
-
-    def on_validation_epoch_start(self) -> None:
-        """Reset the validation masks, so every epoch's val_loss is measured alike."""
-        self._train_rng = self.n2v_manipulate.rng
-        seed = self._manipulator_seed() + 7 + 1009 * self.global_rank
-        self.n2v_manipulate.rng = torch.Generator(device=self.device).manual_seed(seed)
-
-    def on_validation_epoch_end(self) -> None:
-        """Restore the training mask generator."""
-        if getattr(self, "_train_rng", None) is not None:
-            self.n2v_manipulate.rng = self._train_rng
-
-    #: CUDA graphs for the training step (set by :func:`jumpdenoise.train.loop.fit`).
-    cuda_graphs: bool = False
-
     @staticmethod
-    def _unpack(batch: Any) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """``(masked, original, mask)`` of a batch masked in the loader, else ``(None, x, None)``.
+    def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(masked, original, mask)`` of a batch masked in the data workers.
 
-        Loader-masked batches come as ``(masked, original, mask)`` (validation) or in
-        :meth:`~jumpdenoise.train.masking.LoaderMasking.sparse` form ``(original, index,
-        values)`` (training), rebuilt here on the device.
+        Raises
+        ------
+        ValueError
+            If the batch is not masked (see :class:`~jumpdenoise.train.masking.LoaderMasking`).
         """
-        if isinstance(batch, (list, tuple)) and len(batch) == 3:
-            if batch[1].ndim == 1:
-                from jumpdenoise.train.masking import densify
+        if not isinstance(batch, (list, tuple)) or len(batch) != 3:
+            raise ValueError("training batches must come masked by the data workers (masking.LoaderMasking), "
+                             f"got {type(batch).__name__}")
+        if batch[1].ndim == 1:
+            from jumpdenoise.train.masking import densify
 
-                return densify(*batch)
-            return batch[0], batch[1], batch[2]
-        return None, (batch[0] if isinstance(batch, (list, tuple)) else batch), None
+            return densify(*batch)
+        return batch[0], batch[1], batch[2]
 
     def _loss(self, batch: Any) -> tuple[torch.Tensor, int]:
         x_masked, x, mask = self._unpack(batch)
-        if x_masked is None:
-            x_masked, x, mask = self.n2v_manipulate(x)
         if self.cuda_graphs and self.training:
             graphed = self._graphed_loss(x_masked, x, mask)
             if graphed is not None:
@@ -131,8 +89,7 @@ class JumpN2VModule(N2VModule):
         key = (tuple(x_masked.shape), x_masked.dtype, mask.dtype)
         graphs = self.__dict__.setdefault("_graphs", {})  # not a submodule: no duplicate state-dict keys
         if key not in graphs:
-            ok, why = graphs_supported(x_masked.device, self.trainer.world_size, self.trainer.precision,
-                                       self.compile_network)
+            ok, why = graphs_supported(x_masked.device, self.trainer.world_size, self.trainer.precision)
             if not ok:
                 log.info("CUDA graphs off: %s", why)
                 self.cuda_graphs = False
@@ -152,13 +109,6 @@ class JumpN2VModule(N2VModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
         """N2V loss on one batch; logs ``loss`` (progress bar), ``train_loss`` and the lr."""
-        if not getattr(self, "_announced", False):  # one line per rank: ranks draw different patches
-            self._announced = True
-            x = self._unpack(batch)[1]
-            line = (f"rank {self.global_rank}/{self.trainer.world_size}: first batch {tuple(x.shape)} "
-                    f"sum {float(x.double().sum()):.6f}\n")
-            sys.stderr.write(line)  # the whole line in one write (print() writes the end apart): ranks never
-            sys.stderr.flush()      # interleave inside a line; works where stderr has no fileno (notebooks)
         loss, n = self._loss(batch)
         if self.trainer.progress_bar_callback is not None:  # reading it for the bar syncs with the GPU
             self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=n)
@@ -196,19 +146,16 @@ class PatchDataModule(pl.LightningDataModule):
         CAREamics augmentation dicts.
     num_workers, persistent_workers, pin_memory
         DataLoader settings (``pin_memory=None``: when the accelerator is a GPU).
-    fields_in_cache, patches_per_field
-        Field cache of each worker.
     masking
         N2V masking done in the data workers
         (:class:`~jumpdenoise.train.masking.LoaderMasking`); the validation patches are
-        then masked once, with a fixed seed. ``None``: the module masks on its device.
+        masked once, with a fixed seed.
     """
 
     def __init__(self, train_refs: list[FieldRef], val_refs: list[FieldRef], mean: list[float],
                  std: list[float], *, patch_size: int, batch_size: int, patches_per_epoch: int,
-                 n_val_patches: int, seed: int, augmentations: list[dict], num_workers: int = 0,
-                 persistent_workers: bool = True, pin_memory: bool | None = None,
-                 fields_in_cache: int = 8, patches_per_field: int = 64, masking: Any = None) -> None:
+                 n_val_patches: int, seed: int, augmentations: list[dict], masking: LoaderMasking,
+                 num_workers: int = 0, persistent_workers: bool = True, pin_memory: bool | None = None) -> None:
         super().__init__()
         self.masking = masking
         self.train_refs, self.val_refs = train_refs, val_refs
@@ -217,7 +164,6 @@ class PatchDataModule(pl.LightningDataModule):
         self.patches_per_epoch, self.n_val_patches = patches_per_epoch, n_val_patches
         self.seed, self.augmentations = seed, augmentations
         self.num_workers, self.persistent_workers, self.pin_memory = num_workers, persistent_workers, pin_memory
-        self.fields_in_cache, self.patches_per_field = fields_in_cache, patches_per_field
         self._val: tuple[torch.Tensor, ...] | None = None
         self.train_stream: PatchStream | None = None
 
@@ -237,12 +183,11 @@ class PatchDataModule(pl.LightningDataModule):
         if self._val is None:
             val = torch.from_numpy(val_patches(self.val_refs, self.mean, self.std, n=self.n_val_patches,
                                                patch_size=self.patch_size, seed=self.seed))
-            self._val = (val,) if self.masking is None else tuple(self.masking(val, self.seed + 7))
+            self._val = tuple(self.masking(val, self.seed + 7))
         self.train_stream = PatchStream(
             self.train_refs, self.mean, self.std, patch_size=self.patch_size, batch_size=self.batch_size,
             batches_per_epoch=self.batches_per_epoch(world), seed=self.seed, rank=rank,
-            augmentations=self.augmentations, fields_in_cache=self.fields_in_cache,
-            patches_per_field=self.patches_per_field, masking=self.masking)
+            augmentations=self.augmentations, masking=self.masking)
 
     def _pin(self) -> bool:
         if self.pin_memory is not None:

@@ -1,8 +1,8 @@
 """Patch streams for N2V: lazy, seeded per rank and worker, batched in numpy.
 
 :class:`PatchStream` yields whole batches (``batch_size`` x C x P x P float32, normalised
-and augmented) from a bounded cache of fields per data worker: memory depends on
-``fields_in_cache``, never on the plate size. Every (global seed, rank, worker, epoch)
+and augmented) from a bounded cache of fields per data worker (:data:`FIELDS_IN_CACHE`):
+memory depends on the cache size, never on the plate size. Every (global seed, rank, worker, epoch)
 draws its own patches. :func:`val_patches` is a fixed, seeded set of validation patches.
 With a ``masking`` transform (:class:`~jumpdenoise.train.masking.LoaderMasking`, CAREamics'
 masking on the CPU), batches leave the workers masked, as ``(original, index, values)``
@@ -21,6 +21,11 @@ import torch
 import torch.utils.data
 
 from jumpdenoise.train.fields import FieldRef
+
+#: Decoded fields each data worker keeps in memory.
+FIELDS_IN_CACHE = 8
+#: Patches a cached field serves before another field replaces it.
+PATCHES_PER_FIELD = 64
 
 
 def _weights(refs: Sequence[FieldRef]) -> np.ndarray:
@@ -106,8 +111,8 @@ class PatchStream(torch.utils.data.IterableDataset):
 
     def __init__(self, refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *,
                  patch_size: int, batch_size: int, batches_per_epoch: int, seed: int, rank: int = 0,
-                 augmentations: Sequence[dict] = (), fields_in_cache: int = 8,
-                 patches_per_field: int = 64, masking: Any = None) -> None:
+                 augmentations: Sequence[dict] = (), fields_in_cache: int = FIELDS_IN_CACHE,
+                 patches_per_field: int = PATCHES_PER_FIELD, masking: Any = None) -> None:
         self.refs = list(refs)
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(-1, 1, 1)

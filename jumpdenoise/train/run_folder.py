@@ -62,24 +62,24 @@ def write_json(path: Path, data: Any) -> None:
 def write_header(run: RunFolder, *, config: dict, careamics_config: Any, normalization: dict,
                  split: dict) -> None:
     """Write config.yaml, careamics_config.yaml, normalization.json and split.json."""
-    from jumpdenoise.train.careamics_config import save_careamics_config
+    from jumpdenoise.compat import save_careamics_configuration
 
     run.path.mkdir(parents=True, exist_ok=True)
     run.checkpoints.mkdir(exist_ok=True)
     run.config.write_text(yaml.safe_dump(config, sort_keys=False))
-    save_careamics_config(careamics_config, run.careamics_config)
+    save_careamics_configuration(careamics_config, run.careamics_config)
     write_json(run.normalization, normalization)
     write_json(run.split, split)
 
 
 def checkpoint_loads(path: Path) -> dict | None:
     """The checkpoint's epoch/step info when ``path`` is a readable Lightning checkpoint."""
-    import torch
+    from jumpdenoise.predict.model import read_checkpoint
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)
         return {"epoch": int(ckpt["epoch"]), "global_step": int(ckpt["global_step"])}
-    except Exception as exc:  # truncated by a kill during the write, or not a checkpoint
+    except (ModelError, KeyError, TypeError, ValueError) as exc:  # truncated by a kill during the write
         log.warning("checkpoint %s cannot be read (%s): ignored", path, exc)
         return None
 

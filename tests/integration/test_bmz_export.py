@@ -23,7 +23,8 @@ from jumpdenoise.cli import app
 from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.testing import make_run, noisy_blobs
 from jumpdenoise.train.bmz import bmz_name, torch_release
-from jumpdenoise.train.export import EXAMPLE_INPUT, example_crop, export_run, load_model
+from jumpdenoise.predict.model import load_model
+from jumpdenoise.train.export import EXAMPLE_INPUT, example_crop, export_run
 
 BIOIMAGEIO_TEST = """
 import json, sys
@@ -80,7 +81,7 @@ def test_description_name_authors_environment_sizes_samples(exported: dict) -> N
 
 def test_torchscript_weights_equal_the_state_dict_at_another_size(exported: dict) -> None:
     script = torch.jit.load(exported["zf"].open(exported["rdf"]["weights"]["torchscript"]["source"]))
-    model, _, _ = load_model(exported["run"])
+    model = load_model(exported["run"]).module
     x = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 2, 68, 76)).astype(np.float32))
     with torch.no_grad():
         assert torch.allclose(script(x), model(x), rtol=1e-5, atol=1e-5)
@@ -95,9 +96,7 @@ def test_bioimageio_test_passes_without_careamics_and_predict_loads_the_zip(expo
     # loaded: a model that compute nodes without internet load cannot carry one
     assert report == {"status": "passed", "errors": [], "warnings": [
         "Missing `maintainers` or any author in `authors` with a specified `github_user` name."]}
-    from jumpdenoise.predict.model import load_model as load_for_predict
-
-    loaded = load_for_predict(exported["zip"])
+    loaded = load_model(exported["zip"])
     assert loaded.channels == ["DNA", "ER"]
 
 

@@ -29,7 +29,7 @@ def test_train_on_one_grayscale_image(tmp_path: Path) -> None:
     train_rows = img[: split["train_rows"][1]]
     assert norm["channels"] == ["c0"] and norm["mean"][0] == pytest.approx(train_rows.mean(), rel=1e-6)
     assert len(read_curves(run)) == 2 and (run / "checkpoints" / "last.ckpt").is_file()
-    from careamics.config.utils.configuration_io import load_configuration
+    from jumpdenoise.compat import load_careamics_configuration as load_configuration
 
     assert load_configuration(run / "careamics_config.yaml").data_config.data_type == "array"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +32,6 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-4000:]
     assert "distributed_backend=gloo" in out.stderr + out.stdout
-    firsts = dict(re.findall(r"rank (\d)/2: first batch \S+ \S+ \S+ \S+ sum (\S+)", out.stderr))
-    assert set(firsts) == {"0", "1"} and firsts["0"] != firsts["1"]  # ranks draw different patches
     run = tmp_path / "model"
     rows = read_curves(run)
     assert [int(r["epoch"]) for r in rows] == [0, 1]  # one writer: one row per epoch

@@ -54,8 +54,8 @@ def test_same_batches_give_careamics_weights_exactly(tmp_path: Path) -> None:
         "train": {"channels": ["DNA"], "epochs": 1, "patch_size": 32, "batch_size": BATCH,
                   "patches_per_epoch": STEPS * BATCH, "n_val_patches": 4,
                   "model": {"depth": 2, "num_channels_init": 8},
-                  "trainer": {"accelerator": "cpu", "devices": 1, "num_workers": 0, "enable_progress_bar": False,
-                              "channels_last": False, "masking": "loader"}}})
+                  "trainer": {"accelerator": "cpu", "devices": 1, "num_workers": 0, "enable_progress_bar": False},
+                  "experimental": {"channels_last": False}}})
     job = build_job(cfg)
     write_run_header(job)
     ours = Recorder()

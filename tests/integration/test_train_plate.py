@@ -69,18 +69,20 @@ def test_validation_loss_falls_and_run_folder_is_complete(trained: Path) -> None
 def test_checkpoint_reloads_in_careamics_and_our_loader(trained: Path) -> None:
     from careamics import CAREamist
 
-    from jumpdenoise.train.export import load_model
+    from jumpdenoise.predict.model import load_model, read_checkpoint
     from jumpdenoise.train.run_folder import best_checkpoint
 
     ckpt = best_checkpoint(trained)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = read_checkpoint(ckpt)["state_dict"]
     assert all(k.startswith("model.") for k in state)
-    model, config, norm = load_model(trained)
+    loaded = load_model(trained)
+    assert loaded.checkpoint == ckpt and loaded.channels == ["DNA", "ER"]
     x = np.load(trained / "example_input.npy").astype(np.float32)
-    m = np.asarray(norm["mean"], np.float32)[None, :, None, None]
-    s = np.asarray(norm["std"], np.float32)[None, :, None, None]
+    m = loaded.mean.astype(np.float32)[None, :, None, None]
+    s = loaded.std.astype(np.float32)[None, :, None, None]
+    norm = json.loads((trained / "normalization.json").read_text())
     with torch.no_grad():
-        ours = model(torch.from_numpy((x - m) / s)).numpy() * s + m
+        ours = loaded.module(torch.from_numpy((x - m) / s)).numpy() * s + m
     careamist = CAREamist(checkpoint_path=ckpt, work_dir=trained.parent / "careamist", enable_progress_bar=False)
     theirs = careamist.predict(x, data_type="array", axes="SCYX")
     theirs = np.asarray(theirs[0][0] if isinstance(theirs, tuple) else theirs[0])
@@ -132,7 +134,8 @@ def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_
     from careamics import CAREamist
 
     from jumpdenoise.scratch import contained_tempdir
-    from jumpdenoise.train.export import export_run, load_model
+    from jumpdenoise.predict.model import load_model
+    from jumpdenoise.train.export import export_run
 
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()
@@ -147,11 +150,11 @@ def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_
         json.loads((trained / "normalization.json").read_text())["mean"])
     pred = bmz.predict(x, data_type="array", axes="SCYX")
     pred = np.squeeze(np.asarray(pred[0][0] if isinstance(pred, tuple) else pred[0]))
-    model, _, norm = load_model(trained)
-    m = np.asarray(norm["mean"], np.float32)[None, :, None, None]
-    s = np.asarray(norm["std"], np.float32)[None, :, None, None]
+    loaded = load_model(trained)
+    m = loaded.mean.astype(np.float32)[None, :, None, None]
+    s = loaded.std.astype(np.float32)[None, :, None, None]
     with torch.no_grad():
-        ours = np.squeeze(model(torch.from_numpy((x - m) / s)).numpy() * s + m)
+        ours = np.squeeze(loaded.module(torch.from_numpy((x - m) / s)).numpy() * s + m)
     np.testing.assert_allclose(pred, ours, rtol=1e-4, atol=1e-2)
     import zipfile
 
@@ -160,33 +163,20 @@ def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_
     assert "DNA" in text and "ER" in text
 
 
-def test_compiled_module_keeps_careamics_parameter_names(trained: Path) -> None:
-    """``train.trainer.compile`` compiles in place: the state dict (what checkpoints hold) is unchanged."""
+def test_channels_last_module_keeps_careamics_parameter_names(trained: Path) -> None:
+    """Channels-last weights change how training runs, not the state dict (what checkpoints hold)."""
     from jumpdenoise.train.module import JumpN2VModule
 
     module = JumpN2VModule.load_from_checkpoint(trained / "checkpoints" / "last.ckpt", map_location="cpu")
-    before = list(module.state_dict())
-    module.channels_last = module.compile_network = True
+    before = {k: v.clone() for k, v in module.state_dict().items()}
     module.configure_model()
-    assert list(module.state_dict()) == before and all("_orig_mod" not in k for k in before)
     assert module.model.encoder.encoder_blocks[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    after = module.state_dict()
+    assert list(after) == list(before) and all(torch.equal(after[k], before[k]) for k in before)
 
 
-def test_channels_last_training_writes_careamics_checkpoints(plate: Path, tmp_path: Path) -> None:
-    """The performance switches (channels-last, sync-free masking) change how training runs, not what is saved."""
-    from careamics import CAREamist
+def test_unmasked_batches_are_refused() -> None:
+    from jumpdenoise.train.module import JumpN2VModule
 
-    from jumpdenoise.stages.train import train
-    from jumpdenoise.train.run_folder import best_checkpoint
-
-    trainer = {**TINY["trainer"], "channels_last": True, "masking": "fast"}
-    run = train(load_config(_write_config(tmp_path, plate, epochs=1, trainer=trainer)))
-    rows = read_curves(run)
-    assert len(rows) == 1 and np.isfinite(float(rows[0]["val_loss"]))
-    ckpt = best_checkpoint(run)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    assert state and all(k.startswith("model.") and "_orig_mod" not in k for k in state)
-    careamist = CAREamist(checkpoint_path=ckpt, work_dir=tmp_path / "careamist", enable_progress_bar=False)
-    x = np.load(run / "example_input.npy").astype(np.float32)
-    pred = careamist.predict(x, data_type="array", axes="SCYX")
-    assert np.isfinite(np.asarray(pred[0])).all()
+    with pytest.raises(ValueError, match="masked by the data workers"):
+        JumpN2VModule._unpack(torch.zeros(2, 2, 8, 8))

@@ -50,6 +50,20 @@ def test_bad_value_is_named_with_value(tmp_path: Path) -> None:
         load_config(p)
 
 
+def test_unknown_slurm_stage_is_named_with_the_valid_names(tmp_path: Path) -> None:
+    inline = {"executor": {"kind": "slurm", "profile": {"stages": {"predcit": {"time_min": 5}}}}}
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=inline)
+    lines = str(info.value).splitlines()[1:]
+    assert len(lines) == 1, lines  # no noise from the path branch of executor.profile
+    assert lines[0].strip().startswith("executor.profile.stages: ") and "'predcit'" in lines[0]
+    assert "predict" in lines[0] and "train" in lines[0] and "control" in lines[0]
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("stages:\n  trian:\n    time_min: 5\n")
+    with pytest.raises(ConfigError, match=r"stages: .*'trian'.*stages: .*train"):
+        load_profile(profile)
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -151,24 +151,3 @@ def test_config_accepts_layouts_and_rejects_unknown_ones() -> None:
     with pytest.raises(ValidationError) as info:
         PredictConfig(layout="nhwc")
     assert "layout" in str(info.value) and "nhwc" in str(info.value)
-
-
-@pytest.mark.parametrize("depth,n2v2,independent", [(2, False, True), (3, True, True), (2, False, False)])
-def test_unet_parts_reads_the_careamics_structure(depth: int, n2v2: bool, independent: bool) -> None:
-    """One reading of the UNet for both fast paths: levels, pools, N2V2's top skip, groups."""
-    from jumpdenoise.predict.unet_parts import UnsupportedNetwork, unet_parts
-
-    net = careamics_unet(3, depth=depth, features=8, n2v2=n2v2, independent=independent)
-    parts = unet_parts(net)
-    assert parts.depth == depth and len(parts.pools) == len(parts.ups) == len(parts.decoder_blocks) == depth
-    assert all(type(b).__name__ == "Conv_Block" for b in (*parts.encoder_blocks, parts.bottleneck,
-                                                          *parts.decoder_blocks))
-    assert type(parts.pools[0]).__name__ == ("MaxBlurPool" if n2v2 else "MaxPool2d")
-    assert parts.use_skip == tuple(not (n2v2 and level == depth - 1) for level in range(depth))
-    assert parts.groups == (3 if independent else 1) and parts.final_conv is net.final_conv
-    with pytest.raises(UnsupportedNetwork, match="not a CAREamics UNet"):
-        unet_parts(torch.nn.Conv2d(3, 3, 1))
-    broken = careamics_unet(3, depth=2, features=8)
-    broken.encoder.encoder_blocks = torch.nn.ModuleList(list(broken.encoder.encoder_blocks)[:-1])
-    with pytest.raises(UnsupportedNetwork, match="without pooling"):
-        unet_parts(broken)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jumpdenoise.compat import load_careamics_configuration, save_careamics_configuration
 from jumpdenoise.config import load_config
 from jumpdenoise.errors import ConfigError
-from jumpdenoise.train.careamics_config import (
-    build_careamics_config, load_careamics_config, save_careamics_config)
+from jumpdenoise.train.careamics_config import build_careamics_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED_CONFIG = ROOT / "configs" / "n2v_jump.yaml"
@@ -59,8 +59,8 @@ def test_n2v2_is_one_switch_away() -> None:
 
 def test_careamics_config_round_trips(tmp_path: Path) -> None:
     _, cc = _careamics()
-    path = save_careamics_config(cc, tmp_path / "careamics_config.yaml")
-    back = load_careamics_config(path)
+    path = save_careamics_configuration(cc, tmp_path / "careamics_config.yaml")
+    back = load_careamics_configuration(path)
     assert back.algorithm_config.model_dump() == cc.algorithm_config.model_dump()
     for key in ("axes", "patching", "normalization", "augmentations", "batch_size"):
         assert getattr(back.data_config, key) == getattr(cc.data_config, key), key
@@ -85,6 +85,9 @@ def test_lr_scaling_rule() -> None:
     ({"augmentations": [{"name": "Blur"}]}, r"train\.augmentations"),
     ({"wells": ["A01"], "val_wells": ["B02"]}, r"val_wells.*B02"),
     ({"trainer": {"precision": "8-bit"}}, r"train\.trainer\.precision"),
+    ({"trainer": {"masking": "fast"}}, r"train\.trainer\.masking: Extra inputs are not permitted"),
+    ({"fields_in_cache": 36}, r"train\.fields_in_cache: Extra inputs"),
+    ({"experimental": {"compile": True}}, r"train\.experimental\.compile: Extra inputs"),
 ])
 def test_bad_config_names_the_field(tmp_path: Path, train: dict, field: str) -> None:
     p = tmp_path / "bad.yaml"

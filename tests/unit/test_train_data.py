@@ -174,13 +174,12 @@ def test_prepare_writes_the_run_header(tmp_path: Path, plate: Path) -> None:
 
 
 def test_stream_with_loader_masking_yields_masked_triples_seeded_per_batch() -> None:
-    from careamics.config.algorithms.n2v_manipulation.n2v_manipulate_config import N2VManipulateConfig
-
+    from jumpdenoise.compat import n2v_manipulate_config
     from jumpdenoise.train.masking import LoaderMasking
 
     rng = np.random.default_rng(0)
     refs = arrays_to_refs([rng.normal(100, 10, (2, 64, 64)).astype(np.float32) for _ in range(3)])
-    masking = LoaderMasking(N2VManipulateConfig(masked_pixel_percentage=5.0, roi_size=5).model_dump())
+    masking = LoaderMasking(n2v_manipulate_config(masked_pixel_percentage=5.0, roi_size=5).model_dump())
     plain = list(_stream(refs, seed=4))
     from jumpdenoise.train.masking import densify
 
@@ -196,3 +195,27 @@ def test_stream_with_loader_masking_yields_masked_triples_seeded_per_batch() -> 
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[2], b[2]) for a, b in zip(masked, again))
     dense = masking(masked[0][1], seed=0)  # sparse and dense forms are the same masking
     assert all(torch.equal(a, b) for a, b in zip(densify(*masking.sparse(masked[0][1], seed=0)), dense))
+
+
+def test_data_module_streams_this_ranks_patches_and_masks_validation_once() -> None:
+    """Under DDP each rank builds its stream with its global rank: ranks draw different patches."""
+    from types import SimpleNamespace
+
+    from jumpdenoise.compat import n2v_manipulate_config
+    from jumpdenoise.train.masking import LoaderMasking
+    from jumpdenoise.train.module import PatchDataModule
+
+    rng = np.random.default_rng(0)
+    refs = arrays_to_refs([rng.normal(100, 10, (1, 64, 64)).astype(np.float32) for _ in range(3)])
+    masking = LoaderMasking(n2v_manipulate_config(masked_pixel_percentage=5.0, roi_size=5).model_dump())
+    firsts = []
+    for rank in (0, 1):
+        data = PatchDataModule(refs, refs[:1], [100.0], [10.0], patch_size=16, batch_size=4, patches_per_epoch=32,
+                               n_val_patches=8, seed=3, augmentations=[], masking=masking)
+        data.trainer = SimpleNamespace(global_rank=rank, world_size=2, accelerator=object())
+        data.setup("fit")
+        assert data.train_stream.rank == rank and len(data.train_stream) == 4  # 32 / (4 x 2 ranks)
+        masked, original, mask = data._val
+        assert masked.shape == original.shape == mask.shape == (8, 1, 16, 16) and int(mask.sum()) > 0
+        firsts.append(next(iter(data.train_dataloader()))[0])
+    assert not torch.equal(firsts[0], firsts[1])

@@ -17,12 +17,11 @@ def _unet(channels: int = 2):
 
 
 def _batch(device: str, channels: int = 2):
-    from careamics.config.algorithms.n2v_manipulation.n2v_manipulate_config import N2VManipulateConfig
-
+    from jumpdenoise.compat import n2v_manipulate_config
     from jumpdenoise.train.masking import LoaderMasking
 
     x = torch.randn(4, channels, 32, 32, generator=torch.Generator().manual_seed(1))
-    masked, original, mask = LoaderMasking(N2VManipulateConfig(masked_pixel_percentage=3.0).model_dump())(x, 5)
+    masked, original, mask = LoaderMasking(n2v_manipulate_config(masked_pixel_percentage=3.0).model_dump())(x, 5)
     return tuple(t.to(device) for t in (masked, original, mask))
 
 
@@ -44,12 +43,11 @@ def test_loss_net_is_the_eager_n2v_loss(channels_last: bool) -> None:
 
 
 def test_graphs_are_refused_where_they_cannot_run() -> None:
-    assert graphs_supported(torch.device("cpu"), 1, "32-true", False)[0] is False
-    ok, why = graphs_supported(torch.device("cuda", 0), 2, "bf16-mixed", False)
+    assert graphs_supported(torch.device("cpu"), 1, "32-true")[0] is False
+    ok, why = graphs_supported(torch.device("cuda", 0), 2, "bf16-mixed")
     assert not ok and "DDP" in why
-    assert "compiled" in graphs_supported(torch.device("cuda", 0), 1, "32-true", True)[1]
-    assert "16-mixed" in graphs_supported(torch.device("cuda", 0), 1, "16-mixed", False)[1]
-    assert graphs_supported(torch.device("cuda", 0), 1, "bf16-mixed", False) == (True, "")
+    assert "16-mixed" in graphs_supported(torch.device("cuda", 0), 1, "16-mixed")[1]
+    assert graphs_supported(torch.device("cuda", 0), 1, "bf16-mixed") == (True, "")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
