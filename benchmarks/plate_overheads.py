@@ -38,7 +38,8 @@ def _config(raw: Path, out: Path):
 
     data = JumpDenoiseConfig().model_dump()
     data["paths"].update(raw_plate=str(raw), denoised_plate=str(out))
-    data["predict"].update(model=str(raw), device="cpu", write_processes=0, overwrite=True)  # model: unused
+    data["predict"].update(model=str(raw), device="cpu", overwrite=True)  # model: unused
+    data["predict"]["experimental"].update(write_processes=0)
     return JumpDenoiseConfig.model_validate(data)
 
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from jumpdenoise.predict.testing import make_plate
     from jumpdenoise.stages import predict as stage
     from jumpdenoise.stages.base import bind
+    from jumpdenoise.stages.session import PlateSession
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="jd-bench-plate-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -78,18 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         results[label] = time.perf_counter() - t0
         return results[label]
 
-    with stand_in_predictor(predictor):  # no model file to load
+    with stand_in_predictor(predictor), PlateSession() as session:  # no model file to load
         out = workdir / "out.zarr"
         cfg = _config(raw, out)
         ngff_chunks.write_metadata_documents = lambda root, nodes: False
-        timed("prepare_zarr_create_hierarchy", lambda: stage.prepare(cfg))
+        timed("prepare_zarr_create_hierarchy", lambda: stage.prepare(cfg, session))
         ngff_chunks.write_metadata_documents = real_writer
         shutil.rmtree(out)
-        timed("prepare_direct", lambda: stage.prepare(cfg))
+        timed("prepare_direct", lambda: stage.prepare(cfg, session))
         units = stage.plan(cfg)
-        timed("run", lambda: LocalExecutor(1).map(bind(stage.MODULE, cfg), units, label="predict"))
-        timed("finalize_payloads_in_memory", lambda: stage.finalize(cfg))
-        timed("finalize_markers_read", lambda: stage.finalize(cfg))
+        outcomes: list = []
+        timed("run", lambda: outcomes.extend(LocalExecutor(1).map(bind(stage.MODULE, cfg, session), units,
+                                                                   label="predict")))
+        timed("finalize_payloads_in_memory", lambda: stage.finalize(cfg, outcomes, session))  # takes the payloads
+        timed("finalize_markers_read", lambda: stage.finalize(cfg, outcomes, session))
     for label in ("prepare_zarr_create_hierarchy", "prepare_direct", "run", "finalize_markers_read",
                   "finalize_payloads_in_memory"):
         print(f"{label:>30}: {results[label]:6.2f} s ({results[label] / n * 1000:.2f} ms per field)", flush=True)

@@ -21,7 +21,9 @@ A mode is ``+``-joined tokens: ``fp32`` or ``bf16`` (autocast), ``compile``
 sub-network per channel; default: the engine's ``auto``), ``autotune`` (cuDNN autotuning).
 Plate-to-plate pipeline tokens: ``pf<N>`` prefetch, ``wp<N>`` writer processes,
 ``io<N>`` I/O threads, ``wpu<N>`` wells per unit, ``perunit`` (units one at a time, each
-draining the pipeline, instead of streamed through one pipeline).
+draining the pipeline, instead of streamed through one pipeline). Every token but ``bf16``
+sets a benchmark-only switch of ``predict.experimental``; without them prediction runs the
+measured-fastest path of the device.
 ``--engine-only`` also times the engine alone (fields in memory, nothing written) for each
 of ``--engine-modes`` (default: ``--modes``), checks each variant's output on one field
 against the fp32 grouped network, and prints a table.
@@ -59,7 +61,7 @@ TOKENS = ("fp32", "bf16", "compile", "autotune", "graphs", "nographs", *LAYOUT_T
 #: wpu<N> wells per unit (e.g. ``bf16+split+autotune+pf6+wp12``; the engine-only runs ignore them).
 PIPELINE_TOKEN = re.compile(r"(pf|wp|io|wpu)(\d+)")
 PIPELINE_KEYS = {"pf": "prefetch", "wp": "write_processes", "io": "io_threads", "wpu": "wells_per_unit"}
-#: ``perunit``: units one at a time, each draining the pipeline (as before units were streamed)
+#: ``perunit``: units one at a time, each draining the pipeline (instead of streamed through one)
 PIPELINE_FLAGS = ("perunit",)
 
 
@@ -142,8 +144,10 @@ def run_jumpdenoise(run: Path, plate: Path, out: Path, fields: list, mode: str, 
 
     wells = sorted({w for w, _ in fields})
     executor = LocalExecutor(1, stream="perunit" not in mode.split("+"))
-    settings = {"device": args.device, **parse_mode(mode), **parse_pipeline(mode),
-                "tile_size": args.tile_size, "batch_size": args.batch_size, "overwrite": True, "dtype": args.dtype}
+    engine = parse_mode(mode)
+    settings = {"device": args.device, "bf16": engine.pop("bf16"), "tile_size": args.tile_size,
+                "batch_size": args.batch_size, "overwrite": True, "dtype": args.dtype,
+                "experimental": {**engine, **parse_pipeline(mode)}}
     t = time.perf_counter()
     predict(model=run, plate=plate, out=out.with_name(out.name + ".warmup"), wells=wells[:1], fields=[0], **settings)
     warm = time.perf_counter() - t

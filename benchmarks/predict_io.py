@@ -6,8 +6,8 @@ predict stage does (:class:`~jumpdenoise.predict.writers.PlateFieldWriter`: outp
 write_field with its pyramid, statistics partial, raw-vs-denoised comparison, done marker),
 through :func:`~jumpdenoise.predict.engine.run_fields`. In the same run:
 
-- ``legacy``: the write side as it was (host normalisation, the former comparison code:
-  two-index medians, float64 copies), writer threads;
+- ``legacy``: a plain write side (host normalisation, a comparison with two-index medians
+  and float64 copies), writer threads;
 - ``threads``: normalisation on the device, the current comparison, writer threads;
 - ``processes-N``: the same in N writer processes fed through shared memory;
 - ``stage-perunit`` / ``stage-streamed`` (with ``--stage``): the whole predict stage
@@ -90,7 +90,7 @@ def _old_comparison(raw: np.ndarray, den: np.ndarray) -> dict:
 
 @dataclass(frozen=True)
 class LegacyWriter:
-    """The write job as it was before shared-memory writers (for the baseline)."""
+    """A plain write job (the baseline): host-side comparison with float64 copies."""
 
     out: str
     dtype: str
@@ -107,11 +107,16 @@ class LegacyWriter:
 
 
 def _children_cpu() -> float:
-    """CPU seconds of this process's live writer processes (from /proc; 0 if none)."""
-    from jumpdenoise.predict import writers
+    """CPU seconds of this process's writer processes: the live ones (from /proc) and those
+    that ended and were waited for (``RUSAGE_CHILDREN``: a stage's session stops its writers)."""
+    import multiprocessing as mp
+    import resource
 
-    pool, total = writers._POOL, 0.0
-    for p in (pool._procs if pool is not None else []):
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ended.ru_utime + ended.ru_stime
+    for p in mp.active_children():
+        if not p.name.startswith("jd-writer"):
+            continue
         try:
             fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -124,7 +129,7 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
     from jumpdenoise.io.ngff import create_plate_like, read_field
     from jumpdenoise.predict.engine import Predictor, normalize, run_fields
     from jumpdenoise.predict.pipeline import HANDOVER_DEPTH
-    from jumpdenoise.predict.writers import PlateFieldWriter, close_writer_pool, resolve_io_threads, writer_pool
+    from jumpdenoise.predict.writers import PlateFieldWriter, WriterPool, resolve_io_threads
 
     class LegacyPredictor(Predictor):
         def upload(self, raw):
@@ -148,18 +153,21 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
     job = (LegacyWriter if mode == "legacy" else PlateFieldWriter)(str(out), args.dtype, *(
         () if mode == "legacy" else (CHANNELS,)))
     fresh()
-    if procs:  # start the pool (kept between units by the stage) before timing
-        writer_pool(procs, procs + args.prefetch + HANDOVER_DEPTH, read(keys[0]),
-                    (len(CHANNELS), *read(keys[0]).shape[1:]))
-    run_fields(predictor, keys[:2], read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
-               writers=threads, write_processes=procs)  # warm-up
-    fresh()
-    cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
-    report = run_fields(predictor, keys, read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
-                        writers=threads, write_processes=procs)
-    seconds = time.perf_counter() - t0
-    main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
-    close_writer_pool()
+    pool = WriterPool()  # as the stage's session: started once, kept between calls
+    try:
+        if procs:  # started before timing
+            pool.get(procs, procs + args.prefetch + HANDOVER_DEPTH, read(keys[0]),
+                     (len(CHANNELS), *read(keys[0]).shape[1:]))
+        run_fields(predictor, keys[:2], read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
+                   writers=threads, write_processes=procs, writer_pool=pool)  # warm-up
+        fresh()
+        cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
+        report = run_fields(predictor, keys, read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
+                            writers=threads, write_processes=procs, writer_pool=pool)
+        seconds = time.perf_counter() - t0
+        main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
+    finally:
+        pool.close()
     if report.failures:
         raise RuntimeError(f"{mode}: {report.failures[0].error!r}")
     n = len(report.done)
@@ -184,7 +192,7 @@ def stand_in_predictor(predictor: Any) -> Iterator[None]:
     from jumpdenoise.stages import predict_units
 
     saved = stage.get_predictor, predict_units.get_predictor
-    stage.get_predictor = predict_units.get_predictor = lambda config: predictor
+    stage.get_predictor = predict_units.get_predictor = lambda config, session: predictor
     try:
         yield
     finally:
@@ -195,26 +203,22 @@ def run_stage(stream: bool, procs: int, plate: Path, out: Path, keys: list, args
     """The predict stage end to end (identity network), units streamed or one at a time."""
     from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.predict.engine import Predictor
-    from jumpdenoise.predict.writers import close_writer_pool, resolve_io_threads
+    from jumpdenoise.predict.writers import resolve_io_threads
     from jumpdenoise.stages import predict as stage
 
     predictor = Predictor(trivial_model(args.device), tile_size=None, overlap=0)
     wells = sorted({w for w, _ in keys})
-    settings = {"device": args.device, "write_processes": procs, "prefetch": args.prefetch,
-                "wells_per_unit": args.wells_per_unit, "overwrite": True, "dtype": args.dtype}
-    if args.io_threads:
-        settings["io_threads"] = args.io_threads
-    try:
-        with stand_in_predictor(predictor):  # no model file to load
-            warm = out.with_name(out.name + ".warm")
-            stage.predict(model=plate, plate=plate, out=warm, wells=wells[:1], fields=[0], **settings)
-            cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
-            stage.predict(model=plate, plate=plate, out=out, wells=wells, executor=LocalExecutor(1, stream=stream),
-                          **settings)
-            seconds = time.perf_counter() - t0
-            main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
-    finally:
-        close_writer_pool()
+    experimental = {"write_processes": procs, "prefetch": args.prefetch, "wells_per_unit": args.wells_per_unit,
+                    "io_threads": args.io_threads}
+    settings = {"device": args.device, "overwrite": True, "dtype": args.dtype, "experimental": experimental}
+    with stand_in_predictor(predictor):  # no model file to load
+        warm = out.with_name(out.name + ".warm")
+        stage.predict(model=plate, plate=plate, out=warm, wells=wells[:1], fields=[0], **settings)
+        cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
+        stage.predict(model=plate, plate=plate, out=out, wells=wells, executor=LocalExecutor(1, stream=stream),
+                      **settings)
+        seconds = time.perf_counter() - t0
+        main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0
     n = len(keys)
     return {"fields": n, "seconds": seconds, "fields_per_s": n / seconds, "cpu_s_per_field": (main_cpu + kids_cpu) / n,
             "main_cpu_s_per_field": main_cpu / n, "writer_processes_cpu_s_per_field": kids_cpu / n,

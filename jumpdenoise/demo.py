@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from jumpdenoise.io.ngff_markers import STATISTICS_CSV, sidecar_path
+
 #: The embedded default plate: 2 x 3 wells, 2 fields per well, 5 Cell Painting channels.
 DEMO_PLATE = dict(plate_name="DEMO-PLATE", rows=2, columns=3, fields=2,
                   channels=("DNA", "ER", "RNA", "AGP", "Mito"), size=(256, 256), seed=0,
@@ -71,7 +73,7 @@ def run_demo(out_dir: str | Path = "jumpdenoise-demo", *, workers: int = 2,
     echo("3/3 per-channel statistics (recomputed from the OME-Zarr plate):")
     stats = compute_statistics(cfg.paths.raw_plate)
     echo(format_statistics(stats))
-    csv_path = Path(cfg.paths.raw_plate) / ".jumpdenoise" / "statistics.csv"
+    csv_path = sidecar_path(cfg.paths.raw_plate, STATISTICS_CSV)
     echo("")
     echo(f"source plate (Index.idx.xml + TIFFs): {source}")
     echo(f"OME-Zarr plate:                       {cfg.paths.raw_plate}")

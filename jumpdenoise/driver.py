@@ -10,7 +10,9 @@ works on it. A read-only, forbidden or full output becomes one
 :class:`~jumpdenoise.errors.OutputWriteError` line.
 
 A *recorder* keeps the run state: the pipeline's :class:`~jumpdenoise.run_state.RunState`,
-or :class:`NullRecorder` for single commands.
+or :class:`NullRecorder` for single commands. A *session*
+(:class:`~jumpdenoise.stages.session.PlateSession`) holds what the stage caches across units
+in this process; the driver makes it, passes it to the stage functions and closes it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 from jumpdenoise.errors import ConfigError, UnitFailures
 from jumpdenoise.io import output_guard
 from jumpdenoise.stages.base import Stage, StageIO, Unit, bind
+from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession, session_or_own
 
 if TYPE_CHECKING:
     from jumpdenoise.executors.base import Executor, Outcome
@@ -135,7 +138,10 @@ def jsonable(value: Any, limit: int = 20000) -> Any:
 def record_outcomes(recorder: Recorder, stage: Stage, outcomes: list[Outcome]) -> None:
     """Record every unit's outcome (value kept small, error text and log path)."""
     for o in outcomes:
-        recorder.write_unit(stage.name, o.key, ok=o.ok, value=jsonable(o.value), error=o.error, log=o.log,
+        value = o.value
+        if isinstance(value, dict) and PAYLOADS_KEY in value:  # for finalize only, never recorded
+            value = {k: v for k, v in value.items() if k != PAYLOADS_KEY}
+        recorder.write_unit(stage.name, o.key, ok=o.ok, value=jsonable(value), error=o.error, log=o.log,
                             job_id=(o.extra or {}).get("job_id"))
 
 
@@ -226,8 +232,11 @@ def _temporaries(output: Path | None) -> set[Path]:
 # ----------------------------------------------------------------------------- the steps
 
 
-def begin_stage(stage: Stage, job: Any, recorder: Recorder) -> tuple[Any, list[Unit]]:
+def begin_stage(stage: Stage, job: Any, recorder: Recorder,
+                session: PlateSession | None = None) -> tuple[Any, list[Unit]]:
     """Precheck, prepare and plan (the caller holds the output lock); records the plan.
+
+    ``session``: the process's :class:`PlateSession` (default: one for this call only).
 
     Returns
     -------
@@ -240,14 +249,15 @@ def begin_stage(stage: Stage, job: Any, recorder: Recorder) -> tuple[Any, list[U
     precheck = getattr(mod, "precheck", None)
     if precheck is not None:
         precheck(job)
-    with write_errors(io):
-        prepared = mod.prepare(job)
+    with write_errors(io), session_or_own(session) as session:
+        prepared = mod.prepare(job, session)
         units = mod.plan(job)
     recorder.write_plan(stage.name, units)
     return prepared, units
 
 
-def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outcome], *, check: bool = True) -> Any:
+def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outcome], *, check: bool = True,
+                 session: PlateSession | None = None) -> Any:
     """Finalize after the units and mark the stage done, unless units failed.
 
     A stage that finalizes partial results (conversion, prediction) is finalized even when
@@ -257,6 +267,8 @@ def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outc
     ----------
     check
         Raise the unit failures (else the caller does, e.g. after printing a report).
+    session
+        The process's :class:`PlateSession` (default: one for this call only).
 
     Raises
     ------
@@ -269,8 +281,8 @@ def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outc
     failed = failures_of(outcomes, io.output)
     summary = None
     if not failed or stage.finalize_on_failure:
-        with write_errors(io, failed):
-            summary = stage_module(stage).finalize(job, outcomes)
+        with write_errors(io, failed), session_or_own(session) as session:
+            summary = stage_module(stage).finalize(job, outcomes, session)
     if failed:
         if check:
             raise UnitFailures(stage.name, failed)
@@ -315,6 +327,9 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
         Raise the unit failures (default); else return them in :attr:`StageRun.failures`
         (:meth:`StageRun.check` raises them).
 
+    The stage functions that run in this process share one :class:`PlateSession` (closed
+    when the stage ends, whatever happened); units in worker processes get their own.
+
     Raises
     ------
     UnsafeOutputError, OutputInUseError, OutputWriteError, UnitFailures
@@ -340,6 +355,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
         # a job without executor settings (e.g. statistics of one plate) runs in this process
         executor = make_executor(getattr(config, "executor", None) or ExecutorConfig(workers=1), stage)
     run = StageRun(stage, output=io.output)
+    session = PlateSession()  # what the stage caches across units in this process; closed at the end
     background = ThreadPoolExecutor(1, thread_name_prefix=f"{stage.name}-executor")
     closing = None
     try:
@@ -350,7 +366,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
             warm_up, worker_imports = getattr(executor, "warm_up", None), getattr(mod, "warm_up_worker", None)
             warming = background.submit(warm_up, worker_imports) if warm_up and worker_imports else None
             try:
-                run.prepared, run.units = begin_stage(stage, job, recorder)
+                run.prepared, run.units = begin_stage(stage, job, recorder, session)
             finally:
                 if warming is not None:
                     warming.exception()  # never close a cluster while it starts
@@ -361,16 +377,17 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
                            remote=bool(ex_cfg is not None and (ex_cfg.dask_slurm or ex_cfg.scheduler_address)))
                 context = getattr(mod, "in_process_context", None)
                 with context(job) if context is not None else contextlib.nullcontext():
-                    run.outcomes = executor.map(bind(stage.module, job), run.units, label=stage.name)
+                    run.outcomes = executor.map(bind(stage.module, job, session), run.units, label=stage.name)
             record_outcomes(recorder, stage, run.outcomes)
             if own:
                 closing = background.submit(executor.close)  # overlaps finalize
-            run.summary = finish_stage(stage, job, recorder, run.outcomes, check=check)
+            run.summary = finish_stage(stage, job, recorder, run.outcomes, check=check, session=session)
     finally:
         if own and closing is None:
             executor.close()
         if closing is not None:
             closing.result()
         background.shutdown()
+        session.close()
     run.seconds = time.perf_counter() - start
     return run

@@ -51,13 +51,15 @@ class UnitTask:
         from jumpdenoise.driver import jsonable
         from jumpdenoise.executors.base import error_text
         from jumpdenoise.executors.slurm import job_environment
+        from jumpdenoise.stages.session import PlateSession
 
         stage = BY_NAME[self.stage]
         rs = _run_state(self.config)
         log, job_id = job_environment()
         rank = int(os.environ.get("SLURM_PROCID", "0"))
         try:
-            value = stage_module(stage).run_one(stage.job(self.config), unit)
+            with PlateSession(keeps_payloads=False) as session:  # this task's own; its result travels
+                value = stage_module(stage).run_one(stage.job(self.config), unit, session)
         except Exception as exc:
             if rank == 0:
                 rs.write_unit(stage.name, unit.key, ok=False, error=error_text(exc), log=log, job_id=job_id)

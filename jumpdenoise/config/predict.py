@@ -19,7 +19,56 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class PredictExperimental(BaseModel):
+    """Benchmark-only switches of prediction (``predict.experimental``).
+
+    Without them, prediction runs the fastest path measured on each kind of device (README,
+    "Benchmarks"): the network layout, CUDA graphs (with an eager fallback when a graph
+    cannot be captured or differs from the eager pass), writer processes and read-ahead are
+    chosen automatically. ``benchmarks/predict.py`` and ``benchmarks/predict_io.py`` set
+    these to measure the alternatives; they are not a supported interface and may change.
+
+    Attributes
+    ----------
+    compile
+        ``torch.compile`` the network (slow first call).
+    layout
+        ``"auto"`` (the measured winner per device: fused oneDNN ops on the CPU, see
+        :data:`jumpdenoise.predict.engine.CUDA_AUTO_LAYOUT` on CUDA), or a baseline:
+        ``"grouped"`` (the network as it is), ``"channels_last"``, ``"split"`` (one dense
+        sub-network per independent channel). Outputs equal up to float rounding.
+    autotune
+        CUDA: let cuDNN pick its fastest algorithms (outputs no longer guaranteed
+        bit-identical between jobs). Off: deterministic cuDNN.
+    cuda_graphs
+        ``None``: CUDA graphs on CUDA without ``compile``; ``False``: eager.
+    wells_per_unit
+        Wells per unit (one SLURM array task / Dask task each; the in-process executor
+        streams all units through one pipeline, so there it only sets how often progress
+        is reported).
+    prefetch
+        Fields read ahead while the device computes (and fields waiting to be written).
+    io_threads
+        Threads reading and writing fields (default: up to 8, from the CPUs available).
+    write_processes
+        ``"auto"``: ``min(8, CPUs - 2)`` writer processes fed through shared memory on CUDA
+        with at least 4 CPUs, writer threads otherwise; ``0``: threads; ``n``: ``n``
+        processes. Same bytes on disk either way.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    compile: bool = False
+    layout: Literal["auto", "grouped", "channels_last", "split"] = "auto"
+    autotune: bool = False
+    cuda_graphs: bool | None = None
+    wells_per_unit: int = Field(default=8, ge=1)
+    prefetch: int = Field(default=6, ge=1, le=64)
+    io_threads: int | None = Field(default=None, ge=1, le=64)
+    write_processes: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
 
 
 class PredictConfig(BaseModel):
@@ -52,40 +101,10 @@ class PredictConfig(BaseModel):
         ``"float32"`` or ``"source"`` (see the module docstring).
     bf16
         bfloat16 autocast on the device (faster; the output differs slightly from fp32).
-    compile
-        ``torch.compile`` the network (slow first call, faster after).
     tta
         Test-time augmentation: average over the 8 flips/rotations (8x the compute).
-    layout
-        How the network runs on the device (same weights, outputs equal up to float
-        rounding): ``"auto"`` (default: fused oneDNN ops on the CPU, the engine's choice
-        on CUDA), ``"grouped"`` (the network as it is), ``"channels_last"`` (NHWC
-        activations) or ``"split"`` (one dense sub-network per independent channel).
-    autotune
-        CUDA: let cuDNN benchmark and pick its fastest algorithms (faster; outputs are then
-        no longer guaranteed bit-identical between jobs). Default off: deterministic cuDNN.
-    cuda_graphs
-        CUDA: replay the network's forward pass as a CUDA graph (one launch per field;
-        checked against the eager pass once, off if they differ). ``None`` (default): on
-        for CUDA without ``compile``; ``false``: eager.
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    wells_per_unit
-        Wells per parallel unit (one SLURM array task / Dask task each). The in-process
-        executor streams all units through one pipeline, so there this only sets how
-        often progress is reported.
-    prefetch
-        Fields read ahead while the device computes (and fields waiting to be written);
-        6 by default (2 left an H200 waiting for reads: 114 -> 122 Mpx-ch/s with 6).
-    io_threads
-        Threads reading and writing fields (default: up to 8, from the CPUs available).
-    write_processes
-        Where denoised fields are written (converted, compressed, statistics and
-        comparison computed, marked done): ``0`` in ``io_threads`` threads of the
-        predicting process; ``n`` in ``n`` writer processes fed through shared memory
-        (a ring of ``n + prefetch + 3`` fields), which keeps a fast GPU busy where threads
-        are limited by Python's GIL; ``"auto"`` (default): ``min(8, CPUs - 2)`` processes
-        on CUDA with at least 4 CPUs, threads otherwise. Same bytes on disk either way.
     overwrite
         Replace an existing output. Without it, an output prepared by the same model and
         settings is resumed; any other existing output is refused.
@@ -102,6 +121,8 @@ class PredictConfig(BaseModel):
         Denoise the selected fields the raw plate marks complete and leave out the others
         (listed in a warning). Default: a selected field the raw plate does not mark
         complete (its conversion failed or has not run) is an error, and nothing is denoised.
+    experimental
+        Benchmark-only switches (:class:`PredictExperimental`); leave them out.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -116,20 +137,23 @@ class PredictConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1)
     dtype: Literal["float32", "source"] = "float32"
     bf16: bool = False
-    compile: bool = False
     tta: bool = False
-    layout: Literal["auto", "grouped", "channels_last", "split"] = "auto"
-    autotune: bool = False
-    cuda_graphs: bool | None = None
     device: str = "auto"
-    wells_per_unit: int = Field(default=8, ge=1)
-    prefetch: int = Field(default=6, ge=1, le=64)
-    io_threads: int | None = Field(default=None, ge=1, le=64)
-    write_processes: Literal["auto"] | Annotated[int, Field(ge=0, le=64)] = "auto"
     overwrite: bool = False
     allow_worse: bool = False
     truth: Path | None = None
     skip_missing: bool = False
+    experimental: PredictExperimental = Field(default_factory=PredictExperimental)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _experimental_only(cls, data: object) -> object:
+        if isinstance(data, dict):
+            moved = [k for k in data if k in PredictExperimental.model_fields]
+            if moved:
+                raise ValueError(f"predict.{moved[0]}: a benchmark-only switch, set as predict.experimental.{moved[0]} "
+                                 "(the default is the measured-fastest path)")
+        return data
 
     @field_validator("wells")
     @classmethod

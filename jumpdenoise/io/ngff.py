@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jumpdenoise.errors import OutputExistsError, PlateError
-from jumpdenoise.io.ngff_markers import SIDECAR, clear_done, done_keys, field_key, is_done, load_done, mark_done
+from jumpdenoise.io.ngff_markers import DONE, LAYOUT_FILE, SIDECAR, clear_done, done_keys, field_key, is_done, load_done, mark_done
 from jumpdenoise.io.ngff_meta import (
     LAYOUT_VERSION,
     STORAGE_KEYS,
@@ -122,7 +122,7 @@ def _create(
             pass
     (path / SIDECAR).mkdir(exist_ok=True)
     if track_completion:
-        (path / SIDECAR / "done").mkdir(exist_ok=True)
+        (path / SIDECAR / DONE).mkdir(exist_ok=True)
     for fname, text in (sidecar or {}).items():
         (path / SIDECAR / fname).write_text(text)
     # the plate metadata last: a creation killed midway leaves no plate that plate_info accepts
@@ -166,7 +166,7 @@ def create_plate(
     _create(path, name=layout.name, n_rows=layout.n_rows, n_columns=layout.n_columns, fields=fields,
             sites=sites, channels=layout.channel_names, shape_yx=tuple(layout.shape), dtype=layout.dtype,
             pixel_size_um=layout.pixel_size_um, storage=convert.model_dump(), jd_attrs=jd,
-            overwrite=overwrite, sidecar={"layout.json": layout.model_dump_json(indent=1)},
+            overwrite=overwrite, sidecar={LAYOUT_FILE: layout.model_dump_json(indent=1)},
             track_completion=track_completion)
 
 
@@ -210,12 +210,12 @@ def create_plate_like(
     jd = {k: v for k, v in src.attrs.items()
           if k not in ("statistics", "provenance", "fields", "storage", "channels", "dtype", "kind")}
     jd.update({"kind": kind, "derived_from": str(src.path), **(extra_attrs or {})})
-    layout = src.path / SIDECAR / "layout.json"
+    layout = src.path / SIDECAR / LAYOUT_FILE
     _create(dst, name=src.name, n_rows=src.n_rows or 16, n_columns=src.n_columns or 24,
             fields={w: list(src.wells[w]) for w in keep_wells}, sites=sites, channels=keep_channels,
             shape_yx=src.shape_yx, dtype=str(np.dtype(dtype)), pixel_size_um=src.pixel_size_um,
             storage=storage, jd_attrs=jd, overwrite=overwrite,
-            sidecar={"layout.json": layout.read_text()} if layout.is_file() else None, track_completion=True)
+            sidecar={LAYOUT_FILE: layout.read_text()} if layout.is_file() else None, track_completion=True)
 
 
 def _site(info: PlateInfo, well: str, field: int) -> int | None:

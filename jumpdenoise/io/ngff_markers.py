@@ -26,7 +26,34 @@ import numpy as np
 
 from jumpdenoise.errors import PlateError
 
+#: The sidecar folder of a plate (``PLATE/.jumpdenoise/``, outside the zarr hierarchy): this module
+#: is the one owner of its name and of the names of what it holds (docs/FORMATS.md).
 SIDECAR = ".jumpdenoise"
+#: Marker namespace of field completion (``.jumpdenoise/done/<WELL>-<FIELD>.npz``).
+DONE = "done"
+#: Marker namespace of the per-well partial statistics of the stats stage (``stats/<WELL>.npz``).
+STATS_NAMESPACE = "stats"
+#: Marker namespace of the fields an NGFF 0.4 export has written (``done_v04/<WELL>-<FIELD>.npz``).
+DONE_V04 = "done_v04"
+#: The PlateLayout a plate was converted from (raw plates; copied to derived plates).
+LAYOUT_FILE = "layout.json"
+#: Per-channel statistics (plate and per well).
+STATISTICS_CSV = "statistics.csv"
+#: Units that failed in the last run (key -> error).
+FAILURES_FILE = "failures.json"
+#: Images the source lists without a file (raw plates).
+MISSING_IMAGES_CSV = "missing_images.csv"
+#: The prediction job (selection, channels, fingerprint) of a denoised plate.
+PREDICT_JOB_FILE = "predict.json"
+#: The raw-vs-denoised comparison table of a denoised plate.
+COMPARISON_CSV = "comparison.csv"
+#: The manifest of an NGFF 0.4 export (what ``--overwrite`` may replace).
+NGFF_V04_MANIFEST = "export_ngff_v04.json"
+
+
+def sidecar_path(plate: str | Path, *parts: str) -> Path:
+    """``PLATE/.jumpdenoise/<parts...>``, e.g. ``sidecar_path(plate, LAYOUT_FILE)``."""
+    return Path(plate).joinpath(SIDECAR, *parts)
 
 
 def field_key(well: str, field: int) -> str:
@@ -37,11 +64,11 @@ def field_key(well: str, field: int) -> str:
 def _marker(plate: str | Path, key: str, namespace: str) -> Path:
     if not key or "/" in key or key.startswith("."):
         raise ValueError(f"invalid marker key {key!r}")
-    return Path(plate) / SIDECAR / namespace / f"{key}.npz"
+    return sidecar_path(plate, namespace, f"{key}.npz")
 
 
 def mark_done(plate: str | Path, key: str, payload: dict[str, np.ndarray] | None = None,
-              namespace: str = "done") -> None:
+              namespace: str = DONE) -> None:
     """Record unit ``key`` as complete, atomically (temporary file, rename; no fsync, see
     the module docstring).
 
@@ -60,7 +87,7 @@ def mark_done(plate: str | Path, key: str, payload: dict[str, np.ndarray] | None
         raise
 
 
-def is_done(plate: str | Path, key: str, namespace: str = "done") -> bool:
+def is_done(plate: str | Path, key: str, namespace: str = DONE) -> bool:
     """Whether unit ``key`` has a completion marker."""
     return _marker(plate, key, namespace).is_file()
 
@@ -108,7 +135,7 @@ def read_marker(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str, np.ndarray]:
+def load_done(plate: str | Path, key: str, namespace: str = DONE) -> dict[str, np.ndarray]:
     """The payload stored by :func:`mark_done` (raises :class:`PlateError` if there is none)."""
     path = _marker(plate, key, namespace)
     try:
@@ -119,29 +146,29 @@ def load_done(plate: str | Path, key: str, namespace: str = "done") -> dict[str,
         raise PlateError(f"{path}: unreadable completion marker ({exc})") from None
 
 
-def tracks_completion(plate: str | Path, namespace: str = "done") -> bool:
+def tracks_completion(plate: str | Path, namespace: str = DONE) -> bool:
     """Whether ``plate`` records the completion of its units in ``namespace`` (its marker
     folder exists: created when the units are planned, or by the first marker)."""
-    return (Path(plate) / SIDECAR / namespace).is_dir()
+    return sidecar_path(plate, namespace).is_dir()
 
 
-def track_completion(plate: str | Path, namespace: str = "done") -> None:
+def track_completion(plate: str | Path, namespace: str = DONE) -> None:
     """Start recording completion in ``namespace``: from now on, a unit without a marker is
     not complete (see :func:`tracks_completion`)."""
-    (Path(plate) / SIDECAR / namespace).mkdir(parents=True, exist_ok=True)
+    sidecar_path(plate, namespace).mkdir(parents=True, exist_ok=True)
 
 
-def done_keys(plate: str | Path, namespace: str = "done") -> set[str]:
+def done_keys(plate: str | Path, namespace: str = DONE) -> set[str]:
     """Keys of every completed unit in ``namespace``."""
-    folder = Path(plate) / SIDECAR / namespace
+    folder = sidecar_path(plate, namespace)
     if not folder.is_dir():
         return set()
     return {n[:-4] for n in os.listdir(folder) if n.endswith(".npz") and not n.startswith(".")}
 
 
-def clear_done(plate: str | Path, key: str | None = None, namespace: str = "done") -> None:
+def clear_done(plate: str | Path, key: str | None = None, namespace: str = DONE) -> None:
     """Remove the marker of ``key``, or every marker of ``namespace`` when ``key`` is None."""
     if key is None:
-        shutil.rmtree(Path(plate) / SIDECAR / namespace, ignore_errors=True)
+        shutil.rmtree(sidecar_path(plate, namespace), ignore_errors=True)
     else:
         _marker(plate, key, namespace).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from jumpdenoise.errors import PlateError
-from jumpdenoise.io.ngff_markers import SIDECAR
+from jumpdenoise.io.ngff_markers import SIDECAR, STATISTICS_CSV
 from jumpdenoise.io.ngff_meta import dtype_window, read_plate_info
 
 __all__ = ["display_window", "update_group_attrs", "write_statistics", "write_statistics_csv"]
@@ -66,7 +66,7 @@ def write_statistics(plate: str | Path, stats: dict) -> None:
         attrs.setdefault("jumpdenoise", {})["statistics"] = stats
 
     update_group_attrs(root, set_stats)
-    write_statistics_csv(stats, root / SIDECAR / "statistics.csv")
+    write_statistics_csv(stats, root / SIDECAR / STATISTICS_CSV)
     windows = [display_window(stats["plate"][c], info.dtype) for c in info.channels]
 
     def set_windows(attrs: dict) -> None:

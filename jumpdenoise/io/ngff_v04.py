@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from jumpdenoise.errors import OutputExistsError, PlateError
-from jumpdenoise.io.output_guard import NGFF_V04_MANIFEST, check_apart, remove_output
+from jumpdenoise.io.ngff_markers import DONE_V04, NGFF_V04_MANIFEST
+from jumpdenoise.io.output_guard import check_apart, remove_output
 
 __all__ = ["V04Export", "export_ngff_v04", "to_v04_attrs"]
 
 log = logging.getLogger("jumpdenoise.io")
 
 MANIFEST = NGFF_V04_MANIFEST
-DONE_NAMESPACE = "done_v04"
+DONE_NAMESPACE = DONE_V04
 
 
 @dataclass
@@ -154,7 +155,7 @@ def export_ngff_v04(plate: str | Path, out: str | Path, *, overwrite: bool = Fal
     import os
 
     from jumpdenoise.io.ngff import plate_info
-    from jumpdenoise.io.ngff_markers import SIDECAR, done_keys, field_key, mark_done
+    from jumpdenoise.io.ngff_markers import LAYOUT_FILE, SIDECAR, done_keys, field_key, mark_done
 
     src = Path(plate).resolve()
     dst = Path(out)
@@ -169,10 +170,10 @@ def export_ngff_v04(plate: str | Path, out: str | Path, *, overwrite: bool = Fal
         remove_output(dst, ("NGFF 0.4 export", "empty folder"))  # only an export of ours
     if not resuming:
         _create_tree(src, dst, info)
-        layout = src / SIDECAR / "layout.json"
+        layout = src / SIDECAR / LAYOUT_FILE
         manifest_path.parent.mkdir(parents=True, exist_ok=True)
         if layout.is_file():
-            shutil.copyfile(layout, dst / SIDECAR / "layout.json")
+            shutil.copyfile(layout, dst / SIDECAR / LAYOUT_FILE)
         manifest_path.write_text(json.dumps(manifest, indent=1))
     source_done = done_keys(src) if info.kind == "denoised" else None
     already = done_keys(dst, DONE_NAMESPACE)

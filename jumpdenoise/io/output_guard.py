@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterable
 
 from jumpdenoise.errors import OutputInUseError, OutputWriteError, UnsafeOutputError
-from jumpdenoise.io.ngff_markers import SIDECAR
+from jumpdenoise.io.ngff_markers import NGFF_V04_MANIFEST, SIDECAR
 
 #: Environment variable carrying a run's lock token to the jobs of that run.
 RUN_TOKEN_ENV = "JUMPDENOISE_RUN_TOKEN"
@@ -40,8 +40,6 @@ RUN_TOKEN_ENV = "JUMPDENOISE_RUN_TOKEN"
 LOCK_SUFFIX = ".jumpdenoise-lock"
 #: Marker file of a folder written by ``jumpdenoise export-tiff``.
 EXPORT_MARKER = ".jumpdenoise-export.json"
-#: The manifest an NGFF 0.4 export keeps in its sidecar (:mod:`jumpdenoise.io.ngff_v04`).
-NGFF_V04_MANIFEST = "export_ngff_v04.json"
 #: Files of a pipeline run folder (``jumpdenoise run`` / ``submit``).
 RUN_STATE_MARKERS = ("pipeline_state.json", ".pipeline")
 #: Files every training run folder holds (``jumpdenoise train``).

@@ -39,10 +39,8 @@ __all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_in
 #: The network layouts a :class:`Predictor` accepts (see :mod:`jumpdenoise.predict.gpu_fast`).
 LAYOUTS = ("auto", "grouped", "channels_last", "split")
 
-#: What ``layout="auto"`` runs on CUDA devices, in fp32 and in bf16 (the one place to change it).
-#: Measured on an H200 (seed model, 1080^2 fields, engine alone, Mpx-ch/s): fp32 grouped 126,
-#: fp32 split 99; bf16 grouped 240, bf16 split (autotuned) 295, with torch.compile 391 (grouped
-#: channels-last + compile: 274).
+#: What ``layout="auto"`` runs on CUDA devices, in fp32 and in bf16: the fastest layout measured
+#: for each (README, "Benchmarks"; ``benchmarks/predict.py --engine-only`` compares them).
 CUDA_AUTO_LAYOUT = {"fp32": "grouped", "bf16": "split"}
 
 
@@ -134,19 +132,11 @@ def fuse_for_inference(module: Any) -> Any:
     """
     import copy
 
-    import torch
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from jumpdenoise.compat import fold_conv_block_batch_norm
 
     fused = copy.deepcopy(module).eval()
     for block in fused.modules():
-        if type(block).__name__ != "Conv_Block" or not getattr(block, "use_batch_norm", False):
-            continue
-        block.conv1 = fuse_conv_bn_eval(block.conv1, block.batch_norm1)
-        block.conv2 = fuse_conv_bn_eval(block.conv2, block.batch_norm2)
-        block.batch_norm1, block.batch_norm2 = torch.nn.Identity(), torch.nn.Identity()
-        block.use_batch_norm = False
-        if isinstance(block.activation, torch.nn.ReLU):
-            block.activation = torch.nn.ReLU(inplace=True)
+        fold_conv_block_batch_norm(block)
     return fused
 
 

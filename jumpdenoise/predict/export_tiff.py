@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError
-from jumpdenoise.io.ngff_markers import SIDECAR
+from jumpdenoise.io.ngff_markers import LAYOUT_FILE, sidecar_path
 from jumpdenoise.predict.export_csv import ExtraColumns, column_name, rewrite_load_data, write_load_data
 
 __all__ = ["TiffExport", "export_tiff", "to_export_dtype"]
@@ -185,7 +185,7 @@ def export_tiff(denoised: str | Path, out_dir: str | Path, *, wells: Sequence[st
         check_removable(out, "TIFF export")  # only a folder an earlier export wrote is written over
     out.mkdir(parents=True, exist_ok=True)
     mark_export_folder(out)
-    layout_file = plate / SIDECAR / "layout.json"
+    layout_file = sidecar_path(plate, LAYOUT_FILE)
     layout = PlateLayout.load(layout_file) if layout_file.is_file() else None
     selected = list(info.wells) if wells is None else [well_id(*split_well(w)) for w in wells]
     absent = [w for w in selected if w not in info.wells]

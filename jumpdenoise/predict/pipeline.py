@@ -9,7 +9,7 @@ threads (``write_processes=0``) or in writer processes fed through shared memory
 (:class:`~jumpdenoise.predict.writers.WriterProcesses`), which is what keeps a fast GPU fed:
 the per-field CPU work of the write side (compression, statistics, comparison) is mostly
 Python-level numpy calls that do not run in parallel threads of one process, and the
-hand-over's copies into shared memory (tens of MB per field) no longer hold up the launches.
+hand-over's copies into shared memory (tens of MB per field) do not hold up the launches.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from jumpdenoise.errors import ModelError
 
 if TYPE_CHECKING:
     from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.writers import WriterPool
 
 log = logging.getLogger("jumpdenoise.predict")
 
@@ -166,7 +167,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                on_done: Callable[[Any], None] | None = None,
                on_failure: Callable[[FieldFailure], None] | None = None,
                on_written: Callable[[Any, Any], None] | None = None,
-               check_first: Callable[[Any, np.ndarray, np.ndarray], None] | None = None) -> PipelineReport:
+               check_first: Callable[[Any, np.ndarray, np.ndarray], None] | None = None,
+               writer_pool: WriterPool | None = None) -> PipelineReport:
     """Denoise fields through a bounded read -> compute -> write pipeline.
 
     Parameters
@@ -190,11 +192,9 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
         fields wait to be written, so that every writer has work).
     write_processes
         ``0``: write in threads. ``n > 0``: ``n`` writer processes and a ring of
-        ``n + prefetch +`` :data:`HANDOVER_DEPTH` field slots in shared memory (the pool is kept for the next call
-        with the same settings and field shape, until the process exits or
-        :func:`~jumpdenoise.predict.writers.close_writer_pool` is called: spawning writers
-        costs about a second). Falls back to
-        threads in a daemonic process (which cannot have children).
+        ``n + prefetch +`` :data:`HANDOVER_DEPTH` field slots in shared memory, taken from
+        ``writer_pool``. Falls back to threads in a daemonic process (which cannot have
+        children).
     on_done
         Called with each key once written (in the caller's thread).
     on_failure
@@ -205,6 +205,10 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
     check_first
         ``check_first(key, raw, denoised)`` on the first field computed, before it is
         written (e.g. :func:`check_plausible`); what it raises stops the pipeline.
+    writer_pool
+        Where the writer processes come from (a session's pool keeps them for the next call
+        with the same settings and field shape); default: a pool of this call, stopped when
+        it returns. Stopped on an error or interrupt either way.
 
     Returns
     -------
@@ -261,6 +265,11 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
 
     pool = None
     ok = False
+    own_pool = writer_pool is None and write_processes > 0
+    if own_pool:
+        from jumpdenoise.predict.writers import WriterPool
+
+        writer_pool = WriterPool()
     with ThreadPoolExecutor(max(1, readers), thread_name_prefix="jd-read") as rpool, \
             ThreadPoolExecutor(max(1, writers if not write_processes else 1), thread_name_prefix="jd-write") as wpool, \
             ThreadPoolExecutor(1, thread_name_prefix="jd-handover") as hpool:
@@ -333,10 +342,8 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 if write_processes and pool is None:
                     # start the writers now (a denoised field has the raw field's shape): their
                     # start-up (about a second) overlaps this first compute
-                    from jumpdenoise.predict.writers import writer_pool
-
-                    pool = writer_pool(write_processes, write_processes + prefetch + HANDOVER_DEPTH, raw,
-                                       tuple(raw.shape))
+                    pool = writer_pool.get(write_processes, write_processes + prefetch + HANDOVER_DEPTH, raw,
+                                           tuple(raw.shape))
                 # a staging buffer is reused HANDOVER_DEPTH fields later: its hand-over must be done
                 make_room(HANDOVER_DEPTH - 1)
                 t0 = time.perf_counter()
@@ -367,9 +374,9 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
                 # the hand-over in progress uses the pool's shared memory: let it end first
                 futures_wait([f for f in handovers if not f.cancelled()], timeout=60)
                 if pool is not None:  # an error or an interrupt: stop the writers, free the memory
-                    from jumpdenoise.predict.writers import close_writer_pool
-
-                    close_writer_pool()
+                    writer_pool.close()
+            elif own_pool:
+                writer_pool.close()
     order = {k: i for i, k in enumerate(keys)}
     report.done.sort(key=lambda k: order.get(k, len(order)))
     report.seconds = time.perf_counter() - start

@@ -17,7 +17,6 @@ multiprocessing's resource tracker).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import multiprocessing as mp
@@ -38,7 +37,7 @@ from jumpdenoise.errors import JumpDenoiseError
 log = logging.getLogger("jumpdenoise.predict")
 
 __all__ = ["PlateFieldWriter", "WriterProcesses", "WriterDied", "to_output_dtype", "resolve_io_threads",
-           "resolve_write_processes", "writer_pool", "close_writer_pool"]
+           "resolve_write_processes", "WriterPool"]
 
 _ALIGN = 4096
 
@@ -131,9 +130,8 @@ def _warm_up() -> None:
     """Import and run the write path once on a tiny field, before the first task arrives.
 
     A fresh process otherwise spends about a second on its first field (imports of zarr,
-    numcodecs and the statistics code, first-call set-ups): with 8 writers that stalled the
-    first fields of every run (measured on an H200 node: 17 fields/s in the first unit of
-    32 fields, 40-45 in the next ones).
+    numcodecs and the statistics code, first-call set-ups), which would stall the first
+    fields of every run.
     """
     try:
         import zarr  # noqa: F401
@@ -352,28 +350,30 @@ class WriterProcesses:
             pass
 
 
-_POOL: WriterProcesses | None = None
+class WriterPool:
+    """One :class:`WriterProcesses` at a time, reused across calls (a
+    :class:`~jumpdenoise.stages.session.PlateSession` holds one, so that the writers of
+    one stage run start once: spawning them costs about a second).
 
+    Idle writers cost no CPU; they are replaced when the settings or the field shape change,
+    and stopped by :meth:`close` (also on an error or interrupt of the pipeline).
+    """
 
-def writer_pool(processes: int, slots: int, raw: np.ndarray, pred_shape: tuple[int, ...]) -> WriterProcesses:
-    """This process's writer pool for fields like ``raw`` (reused across units and plates:
-    idle writers cost no CPU; replaced when the settings or the field shape change; closed
-    by :func:`close_writer_pool`, on an error or interrupt of the pipeline, and at exit)."""
-    global _POOL
-    if _POOL is not None and (not _POOL.alive() or _POOL.processes != processes or _POOL.n_slots != slots
-                              or not _POOL.fits(raw, pred_shape) or _POOL.in_flight):
-        close_writer_pool()
-    if _POOL is None:
-        _POOL = WriterProcesses(processes, slots, (raw.shape, raw.dtype), (pred_shape, np.float32))
-    return _POOL
+    def __init__(self) -> None:
+        self.processes: WriterProcesses | None = None
 
+    def get(self, processes: int, slots: int, raw: np.ndarray, pred_shape: tuple[int, ...]) -> WriterProcesses:
+        """Writer processes for fields like ``raw`` (the running ones when they fit)."""
+        held = self.processes
+        if held is not None and (not held.alive() or held.processes != processes or held.n_slots != slots
+                                 or not held.fits(raw, pred_shape) or held.in_flight):
+            self.close()
+        if self.processes is None:
+            self.processes = WriterProcesses(processes, slots, (raw.shape, raw.dtype), (pred_shape, np.float32))
+        return self.processes
 
-def close_writer_pool() -> None:
-    """Close this process's writer pool, if any (idempotent)."""
-    global _POOL
-    pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.close()
-
-
-atexit.register(close_writer_pool)
+    def close(self) -> None:
+        """Stop the writer processes, if any, and free their shared memory (idempotent)."""
+        held, self.processes = self.processes, None
+        if held is not None:
+            held.close()

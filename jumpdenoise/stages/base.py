@@ -1,21 +1,25 @@
 """What every stage offers: plan units, run one unit.
 
 A stage module (``jumpdenoise.stages.convert``, ``.stats``, ``.train``, ``.predict``)
-exposes four functions, and nothing else is needed to run it anywhere:
+exposes four functions, and nothing else is needed to run it anywhere. ``session`` is the
+:class:`~jumpdenoise.stages.session.PlateSession` of the process: what the stage caches
+across units (a loaded model, a parsed layout, writer processes) lives there, never in
+module globals.
 
-``prepare(config) -> None``
+``prepare(config, session)``
     Single process, before any unit: writes metadata (plate, wells, field groups).
 ``plan(config) -> list[Unit]``
     The units still to do (completed units are skipped: rerunning resumes).
-``run_one(config, unit) -> dict``
+``run_one(config, unit, session) -> dict``
     Does one unit; idempotent (running it twice gives the same bytes); records its
     completion only after its data are written.
-``finalize(config, results) -> None``
-    Single process, after all units: merges partial results (e.g. statistics).
+``finalize(config, outcomes, session)``
+    Single process, after all units: merges partial results (e.g. statistics); receives
+    the units' outcomes (their results as values).
 
 Optionally:
 
-``run_many(config, units, on_outcome)``
+``run_many(config, units, on_outcome, session)``
     Runs several units in one process in one go (e.g. prediction keeps its
     read/compute/write pipeline full across unit boundaries), calling
     ``on_outcome(unit, result or None, error or None)`` once per unit; the in-process
@@ -39,9 +43,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from jumpdenoise.stages.session import PlateSession
 
 
 class Unit(BaseModel):
@@ -64,22 +71,46 @@ class Unit(BaseModel):
     items: list[str]
 
 
-@dataclass(frozen=True)
 class BoundUnit:
     """A picklable callable running one unit of a stage with a fixed config.
 
-    Executors call ``BoundUnit(stage_module_name, config)(unit)``; the stage module is
-    imported in the worker, so nothing but the config and the unit crosses processes.
+    Executors call ``BoundUnit(stage_module_name, config, session)(unit)``; the stage
+    module is imported in the worker, so nothing but the config and the unit crosses
+    processes. The session is never pickled, only its reference: a copy unpickled in the
+    process that holds the session open (a threaded Dask cluster pickles its tasks) uses it;
+    a copy in another process (a worker) runs each call in a session of its own, closed when
+    the call returns (what it started, e.g. writer processes, ends with it).
     """
 
-    module: str
-    config: Any
+    def __init__(self, module: str, config: Any, session: PlateSession | None = None) -> None:
+        self.module = module
+        self.config = config
+        self.session = session
+
+    def __getstate__(self) -> dict:
+        return {"module": self.module, "config": self.config,
+                "session": self.session.reference if self.session is not None else None}
+
+    def __setstate__(self, state: dict) -> None:
+        from jumpdenoise.stages.session import live_session
+
+        self.module, self.config = state["module"], state["config"]
+        self.session = live_session(state["session"])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BoundUnit) and (self.module, self.config) == (other.module, other.config)
+
+    def __hash__(self) -> int:
+        return hash(self.module)
 
     def __call__(self, unit: Unit) -> dict:
         import importlib
 
+        from jumpdenoise.stages.session import session_or_own
+
         mod = importlib.import_module(self.module)
-        return mod.run_one(self.config, unit)
+        with session_or_own(self.session, keeps_payloads=False) as session:  # own: results travel
+            return mod.run_one(self.config, unit, session)
 
     def run_many(self, units: list[Unit], on_outcome: Callable[[Unit, Any, BaseException | None], None]) -> bool:
         """Run ``units`` in this process with the stage's ``run_many``, if it has one.
@@ -94,13 +125,17 @@ class BoundUnit:
         many = getattr(importlib.import_module(self.module), "run_many", None)
         if many is None:
             return False
-        many(self.config, list(units), on_outcome)
+        from jumpdenoise.stages.session import session_or_own
+
+        with session_or_own(self.session, keeps_payloads=False) as session:
+            many(self.config, list(units), on_outcome, session)
         return True
 
 
-def bind(module: str, config: Any) -> Callable[[Unit], dict]:
-    """Return a picklable ``fn(unit)`` for stage module ``module`` and ``config``."""
-    return BoundUnit(module, config)
+def bind(module: str, config: Any, session: PlateSession | None = None) -> Callable[[Unit], dict]:
+    """Return a picklable ``fn(unit)`` for stage module ``module`` and ``config`` (units run
+    in ``session`` in this process, in a session of their own elsewhere)."""
+    return BoundUnit(module, config, session)
 
 
 # ----------------------------------------------------------------------------- stage records

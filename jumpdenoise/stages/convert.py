@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, OutputExistsError, UnitFailures
 from jumpdenoise.io.layout import FieldLayout, PlateLayout
-from jumpdenoise.io.ngff_markers import SIDECAR
+from jumpdenoise.io.ngff_markers import DONE, FAILURES_FILE, LAYOUT_FILE, MISSING_IMAGES_CSV, sidecar_path
 from jumpdenoise.stages.base import Unit
 from jumpdenoise.stages.convert_report import (  # noqa: F401 - re-exported
     ConvertReport, DonePartials, short_error, write_missing_report,
@@ -38,6 +38,7 @@ from jumpdenoise.stages.convert_report import (  # noqa: F401 - re-exported
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.executors.base import Executor, Outcome
+    from jumpdenoise.stages.session import PlateSession
 
 STAGE = "convert"
 MODULE = "jumpdenoise.stages.convert"
@@ -72,9 +73,9 @@ def _resumable(out: Path, layout: PlateLayout, config: JumpDenoiseConfig) -> str
     from jumpdenoise.errors import PlateError
     from jumpdenoise.io.ngff import done_keys, plate_info
 
-    saved = out / SIDECAR / "layout.json"
+    saved = sidecar_path(out, LAYOUT_FILE)
     if not saved.is_file():
-        return "it was not prepared by jumpdenoise convert (no .jumpdenoise/layout.json)"
+        return f"it was not prepared by jumpdenoise convert (no {saved.relative_to(out)})"
     try:
         previous = PlateLayout.load(saved)
     except (OSError, ValueError) as exc:
@@ -91,12 +92,14 @@ def _resumable(out: Path, layout: PlateLayout, config: JumpDenoiseConfig) -> str
     return None
 
 
-def prepare(config: JumpDenoiseConfig) -> PlateLayout:
+def prepare(config: JumpDenoiseConfig, session: PlateSession) -> PlateLayout:
     """Discover the source and create the plate's metadata (one process, before any pixel).
 
     An existing output is replaced when ``config.convert.overwrite``; it is resumed when it
     was prepared from the same layout with the same storage settings; otherwise refused.
     The metadata are written in a staging folder renamed into place when complete.
+
+    ``session`` is not used (the layout is parsed by the units, once per session).
 
     Returns
     -------
@@ -126,7 +129,7 @@ def prepare(config: JumpDenoiseConfig) -> PlateLayout:
         why_not = _resumable(out, layout, config)
         if why_not is not None:
             raise OutputExistsError(f"{out} ({why_not})")
-        saved = out / SIDECAR / "layout.json"  # the workers read the files of this run
+        saved = sidecar_path(out, LAYOUT_FILE)  # the workers read the files of this run
         staged = saved.with_name(".layout.json.tmp")
         layout.save(staged)
         os.replace(staged, saved)
@@ -150,7 +153,7 @@ def prepare(config: JumpDenoiseConfig) -> PlateLayout:
 
 def _remove_marker_temporaries(out: Path) -> None:
     """Remove the temporary marker files (``.KEY.*.tmp``) of a run killed while writing them."""
-    folder = out / SIDECAR / "done"
+    folder = sidecar_path(out, DONE)
     if folder.is_dir():
         for name in os.listdir(folder):
             if name.startswith(".") and name.endswith(".tmp"):
@@ -159,24 +162,23 @@ def _remove_marker_temporaries(out: Path) -> None:
 
 # ----------------------------------------------------------------------------- worker side
 
-_LAYOUTS: dict[str, tuple[tuple[int, int], PlateLayout, dict[tuple[str, int], FieldLayout]]] = {}
-
-
-def load_layout(plate: str | Path) -> tuple[PlateLayout, dict[tuple[str, int], FieldLayout]]:
-    """The layout saved with ``plate`` and its fields by ``(well, index)`` (cached per process)."""
-    path = Path(plate) / SIDECAR / "layout.json"
+def load_layout(plate: str | Path,
+                session: PlateSession | None = None) -> tuple[PlateLayout, dict[tuple[str, int], FieldLayout]]:
+    """The layout saved with ``plate`` and its fields by ``(well, index)`` (kept in ``session``
+    while the file stays the same, when given)."""
+    path = sidecar_path(plate, LAYOUT_FILE)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise JumpDenoiseError(f"{path}: missing; run the convert stage's prepare first") from None
-    stamp = (st.st_mtime_ns, st.st_size)
-    cached = _LAYOUTS.get(str(path))
-    if cached is None or cached[0] != stamp:
+
+    def parse() -> tuple[PlateLayout, dict[tuple[str, int], FieldLayout]]:
         layout = PlateLayout.load(path)
-        fields = {(w.id, f.index): f for w, f in layout.iter_fields()}
-        cached = (stamp, layout, fields)
-        _LAYOUTS[str(path)] = cached
-    return cached[1], cached[2]
+        return layout, {(w.id, f.index): f for w, f in layout.iter_fields()}
+
+    if session is None:
+        return parse()
+    return session.cached(("layout", str(path), st.st_mtime_ns, st.st_size), parse)
 
 
 def plan(config: JumpDenoiseConfig) -> list[Unit]:
@@ -228,7 +230,7 @@ def _check_listed_files(layout: PlateLayout, well: str, fld: FieldLayout) -> Non
                                      f"well {well}, site {fld.site}): field not converted")
 
 
-def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
+def run_one(config: JumpDenoiseConfig, unit: Unit, session: PlateSession) -> dict:
     """Convert the fields of one unit: read TIFFs, write the field, stats, then mark done.
 
     Every field of the unit is attempted; those that fail are not marked done and are
@@ -251,7 +253,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
     from jumpdenoise.io.tiff import read_field
 
     out = plate_path(config)
-    layout, fields = load_layout(out)
+    layout, fields = load_layout(out, session)
     channels = layout.channel_names
     converted, errors, nbytes = [], [], 0
     for item in unit.items:
@@ -292,7 +294,7 @@ def warm_up_worker() -> None:
 # ----------------------------------------------------------------------------- finalize
 
 
-def finalize(config: JumpDenoiseConfig, results: list[Outcome]) -> dict:
+def finalize(config: JumpDenoiseConfig, results: list[Outcome], session: PlateSession) -> dict:
     """Merge the partial statistics of every done field, write failures and missing images.
 
     Writes the statistics (attributes, ``statistics.csv``, omero windows),
@@ -308,18 +310,17 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome]) -> dict:
     from jumpdenoise.io.ngff import done_keys, write_statistics
 
     out = plate_path(config)
-    layout, _ = load_layout(out)
+    layout, _ = load_layout(out, session)
     done = done_keys(out)
     order = [f"{w.id}-{f.index}" for w, f in layout.iter_fields()]
     done_in_order = [k for k in order if k in done]
     if done_in_order:
         write_statistics(out, merge_partials(DonePartials(out, done_in_order), layout.channel_names))
     failures = {o.key: short_error(o.error) for o in results if not o.ok}
-    side = out / SIDECAR
-    (side / "failures.json").write_text(json.dumps(
+    sidecar_path(out, FAILURES_FILE).write_text(json.dumps(
         {o.key: {"error": short_error(o.error), "traceback": o.error, "log": o.log}
          for o in results if not o.ok}, indent=1))
-    write_missing_report(layout.missing, side / "missing_images.csv")
+    write_missing_report(layout.missing, sidecar_path(out, MISSING_IMAGES_CSV))
     return {"done": len(done_in_order), "failures": failures}
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jumpdenoise.io.layout import MissingImage
-from jumpdenoise.io.ngff_markers import SIDECAR
+from jumpdenoise.io.ngff_markers import FAILURES_FILE, MISSING_IMAGES_CSV, sidecar_path
 
 
 
@@ -111,11 +111,11 @@ class ConvertReport:
         ]
         if self.missing:
             lines.append(f"missing images listed by the source: {len(self.missing)} "
-                         f"(see {self.plate / SIDECAR / 'missing_images.csv'})")
+                         f"(see {sidecar_path(self.plate, MISSING_IMAGES_CSV)})")
             lines += [f"  {m.well} site {m.site} {m.channel}: {m.path}" for m in self.missing[:10]]
             if len(self.missing) > 10:
                 lines.append(f"  ... and {len(self.missing) - 10} more")
         if self.failures:
-            lines.append(f"failed (see {self.plate / SIDECAR / 'failures.json'}):")
+            lines.append(f"failed (see {sidecar_path(self.plate, FAILURES_FILE)}):")
             lines += [f"  {k}: {v}" for k, v in sorted(self.failures.items())]
         return "\n".join(lines)

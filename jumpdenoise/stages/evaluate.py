@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from jumpdenoise.config.evaluate import EvaluateConfig
 from jumpdenoise.errors import ConfigError, PlateError
 from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.session import PlateSession
 
 STAGE = "evaluate"
 WELLS_DIR = "wells"
@@ -154,7 +155,7 @@ def wells_of(job: EvaluateJob) -> dict[str, list[int]]:
     return wells
 
 
-def prepare(config: Any) -> None:
+def prepare(config: Any, session: PlateSession) -> None:
     """Check the plates, channels, wells and truth folder (errors name the value at fault)."""
     job = job_of(config)
     divisors_of(job, channels_of(job))
@@ -172,7 +173,7 @@ def plan(config: Any) -> list[Unit]:
             for w, fields in wells_of(job).items() if not (done / f"{w}.json").is_file()]
 
 
-def run_one(config: Any, unit: Unit) -> dict:
+def run_one(config: Any, unit: Unit, session: PlateSession) -> dict:
     """Evaluate the fields of one well (see :func:`jumpdenoise.evaluate.well.evaluate_well`)."""
     from jumpdenoise.evaluate.well import Sources, evaluate_well
 
@@ -184,7 +185,7 @@ def run_one(config: Any, unit: Unit) -> dict:
     return evaluate_well(sources, unit.key, fields, job.settings, job.out / WELLS_DIR)
 
 
-def finalize(config: Any, results: list[dict] | None = None) -> dict:
+def finalize(config: Any, results: list[dict] | None, session: PlateSession) -> dict:
     """Compare the versions over every evaluated well and write the report; returns its summary."""
     from jumpdenoise.evaluate.report import write_report
 

@@ -8,19 +8,22 @@ The four stage functions (see :mod:`jumpdenoise.stages.base`) take the root
   and creates the output plate's metadata (same layout, the selected wells, the model's
   channels, a ``provenance`` block) in a staging folder renamed into place. An existing
   output prepared from the same model file, plate and settings is resumed.
-- :func:`plan` groups the selected wells into units of ``predict.wells_per_unit`` wells
-  (stable keys ``wells-A01-A08``); a unit lists its fields not yet done.
+- :func:`plan` groups the selected wells into units of ``predict.experimental.wells_per_unit``
+  wells (stable keys ``wells-A01-A08``); a unit lists its fields not yet done.
 - :func:`run_one` denoises its fields through the prefetch/compute/write-behind pipeline
-  (:func:`~jumpdenoise.predict.engine.run_fields`; writer threads or, with
-  ``predict.write_processes``, writer processes); each field is written, then marked done
+  (:func:`~jumpdenoise.predict.engine.run_fields`; writer threads, or writer processes on
+  CUDA); each field is written, then marked done
   with its partial statistics and its raw-vs-denoised partial
   (:class:`~jumpdenoise.predict.writers.PlateFieldWriter`). Killed at any moment,
   a rerun redoes exactly the fields without a marker, with the same bytes.
 - :func:`finalize` merges the partials: statistics (same code as conversion) and the
   comparison (``attrs["jumpdenoise"]["comparison"]``, ``.jumpdenoise/comparison.csv``).
+  The payloads of the fields written in the driver's process come in the units' results;
+  the others are read from their markers.
 
-The job helpers (paths, channel and well selection, the cached predictor, the fingerprint
-and the job record) live in :mod:`jumpdenoise.stages.predict_job` and are re-exported here.
+The job helpers (paths, channel and well selection, the predictor kept in the session, the
+fingerprint and the job record) live in :mod:`jumpdenoise.stages.predict_job` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -35,13 +38,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError
+from jumpdenoise.io.ngff_markers import COMPARISON_CSV, FAILURES_FILE, sidecar_path
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
-from jumpdenoise.stages.predict_units import run_many, take_written
+from jumpdenoise.stages.predict_units import run_many
 from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job helpers
     JOB_FILE,
-    SIDECAR,
-    file_sha256,
     get_predictor,
     job_fingerprint,
     job_settings,
@@ -52,6 +54,7 @@ from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job hel
     select_channels,
     selected_fields,
 )
+from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession
 
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
@@ -66,8 +69,10 @@ __all__ = ["prepare", "plan", "run_one", "run_many", "finalize", "predict", "sel
 # ----------------------------------------------------------------------------- stage functions
 
 
-def prepare(config: JumpDenoiseConfig) -> dict:
+def prepare(config: JumpDenoiseConfig, session: PlateSession) -> dict:
     """Check model and plate, create the output plate's metadata (one process, before any pixel).
+
+    The model is loaded on the CPU, without ``compile``, and kept in ``session``.
 
     Returns
     -------
@@ -90,8 +95,9 @@ def prepare(config: JumpDenoiseConfig) -> dict:
     pc = config.predict
     raw, out = raw_path(config), out_path(config)
     info = plate_info(raw)
-    predictor = get_predictor(config.model_copy(update={"predict": pc.model_copy(update={"device": "cpu",
-                                                                                           "compile": False})}))
+    on_cpu = pc.model_copy(update={"device": "cpu",
+                                   "experimental": pc.experimental.model_copy(update={"compile": False})})
+    predictor = get_predictor(config.model_copy(update={"predict": on_cpu}), session)
     lm = predictor.model
     channels = select_channels(lm, info)
     from jumpdenoise.quality.gain import warn_worse_channels
@@ -104,7 +110,7 @@ def prepare(config: JumpDenoiseConfig) -> dict:
         raise ConfigError(f"predict.tile_size / predict.overlap: {exc} (fields of {info.shape_yx[0]}x"
                           f"{info.shape_yx[1]}, receptive-field radius {predictor.receptive_field})") from None
     out_dtype = "float32" if pc.dtype == "float32" else info.dtype
-    fingerprint = job_fingerprint(lm, raw, job_settings(config, predictor, channels, out_dtype))
+    fingerprint = job_fingerprint(lm, raw, job_settings(config, predictor, channels, out_dtype), session)
     job = {"selection": selection, "channels": channels, "dtype": out_dtype, "fingerprint": fingerprint}
     if out.exists() and not pc.overwrite:
         try:
@@ -135,7 +141,7 @@ def prepare(config: JumpDenoiseConfig) -> dict:
         shutil.rmtree(staging)
     create_plate_like(raw, staging, dtype=out_dtype, kind="denoised", wells=list(selection), channels=channels,
                       overwrite=True, extra_attrs={"provenance": provenance})
-    (staging / SIDECAR / JOB_FILE).write_text(json.dumps(job, indent=1))
+    sidecar_path(staging, JOB_FILE).write_text(json.dumps(job, indent=1))
     if out.exists() or out.is_symlink():  # overwrite: only a plate jumpdenoise wrote
         remove_output(out, "plate")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,14 +150,14 @@ def prepare(config: JumpDenoiseConfig) -> dict:
 
 
 def plan(config: JumpDenoiseConfig) -> list[Unit]:
-    """Units of ``predict.wells_per_unit`` selected wells, listing their fields not yet done."""
+    """Units of ``predict.experimental.wells_per_unit`` selected wells, listing their fields not yet done."""
     from jumpdenoise.io.ngff import done_keys, field_key
 
     out = out_path(config)
     selection = read_job(out)["selection"]
     done = done_keys(out)
     wells = list(selection)
-    n = config.predict.wells_per_unit
+    n = config.predict.experimental.wells_per_unit
     units = []
     for i in range(0, len(wells), n):
         group = wells[i:i + n]
@@ -162,13 +168,14 @@ def plan(config: JumpDenoiseConfig) -> list[Unit]:
     return units
 
 
-def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
+def run_one(config: JumpDenoiseConfig, unit: Unit, session: PlateSession) -> dict:
     """Denoise the fields of one unit: read, predict, write, then mark each field done.
 
     Returns
     -------
     dict
-        ``{"fields": [keys written], "skipped": n already done, "seconds", "mpx_channels"}``.
+        ``{"fields": [keys written], "skipped": n already done, "seconds", "mpx_channels"}``,
+        and ``payloads`` in a session that keeps them (see :func:`run_many`).
 
     Raises
     ------
@@ -176,7 +183,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit) -> dict:
         If some fields could not be read or written (the others are done).
     """
     outcome: list = []
-    run_many(config, [unit], lambda u, result, error: outcome.append((result, error)))
+    run_many(config, [unit], lambda u, result, error: outcome.append((result, error)), session)
     result, error = outcome[0]
     if error is not None:
         raise error
@@ -203,9 +210,9 @@ class _Markers(Mapping):
 
     Each marker is read once: its comparison arrays (a few numbers) are kept in
     :attr:`comparisons` as the statistics are merged (reading every marker twice cost
-    about 2 ms per field, i.e. seconds on a whole plate). A marker written by this process
-    for this preparation of the output is not read at all: its payload came back from the
-    writer (``written``; reading and parsing cost about 1 ms per field).
+    about 2 ms per field, i.e. seconds on a whole plate). A marker whose payload came with
+    the units' results (``written``) is not read at all (reading and parsing cost about 1 ms
+    per field).
     """
 
     def __init__(self, out: Path, keys: list[str], written: dict[str, dict] | None = None) -> None:
@@ -226,8 +233,11 @@ class _Markers(Mapping):
         return len(self.keys)
 
 
-def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) -> dict:
+def finalize(config: JumpDenoiseConfig, results: list[Outcome], session: PlateSession) -> dict:
     """Merge the done fields' partials: statistics, raw-vs-denoised comparison, failures.
+
+    The marker payloads that the results carry (``payloads``, see :func:`run_many`) are
+    taken from them (and dropped from the results); the other fields' markers are read.
 
     Returns
     -------
@@ -245,7 +255,10 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
     done = done_keys(out)
     order = [field_key(w, f) for w, fs in job["selection"].items() for f in fs]
     keys = [k for k in order if k in done]
-    written = take_written(out)
+    written: dict[str, dict] = {}
+    for o in results:
+        if o.ok and isinstance(o.value, dict):
+            written.update(o.value.pop(PAYLOADS_KEY, None) or {})
     if keys:
         markers = _Markers(out, keys, written)
         write_statistics(out, merge_partials(markers, channels))
@@ -256,10 +269,9 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome] | None = None) ->
             attrs.setdefault("jumpdenoise", {})["comparison"] = comparison
 
         update_group_attrs(out, set_comparison)
-        write_comparison_csv(comparison, out / SIDECAR / "comparison.csv")
-    results = results or []
+        write_comparison_csv(comparison, sidecar_path(out, COMPARISON_CSV))
     failures = {o.key: short_error(o.error) for o in results if not o.ok}
-    (out / SIDECAR / "failures.json").write_text(json.dumps(
+    sidecar_path(out, FAILURES_FILE).write_text(json.dumps(
         {o.key: {"error": short_error(o.error), "traceback": o.error, "log": o.log} for o in results if not o.ok},
         indent=1))
     return {"done": len(keys), "expected": len(order), "failures": failures}
@@ -278,7 +290,8 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
     config
         Root configuration (default: the defaults); ``model``, ``plate``, ``out`` and
         ``settings`` (fields of :class:`~jumpdenoise.config.predict.PredictConfig`, e.g.
-        ``wells=["A01"]``, ``bf16=True``) override it.
+        ``wells=["A01"]``, ``bf16=True``, or of its ``experimental`` section, by name, e.g.
+        ``write_processes=2``) override it.
     executor
         Where units run (default: ``make_executor(config.executor, PREDICT)``: this process
         for a local executor, the engine being parallel inside).
@@ -293,8 +306,8 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         After finalize, when some units failed (the other fields are done).
     """
     from jumpdenoise.config import JumpDenoiseConfig, _format_validation_error
+    from jumpdenoise.config.predict import PredictExperimental
     from jumpdenoise.driver import run_stage
-    from jumpdenoise.predict.writers import close_writer_pool
     from jumpdenoise.stages.base import PREDICT
     from pydantic import ValidationError
 
@@ -305,16 +318,14 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         data["paths"]["raw_plate"] = str(Path(plate).resolve())
     if out is not None:
         data["paths"]["denoised_plate"] = str(Path(out).resolve())
+    experimental = {k: settings.pop(k) for k in list(settings) if k in PredictExperimental.model_fields}
     data["predict"].update(settings)
+    data["predict"]["experimental"].update(experimental)
     try:
         cfg = JumpDenoiseConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, "predict arguments")) from None
-    try:
-        run = run_stage(PREDICT, cfg, executor, check=False, wait_s=wait_s)
-    except BaseException:
-        close_writer_pool()  # writer processes, if any, are kept for the next plate unless interrupted
-        raise
+    run = run_stage(PREDICT, cfg, executor, check=False, wait_s=wait_s)
     summary = run.summary or {}
     if echo and run.already_complete:
         print(f"already complete: {out_path(cfg)} ({summary.get('done')}/{summary.get('expected')} field(s) "

@@ -4,7 +4,7 @@ Helpers of :mod:`jumpdenoise.stages.predict` (which re-exports the public ones):
 
 - :func:`raw_path`, :func:`out_path`, :func:`model_path`: where the stage reads and writes;
 - :func:`select_channels`, :func:`selected_fields`: what the model denoises in the plate;
-- :func:`get_predictor`: the model and its predictor, cached per process;
+- :func:`get_predictor`: the model and its predictor, kept in the stage's session;
 - :func:`job_settings`, :func:`job_fingerprint`, :func:`file_sha256`: what decides whether an
   existing output plate is resumed;
 - :func:`read_job`: the job record ``.jumpdenoise/predict.json`` that prepare writes.
@@ -21,22 +21,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jumpdenoise.errors import ConfigError, ModelError, PlateError
+from jumpdenoise.io.ngff_markers import PREDICT_JOB_FILE as JOB_FILE
+from jumpdenoise.io.ngff_markers import sidecar_path
 
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.config.predict import PredictConfig
     from jumpdenoise.io.ngff import PlateInfo
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import LoadedModel
+    from jumpdenoise.stages.session import PlateSession
 
 log = logging.getLogger("jumpdenoise.predict")
 
-from jumpdenoise.io.ngff_markers import SIDECAR  # noqa: E402  (one owner of the sidecar name)
-
-JOB_FILE = "predict.json"
-
 __all__ = [
-    "JOB_FILE", "SIDECAR", "file_sha256", "get_predictor", "job_fingerprint", "job_settings", "model_path",
-    "out_path", "raw_path", "read_job", "select_channels", "selected_fields",
+    "JOB_FILE", "file_sha256", "get_predictor", "job_fingerprint", "job_settings", "model_digest", "model_path",
+    "out_path", "predictor_options", "raw_path", "read_job", "select_channels", "selected_fields",
 ]
 
 
@@ -133,63 +133,78 @@ def _field_list(pairs: list[tuple[str, int]], shown: int = 20) -> str:
     return text + (f" and {len(pairs) - shown} more" if len(pairs) > shown else "")
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file (cached per process by path, size and mtime)."""
+def file_sha256(path: Path, session: PlateSession | None = None) -> str:
+    """SHA-256 of a file (kept in ``session`` by path, size and mtime, when given)."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
+
+    def digest() -> str:
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
+        return h.hexdigest()
+
+    if session is None:
+        return digest()
+    return session.cached(("sha256", str(path.resolve()), st.st_size, st.st_mtime_ns), digest)
 
 
-_PREDICTORS: dict[tuple, tuple[LoadedModel, Predictor]] = {}
+def model_digest(config: JumpDenoiseConfig, session: PlateSession) -> tuple:
+    """What identifies the model :func:`get_predictor` would load: the SHA-256 of the
+    checkpoint file it picks, and the name, size and mtime of every file beside it in the
+    model's folder (normalisation, blend weights, ``best.json``...)."""
+    from jumpdenoise.predict.model import run_checkpoint
+
+    path = model_path(config).resolve()
+    if not path.exists():
+        return (str(path),)
+    folder = path if path.is_dir() else path.parent
+    checkpoint = run_checkpoint(path, config.predict.checkpoint) if path.is_dir() else path
+    beside = tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir()
+                          if p.is_file() and (st := p.stat())))
+    return str(path), file_sha256(checkpoint, session), beside
 
 
-def get_predictor(config: JumpDenoiseConfig) -> Predictor:
-    """The model loaded on ``predict.device`` and its :class:`Predictor` (cached per process)."""
+def get_predictor(config: JumpDenoiseConfig, session: PlateSession) -> Predictor:
+    """The model loaded on ``predict.device`` and its :class:`Predictor`, kept in ``session``
+    under the whole ``predict`` configuration and the :func:`model_digest`."""
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import load_model, resolve_device
 
     pc = config.predict
-    path = model_path(config).resolve()
     device = resolve_device(pc.device)
-    key = (str(path), path.stat().st_mtime_ns if path.exists() else 0, pc.checkpoint, str(device), pc.tile_size,
-           pc.overlap, pc.blending, pc.batch_size, pc.bf16, pc.compile, pc.tta, pc.layout, pc.autotune,
-           pc.cuda_graphs)
-    if key not in _PREDICTORS:
-        lm = load_model(path, str(device), checkpoint=pc.checkpoint)
-        while len(_PREDICTORS) >= 2:  # at most two (prepare's CPU copy and the worker's device copy)
-            _PREDICTORS.pop(next(iter(_PREDICTORS)))
-        _PREDICTORS[key] = (lm, Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending,
-                                          batch_size=pc.batch_size, bf16=pc.bf16, compile=pc.compile, tta=pc.tta,
-                                          layout=pc.layout, autotune=pc.autotune,
-                                          cuda_graphs=pc.cuda_graphs))
-    return _PREDICTORS[key][1]
+    key = ("predictor", pc.model_dump_json(), str(device), model_digest(config, session))
+
+    def make() -> Predictor:
+        lm = load_model(model_path(config).resolve(), str(device), checkpoint=pc.checkpoint)
+        return Predictor(lm, tile_size=pc.tile_size, overlap=pc.overlap, mode=pc.blending, batch_size=pc.batch_size,
+                         bf16=pc.bf16, tta=pc.tta, **predictor_options(pc))
+
+    return session.cached(key, make)
+
+
+def predictor_options(pc: PredictConfig) -> dict:
+    """The :class:`~jumpdenoise.predict.engine.Predictor` options of ``predict.experimental``."""
+    ex = pc.experimental
+    return {"compile": ex.compile, "layout": ex.layout, "autotune": ex.autotune, "cuda_graphs": ex.cuda_graphs}
 
 
 def job_settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:
     """The predictor's settings (without the device), the channels, output dtype and ``compile``."""
     s = predictor.settings()
     s.pop("device")
-    return {**s, "channels": channels, "dtype": out_dtype, "compile": config.predict.compile}
+    return {**s, "channels": channels, "dtype": out_dtype, "compile": config.predict.experimental.compile}
 
 
-def job_fingerprint(lm: LoadedModel, raw: Path, settings: dict) -> dict:
+def job_fingerprint(lm: LoadedModel, raw: Path, settings: dict, session: PlateSession | None = None) -> dict:
     """What an output plate must have been prepared from to be resumed: model file hash, raw plate, settings."""
-    return {"model_sha256": file_sha256(lm.checkpoint) if lm.checkpoint else None,
+    return {"model_sha256": file_sha256(lm.checkpoint, session) if lm.checkpoint else None,
             "raw_plate": str(raw.resolve()), "settings": settings}
 
 
 def read_job(out: Path) -> dict:
     """The job record prepare wrote into the output plate (selection, channels, fingerprint)."""
-    path = out / SIDECAR / JOB_FILE
+    path = sidecar_path(out, JOB_FILE)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -9,68 +9,31 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from jumpdenoise.errors import JumpDenoiseError, ModelError, PlateError
 from jumpdenoise.stages.base import Unit
-from jumpdenoise.stages.predict_job import (
-    JOB_FILE, SIDECAR, file_sha256, get_predictor, out_path, raw_path, read_job,
-)
+from jumpdenoise.stages.predict_job import file_sha256, get_predictor, out_path, raw_path, read_job
+from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession
 
 if TYPE_CHECKING:
     from jumpdenoise.config import JumpDenoiseConfig
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["run_many", "take_written"]
-
-#: Marker payloads of the fields this process wrote, per ``(output plate, preparation)``: finalize
-#: in the same process takes them instead of reading the markers back (about 1 ms per field).
-_WRITTEN: dict[tuple[str, str], dict[str, dict]] = {}
-#: Memory the kept payloads may take (5-250 kB per field, with their sparse histograms): the
-#: fields beyond it are read back from their markers.
-WRITTEN_LIMIT_BYTES = 256 << 20
-_written_bytes = [0]
+__all__ = ["run_many"]
 
 
-def _keep_written(store: dict[str, dict], key: tuple[str, int], payload: Any) -> None:
-    from jumpdenoise.io.ngff import field_key
-
-    if not isinstance(payload, dict):
-        return
-    size = sum(getattr(v, "nbytes", 0) for v in payload.values())
-    if _written_bytes[0] + size <= WRITTEN_LIMIT_BYTES:
-        store[field_key(*key)] = payload
-        _written_bytes[0] += size
-
-
-def _preparation(out: Path) -> str | None:
-    """This preparation of ``out``: its job record's inode and time (a new one for every
-    prepare, as the record is written once, in the staging folder renamed into place)."""
-    try:
-        st = (out / SIDECAR / JOB_FILE).stat()
-    except OSError:
-        return None
-    return f"{st.st_ino}-{st.st_mtime_ns}"
-
-
-def take_written(out: Path) -> dict[str, dict]:
-    """The payloads of the fields of ``out`` (as prepared now) written by this process,
-    keyed by field key; forgotten once taken (and those of other outputs too)."""
-    preparation = _preparation(out)
-    found = _WRITTEN.pop((str(out), preparation), {}) if preparation else {}
-    _WRITTEN.clear()
-    _written_bytes[0] = 0
-    return found
+def _payload_bytes(payload: Any) -> int:
+    return sum(getattr(v, "nbytes", 0) for v in payload.values()) if isinstance(payload, dict) else -1
 
 
 class _UnitJob:
     """What the units of one plate share in a process: paths, channels, predictor, reader."""
 
-    def __init__(self, config: JumpDenoiseConfig) -> None:
+    def __init__(self, config: JumpDenoiseConfig, session: PlateSession) -> None:
         from jumpdenoise.io.ngff import plate_info
         from jumpdenoise.io.ngff_markers import tracks_completion
         from jumpdenoise.predict.writers import PlateFieldWriter, resolve_io_threads, resolve_write_processes
@@ -78,9 +41,9 @@ class _UnitJob:
         self.raw, self.out = raw_path(config), out_path(config)
         job = read_job(self.out)
         self.channels, out_dtype = job["channels"], job["dtype"]
-        self.predictor = get_predictor(config)
+        self.predictor = get_predictor(config, session)
         model = self.predictor.model
-        sha = file_sha256(model.checkpoint) if model.checkpoint else None
+        sha = file_sha256(model.checkpoint, session) if model.checkpoint else None
         if sha != job["fingerprint"]["model_sha256"]:
             raise ModelError(f"{model.checkpoint}: the model changed since {self.out} was prepared; "
                              "rerun with overwrite")
@@ -89,10 +52,10 @@ class _UnitJob:
         self.pick = None if self.channels == raw_info.channels else self.channels
         self.mpx_per_field = len(self.channels) * raw_info.shape_yx[0] * raw_info.shape_yx[1] / 1e6
         self.writer = PlateFieldWriter(str(self.out), out_dtype, tuple(self.channels))
-        pc = config.predict
-        threads = resolve_io_threads(pc.io_threads)
-        self.pipeline = {"prefetch": pc.prefetch, "readers": max(1, threads // 2), "writers": threads,
-                         "write_processes": resolve_write_processes(pc.write_processes, self.predictor.device.type)}
+        ex = config.predict.experimental
+        threads = resolve_io_threads(ex.io_threads)
+        self.pipeline = {"prefetch": ex.prefetch, "readers": max(1, threads // 2), "writers": threads,
+                         "write_processes": resolve_write_processes(ex.write_processes, self.predictor.device.type)}
 
     def check_first(self, pair: tuple[str, int], raw: np.ndarray, denoised: np.ndarray) -> None:
         """Refuse the first denoised field when implausible (:func:`~jumpdenoise.predict.pipeline.check_plausible`)."""
@@ -129,7 +92,7 @@ def _failure_error(unit: Unit, failures: list, n: int) -> JumpDenoiseError:
 
 
 def run_many(config: JumpDenoiseConfig, units: list[Unit],
-             on_outcome: Callable[[Unit, dict | None, BaseException | None], None]) -> None:
+             on_outcome: Callable[[Unit, dict | None, BaseException | None], None], session: PlateSession) -> None:
     """Denoise several units through one pipeline, reporting each unit as soon as it is done.
 
     The pipeline is not drained between units: the next unit's fields are read while the
@@ -147,7 +110,11 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
         ``on_outcome(unit, result, error)``, once per unit, in the caller's thread: the
         :func:`run_one` result dict, or ``None`` and the error (some of its fields failed;
         or the pipeline itself failed while the unit was in it: the units after it are then
-        run in a new pipeline).
+        run in a new pipeline). In a session that keeps payloads, the result also holds
+        the done-marker payloads of its fields (``payloads``: ``{field key: payload}``, within
+        the session's memory budget), which finalize then need not read back.
+    session
+        The process's session: the predictor, the writer processes, the payload budget.
     """
     from jumpdenoise.io.ngff import done_keys, field_key
     from jumpdenoise.predict.engine import run_fields
@@ -155,10 +122,8 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
 
     if not units:
         return
-    job = _UnitJob(config)
-    first_check: list = [job.check_first]  # the first field denoised in this process is checked
-    preparation = _preparation(job.out)
-    kept = _WRITTEN.setdefault((str(job.out), preparation), {}) if preparation else {}
+    job = _UnitJob(config, session)
+    first_check: list = [job.check_first]  # the first field denoised in this call is checked
     remaining = list(units)
     while remaining:
         owner: dict[tuple[str, int], int] = {}
@@ -166,6 +131,7 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
         failures: dict[int, list] = {}
         skipped: dict[int, int] = {}
         stored: dict[int, list[str]] = {}  # field keys written and marked done, per unit
+        payloads: dict[int, dict[str, dict]] = {}  # their marker payloads, when the session keeps them
         keys: list[tuple[str, int]] = []
         reported: set[int] = set()
         clock = {"last": time.perf_counter()}
@@ -180,8 +146,16 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
             if failures[i]:
                 on_outcome(unit, None, _failure_error(unit, failures[i], len(stored[i]) + len(failures[i])))
             else:
-                on_outcome(unit, {"fields": stored[i], "skipped": skipped[i], "seconds": seconds,
-                                  "mpx_channels": len(stored[i]) * job.mpx_per_field}, None)
+                result = {"fields": stored[i], "skipped": skipped[i], "seconds": seconds,
+                          "mpx_channels": len(stored[i]) * job.mpx_per_field}
+                if session.keeps_payloads:
+                    result[PAYLOADS_KEY] = payloads[i]
+                on_outcome(unit, result, None)
+
+        def written(key: tuple[str, int], payload: Any) -> None:
+            size = _payload_bytes(payload)
+            if session.keeps_payloads and size >= 0 and session.keep_payload(size):
+                payloads[owner[key]][field_key(*key)] = payload
 
         def settled(key: tuple[str, int], failure: Any = None) -> None:
             i = owner[key]
@@ -196,7 +170,7 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
         done = done_keys(job.out)  # one listing, not a look-up per field
         for i, unit in enumerate(remaining):
             todo, skipped[i] = job.todo(unit, done)
-            stored[i], failures[i], left[i] = [], [], len(todo)
+            stored[i], failures[i], left[i], payloads[i] = [], [], len(todo), {}
             owner.update({p: i for p in todo})
             keys.extend(todo)
         for i in range(len(remaining)):
@@ -205,8 +179,8 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
         try:
             summary = run_fields(job.predictor, keys, job.read, job.writer, on_done=settled,
                                  on_failure=lambda f: settled(f.key, f),
-                                 on_written=lambda k, payload: _keep_written(kept, k, payload),
-                                 check_first=first_check.pop() if first_check else None, **job.pipeline)
+                                 on_written=written, check_first=first_check.pop() if first_check else None,
+                                 writer_pool=session.writer_pool, **job.pipeline)
         except ImplausibleOutput as exc:  # the model is unusable: every open unit fails with it
             log.error("prediction stopped: %s", exc)
             for i in range(len(remaining)):

@@ -34,6 +34,7 @@ import numpy as np
 
 from jumpdenoise.errors import PlateError
 from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.session import PlateSession
 
 STAGE = "report"
 FIGURES = "report_figures"
@@ -46,7 +47,7 @@ def _plates(config: Any) -> tuple[Path, Path]:
     return Path(config.paths.raw_plate), Path(config.paths.denoised_plate)
 
 
-def prepare(config: Any) -> None:
+def prepare(config: Any, session: PlateSession) -> None:
     """Check that both plates open (raises :class:`PlateError` naming the one that does not)."""
     from jumpdenoise.io.ngff import plate_info
 
@@ -260,7 +261,7 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_one(config: Any, unit: Unit) -> dict:
+def run_one(config: Any, unit: Unit, session: PlateSession) -> dict:
     """Write ``report.md``, ``report.json`` and ``report_figures/`` into the workdir; return their paths."""
     from jumpdenoise.quality.truth import find_truth_dir
 
@@ -287,7 +288,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-able: {type(value).__name__}")
 
 
-def finalize(config: Any, results: list) -> dict:
+def finalize(config: Any, results: list, session: PlateSession) -> dict:
     """Nothing to merge; returns the paths of the report."""
     out = Path(config.paths.workdir)
     return {"markdown": str(out / "report.md"), "json": str(out / "report.json")}

@@ -18,10 +18,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from jumpdenoise.errors import PlateError
+from jumpdenoise.io.ngff_markers import STATS_NAMESPACE
 from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.session import PlateSession
 
 STAGE = "stats"
-NAMESPACE = "stats"
+NAMESPACE = STATS_NAMESPACE
 
 
 class StatsJob(BaseModel):
@@ -60,7 +62,7 @@ def _keep_existing(config: Any, plate: Path) -> bool:
             and not done_keys(plate, NAMESPACE))
 
 
-def prepare(config: Any) -> None:
+def prepare(config: Any, session: PlateSession) -> None:
     """Check that the plate opens (raises :class:`PlateError` naming it otherwise)."""
     from jumpdenoise.io.ngff import plate_info
 
@@ -79,7 +81,7 @@ def plan(config: Any) -> list[Unit]:
             for w, fields in plate_info(plate).wells.items() if w not in done]
 
 
-def run_one(config: Any, unit: Unit) -> dict:
+def run_one(config: Any, unit: Unit, session: PlateSession) -> dict:
     """Read the fields of one well, store their merged statistics in the well's marker."""
     from jumpdenoise.compute.stats import ChannelStats, merge_stats, stats_to_partial
     from jumpdenoise.io.ngff import mark_done, plate_info, read_field
@@ -96,7 +98,7 @@ def run_one(config: Any, unit: Unit) -> dict:
     return {"well": unit.key, "fields": len(unit.items)}
 
 
-def finalize(config: Any, results: list[dict] | None = None) -> dict:
+def finalize(config: Any, results: list[dict] | None, session: PlateSession) -> dict:
     """Merge the well markers into plate statistics and write them; returns the statistics.
 
     Raises

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jumpdenoise.stages.base import Unit
+from jumpdenoise.stages.session import PlateSession
 
 STAGE = "train"
 
@@ -42,7 +43,7 @@ def build_job(config: Any) -> Any:
                     split=split.record, data_type="zarr", resolved_config=resolved)
 
 
-def prepare(config: Any) -> None:
+def prepare(config: Any, session: PlateSession) -> None:
     """Check the plate, channels, wells and patch size; write the run folder header (rank 0)."""
     from jumpdenoise.train.loop import write_run_header
 
@@ -59,7 +60,7 @@ def plan(config: Any) -> list[Unit]:
     return [Unit(stage=STAGE, key="train", items=[str(run.path)])]
 
 
-def run_one(config: Any, unit: Unit) -> dict:
+def run_one(config: Any, unit: Unit, session: PlateSession) -> dict:
     """Train (or resume) and return the run folder and best checkpoint."""
     from jumpdenoise.train.loop import fit
     from jumpdenoise.train.run_folder import best_checkpoint
@@ -68,7 +69,7 @@ def run_one(config: Any, unit: Unit) -> dict:
     return {"run_dir": str(run), "best": str(best_checkpoint(run))}
 
 
-def finalize(config: Any, results: list[dict]) -> None:
+def finalize(config: Any, results: list[dict], session: PlateSession) -> None:
     """Draw curves.png from curves.csv and estimate the model's gain on held-out fields (rank 0).
 
     The gain (:func:`jumpdenoise.quality.gain.estimate_after_training`: masked N2V error minus

@@ -19,6 +19,7 @@ from jumpdenoise.config.source import SourceConfig
 from jumpdenoise.stages.base import Unit
 
 if TYPE_CHECKING:
+    from jumpdenoise.stages.session import PlateSession
     from jumpdenoise.executors.base import Executor, Outcome
 
 
@@ -135,7 +136,7 @@ def _task(item: str) -> FieldCheck:
                       tuple(tuple(p) for p in data["planes"]))  # type: ignore[misc]
 
 
-def prepare(job: VerifyJob) -> tuple[str, int, list[str], list[str]]:
+def prepare(job: VerifyJob, session: PlateSession) -> tuple[str, int, list[str], list[str]]:
     """Compare the structure: channels, fields missing on either side, images listed but absent.
 
     Returns
@@ -178,7 +179,7 @@ def plan(job: VerifyJob) -> list[Unit]:
     return units
 
 
-def run_one(job: VerifyJob, unit: Unit) -> dict:
+def run_one(job: VerifyJob, unit: Unit, session: PlateSession) -> dict:
     """Compare the planes of one field; returns ``{"differences": [...]}``."""
     from jumpdenoise.io.ngff import plate_info
 
@@ -186,7 +187,7 @@ def run_one(job: VerifyJob, unit: Unit) -> dict:
     return {"differences": check_field(str(info.path), tuple(info.channels), _task(unit.items[0]))}
 
 
-def finalize(job: VerifyJob, outcomes: list[Outcome]) -> list[str]:
+def finalize(job: VerifyJob, outcomes: list[Outcome], session: PlateSession) -> list[str]:
     """The differences of every field, in order (a failed comparison is one)."""
     diffs: list[str] = []
     for out in outcomes:

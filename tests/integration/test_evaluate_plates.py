@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
+from jumpdenoise.stages.session import PlateSession
 from jumpdenoise.config import load_config
 from jumpdenoise.config.evaluate import EvaluateConfig
 from jumpdenoise.errors import ConfigError
@@ -159,12 +160,12 @@ def test_stage_runs_from_the_pipeline_configuration(plates: dict[str, Path]) -> 
                                  "evaluate": {"wells": ["B02"], "families": ["intensity"]}})
     job = stage.job_of(cfg)
     assert stage.is_enabled(cfg) and job.truth == plates["truth"] and job.out == root / "run" / "evaluate"
-    stage.prepare(cfg)
+    stage.prepare(cfg, PlateSession())
     units = stage.plan(cfg)
     assert [(u.key, u.items) for u in units] == [("B02", ["B02/0"])]
-    stage.run_one(cfg, units[0])
+    stage.run_one(cfg, units[0], PlateSession())
     assert stage.plan(cfg) == []  # done wells are not planned again
-    summary = stage.finalize(cfg, [])
+    summary = stage.finalize(cfg, [], PlateSession())
     assert summary["reference"] == "truth" and json.loads((job.out / "evaluate.json").read_text())["wells"] == ["B02"]
 
 

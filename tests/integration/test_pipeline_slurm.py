@@ -129,7 +129,7 @@ TINY_TRAIN = {"seed": 7, "epochs": 1, "patch_size": 32, "batch_size": 4, "patche
               "trainer": {"accelerator": "cpu", "devices": 1, "num_workers": 0, "enable_progress_bar": False}}
 # the tiny training makes the plate worse: these tests are about the plumbing, so predict anyway
 # (tests/integration/test_pipeline_guard.py checks that a pipeline stops without allow_worse)
-CPU_PREDICT = {"device": "cpu", "wells_per_unit": 1, "allow_worse": True}
+CPU_PREDICT = {"device": "cpu", "allow_worse": True, "experimental": {"wells_per_unit": 1}}
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ with the array path and with CAREamist.predict, tiling, bad inputs, export-tiff.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -257,25 +258,29 @@ def test_units_stream_through_one_pipeline_and_fail_alone(setup: dict, tmp_path:
     from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.stages import predict as stage
     from jumpdenoise.stages.base import bind
+    from jumpdenoise.stages.session import PlateSession
 
     def config(out: Path, plate: Path) -> JumpDenoiseConfig:
         data = JumpDenoiseConfig().model_dump()
         data["paths"].update(raw_plate=str(plate), denoised_plate=str(out))
-        data["predict"].update(model=str(setup["run"]), wells_per_unit=1)
+        data["predict"].update(model=str(setup["run"]))
+        data["predict"]["experimental"].update(wells_per_unit=1)
         return JumpDenoiseConfig.model_validate(data)
+
+    session = PlateSession()
 
     def chunks(plate: Path) -> dict:
         return {p.relative_to(plate).as_posix(): p.read_bytes() for p in sorted(plate.rglob("*"))
                 if p.is_file() and "/c/" in p.as_posix()}
 
     cfg = config(tmp_path / "streamed.zarr", setup["plate"])
-    stage.prepare(cfg)
+    stage.prepare(cfg, session)
     units = stage.plan(cfg)
     assert [u.key for u in units] == ["wells-A01", "wells-B02"]
-    outcomes = LocalExecutor(1).map(bind(stage.MODULE, cfg), units)
+    outcomes = LocalExecutor(1).map(bind(stage.MODULE, cfg, session), units)
     assert [(o.key, o.ok, o.value["fields"]) for o in outcomes] == [
         ("wells-A01", True, ["A01-0", "A01-1"]), ("wells-B02", True, ["B02-0", "B02-1"])]
-    stage.finalize(cfg, outcomes)
+    stage.finalize(cfg, outcomes, session)
     assert chunks(tmp_path / "streamed.zarr") == chunks(setup["out"])
     assert plate_info(tmp_path / "streamed.zarr").attrs["comparison"] == plate_info(setup["out"]).attrs["comparison"]
 
@@ -285,9 +290,9 @@ def test_units_stream_through_one_pipeline_and_fail_alone(setup: dict, tmp_path:
     chunk = next(p for p in sorted((broken / "A" / "1" / "1" / "0").rglob("*")) if p.is_file() and "/c/" in p.as_posix())
     chunk.write_bytes(b"not a blosc chunk")
     cfg = config(tmp_path / "from_broken.zarr", broken)
-    stage.prepare(cfg)
+    stage.prepare(cfg, session)
     seen: list = []
-    stage.run_many(cfg, stage.plan(cfg), lambda u, r, e: seen.append((u.key, r, e)))
+    stage.run_many(cfg, stage.plan(cfg), lambda u, r, e: seen.append((u.key, r, e)), session)
     assert [k for k, _, _ in seen] == ["wells-A01", "wells-B02"]
     assert seen[0][1] is None and "A01-1 (read)" in str(seen[0][2])
     assert seen[1][2] is None and seen[1][1]["fields"] == ["B02-0", "B02-1"]
@@ -306,20 +311,22 @@ def test_units_stream_through_one_pipeline_and_fail_alone(setup: dict, tmp_path:
 
     monkeypatch.setattr(Predictor, "predict_normalized", flaky)
     cfg = config(tmp_path / "flaky.zarr", setup["plate"])
-    stage.prepare(cfg)
+    stage.prepare(cfg, session)
     seen.clear()
-    stage.run_many(cfg, stage.plan(cfg), lambda u, r, e: seen.append((u.key, r, e)))
+    stage.run_many(cfg, stage.plan(cfg), lambda u, r, e: seen.append((u.key, r, e)), session)
     assert [k for k, _, _ in seen] == ["wells-A01", "wells-B02"]
     assert "out of memory (simulated)" in str(seen[0][2]) and seen[1][1]["fields"] == ["B02-0", "B02-1"]
     assert [u.key for u in stage.plan(cfg)] == ["wells-A01"]  # a rerun redoes what is missing
+    session.close()
 
 
 def test_finalize_uses_the_written_payloads_and_equals_reading_the_markers(setup: dict, tmp_path: Path,
                                                                           monkeypatch) -> None:
-    """In the process that wrote the fields, finalize takes their marker payloads from memory
-    (no marker read); finalizing again from the markers gives the same bytes."""
+    """In the process that wrote the fields, finalize takes their marker payloads from the
+    units' results (no marker read); finalizing again from the markers gives the same bytes."""
     from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.stages import predict as stage
+    from jumpdenoise.stages.session import PlateSession
 
     out = tmp_path / "cached.zarr"
     with monkeypatch.context() as m:
@@ -337,7 +344,8 @@ def test_finalize_uses_the_written_payloads_and_equals_reading_the_markers(setup
     reads: list = []
     real = stage._load_marker
     monkeypatch.setattr(stage, "_load_marker", lambda o, k: reads.append(k) or real(o, k))
-    stage.finalize(JumpDenoiseConfig.model_validate(data))
+    with PlateSession() as session:
+        stage.finalize(JumpDenoiseConfig.model_validate(data), [], session)
     assert sorted(reads) == ["A01-0", "A01-1", "B02-0", "B02-1"]  # nothing left in memory: markers read
     assert files() == before
     assert plate_info(out).attrs["statistics"] == plate_info(setup["out"]).attrs["statistics"]
@@ -359,3 +367,47 @@ def test_resume_removes_the_temporary_chunks_of_a_killed_write(setup: dict, tmp_
     want = {p.relative_to(setup["out"]).as_posix(): p.read_bytes() for p in sorted(setup["out"].rglob("*"))
             if "/c/" in p.as_posix() and p.is_file()}
     assert files == want
+
+
+def test_run_one_depends_on_its_session_and_config_only(setup: dict, tmp_path: Path) -> None:
+    """A unit run after another configuration ran in the process gives the same bytes as in a
+    fresh process: the predictor lives in the session, keyed by the whole ``predict``
+    configuration and the model's digest (a changed normalisation file makes a new one)."""
+    from jumpdenoise.config import JumpDenoiseConfig
+    from jumpdenoise.stages import predict as stage
+    from jumpdenoise.stages.predict_job import get_predictor
+    from jumpdenoise.stages.session import PlateSession
+
+    def config(out: Path, **predict_settings) -> JumpDenoiseConfig:
+        data = JumpDenoiseConfig().model_dump()
+        data["paths"].update(raw_plate=str(setup["plate"]), denoised_plate=str(out))
+        data["predict"].update({"model": str(setup["run"]), "wells": ["B02"], **predict_settings})
+        return JumpDenoiseConfig.model_validate(data)
+
+    def run(cfg: JumpDenoiseConfig, session: PlateSession) -> dict:
+        stage.prepare(cfg, session)
+        (unit,) = stage.plan(cfg)
+        result = stage.run_one(cfg, unit, session)
+        assert result["fields"] == ["B02-0", "B02-1"] and set(result["payloads"]) == {"B02-0", "B02-1"}
+        return {f: read_field(cfg.paths.denoised_plate, "B02", f) for f in (0, 1)}
+
+    with PlateSession() as first:
+        blended = run(config(tmp_path / "blend.zarr", tile_size=80, blending="blend"), first)
+    with PlateSession() as second:
+        whole = run(config(tmp_path / "whole.zarr"), second)
+    assert all(np.array_equal(whole[f], read_field(setup["out"], "B02", f)) for f in (0, 1))
+    assert not all(np.array_equal(whole[f], blended[f]) for f in (0, 1))
+
+    model = setup["root"] / "run-copy"
+    shutil.copytree(setup["run"], model)
+    with PlateSession() as session:
+        cfg = config(tmp_path / "unused.zarr", model=str(model), device="cpu")
+        a = get_predictor(cfg, session)
+        assert get_predictor(cfg, session) is a
+        assert get_predictor(config(tmp_path / "unused.zarr", model=str(model), device="cpu", tta=True), session) is not a
+        norm = model / "normalization.json"
+        values = json.loads(norm.read_text())
+        values["std"] = [2 * s for s in values["std"]]
+        norm.write_text(json.dumps(values))
+        b = get_predictor(cfg, session)
+        assert b is not a and np.allclose(b.model.std, 2 * np.asarray(a.model.std))

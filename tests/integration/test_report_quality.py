@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jumpdenoise.stages.session import PlateSession
 from jumpdenoise.config import load_config
 from jumpdenoise.io.ngff import read_field
 from jumpdenoise.io.synthetic import generate_plate
@@ -65,7 +66,7 @@ def test_predicted_plate_scored_against_truth_in_the_report(setup: dict) -> None
     cfg, raw = setup["cfg"], setup["raw"]
     den = predict(model=setup["run"], plate=raw, out=cfg.paths.denoised_plate)
 
-    paths = report_stage.run_one(cfg, report_stage.plan(cfg)[0])
+    paths = report_stage.run_one(cfg, report_stage.plan(cfg)[0], PlateSession())
     rep = json.loads(Path(paths["json"]).read_text())
     md = Path(paths["markdown"]).read_text()
     # PSNR against truth, recomputed here from the files
@@ -107,10 +108,10 @@ def test_train_stage_finalize_writes_quality_json(setup: dict) -> None:
 
     quality = setup["run"] / "quality.json"
     quality.unlink()
-    train_stage.finalize(setup["cfg"], [])
+    train_stage.finalize(setup["cfg"], [], PlateSession())
     record = json.loads(quality.read_text())
     assert set(record["channels"]) == set(CHANNELS) and record["fields"]
     assert all(record["channels"][ch]["noise_source"] == "camera" for ch in CHANNELS)  # truth.json's camera
     mtime = quality.stat().st_mtime_ns
-    train_stage.finalize(setup["cfg"], [])  # up to date: not recomputed
+    train_stage.finalize(setup["cfg"], [], PlateSession())  # up to date: not recomputed
     assert quality.stat().st_mtime_ns == mtime

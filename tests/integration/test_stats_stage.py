@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from jumpdenoise.stages.session import PlateSession
 from jumpdenoise.cli import app
 from jumpdenoise.compute.stats import field_partial, merge_partials
 from jumpdenoise.config import ConvertConfig, JumpDenoiseConfig
@@ -71,17 +72,17 @@ def test_stage_resumes_and_accepts_full_config(plate):
     config = JumpDenoiseConfig.model_validate({"paths": {"workdir": str(plate.parent), "raw_plate": str(plate)}})
     units = stats_stage.plan(config)
     assert [u.key for u in units] == WELLS and units[0].items == ["B02/0", "B02/1", "B02/2"]
-    stats_stage.run_one(config, units[0])
+    stats_stage.run_one(config, units[0], PlateSession())
     assert [u.key for u in stats_stage.plan(config)] == WELLS[1:]
     with pytest.raises(PlateError, match="B03, D10"):
-        stats_stage.finalize(config, [])
+        stats_stage.finalize(config, [], PlateSession())
     for unit in stats_stage.plan(config):
-        stats_stage.run_one(config, unit)
-    stats = stats_stage.finalize(config, [])
+        stats_stage.run_one(config, unit, PlateSession())
+    stats = stats_stage.finalize(config, [], PlateSession())
     assert stats["plate"]["DNA"]["count"] == 9 * 32 * 30
     # the pipeline's stats stage keeps statistics already stored (e.g. by convert) ...
     assert stats_stage.plan(config) == []
-    assert stats_stage.finalize(config, [])["plate"]["RNA"] == pytest.approx(stats["plate"]["RNA"])
+    assert stats_stage.finalize(config, [], PlateSession())["plate"]["RNA"] == pytest.approx(stats["plate"]["RNA"])
     # ... while a StatsJob recomputes them
     assert len(stats_stage.plan(stats_stage.StatsJob(plate=plate))) == 3
 

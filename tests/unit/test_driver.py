@@ -23,6 +23,7 @@ from jumpdenoise.executors.local import LocalExecutor
 from jumpdenoise.io.output_guard import OutputLock, lock_path
 from jumpdenoise.run_state import RunState
 from jumpdenoise.stages.base import CONVERT, PREDICT, REPORT, TRAIN, Stage, StageIO, Unit
+from jumpdenoise.stages.session import PlateSession
 
 PACKAGE = Path(__file__).resolve().parents[2] / "jumpdenoise"
 
@@ -40,7 +41,7 @@ def precheck(job: ToyJob) -> None:
         raise ConfigError("precheck: the model would make this plate worse")
 
 
-def prepare(job: ToyJob) -> str:
+def prepare(job: ToyJob, session: PlateSession) -> str:
     job.out.mkdir(parents=True, exist_ok=True)
     return "prepared"
 
@@ -49,14 +50,14 @@ def plan(job: ToyJob) -> list[Unit]:
     return [Unit(stage="toy", key=k, items=[k]) for k in job.keys if not (job.out / k).exists()]
 
 
-def run_one(job: ToyJob, unit: Unit) -> dict:
+def run_one(job: ToyJob, unit: Unit, session: PlateSession) -> dict:
     if unit.key == job.fail:
         raise ValueError(f"unit {unit.key} broke")
     (job.out / unit.key).write_text(unit.key)
     return {"written": unit.key}
 
 
-def finalize(job: ToyJob, outcomes: list) -> dict:
+def finalize(job: ToyJob, outcomes: list, session: PlateSession) -> dict:
     (job.out / "summary.json").write_text(json.dumps(sorted(o.key for o in outcomes if o.ok)))
     return {"done": sorted(p.name for p in job.out.iterdir())}
 

@@ -145,9 +145,9 @@ def test_config_accepts_layouts_and_rejects_unknown_ones() -> None:
 
     from jumpdenoise.config.predict import PredictConfig
 
-    pc = PredictConfig(layout="split", autotune=True)
-    assert pc.layout == "split" and pc.autotune is True
-    assert PredictConfig().layout == "auto" and PredictConfig().autotune is False
+    ex = PredictConfig(experimental={"layout": "split", "autotune": True}).experimental
+    assert ex.layout == "split" and ex.autotune is True
+    assert PredictConfig().experimental.layout == "auto" and PredictConfig().experimental.autotune is False
     with pytest.raises(ValidationError) as info:
-        PredictConfig(layout="nhwc")
+        PredictConfig(experimental={"layout": "nhwc"})
     assert "layout" in str(info.value) and "nhwc" in str(info.value)

@@ -136,7 +136,7 @@ def test_writer_processes_write_report_and_clean_up(tmp_path: Path) -> None:
     assert not any(p.is_alive() for p in procs) and not _shm_exists(name)
 
 
-def _run(tmp_path: Path, write_processes: int, on_done=None, read=None):
+def _run(tmp_path: Path, write_processes: int, on_done=None, read=None, writer_pool=None):
     from jumpdenoise.predict.engine import Predictor, run_fields
 
     rng = np.random.default_rng(3)
@@ -145,42 +145,57 @@ def _run(tmp_path: Path, write_processes: int, on_done=None, read=None):
     out.mkdir()
     report = run_fields(Predictor(identity_model(), overlap=0), list(fields) + ["missing"],
                         read or fields.__getitem__, RecordingJob(str(out)), write_processes=write_processes,
-                        on_done=on_done)
+                        on_done=on_done, writer_pool=writer_pool)
     return fields, out, report
 
 
 def test_run_fields_threads_and_processes_give_the_same_fields(tmp_path: Path) -> None:
-    from jumpdenoise.predict.writers import close_writer_pool
+    import multiprocessing as mp
 
+    for wp in (0, 2):
+        fields, out, report = _run(tmp_path, wp)
+        assert report.done == list(fields)  # in input order
+        assert [(f.key, f.stage, type(f.error)) for f in report.failures] == [("missing", "read", KeyError)]
+        for key, raw in fields.items():
+            with np.load(out / f"{key}.npz") as z:
+                assert np.array_equal(z["raw"], raw)
+                np.testing.assert_allclose(z["pred"], raw, rtol=1e-6, atol=1e-3)  # identity network
+    a = {k: np.load(tmp_path / "out0" / f"{k}.npz")["pred"] for k in fields}
+    b = {k: np.load(tmp_path / "out2" / f"{k}.npz")["pred"] for k in fields}
+    assert all(np.array_equal(a[k], b[k]) for k in fields)
+    assert not [p for p in mp.active_children() if p.name.startswith("jd-writer")]  # a call's own pool is stopped
+
+
+def test_a_given_writer_pool_is_kept_for_the_next_call(tmp_path: Path) -> None:
+    from jumpdenoise.predict.writers import WriterPool
+
+    pool = WriterPool()
     try:
-        for wp in (0, 2):
-            fields, out, report = _run(tmp_path, wp)
-            assert report.done == list(fields)  # in input order
-            assert [(f.key, f.stage, type(f.error)) for f in report.failures] == [("missing", "read", KeyError)]
-            for key, raw in fields.items():
-                with np.load(out / f"{key}.npz") as z:
-                    assert np.array_equal(z["raw"], raw)
-                    np.testing.assert_allclose(z["pred"], raw, rtol=1e-6, atol=1e-3)  # identity network
-        a = {k: np.load(tmp_path / "out0" / f"{k}.npz")["pred"] for k in fields}
-        b = {k: np.load(tmp_path / "out2" / f"{k}.npz")["pred"] for k in fields}
-        assert all(np.array_equal(a[k], b[k]) for k in fields)
+        _run(tmp_path, 2, writer_pool=pool)
+        first = pool.processes
+        assert first is not None and first.alive()
+        (tmp_path / "out2").rename(tmp_path / "first")
+        _run(tmp_path, 2, writer_pool=pool)
+        assert pool.processes is first  # same settings and field shape: the same writers
     finally:
-        close_writer_pool()
+        pool.close()
+    assert pool.processes is None and not first.alive()
 
 
 def test_interrupt_stops_writer_processes_and_frees_shared_memory(tmp_path: Path) -> None:
-    from jumpdenoise.predict import writers
+    from jumpdenoise.predict.writers import WriterPool
 
     seen: list = []
+    pool = WriterPool()
 
     def interrupt(key) -> None:
-        seen.append((writers._POOL._shm.name, list(writers._POOL._procs)))
+        seen.append((pool.processes._shm.name, list(pool.processes._procs)))
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, 2, on_done=interrupt)
+        _run(tmp_path, 2, on_done=interrupt, writer_pool=pool)
     name, procs = seen[0]
-    assert writers._POOL is None and not any(p.is_alive() for p in procs) and not _shm_exists(name)
+    assert pool.processes is None and not any(p.is_alive() for p in procs) and not _shm_exists(name)
 
 
 def test_write_processes_setting() -> None:
@@ -190,11 +205,13 @@ def test_write_processes_setting() -> None:
     from jumpdenoise.config.predict import PredictConfig
     from jumpdenoise.predict.writers import resolve_write_processes
 
-    assert PredictConfig().write_processes == "auto"
-    assert PredictConfig(write_processes=3).write_processes == 3
+    assert PredictConfig().experimental.write_processes == "auto"
+    assert PredictConfig(experimental={"write_processes": 3}).experimental.write_processes == 3
     for bad in (-1, 65, "many"):
         with pytest.raises(ValidationError, match="write_processes"):
-            PredictConfig(write_processes=bad)
+            PredictConfig(experimental={"write_processes": bad})
+    with pytest.raises(ValidationError, match="predict.write_processes: a benchmark-only switch"):
+        PredictConfig(write_processes=3)
     assert resolve_write_processes("auto", "cpu") == 0 and resolve_write_processes(5, "cpu") == 5
     n = cpu_threads()
     assert resolve_write_processes("auto", "cuda") == (min(8, n - 2) if n >= 4 else 0)
@@ -216,7 +233,6 @@ def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path
     import threading
 
     from jumpdenoise.predict.engine import Predictor, run_fields
-    from jumpdenoise.predict.writers import close_writer_pool
 
     rng = np.random.default_rng(5)
     fields = {k: rng.integers(0, 4000, (2, 24, 20)).astype(np.uint16) for k in ["f0", "bad", "f2", "f3", "f4"]}
@@ -230,13 +246,10 @@ def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path
     def failure(f) -> None:
         events.append((f.stage, f.key, threading.get_ident()))
 
-    try:
-        report = run_fields(Predictor(identity_model(), overlap=0), ["f0", "nope", "bad", "f2", "f3", "f4"],
-                            fields.__getitem__, RecordingJob(str(tmp_path)), prefetch=2,
-                            write_processes=write_processes, on_done=done, on_failure=failure,
-                            on_written=lambda k, v: values.update({k: (v, threading.get_ident())}))
-    finally:
-        close_writer_pool()
+    report = run_fields(Predictor(identity_model(), overlap=0), ["f0", "nope", "bad", "f2", "f3", "f4"],
+                        fields.__getitem__, RecordingJob(str(tmp_path)), prefetch=2,
+                        write_processes=write_processes, on_done=done, on_failure=failure,
+                        on_written=lambda k, v: values.update({k: (v, threading.get_ident())}))
     assert all(tid == caller for *_, tid in events)
     assert sorted((kind, key) for kind, key, _ in events) == [
         ("done", "f0"), ("done", "f2"), ("done", "f3"), ("done", "f4"), ("read", "nope"), ("write", "bad")]
