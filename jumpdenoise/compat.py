@@ -27,6 +27,7 @@ from jumpdenoise.errors import JumpDenoiseError
 __all__ = [
     "SUPPORTED", "ConvBlockParts", "UNetParts", "UnsupportedNetwork", "UnsupportedVersionError",
     "careamics_masking_functions", "check_version", "compiled_original", "conv_block_parts", "create_cover",
+    "fold_conv_block_batch_norm",
     "is_conv_block", "load_careamics_configuration", "mkldnn_fused_convolution", "n2v_manipulate_config",
     "save_careamics_configuration", "unet_parts",
 ]
@@ -160,6 +161,27 @@ def conv_block_parts(block: Any) -> ConvBlockParts:
     norm = bool(getattr(block, "use_batch_norm", False))
     return ConvBlockParts(conv1=block.conv1, batch_norm1=block.batch_norm1 if norm else None, conv2=block.conv2,
                           batch_norm2=block.batch_norm2 if norm else None, activation=block.activation)
+
+
+def fold_conv_block_batch_norm(block: Any) -> bool:
+    """Fold the eval-mode batch norms of a CAREamics ``Conv_Block`` into its convolutions, in place.
+
+    The batch norms become identities and a ReLU becomes in-place. Returns whether ``block``
+    was changed (``False`` for other modules and blocks without batch norm).
+    """
+    if not is_conv_block(block) or not getattr(block, "use_batch_norm", False):
+        return False
+    check_version("careamics")
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    block.conv1 = fuse_conv_bn_eval(block.conv1, block.batch_norm1)
+    block.conv2 = fuse_conv_bn_eval(block.conv2, block.batch_norm2)
+    block.batch_norm1, block.batch_norm2 = torch.nn.Identity(), torch.nn.Identity()
+    block.use_batch_norm = False
+    if isinstance(block.activation, torch.nn.ReLU):
+        block.activation = torch.nn.ReLU(inplace=True)
+    return True
 
 
 @dataclass(frozen=True)

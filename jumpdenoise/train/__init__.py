@@ -1,4 +1,4 @@
-"""Noise2Void training with CAREamics on plates, image folders and in-memory arrays.
+"""Noise2Void training with CAREamics on plates and in-memory arrays.
 
 Modules (none imports torch or CAREamics at package import):
 
@@ -12,10 +12,13 @@ Modules (none imports torch or CAREamics at package import):
   masking seeds, ``sync_dist`` losses, per-epoch report and checkpointing callbacks.
 - :mod:`~jumpdenoise.train.loop`: the training job, SLURM/DDP checks, resume.
 - :mod:`~jumpdenoise.train.run_folder`: the run folder (see ``docs/FORMATS.md``).
-- :mod:`~jumpdenoise.train.arrays`, :mod:`~jumpdenoise.train.folder_data`: in-memory images
-  and image folders.
-- :mod:`~jumpdenoise.train.export`: loading a trained model; BioImage Model Zoo export.
+- :mod:`~jumpdenoise.train.arrays`: in-memory images.
+- :mod:`~jumpdenoise.train.masking`: N2V masking in the data workers (CAREamics' functions).
+- :mod:`~jumpdenoise.train.graphs`: the training step as CUDA graphs (one GPU).
+- :mod:`~jumpdenoise.train.export`: BioImage Model Zoo export (models load with
+  :func:`jumpdenoise.predict.model.load_model`).
 - :mod:`~jumpdenoise.train.synthetic`: small noisy plates for tests and benchmarks.
 
-The plate stage is :mod:`jumpdenoise.stages.train`.
+The plate stage is :mod:`jumpdenoise.stages.train`. Private CAREamics API is reached through
+:mod:`jumpdenoise.compat` only.
 """

@@ -1,4 +1,4 @@
-"""Training from in-memory arrays and from a folder of 2-D images (BSD-style data)."""
+"""Training from in-memory arrays (BSD-style data)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from jumpdenoise.errors import ConfigError
 from jumpdenoise.train.arrays import as_cyx_list, train_on_arrays
-from jumpdenoise.train.folder_data import read_image_folder, train_on_folder
 from jumpdenoise.train.run_folder import read_curves
 from jumpdenoise.train.synthetic import noisy_field
 
@@ -59,35 +58,6 @@ def test_bad_array_inputs() -> None:
         train_on_arrays(np.zeros((64, 64)), "unused", patch_size=128)
     with pytest.raises(ConfigError, match=r"(?s)train_on_arrays arguments.*bogus"):
         train_on_arrays(np.zeros((64, 64)), "unused", bogus=1)
-
-
-def test_image_folder_grayscale_and_rgb(tmp_path: Path) -> None:
-    from PIL import Image
-    import tifffile
-
-    gray = (np.random.default_rng(0).random((64, 80)) * 255).astype(np.uint8)
-    rgb = (np.random.default_rng(1).random((64, 80, 3)) * 255).astype(np.uint8)
-    Image.fromarray(gray).save(tmp_path / "a.png")
-    tifffile.imwrite(tmp_path / "b.tif", gray)
-    Image.fromarray(rgb).save(tmp_path / "c.png")
-    imgs = read_image_folder(tmp_path)
-    assert [i.shape for i in imgs] == [(1, 64, 80), (1, 64, 80), (3, 64, 80)]
-    np.testing.assert_array_equal(imgs[2][1], rgb[..., 1])
-    with pytest.raises(ConfigError, match="no image"):
-        read_image_folder(tmp_path, "*.jpg")
-
-
-def test_train_on_folder(tmp_path: Path) -> None:
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for s in range(3):
-        Image.fromarray(noisy_field(1, 64, seed=s)[0][0].astype(np.uint8)).save(folder / f"{s}.png")
-    run = train_on_folder(folder, tmp_path / "run", epochs=1, patch_size=32, batch_size=8, **TINY)
-    split = json.loads((run / "split.json").read_text())
-    assert split["mode"] == "well" and len(split["val_fields"]) == 1 and len(split["train_fields"]) == 2
-    assert (run / "best.json").is_file()
 
 
 def test_relative_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

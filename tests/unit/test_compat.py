@@ -137,6 +137,21 @@ def test_conv_block_parts_run_as_the_block() -> None:
         compat.conv_block_parts(torch.nn.Conv2d(2, 2, 3))
 
 
+def test_batch_norm_folds_into_the_block_convolutions() -> None:
+    import copy
+
+    block = compat.unet_parts(_unet(2, depth=2)).encoder_blocks[0].eval()
+    folded = copy.deepcopy(block)
+    assert compat.fold_conv_block_batch_norm(folded) is True
+    assert compat.fold_conv_block_batch_norm(folded) is False  # nothing left to fold
+    assert compat.fold_conv_block_batch_norm(torch.nn.ReLU()) is False
+    parts = compat.conv_block_parts(folded)
+    assert parts.batch_norm1 is None and parts.batch_norm2 is None
+    x = torch.randn(2, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), block(x), rtol=1e-4, atol=1e-5)
+
+
 def test_mkldnn_fused_convolution_is_conv_then_relu() -> None:
     ops = compat.mkldnn_fused_convolution()
     assert ops is not None  # the pinned torch builds have oneDNN
