@@ -7,7 +7,9 @@ without warnings:
 - two weight formats: ``torchscript`` (traced in eval mode, checked equal to the state dict
   on the example and on a second size; runs with torch alone: deepImageJ, bioimageio.core
   in a fresh environment) and ``pytorch_state_dict`` (CAREamics' UNet; what
-  ``CAREamist(bmz_path=...)`` and ``jumpdenoise predict MODEL.zip`` load);
+  ``CAREamist(bmz_path=...)`` and ``jumpdenoise predict MODEL.zip`` load); a third, ``onnx``
+  (opset 18, any batch and any y/x multiple of the stride; runs with onnxruntime alone),
+  when the ``onnx`` extra is installed and the export equals the state dict on two sizes;
 - an ``environment.yml`` pinning the torch release without its build tag (``2.11.0``, not
   ``2.11.0+cu130``, which is not on PyPI);
 - test tensors (``.npy``) and sample tensors (``.tif``) for input and output;
@@ -19,6 +21,9 @@ without warnings:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -29,11 +34,15 @@ import numpy as np
 
 from jumpdenoise.errors import ModelError
 
-__all__ = ["BmzInfo", "bmz_name", "torch_release", "trace_checked", "write_bmz_package"]
+__all__ = ["BmzInfo", "bmz_name", "onnx_checked", "torch_release", "trace_checked", "write_bmz_package"]
+
+log = logging.getLogger(__name__)
 
 #: bioimageio.core's fixed_zero_mean_unit_variance divides by ``std + EPS``.
 EPS = 1e-6
 NAME_CHARACTERS = r"[^A-Za-z0-9_+\- ()]"
+#: ONNX opset of the exported weights.
+ONNX_OPSET = 18
 DEFAULT_AUTHOR = "jumpdenoise developers"
 
 
@@ -115,6 +124,68 @@ def trace_checked(model: Any, example: np.ndarray, step: int) -> Any:
     return traced
 
 
+def onnx_checked(model: Any, example: np.ndarray, step: int, path: Path) -> bool:
+    """Export ``model`` (eval mode) to the single ONNX file ``path``, checked equal to it with onnxruntime.
+
+    The graph takes any batch size and any y/x multiple of ``step`` (``torch.onnx.export``,
+    opset :data:`ONNX_OPSET`, weights inside the file). It is checked on the example and on an
+    input one ``step`` bigger in y and x, with two images.
+
+    Parameters
+    ----------
+    model
+        The UNet (``torch.nn.Module``).
+    example
+        Normalised ``(1, c, y, x)`` float32 input, ``y`` and ``x`` multiples of ``step``.
+    step
+        The UNet's stride (``2**depth``).
+    path
+        The ``.onnx`` file to write.
+
+    Returns
+    -------
+    bool
+        Whether ``path`` holds checked weights. False, with the reason logged, when onnx,
+        onnxscript or onnxruntime is missing (``pip install 'jumpdenoise[onnx]'``), when the
+        export fails, or when its output differs from the model's.
+    """
+    import importlib.util
+
+    import torch
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        log.info("ONNX weights left out: %s not installed (pip install 'jumpdenoise[onnx]')", ", ".join(missing))
+        return False
+    import onnxruntime
+
+    model = model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
+    dims = {0: torch.export.Dim("batch", min=1), 2: torch.export.Dim("ny", min=1) * step,
+            3: torch.export.Dim("nx", min=1) * step}
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # the exporter's own deprecation notices
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=ONNX_OPSET, external_data=False,
+                              input_names=["input"], output_names=["prediction"], dynamic_shapes=(dims,))
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        bigger = torch.nn.functional.pad(x, (0, step, 0, step), mode="reflect").repeat(2, 1, 1, 1)
+        for probe in (x, bigger):
+            with torch.no_grad():
+                ref = model(probe).numpy()
+            got = session.run(None, {"input": probe.numpy()})[0]
+            err = float(np.abs(ref - got).max())
+            if got.shape != ref.shape or err > 1e-4 * max(1.0, float(np.abs(ref).max())):
+                log.warning("ONNX weights left out: onnxruntime's output differs from the state dict's by %.3g "
+                            "on input %s", err, tuple(probe.shape))
+                return False
+    except Exception as exc:  # noqa: BLE001 - the export is optional: the zip keeps its other weights
+        log.warning("ONNX weights left out: the export failed (%s: %s)", type(exc).__name__,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        return False
+    return True
+
+
 def _env_text() -> str:
     from importlib.metadata import version
 
@@ -123,17 +194,19 @@ def _env_text() -> str:
             f"    - torch=={torch_release()}\n    - careamics=={version('careamics')}\n")
 
 
-def _readme(info: BmzInfo, channels: list[str], mean: list[float], std: list[float], step: int) -> str:
+def _readme(info: BmzInfo, channels: list[str], mean: list[float], std: list[float], step: int,
+            with_onnx: bool = False) -> str:
     rows = "\n".join(f"| {c} | {m:.6g} | {s:.6g} |" for c, m, s in zip(channels, mean, std))
     return (f"# {info.name}\n\n{info.description}\n\n## Data\n\n{info.data_description or 'Not described.'}\n\n"
             "## Input and output\n\nRaw intensities of the channels below, axes (batch, channel, y, x); y and x "
             f"are multiples of {step}. The model normalises each channel with the mean and standard deviation of "
             f"its training data and returns denoised raw intensities.\n\n| channel | mean | std |\n|---|---|---|\n"
             f"{rows}\n\n## Weights\n\n- `torchscript`: runs with PyTorch alone (traced in eval mode).\n"
+            + (f"- `onnx`: opset {ONNX_OPSET}, runs with onnxruntime alone.\n" if with_onnx else "") +
             "- `pytorch_state_dict`: the CAREamics UNet (`careamics.models.unet.UNet`).\n\n"
-            "## Validation\n\nThe torchscript trace was checked equal to the state dict at two input sizes, and "
-            "both weight formats reproduce the test output with bioimageio.core. Noise2Void needs no clean "
-            "images, so the export carries no accuracy figure; jumpdenoise reports the noise of raw and "
+            "## Validation\n\nThe torchscript trace (and the ONNX graph) was checked equal to the state dict at "
+            "two input sizes, and every weight format reproduces the test output with bioimageio.core. Noise2Void "
+            "needs no clean images, so the export carries no accuracy figure; jumpdenoise reports the noise of raw and "
             "denoised plates after prediction.\n\nTrained with jumpdenoise (Noise2Void, CAREamics).\n")
 
 
@@ -194,7 +267,7 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
              / (np.asarray(inv_std, np.float32)[None, :, None, None] + EPS)).astype(np.float32)
     files = {"inputs": work / "test_input.npy", "outputs": work / "test_output.npy",
              "sample_in": work / "sample_input.tif", "sample_out": work / "sample_output.tif",
-             "weights": work / "weights.pth", "script": work / "weights_torchscript.pt",
+             "weights": work / "weights.pth", "script": work / "weights_torchscript.pt", "onnx": work / "weights.onnx",
              "env": work / "environment.yml", "doc": work / "README.md"}
     np.save(files["inputs"], x_raw)
     np.save(files["outputs"], y_raw)
@@ -202,8 +275,9 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
     tifffile.imwrite(files["sample_out"], y_raw)
     torch.save(model.state_dict(), files["weights"])
     traced.save(str(files["script"]))
+    with_onnx = onnx_checked(model, x_norm, step, files["onnx"])
     files["env"].write_text(_env_text())
-    files["doc"].write_text(_readme(info, channels, mean, std, step))
+    files["doc"].write_text(_readme(info, channels, mean, std, step, with_onnx))
     config_path = save_configuration(careamics_config, work / "careamics.yaml")
     cover = create_cover(work, x_raw, y_raw)
 
@@ -236,7 +310,9 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
             source=files["weights"], architecture=arch, pytorch_version=release,
             dependencies=bmz.FileDescr(source=files["env"])),
         torchscript=bmz.TorchscriptWeightsDescr(source=files["script"], pytorch_version=release,
-                                                parent="pytorch_state_dict"))
+                                                parent="pytorch_state_dict"),
+        onnx=bmz.OnnxWeightsDescr(source=files["onnx"], opset_version=ONNX_OPSET, parent="pytorch_state_dict")
+        if with_onnx else None)
     from jumpdenoise import __version__
 
     descr = bmz.ModelDescr(
@@ -248,7 +324,7 @@ def write_bmz_package(out: Path, *, model: Any, careamics_config: Any, channels:
         tags=sorted({*careamics_config.get_algorithm_keywords(), "jumpdenoise", "cell-painting", *info.tags}),
         version=bmz.Version(__version__), inputs=[inputs], outputs=[outputs], weights=weights,
         attachments=[bmz.FileDescr(source=p) for p in (config_path, *attachments)])
-    for weight_format in ("torchscript", "pytorch_state_dict"):
+    for weight_format in ("torchscript", "pytorch_state_dict", *(("onnx",) if with_onnx else ())):
         summary = test_model(descr, weight_format=weight_format)
         if summary.status != "passed":
             raise ModelError(f"bioimageio test of the {weight_format} weights failed:\n{summary.format()}")

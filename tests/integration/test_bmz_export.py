@@ -64,7 +64,7 @@ def test_description_name_authors_environment_sizes_samples(exported: dict) -> N
     env = zf.read("environment.yml").decode()
     assert f"torch=={torch_release()}\n" in env and "+" not in env
     assert rdf["weights"]["torchscript"]["pytorch_version"] == torch_release()
-    assert set(rdf["weights"]) == {"torchscript", "pytorch_state_dict"}
+    assert set(rdf["weights"]) == {"torchscript", "pytorch_state_dict", "onnx"}  # onnx: the dev extra has it
     (inp,), (outp,) = rdf["inputs"], rdf["outputs"]
     space = {a["id"]: a["size"] for a in inp["axes"] if a["type"] == "space"}
     assert space == {"y": {"min": 4, "step": 4}, "x": {"min": 4, "step": 4}}

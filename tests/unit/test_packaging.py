@@ -56,7 +56,8 @@ def test_licence_file_and_metadata() -> None:
 def test_every_third_party_import_is_a_declared_dependency() -> None:
     project = _project()
     declared: set[str] = set()
-    for requirement in project["dependencies"] + project["optional-dependencies"]["train"]:
+    extras = project["optional-dependencies"]
+    for requirement in project["dependencies"] + extras["train"] + extras["onnx"]:
         name, _, extras = re.match(r"([A-Za-z0-9_.\-]+)(\[([^\]]*)\])?", requirement).groups()
         declared |= {_norm(name), *(_norm(e) for e in (extras or "").split(",") if e)}
     dists = packages_distributions()
@@ -104,7 +105,8 @@ def test_light_core_pulls_in_no_torch_and_the_train_extra_does() -> None:
     train = _closure(project["optional-dependencies"]["train"])
     assert {"torch", "careamics", "lightning", "bioimageio-core"} <= train
     dev = project["optional-dependencies"]["dev"]
-    assert "jumpdenoise[train]" in dev  # make install / make demo / make test get everything
+    assert "jumpdenoise[train,onnx]" in dev  # make install / make demo / make test get everything
+    assert not _closure(project["optional-dependencies"]["onnx"]) & TRAIN_ONLY
     assert {_norm(Requirement(r).name) for r in dev} >= {"napari-ome-zarr", "ome-zarr", "pytest"}
 
 
@@ -125,12 +127,13 @@ def test_built_metadata_has_the_light_core_and_the_extras(tmp_path: Path) -> Non
     install = json.loads(report.read_text())["install"]
     assert [item["metadata"]["name"] for item in install] == ["jumpdenoise"]  # nothing else to fetch
     metadata = install[0]["metadata"]
-    assert set(metadata["provides_extra"]) == {"train", "dev"}
+    assert set(metadata["provides_extra"]) == {"train", "onnx", "dev"}
     by_extra: dict[str, set[str]] = {}
     for text in metadata["requires_dist"]:
         req = Requirement(text)
-        extra = next((e for e in ("train", "dev") if req.marker and req.marker.evaluate({"extra": e})), "")
+        extra = next((e for e in ("train", "onnx", "dev") if req.marker and req.marker.evaluate({"extra": e})), "")
         by_extra.setdefault(extra, set()).add(_norm(req.name))
     assert not by_extra[""] & TRAIN_ONLY
     assert by_extra["train"] == {"careamics", "torch", "lightning", "bioimageio-core"}
+    assert by_extra["onnx"] == {"onnx", "onnxscript", "onnxruntime"}
     assert {"jumpdenoise", "napari-ome-zarr", "pytest"} <= by_extra["dev"]
