@@ -142,7 +142,7 @@ def render_markdown(result: dict, plates: dict) -> str:
         lines.append("Denoising lowers the correlation with the truth for: "
                      + (", ".join(hurt) if hurt else "no family") + ".")
     lines += ["", "Per channel (median r of its single-channel features): " + "; ".join(
-        f"{r['version']} {r['channel']} {_fmt(r['median_r'])}" for r in _records(result["channels"])) + "."]
+        f"{r['version']} {r['channel']} {_fmt(r['median_r'], 4)}" for r in _records(result["channels"])) + "."]
     lines += ["", "## Segmentation (each version segmented on its own pixels)", "",
               "| version | object | reference objects | objects | matched (IoU>0.5) | F1 | count ratio |",
               "|---|---|---|---|---|---|---|"]
