@@ -151,16 +151,20 @@ def file_sha256(path: Path, session: PlateSession | None = None) -> str:
 
 def model_digest(config: JumpDenoiseConfig, session: PlateSession) -> tuple:
     """What identifies the model :func:`get_predictor` would load: the SHA-256 of the
-    checkpoint file it picks, and the name, size and mtime of every file beside it in the
-    model's folder (normalisation, blend weights, ``best.json``...)."""
+    checkpoint file it picks, and the path, size and mtime of every file in the folders the
+    loader reads beside it (the run folder, or the two above a checkpoint file: normalisation,
+    blend weights, ``best.json``...)."""
     from jumpdenoise.predict.model import run_checkpoint
 
     path = model_path(config).resolve()
     if not path.exists():
         return (str(path),)
-    folder = path if path.is_dir() else path.parent
-    checkpoint = run_checkpoint(path, config.predict.checkpoint) if path.is_dir() else path
-    beside = tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in folder.iterdir()
+    try:
+        checkpoint = run_checkpoint(path, config.predict.checkpoint) if path.is_dir() else path
+    except ModelError:  # not a usable run folder: loading it names the problem
+        return (str(path),)
+    folders = [path] if path.is_dir() else [path.parent, path.parent.parent]
+    beside = tuple(sorted((str(p), st.st_size, st.st_mtime_ns) for folder in folders for p in folder.iterdir()
                           if p.is_file() and (st := p.stat())))
     return str(path), file_sha256(checkpoint, session), beside
 

@@ -398,14 +398,17 @@ def test_a_raw_field_whose_marker_goes_after_prepare_is_not_denoised(base, tmp_p
     from jumpdenoise.config import load_config
     from jumpdenoise.errors import JumpDenoiseError
     from jumpdenoise.stages.predict import plan, prepare, run_one
+    from jumpdenoise.stages.session import PlateSession
 
     raw = copy_of(base, tmp_path, "raw")
     out = tmp_path / "den.zarr"
     cfg = load_config(overrides={"paths": {"raw_plate": str(raw), "denoised_plate": str(out)},
                                  "predict": {"model": str(base["run"]), "device": "cpu"}})
-    prepare(cfg)
+    session = PlateSession()
+    prepare(cfg, session)
     (raw / ".jumpdenoise" / "done" / "A02-1.npz").unlink()  # e.g. being converted again
     (unit,) = plan(cfg)
     with pytest.raises(JumpDenoiseError, match=r"A02-1 \(read\): PlateError: .*field A02/1 is not marked complete"):
-        run_one(cfg, unit)
+        run_one(cfg, unit, session)
+    session.close()
     assert done_keys(out) == {"A01-0", "A01-1", "A02-0"}

@@ -145,24 +145,26 @@ def _config(tmp_path: Path, plate: Path, **train) -> object:
 
 
 def test_bad_inputs_are_named(tmp_path: Path, plate: Path) -> None:
+    from jumpdenoise.stages.session import PlateSession
     from jumpdenoise.stages.train import prepare
 
     with pytest.raises(PlateError, match="plate not found.*nowhere.zarr"):
-        prepare(_config(tmp_path, tmp_path / "nowhere.zarr"))
+        prepare(_config(tmp_path, tmp_path / "nowhere.zarr"), PlateSession())
     with pytest.raises(PlateError, match=r"train\.channels.*'Mito'.*DNA"):
-        prepare(_config(tmp_path, plate, channels=["DNA", "Mito"]))
+        prepare(_config(tmp_path, plate, channels=["DNA", "Mito"]), PlateSession())
     with pytest.raises(PlateError, match=r"train\.wells.*'Z09'"):
-        prepare(_config(tmp_path, plate, wells=["A01", "Z09"]))
+        prepare(_config(tmp_path, plate, wells=["A01", "Z09"]), PlateSession())
     with pytest.raises(ConfigError, match=r"train\.patch_size 128 is larger than the fields.*64x64"):
-        prepare(_config(tmp_path, plate, patch_size=128))
+        prepare(_config(tmp_path, plate, patch_size=128), PlateSession())
     assert not (tmp_path / "model").exists()  # nothing written for a bad input
 
 
 def test_prepare_writes_the_run_header(tmp_path: Path, plate: Path) -> None:
+    from jumpdenoise.stages.session import PlateSession
     from jumpdenoise.stages.train import plan, prepare
 
     cfg = _config(tmp_path, plate, channels=["ER", "DNA"], patch_size=32)
-    prepare(cfg)
+    prepare(cfg, PlateSession())
     run = tmp_path / "model"
     norm = json.loads((run / "normalization.json").read_text())
     assert norm["channels"] == ["ER", "DNA"] and len(norm["mean"]) == 2 and str(plate) in norm["source"]
