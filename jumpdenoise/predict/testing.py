@@ -140,12 +140,14 @@ def random_careamics_unet(n_channels: int = 4, *, depth: int = 2, features: int 
                           seed: int = 0) -> Any:
     """A CAREamics UNet in eval mode with random weights and random batch-norm statistics (for tests)."""
     import torch
-    from careamics.models.unet import UNet
+    from careamics.config.architectures import UNetConfig
+    from careamics.models import model_factory
 
     torch.manual_seed(seed)
-    net = UNet(conv_dims=2, num_classes=n_channels, in_channels=n_channels, depth=depth,
-               num_channels_init=features, independent_channels=independent, n2v2=n2v2, residual=residual,
-               final_activation=final_activation)
+    net = model_factory(UNetConfig(
+        architecture="UNet", conv_dims=2, num_classes=n_channels, in_channels=n_channels, depth=depth,
+        num_channels_init=features, independent_channels=independent, n2v2=n2v2, residual=residual,
+        final_activation=final_activation))
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
