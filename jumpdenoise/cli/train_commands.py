@@ -63,8 +63,8 @@ def export(
     description: str | None = typer.Option(None, "--description", help="Model description (default: the "
                                            "channels and checkpoint)."),
 ) -> None:
-    """Export the best model of a run as a BioImage Model Zoo zip (torchscript + CAREamics weights), tested
-    with bioimageio.core."""
+    """Export the best model of a run as a BioImage Model Zoo zip (torchscript + CAREamics weights, and ONNX
+    with the onnx extra), tested with bioimageio.core."""
     require_train_extra("export")
     from jumpdenoise.train.export import export_run
 

@@ -90,6 +90,16 @@ def test_convert_stats_exports_and_open_plate_without_torch(source: Path, tmp_pa
     assert view["first_dna_sum"] == int(field[0].sum()) and view["train_modules"] == []
 
 
+def test_the_pipeline_until_stats_without_torch(source: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"source: {{path: {source}}}\npaths: {{workdir: {tmp_path / 'run'}}}\n"
+                      "executor: {kind: local, workers: 1}\n")
+    run = light("run", config, "--until", "stats")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "all stages done" in run.stdout
+    assert plate_info(tmp_path / "run" / "raw.zarr").statistics is not None
+
+
 @pytest.mark.parametrize("command", [["train", "config.yaml"], ["predict", "run", "raw.zarr", "out.zarr"],
                                      ["export", "run"], ["run"], ["submit", "config.yaml"]])
 def test_training_commands_without_the_extra_say_which_to_install(command: list[str], tmp_path: Path) -> None:
