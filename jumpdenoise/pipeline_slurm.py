@@ -234,26 +234,32 @@ def plan_lines(config: JumpDenoiseConfig, profile: SlurmProfile, until: str | No
 
 
 def check_submission(config: JumpDenoiseConfig, stages: list[Stage], *, dry_run: bool,
-                     echo: Callable[[str], None] = print) -> None:
-    """Refuse a submission whose values would only fail inside a running job (one line per problem).
+                     echo: Callable[[str], None] = print) -> list[str]:
+    """The values of a submission that would only fail inside a running job (one line per problem,
+    each naming its dotted field; :mod:`jumpdenoise.submit_checks`).
 
     Without SLURM on this machine a dry run checks the configuration alone and says so.
 
     Raises
     ------
-    ConfigError
-        Listing every problem, each naming its dotted field (:mod:`jumpdenoise.submit_checks`).
+    ClusterError
+        When the cluster cannot be asked (``sinfo`` missing or failing) and this is no dry run.
     """
-    from jumpdenoise.errors import ConfigError
     from jumpdenoise.submit_checks import submission_problems
 
     try:
-        problems = submission_problems(config, stages)
+        return submission_problems(config, stages)
     except ClusterError as exc:
         if not dry_run:
             raise
         echo(f"cluster not checked ({exc})")
-        problems = submission_problems(config, stages, cluster={}, known_options=set())
+        return submission_problems(config, stages, cluster={}, known_options=set())
+
+
+def _refuse(problems: list[str]) -> None:
+    """Raise the problems as one :class:`ConfigError`, one ``error:`` line each."""
+    from jumpdenoise.errors import ConfigError
+
     if problems:
         raise ConfigError("\nerror: ".join(problems))
 
@@ -273,6 +279,9 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
 
     Raises
     ------
+    ConfigError
+        Listing every value that would only fail inside a running job (checked before anything
+        is submitted; a dry run prints its plan first).
     ClusterError
         If jobs of an earlier submission of this run folder are still queued or running,
         or sbatch fails.
@@ -286,13 +295,15 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
     stages = pipeline_stages(config, until)
     for stage in stages:  # refuse an unsafe output now, not in a job an hour later
         check_outputs(stage, stage.job(config))
-    check_submission(config, [s for s in stages if not _run_state(config).is_done(s.name)], dry_run=dry_run,
-                     echo=echo)
+    problems = check_submission(config, [s for s in stages if not _run_state(config).is_done(s.name)],
+                                dry_run=dry_run, echo=echo)
     if dry_run:
         for line in plan_lines(config, profile, until):
             echo(line)
+        _refuse(problems)  # after the plan, which shows where they are
         echo("dry run: nothing submitted")
         return {}
+    _refuse(problems)
     rs = _run_state(config)
     if rs.state_file.is_file():
         active = collect_status(rs.workdir).active_jobs

@@ -49,6 +49,7 @@ def test_dry_run_names_every_bad_field_and_exits_2(slurm_cluster, tmp_path: Path
     config = write_config(tmp_path, profile, {"accelerator": "gpu", "devices": 1, "num_nodes": 1}, device="cuda")
     run = jd("submit", config, "--dry-run")
     assert run.returncode == 2, run.stdout + run.stderr
+    assert "- train (jumpdenoise.stages.train)" in run.stdout  # the plan first, showing where the problems are
     lines = run.stderr.strip().splitlines()
     assert all(line.startswith("error: ") for line in lines), run.stderr
     fields = [line.removeprefix("error: ").split(":", 1)[0] for line in lines]
@@ -73,7 +74,7 @@ def test_dry_run_names_every_bad_field_and_exits_2(slurm_cluster, tmp_path: Path
     assert "use the profile's mem_gb" in text and "not an sbatch option" in text
     assert "train.trainer.devices: 1 but the training job runs 2 task(s) per node" in text
     assert "predict.device: 'cuda' but the predict jobs get no GPU (executor.profile.gpus_per_node is 0)" in text
-    assert "dry run" not in run.stdout
+    assert "nothing submitted" not in run.stdout
     assert not (tmp_path / "run").exists()
 
 
