@@ -75,8 +75,8 @@ class JumpDenoiseConfig(BaseModel):
 
 
 def _model_names(model: type[BaseModel]) -> set[str]:
-    """Class names of ``model`` and of every model below it (pydantic puts them in union error paths)."""
-    names = {model.__name__}
+    """Class names of the configuration models (pydantic puts them in union error paths)."""
+    names = {model.__name__} if model.__module__.startswith("jumpdenoise.config") else set()
     for sub in model.__subclasses__():
         names |= _model_names(sub)
     return names
