@@ -1,7 +1,8 @@
 """Export a trained model to the BioImage Model Zoo format.
 
-The model is read by :func:`jumpdenoise.predict.model.load_model` (digests checked). The export (:func:`export_run`, built by :mod:`jumpdenoise.train.bmz`) holds torchscript
-weights that run with torch alone and the CAREamics state dict, which
+The model is read by :func:`jumpdenoise.predict.model.load_model` (digests checked). The
+export (:func:`export_run`, built by :mod:`jumpdenoise.train.bmz`) holds torchscript weights
+that run with torch alone and the CAREamics state dict, which
 ``careamics.CAREamist(bmz_path=...)`` and ``jumpdenoise predict`` load back.
 """
 
