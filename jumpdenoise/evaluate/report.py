@@ -81,14 +81,22 @@ def summarise(table: pd.DataFrame, agreement: list[dict]) -> dict:
         raw_r = families[families.version == "raw"].set_index("family").median_r
         den_r = families[families.version == "denoised"].set_index("family").median_r
         change = (den_r - raw_r).sort_values()
+        raw_shift = families[families.version == "raw"].set_index("family").median_abs_shift
+        den_shift = families[families.version == "denoised"].set_index("family").median_abs_shift
+        shift_change = (den_shift - raw_shift).sort_values(ascending=False)
         moved = {"measure": "median r with truth, denoised minus raw",
                  "by_family": {k: _clean(v) for k, v in change.items()},
-                 "hurt": [k for k, v in change.items() if v < 0]}
+                 "hurt": [k for k, v in change.items() if v < 0],
+                 "shift_measure": "median abs shift from truth, denoised minus raw (first: moved furthest from the truth)",
+                 "shift_by_family": {k: _clean(v) for k, v in shift_change.items()}}
         not_made: list[str] = []
     else:
         den = families[families.version == "denoised"].set_index("family").median_r.sort_values()
+        den_shift = families[families.version == "denoised"].set_index("family").median_abs_shift
         moved = {"measure": "median r of denoised with raw (lower: moved more)",
-                 "by_family": {k: _clean(v) for k, v in den.items()}, "hurt": []}
+                 "by_family": {k: _clean(v) for k, v in den.items()}, "hurt": [],
+                 "shift_measure": "median abs shift of denoised from raw (first: moved most)",
+                 "shift_by_family": {k: _clean(v) for k, v in den_shift.sort_values(ascending=False).items()}}
         not_made = ["feature correlation with the ground truth (no truth): raw vs denoised only",
                     "profile distance to the truth profile (no truth): denoised profile vs raw profile only",
                     "segmentation F1 against the truth segmentation (no truth): denoised vs raw only",
@@ -137,6 +145,9 @@ def render_markdown(result: dict, plates: dict) -> str:
               + ", ".join(f"{k} ({show(v)})" for k, v in moved["by_family"].items()) + "."]
     lines.append("Size/shape features are equal in every version by construction (shared masks); "
                  "segmentation differences show in the segmentation table.")
+    if moved.get("shift_by_family"):
+        lines.append(f"Families ordered by {moved['shift_measure']}: "
+                     + ", ".join(f"{k} ({show(v)})" for k, v in moved["shift_by_family"].items()) + ".")
     if ref == "truth":
         hurt = [f"{k} ({_signed(moved['by_family'][k])})" for k in moved["hurt"]]
         lines.append("Denoising lowers the correlation with the truth for: "

@@ -108,3 +108,31 @@ def test_config_rejects_an_empty_family_list_and_unknown_keys() -> None:
         EvaluateConfig(families=[])
     with pytest.raises(ValidationError):
         EvaluateConfig(nuclei="DNA")
+
+
+def test_summary_names_the_family_denoising_hurts_and_moves_most() -> None:
+    import pandas as pd
+
+    from jumpdenoise.evaluate.report import render_markdown, summarise
+
+    rng = np.random.default_rng(0)
+    n = 40
+    intensity, texture = "intensity:MeanIntensity__DNA", "texture:Contrast_3_00_256__DNA"
+    truth = {intensity: rng.uniform(1, 2, n), texture: rng.uniform(1, 2, n)}
+    noise = {k: rng.normal(0, 0.01, n) for k in truth}
+    versions = {
+        "truth": truth,
+        "raw": {k: v + noise[k] for k, v in truth.items()},
+        # denoised: texture ten times cleaner than raw, intensity 10 % too bright and noisier
+        "denoised": {intensity: truth[intensity] * 1.1 + rng.normal(0, 0.05, n),
+                     texture: truth[texture] + noise[texture] / 10},
+    }
+    rows = [pd.DataFrame({"version": name, "well": "A01", "field": 0, "object": "nuclei",
+                          "label": np.arange(1, n + 1), **columns}) for name, columns in versions.items()]
+    result = summarise(pd.concat(rows, ignore_index=True), [])
+    moved = result["summary"]["families_moved"]
+    assert moved["hurt"] == ["intensity"]
+    assert moved["by_family"]["texture"] > 0 > moved["by_family"]["intensity"]
+    assert next(iter(moved["shift_by_family"])) == "intensity"
+    assert moved["shift_by_family"]["intensity"] == pytest.approx(0.1, abs=0.03)
+    assert "Denoising lowers the correlation with the truth for: intensity (" in render_markdown(result, {})
