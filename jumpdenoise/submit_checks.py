@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jumpdenoise.executors.slurm_cluster import Partition, parse_time_min
@@ -124,7 +125,8 @@ def resource_problems(profile: SlurmProfile, shapes: list[JobShape], cluster: di
 
 def option_problems(profile: SlurmProfile, known_options: set[str]) -> list[str]:
     """``extra`` options sbatch does not know, that override a profile field, or whose value is malformed;
-    ``setup`` lines bash cannot parse."""
+    ``setup`` lines bash cannot parse or that source a file this machine does not have (the
+    jobs see the same file systems)."""
     problems: list[str] = []
     extras = [("executor.profile.extra", profile.extra)] + [
         (f"executor.profile.stages.{name}.extra", over.extra) for name, over in profile.stages.items() if over.extra]
@@ -152,7 +154,19 @@ def option_problems(profile: SlurmProfile, known_options: set[str]) -> list[str]
         if res.returncode != 0:
             message = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "syntax error"
             problems.append(f"{name}: bash cannot parse it ({message.replace('bash: ', '')})")
+        for i, line in enumerate(lines):
+            m = re.match(r"\s*(?:source|\.)\s+(\S+)\s*$", line)
+            if m and "$" not in m.group(1) and not Path(m.group(1)).expanduser().is_file():
+                problems.append(f"{name}[{i}]: {m.group(1)} does not exist (sourced by the jobs)")
     return problems
+
+
+def array_problems(profile: SlurmProfile, cluster_max: int | None) -> list[str]:
+    """``max_array_size`` beyond the cluster's ``MaxArraySize - 1`` (the prepare job's sbatch would fail)."""
+    if cluster_max is None or profile.max_array_size <= cluster_max - 1:
+        return []
+    return [f"executor.profile.max_array_size: {profile.max_array_size} but the cluster's MaxArraySize is "
+            f"{cluster_max} (at most {cluster_max - 1})"]
 
 
 def trainer_problems(config: JumpDenoiseConfig, profile: SlurmProfile, stages: list[Stage]) -> list[str]:
@@ -190,7 +204,7 @@ def trainer_problems(config: JumpDenoiseConfig, profile: SlurmProfile, stages: l
 
 def submission_problems(config: JumpDenoiseConfig, stages: list[Stage], *,
                         cluster: dict[str, Partition] | None = None,
-                        known_options: set[str] | None = None) -> list[str]:
+                        known_options: set[str] | None = None, cluster_max_array: int | None = None) -> list[str]:
     """Every problem of submitting ``stages`` of ``config`` that would otherwise show inside a job.
 
     Parameters
@@ -199,9 +213,10 @@ def submission_problems(config: JumpDenoiseConfig, stages: list[Stage], *,
         The pipeline configuration (its ``executor.profile`` is the SLURM profile).
     stages
         The stages to submit (those already done left out).
-    cluster, known_options
-        The cluster's partitions and sbatch's options (default: asked of ``sinfo`` and
-        ``sbatch --help``); an empty ``cluster`` leaves the resources unchecked.
+    cluster, known_options, cluster_max_array
+        The cluster's partitions, sbatch's options and ``MaxArraySize`` (default: asked of
+        ``sinfo``, ``sbatch --help`` and ``scontrol show config`` when ``cluster`` is not
+        given); an empty ``cluster`` leaves the resources unchecked.
 
     Returns
     -------
@@ -213,15 +228,16 @@ def submission_problems(config: JumpDenoiseConfig, stages: list[Stage], *,
     ClusterError
         When ``sinfo`` is missing or fails (and ``cluster`` is not given).
     """
-    from jumpdenoise.executors.slurm_cluster import cluster_partitions, sbatch_options
+    from jumpdenoise.executors.slurm_cluster import cluster_partitions, max_array_size, sbatch_options
 
     profile = _profile(config)
     if cluster is None:
         cluster = cluster_partitions()
+        cluster_max_array = max_array_size()
     if known_options is None:
         known_options = sbatch_options()
     shapes = job_shapes(config, stages)
     problems = (resource_problems(profile, shapes, cluster) if cluster else []) \
-        + option_problems(profile, known_options) \
+        + array_problems(profile, cluster_max_array) + option_problems(profile, known_options) \
         + trainer_problems(config, profile, stages)
     return list(dict.fromkeys(problems))  # one line per problem, also when several jobs share a field

@@ -1,5 +1,6 @@
-"""What the SLURM cluster offers, from ``sinfo`` and ``sbatch --help``: partitions with their nodes'
-CPUs, memory, GPUs, features and time limit, and the options sbatch accepts.
+"""What the SLURM cluster offers, from ``sinfo``, ``scontrol show config`` and ``sbatch --help``:
+partitions with their nodes' CPUs, memory, GPUs, features and time limit, the largest job array,
+and the options sbatch accepts.
 
 Used to check a profile before anything is submitted (``jumpdenoise submit --dry-run``).
 """
@@ -113,3 +114,16 @@ def sbatch_options() -> set[str]:
     except (subprocess.SubprocessError, OSError):
         return set()
     return set(re.findall(r"--([a-z][a-z0-9-]*)", res.stdout + res.stderr))
+
+
+def max_array_size() -> int | None:
+    """The cluster's ``MaxArraySize`` (``scontrol show config``; array indices go up to it minus 1),
+    or ``None`` when scontrol is missing or does not say."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        res = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", res.stdout, re.MULTILINE)
+    return int(m.group(1)) if m else None

@@ -22,7 +22,7 @@ CLI = [sys.executable, "-c", "from jumpdenoise.cli import main; main()"]
 BAD_PROFILE = {
     "time_min": 10, "mem_gb": 1, "cpus_per_task": 1,
     "extra": {"mail_typo": "END", "time_min": "1:2:3:4", "mem": "4G", "mem_per_cpu": "lots"},
-    "setup": ["if true; then echo unfinished"],
+    "max_array_size": 10**6, "setup": ["source /no/such/venv/bin/activate", "if true; then echo unfinished"],
     "stages": {"train": {"partition": "no-such-partition", "nodes": 2, "gpus_per_node": 2},
                "predict": {"mem_gb": 4096, "cpus_per_task": 64}},
 }
@@ -62,6 +62,8 @@ def test_dry_run_names_every_bad_field_and_exits_2(slurm_cluster, tmp_path: Path
         "executor.profile.extra.mem",
         "executor.profile.extra.mem_per_cpu",
         "executor.profile.setup",
+        "executor.profile.setup[0]",
+        "executor.profile.max_array_size",
         "train.trainer.num_nodes",
         "train.trainer.devices",
         "predict.device",
@@ -72,6 +74,8 @@ def test_dry_run_names_every_bad_field_and_exits_2(slurm_cluster, tmp_path: Path
            f"{slurm_cluster.cpus}" in text
     assert "4096 GB per node" in text and "'1:2:3:4' is not a SLURM time" in text
     assert "use the profile's mem_gb" in text and "not an sbatch option" in text
+    assert "executor.profile.setup[0]: /no/such/venv/bin/activate does not exist (sourced by the jobs)" in text
+    assert "executor.profile.max_array_size: 1000000 but the cluster's MaxArraySize is" in text
     assert "train.trainer.devices: 1 but the training job runs 2 task(s) per node" in text
     assert "predict.device: 'cuda' but the predict jobs get no GPU (executor.profile.gpus_per_node is 0)" in text
     assert "nothing submitted" not in run.stdout
