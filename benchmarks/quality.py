@@ -198,7 +198,7 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
     predict_s = time.perf_counter() - t
     alone = dataclasses.replace(model, blend=None)
     network = [denoise_array(alone, img, tile_size=min(256, *img.shape[-2:]), **tiled) for img in data.noisy]
-    estimated = {ch: {k: e[k] for k in ("gain_db", "blend_weight", "network_gain_db", "noise_source")}
+    estimated = {ch: {k: e[k] for k in ("gain_db", "blend", "network_gain_db", "noise_source")}
                  for ch, e in record["channels"].items()}
     return written, network, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
                               "estimate_s": round(estimate_s, 1), "predict_s": round(predict_s, 1),
@@ -304,7 +304,7 @@ def print_estimates(name: str, res: dict) -> None:
     print(f"\n{name}: gain estimated without truth vs true gain (dB), what predict writes | network alone")
     for seed_estimates in res["estimates"]:
         for ch, e in seed_estimates.items():
-            print(f"  {ch:<8s} weight {e['blend_weight']:.3f}  estimated {e['gain_db']:+6.2f} true "
+            print(f"  {ch:<8s} weights {e['blend'][0]:.2f}/{e['blend'][1]:.2f}  estimated {e['gain_db']:+6.2f} true "
                   f"{e['true_gain_db']:+6.2f} | estimated {e['network_gain_db']:+6.2f} true "
                   f"{e['true_network_gain_db']:+6.2f}  ({e['noise_source']} noise)")
 

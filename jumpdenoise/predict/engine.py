@@ -39,10 +39,8 @@ __all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_in
 #: The network layouts a :class:`Predictor` accepts (see :mod:`jumpdenoise.predict.gpu_fast`).
 LAYOUTS = ("auto", "grouped", "channels_last", "split")
 
-#: What ``layout="auto"`` runs on CUDA devices, in fp32 and in bf16 (the one place to change it).
-#: Measured on an H200 (seed model, 1080^2 fields, engine alone, Mpx-ch/s): fp32 grouped 126,
-#: fp32 split 99; bf16 grouped 240, bf16 split (autotuned) 295, with torch.compile 391 (grouped
-#: channels-last + compile: 274).
+#: What ``layout="auto"`` runs on CUDA devices, in fp32 and in bf16: the fastest layout measured
+#: for each (README, "Benchmarks"; ``benchmarks/predict.py --engine-only`` compares them).
 CUDA_AUTO_LAYOUT = {"fp32": "grouped", "bf16": "split"}
 
 
@@ -239,7 +237,7 @@ class Predictor:
         self._weights: dict[tuple[int, int], list] = {}
         self._norm: tuple | None = None
         self._blend = (None if model.blend is None else
-                       torch.as_tensor(np.asarray(model.blend, np.float32), device=self.device).view(-1, 1, 1))
+                       torch.as_tensor(np.asarray(model.blend, np.float32), device=self.device).view(-1, 2))
 
     def settings(self) -> dict:
         """JSON-able description of the tiling and numerics (for provenance)."""
@@ -248,7 +246,7 @@ class Predictor:
                 "receptive_field": self.receptive_field, "stride": self.model.stride,
                 "device": str(self.device), "layout": self.layout, "autotune": self.autotune,
                 "cuda_graphs": self.cuda_graphs,
-                "blend": None if self.model.blend is None else [float(a) for a in self.model.blend]}
+                "blend": None if self.model.blend is None else np.asarray(self.model.blend).tolist()}
 
     def plan(self, shape_yx: Sequence[int]) -> TilePlan:
         """The tile plan of fields of ``shape_yx`` (cached)."""
@@ -322,15 +320,17 @@ class Predictor:
         """Denoise one normalised field ``(c, y, x)`` (float32 tensor on the device).
 
         With blend weights (:attr:`LoadedModel.blend`), the network's output is blended with
-        ``x``: ``alpha * f(x) + (1 - alpha) * x`` per channel (:mod:`jumpdenoise.quality.blend`).
+        ``x`` per channel and band (:func:`jumpdenoise.quality.blend.apply_blend`).
         """
         import torch
 
         y = self._network_output(x)
         if self._blend is None:
             return y
+        from jumpdenoise.quality.blend import apply_blend
+
         with torch.inference_mode():
-            return y.sub_(x).mul_(self._blend).add_(x)
+            return apply_blend(y, x, self._blend)
 
     def _network_output(self, x: Any) -> Any:
         import torch

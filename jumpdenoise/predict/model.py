@@ -73,9 +73,9 @@ class LoadedModel:
     normalization_source
         Where the mean/std came from.
     blend
-        Per-channel weight of the network's output in what predict writes, the rest being
-        the raw image (:mod:`jumpdenoise.quality.blend`; from the run's ``quality.json``),
-        or ``None``: the network's output alone.
+        ``(c, 2)`` weights of the network's output in the low and the high band of what
+        predict writes, the rest being the raw image (:mod:`jumpdenoise.quality.blend`; from
+        the run's ``quality.json``), or ``None``: the network's output alone.
     """
 
     module: Any

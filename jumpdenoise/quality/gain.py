@@ -14,7 +14,7 @@ raw image's own error is ``sigma_i^2``. So on held-out fields
 - ``excess = masked_mse - noise_variance`` estimates the network's error, and
   ``network_gain_db = 10 log10(noise_variance / excess)`` the gain of its output alone;
 - predict writes the network's output blended with the raw image (:mod:`jumpdenoise.quality.blend`);
-  ``blend_weight`` and ``gain_db``, the gain of what predict writes, are measured on the same
+  ``blend`` (the weights of its low and high band) and ``gain_db``, the gain of what predict writes, are measured on the same
   held-out fields without masking, with Stein's unbiased risk estimate (which also catches a
   network that passes its input pixel through: its weight falls towards 0, its gain to 0 dB).
 
@@ -132,7 +132,7 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     Returns
     -------
     dict
-        ``{channel: {gain_db, gain_db_low, gain_db_high, blend_weight, unmasked_mse,
+        ``{channel: {gain_db, gain_db_low, gain_db_high, blend, unmasked_mse,
         pass_through_variance, n_pixels_sure, network_gain_db, network_gain_db_low,
         network_gain_db_high, lower_bound, masked_mse, noise_variance, excess_mse, n_pixels,
         noise_model, noise_source, reliable}}`` plus
@@ -190,8 +190,8 @@ def _sure_terms(predictor: Any, arrays: Sequence[np.ndarray], models: Sequence[N
         pred = predictor.denoise(field)
         moved = predictor.denoise(field + eps * signs)
         for c, term in enumerate(terms):
-            divergence = signs[c] * (moved[c].astype(np.float64) - pred[c]) / float(eps[c, 0, 0])
-            term.add(pred[c].astype(np.float64) - field[c], variances[c], divergence)
+            term.add(pred[c].astype(np.float64) - field[c], variances[c], moved[c].astype(np.float64) - pred[c],
+                     signs[c], float(eps[c, 0, 0]))
     return terms
 
 
@@ -200,15 +200,17 @@ def _db(noise: float, excess: float) -> float:
 
 
 def _written_entry(sure: SureTerms) -> dict:
-    """Blend weight and gain of what predict writes, with the gain's +-2 standard-error range."""
-    alpha = sure.weight()
-    noise = sure.mean("s")
-    risk, se = sure.risk(alpha)
-    risk = min(max(risk, 1e-12 * noise), noise)  # alpha = 0 is the raw image: risk = noise exactly
-    return {"gain_db": _db(noise, risk), "gain_db_low": _db(noise, min(noise, risk + 2 * se)) if alpha > 0 else 0.0,
-            "gain_db_high": _db(noise, risk - 2 * se) if risk > 2 * se and alpha > 0 else None,
-            "blend_weight": alpha, "unmasked_mse": sure.mean("a"), "pass_through_variance": noise - sure.mean("c"),
-            "n_pixels_sure": sure.n}
+    """Blend weights and gain of what predict writes, with the gain's +-2 standard-error range."""
+    low, high = sure.weights()
+    noise = sure.mean_noise()
+    risk, se = sure.risk(low, high)
+    risk = min(max(risk, 1e-12 * noise), noise)  # weights (0, 0) are the raw image: risk = noise exactly
+    blended = low > 0 or high > 0
+    m = sure.sum / sure.n
+    return {"gain_db": _db(noise, risk), "gain_db_low": _db(noise, min(noise, risk + 2 * se)) if blended else 0.0,
+            "gain_db_high": _db(noise, risk - 2 * se) if risk > 2 * se and blended else None,
+            "blend": [low, high], "unmasked_mse": float(m[0] + 2 * m[1] + m[2]),
+            "pass_through_variance": float(noise - m[3] - m[4]), "n_pixels_sure": sure.n}
 
 
 def _network_entry(r2: np.ndarray, var: np.ndarray) -> dict:

@@ -240,20 +240,20 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "PSNR/SSIM: means over the scored fields; data range of a field: "
               f"{report['data_range_rule']}. Estimated gain: of what predict writes (the network's output blended "
-              "with the raw image, weight = noise variance / masked N2V error), -10 log10(1 - weight), measured on "
+              "with the raw image per band, weights chosen by Stein's unbiased risk estimate), measured on "
               "held-out fields, with its +-2 standard-error range; 'unreliable': the noise, fitted "
               "from the images, looks spatially correlated or mixed with fine structure. WORSE: gain <= 0 dB (the "
               "truth's when known, else a reliable estimate)."]
     lines += ["", "## Diagnostics", "", f"noise: {report['diagnostic_noise_label']}.", "",
               "| channel | raw mean | denoised mean | raw std | denoised std | raw noise | denoised noise "
-              "| blend weight | network alone, est. gain (dB) |",
+              "| blend weights low/high | network alone, est. gain (dB) |",
               "|---|---|---|---|---|---|---|---|---|"]
     for ch, row in report["channels"].items():
         s, n, est = row["statistics"], row["diagnostic_noise"], row["estimated"] or {}
         lines.append("| " + " | ".join([ch, _fmt(s.get("raw_mean")), _fmt(s.get("denoised_mean")),
                                            _fmt(s.get("raw_std")), _fmt(s.get("denoised_std")),
                                            _fmt(n.get("raw")), _fmt(n.get("denoised")),
-                                           _fmt(est.get("blend_weight"), ".3f"),
+                                           "/".join(f"{w:.2f}" for w in est["blend"]) if est.get("blend") else "-",
                                            _fmt(est.get("network_gain_db"), "+.1f")]) + " |")
     figures = [(ch, row["figure"]) for ch, row in report["channels"].items() if row.get("figure")]
     if figures:

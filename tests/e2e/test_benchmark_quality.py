@@ -58,7 +58,7 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
     assert len(fmd_res["estimates"]) == 2
     for seed in fmd_res["estimates"]:
         e = seed["gray"]
-        assert 0 <= e["blend_weight"] <= 1 and e["noise_source"] == "fit"
+        assert all(0 <= w <= 1 for w in e["blend"]) and e["noise_source"] == "fit"
         assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
     texts = [t["text"] for t in r["targets"]]
     assert any("within 1 dB of the true gain" in t for t in texts)

@@ -57,7 +57,7 @@ def test_barely_trained_network_is_blended_so_no_channel_gets_worse(tmp_path: Pa
     assert any(quality[ch]["network_gain_db"] < 0 for ch in channels), quality  # the network alone: worse
     true_gain = _psnr_gain(workdir, source.parent / "ground_truth", channels)
     for ch in channels:
-        assert 0 <= quality[ch]["blend_weight"] < 1
+        assert all(0 <= w <= 1 for w in quality[ch]["blend"]) and min(quality[ch]["blend"]) < 1
         assert true_gain[ch] >= -0.05, (ch, true_gain, quality[ch])  # what was written: not worse
         assert quality[ch]["gain_db"] == pytest.approx(true_gain[ch], abs=1.0)
     assert "WORSE than raw" not in (workdir / "report.md").read_text()
@@ -69,8 +69,8 @@ def test_a_model_that_adds_nothing_stops_the_run_before_predict(tmp_path: Path) 
     run.mkdir(parents=True)
     (run / "normalization.json").write_text(json.dumps({"channels": ["DNA", "Mito"], "mean": [0, 0], "std": [1, 1]}))
     (run / "quality.json").write_text(json.dumps({"version": 2, "checkpoint": "checkpoints/best.ckpt", "channels": {
-        "DNA": {"gain_db": 0.0, "blend_weight": 0.0, "reliable": True},
-        "Mito": {"gain_db": 4.1, "blend_weight": 0.7, "reliable": True}}}))
+        "DNA": {"gain_db": 0.0, "blend": [0.0, 0.0], "reliable": True},
+        "Mito": {"gain_db": 4.1, "blend": [0.1, 0.7], "reliable": True}}}))
     cfg = load_config(overrides={"paths": {"workdir": str(tmp_path / "run"), "run_dir": str(run)}})
     from jumpdenoise.quality.gain import check_gain_before_predict
 
