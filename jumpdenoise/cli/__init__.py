@@ -67,14 +67,6 @@ def options(
     configure_logging(verbose, quiet)
 
 
-@app.command()
-def version() -> None:
-    """Print the jumpdenoise version."""
-    from jumpdenoise import __version__
-
-    typer.echo(__version__)
-
-
 from jumpdenoise.cli import plate_commands  # noqa: E402,F401  (convert, verify, demo)
 from jumpdenoise.cli import inspect_commands  # noqa: E402,F401  (info, stats)
 from jumpdenoise.cli import train_commands  # noqa: E402,F401  (train, export)
