@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
 
 
 def make_array(path: Path, shape: tuple[int, int, int], checksum: bool):
@@ -47,7 +50,7 @@ def checksum_only_ms(fields: list[np.ndarray]) -> float:
 
 def main() -> None:
     from jumpdenoise.io.ngff_chunks import read_whole_chunks, write_whole_chunks
-    from jumpdenoise.predict.testing import noisy_blobs
+    from tests.fixtures.plates import noisy_blobs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=12)

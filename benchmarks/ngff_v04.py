@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
+
 
 def _plate(path: Path, n_wells: int, n_fields: int, size: int) -> int:
-    from jumpdenoise.predict.testing import make_plate
+    from tests.fixtures.plates import make_plate
 
     wells = [f"{'ABCDEFGH'[i // 12]}{i % 12 + 1:02d}" for i in range(n_wells)]
     make_plate(path, wells=wells, n_fields=n_fields, channels=("DNA", "ER", "RNA", "AGP", "Mito"),

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from predict_io import CHANNELS, save_and_clean, stand_in_predictor, trivial_model  # noqa: E402
@@ -55,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from jumpdenoise.executors.local import LocalExecutor
     from jumpdenoise.io import ngff_chunks
     from jumpdenoise.predict.engine import Predictor
-    from jumpdenoise.predict.testing import make_plate
     from jumpdenoise.stages import predict as stage
     from jumpdenoise.stages.base import bind
     from jumpdenoise.stages.session import PlateSession
+    from tests.fixtures.plates import make_plate
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="jd-bench-plate-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
+
 CHANNELS = ("DNA", "ER", "RNA", "AGP")
 
 #: mode tokens -> layout (one at most per mode)
@@ -103,7 +105,8 @@ def parse_mode(mode: str) -> dict:
 
 
 def build(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    from jumpdenoise.predict.testing import make_plate, make_run
+    from tests.fixtures.models import make_run
+    from tests.fixtures.plates import make_plate
 
     run = Path(args.model) if args.model else None
     plate = Path(args.plate) if args.plate else None

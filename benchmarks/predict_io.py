@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
+
 CHANNELS = ("DNA", "ER", "RNA", "AGP")
 
 
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from jumpdenoise.compute.threads import cpu_threads
     from jumpdenoise.io.ngff import plate_info
-    from jumpdenoise.predict.testing import make_plate
+    from tests.fixtures.plates import make_plate
 
     counts = [int(v) for v in args.processes.split(",")] if args.processes else [max(2, min(8, cpu_threads() - 2))]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="jd-bench-predict-io-"))

@@ -31,11 +31,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,7 +178,7 @@ def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int)
     At most 8 clean scenes are drawn (drawing one takes seconds at 1024^2: large Gaussian
     blurs); every field gets one of them, rotated, with its own fresh noise.
     """
-    from jumpdenoise.train.synthetic import noisy_field, write_plate
+    from tests.fixtures.plates import noisy_field, write_plate
 
     channels = ["DNA", "ER", "RNA", "AGP"]
     wells = [f"{'ABCDEFGHIJKLMNOP'[i // 24]}{i % 24 + 1:02d}" for i in range(n_wells)]

@@ -17,7 +17,6 @@ Modules (none imports torch or CAREamics at package import):
 - :mod:`~jumpdenoise.train.graphs`: the training step as CUDA graphs (one GPU).
 - :mod:`~jumpdenoise.train.export`: BioImage Model Zoo export (models load with
   :func:`jumpdenoise.predict.model.load_model`).
-- :mod:`~jumpdenoise.train.synthetic`: small noisy plates for tests and benchmarks.
 
 The plate stage is :mod:`jumpdenoise.stages.train`. Private CAREamics API is reached through
 :mod:`jumpdenoise.compat` only.

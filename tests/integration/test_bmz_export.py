@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from jumpdenoise.cli import app
 from jumpdenoise.errors import ModelError
-from jumpdenoise.predict.testing import make_run, noisy_blobs
+from fixtures.models import make_run
+from fixtures.plates import noisy_blobs
 from jumpdenoise.train.bmz import bmz_name, torch_release
 from jumpdenoise.predict.model import load_model
 from jumpdenoise.train.export import EXAMPLE_INPUT, example_crop, export_run

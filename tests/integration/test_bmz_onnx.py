@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from jumpdenoise.predict.model import load_model
-from jumpdenoise.predict.testing import make_run, noisy_blobs
+from fixtures.models import make_run
+from fixtures.plates import noisy_blobs
 from jumpdenoise.train.bmz import ONNX_OPSET, onnx_checked
 from jumpdenoise.train.export import EXAMPLE_INPUT, example_crop, export_run
 

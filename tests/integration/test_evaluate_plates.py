@@ -17,7 +17,7 @@ from jumpdenoise.config import load_config
 from jumpdenoise.config.evaluate import EvaluateConfig
 from jumpdenoise.errors import ConfigError
 from jumpdenoise.stages import evaluate as stage
-from jumpdenoise.train.synthetic import write_plate
+from fixtures.plates import write_plate
 
 CHANNELS = ["DNA", "ER", "AGP"]
 KEYS = [("A01", 0), ("A01", 1), ("B02", 0)]

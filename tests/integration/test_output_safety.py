@@ -105,7 +105,7 @@ def test_run_folder_inside_the_source_and_training_onto_its_plate_are_refused(so
 
 @pytest.fixture(scope="module")
 def model_and_plate(source: Path, tmp_path_factory) -> tuple[Path, Path]:
-    from jumpdenoise.predict.testing import make_run
+    from fixtures.models import make_run
 
     root = tmp_path_factory.mktemp("predict_safety")
     run = make_run(root / "run", channels=("DNA", "Mito"), depth=2, features=8, steps=2)

@@ -13,7 +13,8 @@ import pytest
 
 from jumpdenoise.errors import ModelError, OutputExistsError, PlateError, UnsafeOutputError
 from jumpdenoise.io.ngff import plate_info, read_field, validate_plate
-from jumpdenoise.predict.testing import make_plate, make_run
+from fixtures.models import make_run
+from fixtures.plates import make_plate
 from jumpdenoise.stages.predict import predict
 
 SHAPE = (90, 100)  # not a multiple of the UNet stride (4)
@@ -220,7 +221,7 @@ def test_output_bits_do_not_depend_on_torch_threads_set_elsewhere(tmp_path: Path
 
     from jumpdenoise.predict.arrays import denoise_array
     from jumpdenoise.predict.model import load_model
-    from jumpdenoise.predict.testing import make_run
+    from fixtures.models import make_run
 
     model = load_model(make_run(tmp_path / "run", channels=("DNA", "ER"), depth=2, features=8, steps=2))
     image = np.random.default_rng(5).gamma(2.0, 300.0, (2, 96, 96)).astype("uint16")

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from jumpdenoise.io.ngff import done_keys
-from jumpdenoise.predict.testing import make_plate, make_run
+from fixtures.models import make_run
+from fixtures.plates import make_plate
 from jumpdenoise.stages.predict import predict
 
 

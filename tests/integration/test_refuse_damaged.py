@@ -19,7 +19,7 @@ import pytest
 
 from jumpdenoise.io.ngff import done_keys, plate_info, read_field
 from jumpdenoise.io.synthetic import generate_plate
-from jumpdenoise.predict.testing import make_run
+from fixtures.models import make_run
 
 CHANNELS = ("DNA", "ER")
 JUMP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "jump"

@@ -13,7 +13,7 @@ from jumpdenoise.stages.session import PlateSession
 from jumpdenoise.config import load_config
 from jumpdenoise.io.ngff import read_field
 from jumpdenoise.io.synthetic import generate_plate
-from jumpdenoise.predict.testing import make_run
+from fixtures.models import make_run
 from jumpdenoise.quality.gain import (
     check_gain_before_predict,
     estimate_run_gain,

@@ -11,7 +11,7 @@ import pytest
 from jumpdenoise.errors import ConfigError
 from jumpdenoise.train.arrays import as_cyx_list, train_on_arrays
 from jumpdenoise.train.run_folder import read_curves
-from jumpdenoise.train.synthetic import noisy_field
+from fixtures.plates import noisy_field
 
 TINY = {"patches_per_epoch": 64, "n_val_patches": 16, "model": {"depth": 2, "num_channels_init": 8},
         "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}}

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from jumpdenoise.train.run_folder import read_curves
-from jumpdenoise.train.synthetic import synthetic_plate
+from fixtures.plates import synthetic_plate
 
 JUMPDENOISE = str(Path(sys.executable).parent / "jumpdenoise")
 

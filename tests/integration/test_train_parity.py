@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 
 from jumpdenoise.config import load_config
-from jumpdenoise.train.synthetic import synthetic_plate
+from fixtures.plates import synthetic_plate
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, BATCH = 4, 4

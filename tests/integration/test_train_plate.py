@@ -17,7 +17,7 @@ import yaml
 
 from jumpdenoise.config import load_config
 from jumpdenoise.train.run_folder import RunFolder, epochs_done, read_curves
-from jumpdenoise.train.synthetic import synthetic_plate
+from fixtures.plates import synthetic_plate
 
 #: tiny settings: small UNet, 32-px patches, few steps
 TINY = {"channels": ["DNA", "ER"], "patch_size": 32, "batch_size": 8, "patches_per_epoch": 96,

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not FIELD.is_dir(), reason="cpg0000 sample field
 def real_plate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import tifffile
 
-    from jumpdenoise.train.synthetic import write_plate
+    from fixtures.plates import write_plate
 
     names = json.loads((FIELD / "channel_table.json").read_text())
     files = sorted((FIELD / "Images").glob("r01c01f01p01-ch*sk1fk1fl1.tiff"),

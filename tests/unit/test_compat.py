@@ -17,7 +17,7 @@ from jumpdenoise import compat
 
 
 def _unet(n_channels: int = 3, **kwargs):
-    from jumpdenoise.predict.testing import random_careamics_unet
+    from fixtures.models import random_careamics_unet
 
     return random_careamics_unet(n_channels, **{"features": 8, **kwargs})
 

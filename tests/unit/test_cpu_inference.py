@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not fused_cpu_supported(), reason="torch built w
 
 def careamics_unet(n_channels: int = 4, *, features: int = 8, **kwargs: Any):
     """A CAREamics UNet in eval mode with random weights and batch-norm statistics (8 features)."""
-    from jumpdenoise.predict.testing import random_careamics_unet
+    from fixtures.models import random_careamics_unet
 
     return random_careamics_unet(n_channels, features=features, **kwargs)
 
@@ -97,7 +97,7 @@ def test_predictor_uses_the_fast_path_on_cpu_and_matches_the_plain_network() -> 
 
 _CHILD = textwrap.dedent("""
     import sys, torch, numpy as np
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {fixtures_root!r}]
     from test_cpu_inference import careamics_unet
     from jumpdenoise.compute.threads import pinned_torch_threads
     from jumpdenoise.predict.cpu_fast import prepare_for_cpu
@@ -110,7 +110,7 @@ _CHILD = textwrap.dedent("""
 
 
 def test_output_is_bit_identical_in_two_processes() -> None:
-    code = _CHILD.format(tests=str(Path(__file__).parent))
+    code = _CHILD.format(tests=str(Path(__file__).parent), fixtures_root=str(Path(__file__).parents[1]))
     outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
     assert len(outs[0]) == 2 * 4 * 96 * 128 * 4

@@ -20,7 +20,7 @@ from jumpdenoise.predict.model import LoadedModel  # noqa: E402
 
 def careamics_unet(n_channels: int = 4, *, features: int = 32, **kwargs: Any):
     """A CAREamics UNet in eval mode with random weights and batch-norm statistics (32 features)."""
-    from jumpdenoise.predict.testing import random_careamics_unet
+    from fixtures.models import random_careamics_unet
 
     return random_careamics_unet(n_channels, features=features, **kwargs)
 

@@ -7,7 +7,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from jumpdenoise.predict.pipeline import ImplausibleOutput, check_plausible
-from jumpdenoise.predict.testing import noisy_blobs
+from fixtures.plates import noisy_blobs
 
 CHANNELS = ["DNA", "ER"]
 

@@ -14,7 +14,7 @@ from jumpdenoise.errors import ConfigError, PlateError
 from jumpdenoise.train.fields import arrays_to_refs, split_fields
 from jumpdenoise.train.patches import PatchStream, augment_batch, val_patches
 from jumpdenoise.train.plate_patches import plate_fields, plate_normalization
-from jumpdenoise.train.synthetic import synthetic_plate
+from fixtures.plates import synthetic_plate
 
 
 @pytest.fixture(scope="module")
