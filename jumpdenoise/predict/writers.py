@@ -82,7 +82,7 @@ class PlateFieldWriter:
 
 
 def resolve_io_threads(setting: int | None) -> int:
-    """Threads for a ``predict.io_threads`` setting: the writer threads, half as many readers.
+    """Threads for a ``predict.experimental.io_threads`` setting: the writer threads, half as many readers.
 
     ``None`` (default): one per CPU, at most 8.
     """
@@ -90,7 +90,7 @@ def resolve_io_threads(setting: int | None) -> int:
 
 
 def resolve_write_processes(setting: int | str, device_type: str) -> int:
-    """Writer processes for a ``predict.write_processes`` setting (``0``: threads).
+    """Writer processes for a ``predict.experimental.write_processes`` setting (``0``: threads).
 
     ``"auto"``: on CUDA with at least 4 CPUs, ``min(8, CPUs - 2)`` processes (the
     parent keeps two CPUs: reading and driving the device); threads otherwise.

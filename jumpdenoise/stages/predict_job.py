@@ -154,7 +154,7 @@ def model_digest(config: JumpDenoiseConfig, session: PlateSession) -> tuple:
     checkpoint file it picks, and the path, size and mtime of every file in the folders the
     loader reads beside it (the run folder, or the two above a checkpoint file: normalisation,
     blend weights, ``best.json``...)."""
-    from jumpdenoise.predict.model import run_checkpoint
+    from jumpdenoise.train.run_folder import run_checkpoint
 
     path = model_path(config).resolve()
     if not path.exists():
@@ -177,7 +177,8 @@ def get_predictor(config: JumpDenoiseConfig, session: PlateSession) -> Predictor
 
     pc = config.predict
     device = resolve_device(pc.device)
-    key = ("predictor", pc.model_dump_json(), str(device), model_digest(config, session))
+    # "auto" and the device it resolves to are one key: prepare's CPU copy serves CPU units
+    key = ("predictor", pc.model_copy(update={"device": str(device)}).model_dump_json(), model_digest(config, session))
 
     def make() -> Predictor:
         lm = load_model(model_path(config).resolve(), str(device), checkpoint=pc.checkpoint)

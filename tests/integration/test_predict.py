@@ -412,3 +412,7 @@ def test_run_one_depends_on_its_session_and_config_only(setup: dict, tmp_path: P
         norm.write_text(json.dumps(values))
         b = get_predictor(cfg, session)
         assert b is not a and np.allclose(b.model.std, 2 * np.asarray(a.model.std))
+        import torch
+
+        if not torch.cuda.is_available():  # "auto" is the CPU here: prepare's CPU copy serves the units
+            assert get_predictor(config(tmp_path / "unused.zarr", model=str(model)), session) is b
