@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jumpdenoise.errors import OutputExistsError, PlateError
-from jumpdenoise.io.ngff_markers import DONE, LAYOUT_FILE, SIDECAR, clear_done, done_keys, field_key, is_done, load_done, mark_done
+from jumpdenoise.io.ngff_markers import (
+    DONE, LAYOUT_FILE, SIDECAR, clear_done, done_keys, field_key, is_done, load_done, mark_done,
+)
 from jumpdenoise.io.ngff_meta import (
     LAYOUT_VERSION,
     STORAGE_KEYS,

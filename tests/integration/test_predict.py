@@ -405,7 +405,8 @@ def test_run_one_depends_on_its_session_and_config_only(setup: dict, tmp_path: P
         cfg = config(tmp_path / "unused.zarr", model=str(model), device="cpu")
         a = get_predictor(cfg, session)
         assert get_predictor(cfg, session) is a
-        assert get_predictor(config(tmp_path / "unused.zarr", model=str(model), device="cpu", tta=True), session) is not a
+        with_tta = config(tmp_path / "unused.zarr", model=str(model), device="cpu", tta=True)
+        assert get_predictor(with_tta, session) is not a
         norm = model / "normalization.json"
         values = json.loads(norm.read_text())
         values["std"] = [2 * s for s in values["std"]]
