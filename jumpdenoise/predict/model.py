@@ -5,10 +5,10 @@ Lightning), the channel names and the per-channel normalisation (mean/std, one s
 everywhere), the CAREamics configuration, the network's stride and its measured
 receptive field (for tiling).
 
-Which checkpoint a run folder gives: the one ``best.json`` names (lowest validation loss,
-written by the train stage), else ``checkpoints/last.ckpt``, else the newest ``*.ckpt``;
-``checkpoint="last"`` asks for ``last.ckpt``. (CAREamics recommends the last checkpoint for
-N2V because its validation loss is noisy; the train stage decides what ``best.json`` names.)
+Which checkpoint a run folder gives: :func:`jumpdenoise.train.run_folder.run_checkpoint`
+(what ``best.json`` names, else ``checkpoints/last.ckpt``, else the newest ``*.ckpt``;
+``checkpoint="last"`` asks for ``last.ckpt``). CAREamics recommends the last checkpoint for
+N2V because its validation loss is noisy; the train stage decides what ``best.json`` names.
 
 Architecture: from the checkpoint's ``hyper_parameters["algorithm_config"]["model"]``
 (what the weights were trained with), else from ``careamics_config.yaml`` of the run
@@ -36,12 +36,13 @@ from jumpdenoise.predict.digest import verify_checkpoint
 from jumpdenoise.predict.receptive_field import measure_receptive_field
 from jumpdenoise.quality.blend import blend_weights
 from jumpdenoise.scratch import contained_tempdir
+from jumpdenoise.train.run_folder import run_checkpoint
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["LoadedModel", "load_model", "measure_receptive_field", "read_checkpoint", "resolve_device",
-           "run_checkpoint", "verify_checkpoint"]
+           "verify_checkpoint"]
 
 
 @dataclass
@@ -148,38 +149,6 @@ def resolve_device(device: str | None) -> "torch.device":
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r}: CUDA is not available on this machine")
     return dev
-
-
-def run_checkpoint(run: Path, checkpoint: str | None = None) -> Path:
-    """The checkpoint of run folder ``run`` (see the module docstring for the choice).
-
-    Raises
-    ------
-    ModelError
-        If the run folder has no checkpoint.
-    """
-    ckpts = run / "checkpoints"
-    if checkpoint not in (None, "best", "last"):
-        p = Path(checkpoint)
-        p = p if p.is_absolute() else run / p
-        if not p.is_file():
-            raise ModelError(f"{run}: checkpoint {checkpoint} not found")
-        return p
-    if checkpoint != "last" and (run / "best.json").is_file():
-        try:
-            best = json.loads((run / "best.json").read_text()).get("best")
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{run / 'best.json'}: unreadable ({exc})") from None
-        if best:
-            p = Path(best) if Path(best).is_absolute() else run / best
-            if p.is_file():
-                return p
-    if (ckpts / "last.ckpt").is_file():
-        return ckpts / "last.ckpt"
-    found = sorted(ckpts.glob("**/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True) if ckpts.is_dir() else []
-    if not found:
-        raise ModelError(f"{run}: no checkpoint (expected best.json or checkpoints/last.ckpt)")
-    return found[0]
 
 
 def _read_normalization(path: Path) -> tuple[list[str] | None, list[float], list[float]]:

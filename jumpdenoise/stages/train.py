@@ -63,10 +63,10 @@ def plan(config: Any) -> list[Unit]:
 def run_one(config: Any, unit: Unit, session: PlateSession) -> dict:
     """Train (or resume) and return the run folder and best checkpoint."""
     from jumpdenoise.train.loop import fit
-    from jumpdenoise.train.run_folder import best_checkpoint
+    from jumpdenoise.train.run_folder import run_checkpoint
 
     run = fit(build_job(config))
-    return {"run_dir": str(run), "best": str(best_checkpoint(run))}
+    return {"run_dir": str(run), "best": str(run_checkpoint(run))}
 
 
 def finalize(config: Any, results: list[dict], session: PlateSession) -> None:

@@ -155,23 +155,49 @@ def write_best(run: RunFolder, *, best_path: str | None, best_score: float | Non
                           "epochs_done": epochs_done})
 
 
-def best_checkpoint(run: str | Path) -> Path:
-    """The best checkpoint of a run (best.json), else last.ckpt.
+def run_checkpoint(run: str | Path | RunFolder, checkpoint: str | None = None) -> Path:
+    """The checkpoint a run folder gives for prediction, export or the train stage's summary.
+
+    The choice: the one ``best.json`` names (written by the train stage), else
+    ``checkpoints/last.ckpt``, else the newest ``*.ckpt`` under ``checkpoints/``.
+
+    Parameters
+    ----------
+    run
+        The run folder.
+    checkpoint
+        ``None`` or ``"best"``: the choice above; ``"last"``: skip ``best.json``; any other
+        value: a checkpoint path (relative to the run folder unless absolute).
 
     Raises
     ------
     ModelError
-        If the run has no checkpoint.
+        If the run has no checkpoint, ``best.json`` is unreadable or the named checkpoint
+        does not exist.
     """
-    rf = RunFolder(Path(run))
-    if rf.best.is_file():
-        p = Path(json.loads(rf.best.read_text())["best"])
-        p = p if p.is_absolute() else rf.path / p
-        if p.is_file():
-            return p
+    rf = run if isinstance(run, RunFolder) else RunFolder(Path(run))
+    if checkpoint not in (None, "best", "last"):
+        named = Path(checkpoint)
+        named = named if named.is_absolute() else rf.path / named
+        if not named.is_file():
+            raise ModelError(f"{rf.path}: checkpoint {checkpoint} not found")
+        return named
+    if checkpoint != "last" and rf.best.is_file():
+        try:
+            best = json.loads(rf.best.read_text()).get("best")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{rf.best}: unreadable ({exc})") from None
+        if best:
+            named = Path(best) if Path(best).is_absolute() else rf.path / best
+            if named.is_file():
+                return named
     if rf.last.is_file():
         return rf.last
-    raise ModelError(f"{rf.path}: no checkpoint (expected {rf.best.name} or {rf.last})")
+    found = sorted(rf.checkpoints.glob("**/*.ckpt"), key=lambda q: q.stat().st_mtime, reverse=True) \
+        if rf.checkpoints.is_dir() else []
+    if not found:
+        raise ModelError(f"{rf.path}: no checkpoint (expected {rf.best.name} or checkpoints/{rf.last.name})")
+    return found[0]
 
 
 def epochs_done(run: RunFolder) -> int:

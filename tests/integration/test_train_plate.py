@@ -70,9 +70,9 @@ def test_checkpoint_reloads_in_careamics_and_our_loader(trained: Path) -> None:
     from careamics import CAREamist
 
     from jumpdenoise.predict.model import load_model, read_checkpoint
-    from jumpdenoise.train.run_folder import best_checkpoint
+    from jumpdenoise.train.run_folder import run_checkpoint
 
-    ckpt = best_checkpoint(trained)
+    ckpt = run_checkpoint(trained)
     state = read_checkpoint(ckpt)["state_dict"]
     assert all(k.startswith("model.") for k in state)
     loaded = load_model(trained)
