@@ -42,9 +42,9 @@ from jumpdenoise.bsd_scores import (
 from jumpdenoise.errors import ImageError, JumpDenoiseError
 
 __all__ = [
-    "REFERENCE_PSNR", "BsdImageScore", "BsdReport", "add_gaussian_noise", "denoise_set", "dihedral_average", "evaluate",
-    "load_png_folder", "noisy_set", "psnr", "read_png", "reference_table", "resolve_bsd_sets",
-    "run_bsd", "schedule", "score_model", "score_table", "ssim", "train_bsd_model",
+    "REFERENCE_PSNR", "BsdImageScore", "BsdReport", "add_gaussian_noise", "bsd_training_schedule", "denoise_set",
+    "dihedral_average", "evaluate", "load_png_folder", "noisy_set", "psnr", "read_png", "reference_table",
+    "resolve_bsd_sets", "run_bsd", "score_model", "score_table", "ssim", "train_bsd_model",
 ]
 
 #: Named schedules: test-set/training-set sizes and keyword arguments of :func:`train_bsd_model`.
@@ -68,7 +68,7 @@ SCHEDULES: dict[str, dict] = {
 }
 
 
-def schedule(name: str = "short", device: str = "auto", **train_overrides) -> dict:
+def bsd_training_schedule(name: str = "short", device: str = "auto", **train_overrides) -> dict:
     """A named schedule (``ci``, ``short``, ``full``, ``budget``): ``{"n_train", "n_test", "train": {...}}``.
 
     ``train`` holds keyword arguments of :func:`train_bsd_model`; ``train_overrides`` replace or add
@@ -287,7 +287,7 @@ def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, ep
     """
     from jumpdenoise.bsd_schedule import with_deadline
 
-    settings = schedule(schedule_name, device=device, epochs=epochs, **train_overrides)
+    settings = bsd_training_schedule(schedule_name, device=device, epochs=epochs, **train_overrides)
     train_kwargs = with_deadline(settings["train"], schedule_name, max_minutes)
     n_train = n_train if n_train is not None else settings["n_train"]
     n_test = n_test if n_test is not None else settings["n_test"]

@@ -1,7 +1,7 @@
 """The end-to-end demo on a generated plate (no download): generate -> convert -> statistics.
 
 Used by ``jumpdenoise demo`` and the README's first command; later stages (train,
-predict) extend :func:`run_demo`.
+predict) extend :func:`run_plate_demo`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def demo_config(out_dir: Path, source: Path, workers: int = 2):
     })
 
 
-def run_demo(out_dir: str | Path = "jumpdenoise-demo", *, workers: int = 2,
-             echo: Callable[[str], None] = print) -> DemoResult:
+def run_plate_demo(out_dir: str | Path = "jumpdenoise-demo", *, workers: int = 2,
+                   echo: Callable[[str], None] = print) -> DemoResult:
     """Generate a small synthetic plate, convert it, compute its statistics; print the paths.
 
     Parameters

@@ -19,8 +19,8 @@ import numpy as np
 from jumpdenoise.bsd import add_gaussian_noise, psnr, ssim
 from jumpdenoise.errors import JumpDenoiseError
 
-__all__ = ["DemoResult", "denoise_demo", "demo_image", "jump_overrides", "jump_source", "make_noisy",
-           "make_synthetic_sets", "run_demo", "schedule", "score_table", "train_demo"]
+__all__ = ["DemoResult", "demo_image", "denoise_demo", "image_training_schedule", "jump_overrides", "jump_source",
+           "make_noisy", "make_synthetic_sets", "noisy_vs_denoised_table", "run_image_demo", "train_demo"]
 
 #: Named schedules: ``size`` (centred crop, None = whole image) and ``train`` (keyword arguments of
 #: :func:`train_demo`). ``ci`` takes about a minute on 2 CPU cores; ``laptop`` a few minutes on a laptop
@@ -39,7 +39,7 @@ SCHEDULES: dict[str, dict] = {
 }
 
 
-def schedule(name: str = "laptop", **train_overrides) -> dict:
+def image_training_schedule(name: str = "laptop", **train_overrides) -> dict:
     """A named schedule (``ci``, ``laptop``, ``full``): ``{"size", "train": {...}}``, ``None`` overrides ignored."""
     from jumpdenoise.bsd import pick_schedule
 
@@ -97,7 +97,7 @@ def denoise_demo(run_dir: str | Path, noisy: np.ndarray, *, tta: bool = False) -
     return denoise_set(run_dir, {"image": noisy}, tta=tta)["image"]
 
 
-def score_table(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray):
+def noisy_vs_denoised_table(clean: np.ndarray, noisy: np.ndarray, denoised: np.ndarray):
     """PSNR (dB, range 255) and SSIM of the noisy and the denoised image, and the gain, as a DataFrame."""
     import pandas as pd
 
@@ -141,7 +141,7 @@ class DemoResult:
                 "training (s)": round(self.train_seconds, 1), "prediction (s)": round(self.predict_seconds, 1)}
 
 
-def run_demo(out_dir: str | Path = "single-image-demo", *, image: np.ndarray | str = "camera",
+def run_image_demo(out_dir: str | Path = "single-image-demo", *, image: np.ndarray | str = "camera",
              schedule_name: str = "laptop", sigma: float = 25.0, seed: int = 0, tta: bool = False,
              **train_overrides) -> DemoResult:
     """The whole demo: clean image -> noisy -> N2V trained on it alone -> denoised, with timings.
@@ -149,7 +149,7 @@ def run_demo(out_dir: str | Path = "single-image-demo", *, image: np.ndarray | s
     ``image`` is an array (0..255) or the name of a scikit-image sample image (cropped to the schedule's
     ``size``); ``train_overrides`` replace entries of the schedule's training settings.
     """
-    settings = schedule(schedule_name, **train_overrides)
+    settings = image_training_schedule(schedule_name, **train_overrides)
     clean = demo_image(image, settings["size"]) if isinstance(image, str) else np.asarray(image, np.float32)
     noisy = make_noisy(clean, sigma, seed)
     t0 = time.perf_counter()

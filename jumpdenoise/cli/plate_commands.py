@@ -103,6 +103,6 @@ def demo(
     Needs no download: the plate (Phenix layout, 16-bit LZW TIFFs) is generated. Rerunning
     replaces the previous demo outputs in OUT_DIR.
     """
-    from jumpdenoise.demo import run_demo
+    from jumpdenoise.demo import run_plate_demo
 
-    run_demo(out_dir, workers=workers, echo=typer.echo)
+    run_plate_demo(out_dir, workers=workers, echo=typer.echo)

@@ -27,7 +27,7 @@ import numpy as np
 from jumpdenoise.errors import ImageError
 from jumpdenoise.io.layout import FieldLayout, PlaneRef
 
-__all__ = ["probe", "read_field", "read_plane", "read_multichannel"]
+__all__ = ["probe", "read_multichannel", "read_plane", "read_source_field"]
 
 log = logging.getLogger("jumpdenoise.tiff")
 
@@ -298,7 +298,7 @@ def _read_multichannel(path: str, axes: str, shape: tuple[int, int], dtype: str,
     return np.ascontiguousarray(arr[wanted])
 
 
-def read_field(field: FieldLayout, channels: list[str], shape: tuple[int, int], dtype: str) -> np.ndarray:
+def read_source_field(field: FieldLayout, channels: list[str], shape: tuple[int, int], dtype: str) -> np.ndarray:
     """Read the planes of one field as a (c, y, x) array, channels in the given order.
 
     Single-plane files are decoded straight into the output; a multi-channel file is read

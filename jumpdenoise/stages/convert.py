@@ -250,7 +250,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit, session: PlateSession) -> dic
 
     from jumpdenoise.compute.stats import field_partial
     from jumpdenoise.io.ngff import field_key, mark_done, write_field
-    from jumpdenoise.io.tiff import read_field
+    from jumpdenoise.io.tiff import read_source_field
 
     out = plate_path(config)
     layout, fields = load_layout(out, session)
@@ -262,7 +262,7 @@ def run_one(config: JumpDenoiseConfig, unit: Unit, session: PlateSession) -> dic
         fld = fields[(well, int(index))]
         try:
             _check_listed_files(layout, well, fld)
-            data = read_field(fld, channels, tuple(layout.shape), layout.dtype)
+            data = read_source_field(fld, channels, tuple(layout.shape), layout.dtype)
             with zarr.config.set({"array.write_empty_chunks": True}):  # skips a full-chunk
                 write_field(out, well, int(index), data)                # comparison: 2x faster
             partial = field_partial(data, channels)

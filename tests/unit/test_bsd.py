@@ -143,19 +143,19 @@ def test_shared_set12_noisy_psnr_matches_the_reference() -> None:
 def test_schedules_and_demo_helpers() -> None:
     from jumpdenoise import demo_image as demo
 
-    ci = bsd.schedule("ci", epochs=5, patch_size=None, model={"depth": 3})
+    ci = bsd.bsd_training_schedule("ci", epochs=5, patch_size=None, model={"depth": 3})
     assert ci["n_train"] == 20 and ci["train"]["epochs"] == 5 and ci["train"]["patch_size"] == 32
     assert ci["train"]["model"] == {"num_channels_init": 16, "depth": 3}  # dicts are merged
     assert bsd.SCHEDULES["ci"]["train"]["model"] == {"num_channels_init": 16}  # and not changed in place
     with pytest.raises(JumpDenoiseError, match="unknown schedule 'nope'"):
-        bsd.schedule("nope")
-    assert demo.schedule("ci")["size"] == 128
+        bsd.bsd_training_schedule("nope")
+    assert demo.image_training_schedule("ci")["size"] == 128
     clean = demo.demo_image("camera", size=128)
     assert clean.shape == (128, 128) and clean.dtype == np.float32 and 0 <= clean.min() < clean.max() <= 255
     assert demo.demo_image("astronaut").ndim == 2  # colour images become grayscale
     noisy = demo.make_noisy(clean, sigma=25, seed=0)
     np.testing.assert_array_equal(noisy, demo.make_noisy(clean, sigma=25, seed=0))
-    table = demo.score_table(clean, noisy, clean + 5)
+    table = demo.noisy_vs_denoised_table(clean, noisy, clean + 5)
     assert table.loc["noisy", "PSNR (dB)"] == pytest.approx(20.17, abs=0.1)
     assert table.loc["denoised", "PSNR (dB)"] == pytest.approx(34.15, abs=0.01)
     assert table.loc["gain", "PSNR (dB)"] == pytest.approx(34.15 - table.loc["noisy", "PSNR (dB)"], abs=0.01)
@@ -212,15 +212,16 @@ def test_wall_clock_cosine_sets_the_rate_of_a_real_optimizer_from_the_clock() ->
 
 
 def test_budget_schedule_settings_per_device_and_its_deadline_is_required(tmp_path: Path) -> None:
-    cpu, cuda = bsd.schedule("budget", device="cpu")["train"], bsd.schedule("budget", device="cuda")["train"]
+    cpu = bsd.bsd_training_schedule("budget", device="cpu")["train"]
+    cuda = bsd.bsd_training_schedule("budget", device="cuda")["train"]
     assert cpu["trainer"]["precision"] == "32-true" and cuda["trainer"]["precision"] == "bf16-mixed"
     assert cuda["model"]["num_channels_init"] > cpu["model"]["num_channels_init"]
     assert cuda["batch_size"] > cpu["batch_size"] and cpu["n2v2"] is False is cuda["n2v2"]
-    assert bsd.schedule("budget", device="cpu", batch_size=4)["train"]["batch_size"] == 4
+    assert bsd.bsd_training_schedule("budget", device="cpu", batch_size=4)["train"]["batch_size"] == 4
     with pytest.raises(JumpDenoiseError, match="budget schedule knows cpu, cuda and auto"):
-        bsd.schedule("budget", device="mps")
+        bsd.bsd_training_schedule("budget", device="mps")
     with pytest.raises(JumpDenoiseError, match="unknown schedule 'nope'.*'budget'"):
-        bsd.schedule("nope")
+        bsd.bsd_training_schedule("nope")
     train, test = make_synthetic_sets(tmp_path / "sets", n_train=2, n_test=1, train_size=64, test_size=64)
     with pytest.raises(JumpDenoiseError, match="budget schedule needs --max-minutes"):
         bsd.run_bsd(train, test, schedule_name="budget", device="cpu", out_dir=tmp_path / "out")
@@ -229,12 +230,12 @@ def test_budget_schedule_settings_per_device_and_its_deadline_is_required(tmp_pa
 def test_with_deadline_adds_the_time_limit_and_the_budget_learning_rate() -> None:
     from jumpdenoise.bsd_schedule import WallClockCosine, with_deadline
 
-    short = bsd.schedule("short")["train"]
+    short = bsd.bsd_training_schedule("short")["train"]
     assert with_deadline(short, "short", None) == short
     timed = with_deadline(short, "short", 1.5)
     assert timed["trainer"]["extra"] == {"max_time": {"seconds": 90}} and "callbacks" not in timed
     assert "trainer" not in short  # the schedule's dict is left as it was
-    budget = with_deadline(bsd.schedule("budget", device="cpu")["train"], "budget", 0.5)
+    budget = with_deadline(bsd.bsd_training_schedule("budget", device="cpu")["train"], "budget", 0.5)
     (callback,) = budget["callbacks"]
     assert isinstance(callback, WallClockCosine) and callback.budget_s == 30
     assert callback.peak_lr == budget["optimizer"]["lr"]

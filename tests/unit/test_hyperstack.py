@@ -12,7 +12,7 @@ from jumpdenoise.config import SourceConfig
 from jumpdenoise.errors import ImageError, SourceError
 from jumpdenoise.io.discovery import discover
 from jumpdenoise.io.hyperstack import read_hyperstacks
-from jumpdenoise.io.tiff import probe, read_field, read_plane
+from jumpdenoise.io.tiff import probe, read_plane, read_source_field
 
 PATTERN = r"_(?P<well>[A-P]\d{2})_s(?P<field>\d+)\.tiff?$"
 LABELS = ["DNA", "ER", "AGP", "Mito"]
@@ -42,7 +42,7 @@ def make_folder(root: Path, kind: str, shape=(4, 48, 64)) -> dict[tuple[str, int
 def check_pixels(layout, data):
     assert sorted((w.id, f.site) for w, f in layout.iter_fields()) == sorted(data)
     for well, field in layout.iter_fields():
-        arr = read_field(field, layout.channel_names, layout.shape, layout.dtype)
+        arr = read_source_field(field, layout.channel_names, layout.shape, layout.dtype)
         np.testing.assert_array_equal(arr, data[(well.id, field.site)])
         one = read_plane(field.planes[layout.channel_names[2]], layout.shape, layout.dtype)
         np.testing.assert_array_equal(one, data[(well.id, field.site)][2])
@@ -78,7 +78,7 @@ def test_imagej_hyperstack_labels_from_file(tmp_path):
     assert layout.metadata["channel_names_from"] == "file"
     assert layout.channel_names == ["Mito", "DNA"]
     for well, field in layout.iter_fields():
-        arr = read_field(field, ["Mito", "DNA"], layout.shape, layout.dtype)
+        arr = read_source_field(field, ["Mito", "DNA"], layout.shape, layout.dtype)
         np.testing.assert_array_equal(arr, data[(well.id, field.site)][[3, 0]])
 
 
@@ -91,7 +91,8 @@ def test_row_column_groups_and_numeric_rows(tmp_path):
     assert layout.wells[0].id == "B11" and layout.wells[0].fields[0].site == 3
     assert (layout.n_rows, layout.n_columns) == (8, 12)
     assert layout.metadata["axes"] == "CYX" and len(layout.channels) == 3
-    np.testing.assert_array_equal(read_field(layout.wells[0].fields[0], layout.channel_names, (16, 16), "uint16"), arr)
+    first = layout.wells[0].fields[0]
+    np.testing.assert_array_equal(read_source_field(first, layout.channel_names, (16, 16), "uint16"), arr)
 
 
 def test_bad_inputs(tmp_path):
@@ -118,7 +119,7 @@ def test_file_unlike_the_first_is_an_image_error(tmp_path):
     layout = read_hyperstacks(data_dir, filename_pattern=PATTERN, channel_names=LABELS)
     field = layout.well("B03").fields[1]
     with pytest.raises(ImageError, match="channel index 3 out of range"):
-        read_field(field, LABELS, layout.shape, layout.dtype)
+        read_source_field(field, LABELS, layout.shape, layout.dtype)
     tifffile.imwrite(data_dir / "plate_B03_s2.tif", np.zeros((4, 48, 64), np.uint8), photometric="minisblack")
     with pytest.raises(ImageError, match="dtype uint8"):
-        read_field(field, LABELS, layout.shape, layout.dtype)
+        read_source_field(field, LABELS, layout.shape, layout.dtype)

@@ -11,7 +11,7 @@ import tifffile
 
 from jumpdenoise.config import SourceConfig
 from jumpdenoise.io.discovery import discover
-from jumpdenoise.io.tiff import read_field
+from jumpdenoise.io.tiff import read_source_field
 from jumpdenoise.io.synthetic import generate_plate, noise_models
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP", "Mito")
@@ -55,7 +55,7 @@ def test_pixels_noisy_versions_of_ground_truth(plate):
     layout = discover(SourceConfig(path=out / "Images"))
     well = layout.well("B02")
     for field in well.fields:
-        noisy = read_field(field, list(CHANNELS), layout.shape, layout.dtype).astype(np.float64)
+        noisy = read_source_field(field, list(CHANNELS), layout.shape, layout.dtype).astype(np.float64)
         clean = np.load(out / "ground_truth" / f"B02-{field.index}.npy")
         assert clean.shape == (5, 128, 160) and clean.dtype == np.float32
         assert noisy.min() >= 0 and noisy.max() <= 65535
@@ -87,7 +87,7 @@ def test_brightfield_like_and_custom_names(tmp_path):
                             channels=("HOECHST 33342", "Brightfield"))
     layout = discover(SourceConfig(path=images, channel_map={"HOECHST 33342": "DNA"}))
     assert layout.channel_names == ["DNA", "Brightfield"]
-    data = read_field(layout.wells[0].fields[0], layout.channel_names, layout.shape, layout.dtype)
+    data = read_source_field(layout.wells[0].fields[0], layout.channel_names, layout.shape, layout.dtype)
     assert data[1].mean() > 5 * data[0].mean()  # bright flat field vs dark background
 
 
@@ -130,7 +130,7 @@ def test_noise_levels_truth_json_and_photon_scaling(tmp_path):
 def test_noise_matches_the_model(tmp_path):
     generate_plate(tmp_path, rows=1, columns=1, fields=1, size=(256, 256), seed=2, noise="low-light")
     layout = discover(SourceConfig(path=tmp_path / "Images"))
-    noisy = read_field(layout.wells[0].fields[0], list(CHANNELS), layout.shape, layout.dtype).astype(np.float64)
+    noisy = read_source_field(layout.wells[0].fields[0], list(CHANNELS), layout.shape, layout.dtype).astype(np.float64)
     truth = np.load(tmp_path / "ground_truth" / "A01-0.npy").astype(np.float64)
     models = noise_models(CHANNELS)
     for c, name in enumerate(CHANNELS):

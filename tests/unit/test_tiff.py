@@ -10,7 +10,7 @@ import tifffile
 
 from jumpdenoise.errors import ImageError
 from jumpdenoise.io.layout import FieldLayout, PlaneRef
-from jumpdenoise.io.tiff import probe, read_field, read_plane
+from jumpdenoise.io.tiff import probe, read_plane, read_source_field
 from shared_data import shared_data
 
 JUMP = shared_data("jump")
@@ -45,7 +45,7 @@ def test_probe_real_file():
 def test_read_field_stacks_channels_in_requested_order():
     files = {f"c{n}": V1 / f"r01c01f01p01-ch{n}sk1fk1fl1.tiff" for n in (5, 1, 3)}
     field = FieldLayout(index=0, site=1, planes={k: PlaneRef(path=str(p)) for k, p in files.items()})
-    arr = read_field(field, ["c5", "c1", "c3"], (1080, 1080), "uint16")
+    arr = read_source_field(field, ["c5", "c1", "c3"], (1080, 1080), "uint16")
     assert arr.shape == (3, 1080, 1080)
     for i, key in enumerate(["c5", "c1", "c3"]):
         np.testing.assert_array_equal(arr[i], tifffile.imread(files[key]))
@@ -56,7 +56,7 @@ def test_read_field_missing_channel_names_it(tmp_path):
     tifffile.imwrite(p, np.zeros((8, 8), np.uint16))
     field = FieldLayout(index=0, site=3, planes={"DNA": PlaneRef(path=str(p))})
     with pytest.raises(ImageError, match="'ER'"):
-        read_field(field, ["DNA", "ER"], (8, 8), "uint16")
+        read_source_field(field, ["DNA", "ER"], (8, 8), "uint16")
 
 
 @needs_data
