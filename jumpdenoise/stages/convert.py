@@ -340,7 +340,7 @@ def in_process_context(config: JumpDenoiseConfig) -> Iterator[None]:
         yield
 
 
-def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo: bool = True,
+def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, print_summary: bool = True,
             wait_s: float = 0.0) -> ConvertReport:
     """Convert ``config.source`` to ``config.paths.raw_plate``: prepare, run units, finalize.
 
@@ -354,7 +354,7 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo
         Where units run; default: ``make_executor(config.executor, CONVERT)`` (closed
         afterwards; a Dask LocalCluster made for conversion runs its workers as threads of
         this process: every costly step of a unit releases the GIL).
-    echo
+    print_summary
         Print the report (``already complete`` when nothing was left to convert).
     wait_s
         How long to wait when another run holds the output (default: refuse at once).
@@ -384,10 +384,10 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, echo
         bytes_read=sum(o.value["bytes"] for o in outcomes if o.ok),
         seconds=run.seconds,
     )
-    if echo and run.already_complete:
+    if print_summary and run.already_complete:
         print(f"already complete: {report.plate} (all {n_fields} field(s) converted earlier; nothing to do)",
               flush=True)
-    elif echo:
+    elif print_summary:
         print(report, flush=True)
     if report.failures:
         raise UnitFailures(STAGE, report.failures)

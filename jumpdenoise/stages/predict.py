@@ -282,7 +282,7 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome], session: PlateSe
 
 def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None = None,
             plate: str | Path | None = None, out: str | Path | None = None, executor: Executor | None = None,
-            echo: bool = False, wait_s: float = 0.0, **settings: Any) -> Path:
+            print_summary: bool = False, wait_s: float = 0.0, **settings: Any) -> Path:
     """Denoise a plate: prepare, run every unit, finalize; returns the output plate.
 
     Parameters
@@ -295,7 +295,7 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
     executor
         Where units run (default: ``make_executor(config.executor, PREDICT)``: this process
         for a local executor, the engine being parallel inside).
-    echo
+    print_summary
         Print a one-line summary (``already complete`` when nothing was left to denoise).
     wait_s
         How long to wait when another run holds the output (default: refuse at once).
@@ -327,10 +327,10 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         raise ConfigError(_format_validation_error(err, "predict arguments")) from None
     run = run_stage(PREDICT, cfg, executor, check=False, wait_s=wait_s)
     summary = run.summary or {}
-    if echo and run.already_complete:
+    if print_summary and run.already_complete:
         print(f"already complete: {out_path(cfg)} ({summary.get('done')}/{summary.get('expected')} field(s) "
               "denoised earlier; nothing to do)")
-    elif echo:
+    elif print_summary:
         print(f"denoised {summary.get('done')}/{summary.get('expected')} field(s) into {out_path(cfg)} "
               f"in {run.seconds:.1f} s")
     run.check()
