@@ -159,16 +159,16 @@ def common_val_loss(model, val: tuple, batch: int = 64) -> float:
 
 
 def common_val_set(cfg, n: int = 256) -> tuple:
-    """Fixed validation patches of the job's validation fields, masked once (CAREamics' masking)."""
+    """Fixed validation patches of the setup's validation fields, masked once (CAREamics' masking)."""
     import torch
 
-    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.stages.train import build_training_setup
     from jumpdenoise.train.masking import LoaderMasking
     from jumpdenoise.train.patches import val_patches
 
-    job = build_job(cfg)
-    x = torch.from_numpy(val_patches(job.val_refs, job.mean, job.std, n=n, patch_size=job.tc.patch_size, seed=99))
-    n2v = job.careamics_config().algorithm_config.n2v_config.model_dump()
+    setup = build_training_setup(cfg)
+    x = torch.from_numpy(val_patches(setup.val_refs, setup.mean, setup.std, n=n, patch_size=setup.tc.patch_size, seed=99))
+    n2v = setup.careamics_config().algorithm_config.n2v_config.model_dump()
     return tuple(LoaderMasking(n2v)(x, seed=99))
 
 
@@ -195,16 +195,16 @@ def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int)
     return write_plate(workdir / "bench.zarr", fields, channels, overwrite=True), fields, truths
 
 
-def psnr_on_truth(model, job, fields: dict, truths: dict, crop: int = 256) -> float:
+def psnr_on_truth(model, setup, fields: dict, truths: dict, crop: int = 256) -> float:
     """Mean PSNR (dB, :func:`jumpdenoise.quality.metrics.score`) of ``model`` on the validation
     fields' centre ``crop`` x ``crop`` against their truth; ``model=None``: of the raw fields."""
     import torch
 
     from jumpdenoise.quality.metrics import score
 
-    val_wells = set(job.split["val_wells"])
-    mean = np.asarray(job.mean, np.float32).reshape(-1, 1, 1)
-    std = np.asarray(job.std, np.float32).reshape(-1, 1, 1)
+    val_wells = set(setup.split["val_wells"])
+    mean = np.asarray(setup.mean, np.float32).reshape(-1, 1, 1)
+    std = np.asarray(setup.std, np.float32).reshape(-1, 1, 1)
     scores = []
     for key, noisy in fields.items():
         if key[0] not in val_wells:
@@ -258,7 +258,7 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str =
     """
     import shutil
 
-    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.stages.train import build_training_setup
     from jumpdenoise.train.loop import fit, write_run_header
 
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -268,11 +268,11 @@ def run_jumpdenoise(cfg, args: argparse.Namespace, run_dir: Path, variant: str =
         train["patches_per_epoch"] = cfg.train.patches_per_epoch * 20
     cfg = cfg.model_copy(update={"paths": cfg.paths.model_copy(update={"run_dir": run_dir}),
                                  "train": cfg.train.model_copy(update=train)})
-    job = build_job(cfg)
-    write_run_header(job)
+    setup = build_training_setup(cfg)
+    write_run_header(setup)
     timer = make_timer(args.warmup, args.steps, cfg.train.batch_size, args.device == "cuda", val,
                        probe_every=args.probe_every, run_until_s=run_until_s)
-    fit(job, extra_callbacks=[timer])
+    fit(setup, extra_callbacks=[timer])
     return timer
 
 
@@ -281,10 +281,10 @@ def run_careamics(cfg, args: argparse.Namespace, fields: dict, val_wells: list[s
     """The timer of ``CAREamist.train`` with the same configuration and fields (in memory)."""
     from careamics import CAREamist
 
-    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.stages.train import build_training_setup
 
-    job = build_job(cfg)
-    cc = job.careamics_config()
+    setup = build_training_setup(cfg)
+    cc = setup.careamics_config()
     cc.training_config.trainer_params.update({
         "max_epochs": 1, "accelerator": args.device, "devices": 1, "precision": args.precision,
         "limit_val_batches": 1, "enable_progress_bar": False})
@@ -302,17 +302,17 @@ def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[f
     from careamics.lightning.data import CareamicsDataModule
     from careamics.models import get_model_constraints
 
-    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.stages.train import build_training_setup
     from jumpdenoise.train.careamics_config import augmentation_dicts
     from jumpdenoise.train.masking import LoaderMasking
     from jumpdenoise.train.module import PatchDataModule
 
-    job = build_job(cfg)
-    ts = job.tc.trainer
-    cc = job.careamics_config()
-    ours = PatchDataModule(job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
-                           batch_size=job.tc.batch_size, patches_per_epoch=(batches + 2) * job.tc.batch_size,
-                           n_val_patches=8, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
+    setup = build_training_setup(cfg)
+    ts = setup.tc.trainer
+    cc = setup.careamics_config()
+    ours = PatchDataModule(setup.train_refs, setup.val_refs, setup.mean, setup.std, patch_size=setup.tc.patch_size,
+                           batch_size=setup.tc.batch_size, patches_per_epoch=(batches + 2) * setup.tc.batch_size,
+                           n_val_patches=8, seed=setup.tc.seed, augmentations=augmentation_dicts(setup.tc),
                            num_workers=ts.num_workers, persistent_workers=False, pin_memory=False,
                            masking=LoaderMasking(cc.algorithm_config.n2v_config.model_dump()))
     ours.setup("fit")
@@ -330,7 +330,7 @@ def data_rates(cfg, fields: dict, val_wells: list[str], batches: int) -> tuple[f
         t = time.perf_counter()
         for _ in range(batches):
             next(it)
-        rates.append(batches * job.tc.batch_size / (time.perf_counter() - t))
+        rates.append(batches * setup.tc.batch_size / (time.perf_counter() - t))
         del it
     return rates[0], rates[1]
 
@@ -374,9 +374,9 @@ def main() -> None:
         cfg = seed_train_config(args, plate, work)
         import json
 
-        from jumpdenoise.stages.train import build_job
+        from jumpdenoise.stages.train import build_training_setup
 
-        val_wells = build_job(cfg).split["val_wells"]
+        val_wells = build_training_setup(cfg).split["val_wells"]
         d_ours, d_theirs = data_rates(cfg, fields, val_wells, args.data_batches)
         print(f"data pipeline only (no model): jumpdenoise {d_ours:.0f} patches/s, CareamicsDataModule "
               f"{d_theirs:.0f} patches/s, ratio {d_ours / d_theirs:.2f}x", flush=True)
@@ -384,8 +384,8 @@ def main() -> None:
         for v in variants:
             variant_settings(v)  # fail early on a typo
         val = common_val_set(cfg)
-        job0 = build_job(cfg)
-        raw_psnr = psnr_on_truth(None, job0, fields, truths)
+        setup0 = build_training_setup(cfg)
+        raw_psnr = psnr_on_truth(None, setup0, fields, truths)
         ours: dict[str, list] = {v: [] for v in variants}
         theirs: list = []
         for r in range(args.repeats):
@@ -393,7 +393,7 @@ def main() -> None:
             # repeats are independent draws, so the validation losses show their spread
             cfg_r = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": args.seed + r})})
             ref_r = run_careamics(cfg_r, args, fields, val_wells, work / f"careamics{r}", val)  # the baseline first
-            ref_r.psnr = psnr_on_truth(ref_r.snapshot, job0, fields, truths)
+            ref_r.psnr = psnr_on_truth(ref_r.snapshot, setup0, fields, truths)
             theirs.append(ref_r)                                                            # survives a timeout
             print(f"repeat {r}: CAREamist.train {ref_r.rate:.1f} patches/s, val_loss {ref_r.val_loss:.5f}, "
                   f"{ref_r.train_s:.1f} s, PSNR {ref_r.psnr:.2f} dB (raw {raw_psnr:.2f})", flush=True)
@@ -404,7 +404,7 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - one failing variant leaves the others
                     print(f"repeat {r}: jumpdenoise [{v}] FAILED: {type(exc).__name__}: {exc}", flush=True)
                     continue
-                timer.psnr = psnr_on_truth(timer.snapshot, job0, fields, truths)
+                timer.psnr = psnr_on_truth(timer.snapshot, setup0, fields, truths)
                 timer.ref_s, timer.reach_s = ref_r.train_s, timer.time_to(ref_r.val_loss)
                 ours[v].append(timer)
                 reach = "never" if timer.reach_s is None else f"{timer.reach_s:.1f} s"

@@ -338,7 +338,7 @@ def check_gain_before_predict(config: Any) -> None:
     raise HarmfulModelError(f"{describe_worse(model, worse)}. Not predicting: {ADVICE}")
 
 
-def estimate_after_training(config: Any, job: Any) -> dict | None:
+def estimate_after_training(config: Any, setup: Any) -> dict | None:
     """The train stage's estimate: the run's gain on its validation fields, into ``quality.json``.
 
     The camera noise comes from the plate's ground-truth ``truth.json`` when there is one
@@ -353,10 +353,10 @@ def estimate_after_training(config: Any, job: Any) -> dict | None:
     if not best.is_file() or (quality.is_file() and quality.stat().st_mtime_ns >= best.stat().st_mtime_ns):
         return None
     try:
-        plate = Path(job.resolved_config["plate"]["path"])
+        plate = Path(setup.resolved_config["plate"]["path"])
         truth_dir = find_truth_dir(plate, getattr(config.predict, "truth", None))
         models = camera_noise_models(truth_dir) if truth_dir is not None else {}
-        return estimate_run_gain(run, job.val_refs, job.channels, noise_models=models, seed=int(job.tc.seed))
+        return estimate_run_gain(run, setup.val_refs, setup.channels, noise_models=models, seed=int(setup.tc.seed))
     except (JumpDenoiseError, ValueError, OSError) as exc:
         log.warning("%s: gain estimate failed (%s); predict will not be guarded", run, exc)
         return None

@@ -1,10 +1,11 @@
-"""The train stage: N2V on an OME-Zarr plate (one unit = the whole training job).
+"""The train stage: N2V on an OME-Zarr plate (one unit = the whole training).
 
 ``prepare`` checks the plate and selection and writes the run folder's description;
 ``plan`` returns the one unit, or nothing when the run has trained all its epochs;
 ``run_one`` trains (resuming from ``last.ckpt``); ``finalize`` draws the curves.
 Lightning starts the other DDP processes itself (or SLURM starts them with srun): every
-rank rebuilds the same job from the config, and only rank 0 writes.
+rank rebuilds the same :class:`~jumpdenoise.train.loop.TrainingSetup` from the config, and
+only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from jumpdenoise.stages.session import PlateSession
 STAGE = "train"
 
 
-def build_job(config: Any) -> Any:
-    """Build the :class:`~jumpdenoise.train.loop.TrainJob` of ``config`` (reads no pixels when the plate has statistics)."""
+def build_training_setup(config: Any) -> Any:
+    """The :class:`~jumpdenoise.train.loop.TrainingSetup` of ``config``.
+
+    No pixels are read when the plate has statistics.
+    """
     from jumpdenoise.train.fields import check_patch_fits, split_fields
-    from jumpdenoise.train.loop import TrainJob
+    from jumpdenoise.train.loop import TrainingSetup
     from jumpdenoise.train.plate_patches import plate_fields, plate_normalization
     from jumpdenoise.train.run_folder import RunFolder
 
@@ -38,16 +42,16 @@ def build_job(config: Any) -> Any:
                           "shape_yx": list(info.shape_yx), "dtype": info.dtype}}
     resolved["train"]["plate"] = str(plate)
     resolved["train"]["channels"] = channels
-    return TrainJob(tc=tc, run=RunFolder(Path(config.paths.run_dir)), train_refs=split.train,
-                    val_refs=split.val, channels=channels, mean=mean, std=std, norm_source=source,
-                    split=split.record, data_type="zarr", resolved_config=resolved)
+    return TrainingSetup(tc=tc, run=RunFolder(Path(config.paths.run_dir)), train_refs=split.train,
+                         val_refs=split.val, channels=channels, mean=mean, std=std, norm_source=source,
+                         split=split.record, data_type="zarr", resolved_config=resolved)
 
 
 def prepare(config: Any, session: PlateSession) -> None:
     """Check the plate, channels, wells and patch size; write the run folder header (rank 0)."""
     from jumpdenoise.train.loop import write_run_header
 
-    write_run_header(build_job(config))
+    write_run_header(build_training_setup(config))
 
 
 def plan(config: Any) -> list[Unit]:
@@ -65,7 +69,7 @@ def run_one(config: Any, unit: Unit, session: PlateSession) -> dict:
     from jumpdenoise.train.loop import fit
     from jumpdenoise.train.run_folder import run_checkpoint
 
-    run = fit(build_job(config))
+    run = fit(build_training_setup(config))
     return {"run_dir": str(run), "best": str(run_checkpoint(run))}
 
 
@@ -80,7 +84,7 @@ def finalize(config: Any, results: list[dict], session: PlateSession) -> None:
 
     if is_global_zero():
         plot_curves(RunFolder(Path(config.paths.run_dir)))
-        estimate_after_training(config, build_job(config))
+        estimate_after_training(config, build_training_setup(config))
 
 
 def train(config: Any) -> Path:

@@ -85,7 +85,7 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
     """
     from jumpdenoise.config.train import TrainConfig
     from jumpdenoise.train.fields import arrays_to_refs, check_patch_fits, split_fields
-    from jumpdenoise.train.loop import TrainJob, fit, write_run_header
+    from jumpdenoise.train.loop import TrainingSetup, fit, write_run_header
     from jumpdenoise.train.plate_patches import arrays_mean_std
     from jumpdenoise.train.run_folder import RunFolder
 
@@ -122,8 +122,8 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
     resolved = {"train": tc.model_dump(mode="json"),
                 "data": {"kind": "arrays", "n_images": len(imgs), "shapes": [list(a.shape) for a in imgs],
                          "dtype": str(imgs[0].dtype), "n_val_images": 0 if vals is None else len(vals)}}
-    job = TrainJob(tc=tc, run=RunFolder(Path(run_dir)), train_refs=split.train, val_refs=split.val,
-                   channels=names, mean=[float(m) for m in mean], std=[float(s) for s in std],
-                   norm_source=source, split=split.record, data_type="array", resolved_config=resolved)
-    write_run_header(job)
-    return fit(job, extra_callbacks=callbacks)
+    setup = TrainingSetup(tc=tc, run=RunFolder(Path(run_dir)), train_refs=split.train, val_refs=split.val,
+                          channels=names, mean=[float(m) for m in mean], std=[float(s) for s in std],
+                          norm_source=source, split=split.record, data_type="array", resolved_config=resolved)
+    write_run_header(setup)
+    return fit(setup, extra_callbacks=callbacks)

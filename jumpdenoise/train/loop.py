@@ -1,6 +1,6 @@
-"""Run one training job: Lightning trainer, callbacks, SLURM checks, resume.
+"""Run one training: Lightning trainer, callbacks, SLURM checks, resume.
 
-A :class:`TrainJob` is what every entry point (plate stage, arrays, image folders) builds;
+A :class:`TrainingSetup` is what every entry point (plate stage, arrays, image folders) builds;
 :func:`write_run_header` writes the run folder's description (rank 0) and :func:`fit`
 trains, resuming from ``checkpoints/last.ckpt`` when the folder has one.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger("jumpdenoise.train")
 
 
 @dataclass
-class TrainJob:
+class TrainingSetup:
     """Everything one training needs; identical on every rank (deterministic from the config).
 
     Attributes
@@ -43,7 +43,7 @@ class TrainJob:
     split
         The content of split.json.
     data_type
-        ``"zarr"`` (plate) or ``"array"`` (what the job reads; CAREamics' config always
+        ``"zarr"`` (plate) or ``"array"`` (what the training reads; CAREamics' config always
         says ``"array"``, see :func:`~jumpdenoise.train.careamics_config.build_careamics_config`).
     resolved_config
         The content of config.yaml.
@@ -70,14 +70,14 @@ class TrainJob:
         return max(self.tc.batch_size, area // self.tc.patch_size ** 2)
 
     def careamics_config(self, world_size: int = 1) -> Any:
-        """The CAREamics configuration of this job."""
+        """The CAREamics configuration of this setup."""
         from jumpdenoise.train.careamics_config import build_careamics_config
 
         return build_careamics_config(self.tc, n_channels=len(self.channels), mean=self.mean, std=self.std,
                                       world_size=world_size)
 
 
-def write_run_header(job: TrainJob) -> None:
+def write_run_header(setup: TrainingSetup) -> None:
     """Write config.yaml, careamics_config.yaml, normalization.json, split.json (rank 0 only)."""
     from jumpdenoise.train.run_folder import write_header
 
@@ -87,12 +87,12 @@ def write_run_header(job: TrainJob) -> None:
 
     from jumpdenoise.train.export import EXAMPLE_INPUT, example_crop
 
-    norm = {"channels": job.channels, "mean": job.mean, "std": job.std, "source": job.norm_source}
-    write_header(job.run, config=job.resolved_config, careamics_config=job.careamics_config(),
-                 normalization=norm, split=job.split)
-    example = job.run.path / EXAMPLE_INPUT
+    norm = {"channels": setup.channels, "mean": setup.mean, "std": setup.std, "source": setup.norm_source}
+    write_header(setup.run, config=setup.resolved_config, careamics_config=setup.careamics_config(),
+                 normalization=norm, split=setup.split)
+    example = setup.run.path / EXAMPLE_INPUT
     if not example.is_file():  # a raw crop of a validation field: BMZ export test input
-        np.save(example, example_crop(job.val_refs[0].load(), job.tc.model.depth))
+        np.save(example, example_crop(setup.val_refs[0].load(), setup.tc.model.depth))
 
 
 def _tasks_per_node() -> int | None:
@@ -142,19 +142,19 @@ def check_cluster(ts: TrainerSettings) -> tuple[int | str, int, list]:
     return devices, num_nodes, plugins
 
 
-def _callbacks(job: TrainJob, careamics_cfg: Any) -> tuple[list, Any]:
+def _callbacks(setup: TrainingSetup, careamics_cfg: Any) -> tuple[list, Any]:
     from careamics.lightning import ConfigSaverCallback
 
     from jumpdenoise.train.module import EpochReport, RunCheckpoint
 
-    ck = job.tc.checkpoint
+    ck = setup.tc.checkpoint
     checkpoint = RunCheckpoint(
-        job.run, dirpath=job.run.checkpoints, filename="epoch={epoch:03d}-val_loss={val_loss:.5f}",
+        setup.run, dirpath=setup.run.checkpoints, filename="epoch={epoch:03d}-val_loss={val_loss:.5f}",
         auto_insert_metric_name=False, monitor=ck.monitor, mode=ck.mode, save_top_k=ck.save_top_k,
         save_last=ck.save_last)
     saver = ConfigSaverCallback(careamics_cfg.version, careamics_cfg.get_safe_experiment_name(),
                                 careamics_cfg.training_config, careamics_cfg.data_config)
-    return [checkpoint, saver, EpochReport(job.run, job.tc.batch_size)], checkpoint
+    return [checkpoint, saver, EpochReport(setup.run, setup.tc.batch_size)], checkpoint
 
 
 @contextlib.contextmanager
@@ -170,8 +170,8 @@ def cudnn_autotune(on: bool):
         torch.backends.cudnn.benchmark = saved
 
 
-def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
-    """Train (or resume) the job; return the run folder.
+def fit(setup: TrainingSetup, *, extra_callbacks: list | None = None) -> Path:
+    """Train (or resume) the setup's run; return the run folder.
 
     Resumes from ``checkpoints/last.ckpt`` (epoch count, optimizer and scheduler state kept)
     when the run folder has one; a finished run returns at once.
@@ -184,39 +184,39 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
     from jumpdenoise.train.run_folder import (
         attach_log_file, detach_log_file, plot_curves, resume_checkpoint, write_best)
 
-    ts = job.tc.trainer
+    ts = setup.tc.trainer
     devices, num_nodes, plugins = check_cluster(ts)
-    handler = attach_log_file(job.run) if is_global_zero() and job.run.path.is_dir() else None
+    handler = attach_log_file(setup.run) if is_global_zero() and setup.run.path.is_dir() else None
     try:
-        pl.seed_everything(job.tc.seed, workers=True, verbose=False)
-        careamics_cfg = job.careamics_config()
-        callbacks, checkpoint = _callbacks(job, careamics_cfg)
+        pl.seed_everything(setup.tc.seed, workers=True, verbose=False)
+        careamics_cfg = setup.careamics_config()
+        callbacks, checkpoint = _callbacks(setup, careamics_cfg)
         trainer = pl.Trainer(
             accelerator=ts.accelerator, devices=devices, num_nodes=num_nodes, strategy=ts.strategy,
-            precision=ts.precision, max_epochs=job.tc.epochs, callbacks=callbacks + list(extra_callbacks or []),
-            logger=False, default_root_dir=job.run.path, log_every_n_steps=ts.log_every_n_steps,
+            precision=ts.precision, max_epochs=setup.tc.epochs, callbacks=callbacks + list(extra_callbacks or []),
+            logger=False, default_root_dir=setup.run.path, log_every_n_steps=ts.log_every_n_steps,
             gradient_clip_val=ts.gradient_clip_val, enable_progress_bar=ts.enable_progress_bar,
             num_sanity_val_steps=0, plugins=plugins or None, **ts.extra)
         # the lr rule needs the world size, known once the trainer exists
-        module = JumpN2VModule(job.careamics_config(world_size=trainer.world_size).algorithm_config)
-        module.channels_last = job.tc.experimental.channels_last
+        module = JumpN2VModule(setup.careamics_config(world_size=trainer.world_size).algorithm_config)
+        module.channels_last = setup.tc.experimental.channels_last
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
         # the module checks what graphs need (one device, precision) and trains eagerly otherwise
-        module.cuda_graphs = on_gpu and job.tc.experimental.cuda_graphs
+        module.cuda_graphs = on_gpu and setup.tc.experimental.cuda_graphs
         masking = LoaderMasking(module.config.n2v_config.model_dump())
         data = PatchDataModule(
-            job.train_refs, job.val_refs, job.mean, job.std, patch_size=job.tc.patch_size,
-            batch_size=job.tc.batch_size, patches_per_epoch=job.patches_per_epoch,
-            n_val_patches=job.tc.n_val_patches, seed=job.tc.seed, augmentations=augmentation_dicts(job.tc),
+            setup.train_refs, setup.val_refs, setup.mean, setup.std, patch_size=setup.tc.patch_size,
+            batch_size=setup.tc.batch_size, patches_per_epoch=setup.patches_per_epoch,
+            n_val_patches=setup.tc.n_val_patches, seed=setup.tc.seed, augmentations=augmentation_dicts(setup.tc),
             num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
             masking=masking)
-        ckpt = resume_checkpoint(job.run)
+        ckpt = resume_checkpoint(setup.run)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
         log.info("training %s: %d train / %d val field(s), channels %s, %d patches per epoch, "
-                 "effective batch %d (%d x %d processes), lr %g", job.run.path, len(job.train_refs),
-                 len(job.val_refs), job.channels, job.patches_per_epoch,
-                 job.tc.batch_size * trainer.world_size, job.tc.batch_size, trainer.world_size,
+                 "effective batch %d (%d x %d processes), lr %g", setup.run.path, len(setup.train_refs),
+                 len(setup.val_refs), setup.channels, setup.patches_per_epoch,
+                 setup.tc.batch_size * trainer.world_size, setup.tc.batch_size, trainer.world_size,
                  module.config.optimizer.parameters["lr"])
         # one CPU process: pin torch's threads so the bits do not depend on what ran before in this
         # process (DDP ranks get theirs from Lightning)
@@ -225,10 +225,10 @@ def fit(job: TrainJob, *, extra_callbacks: list | None = None) -> Path:
             trainer.fit(module, datamodule=data, ckpt_path=ckpt)
         if trainer.is_global_zero:
             score = checkpoint.best_model_score
-            write_best(job.run, best_path=checkpoint.best_model_path or None,
+            write_best(setup.run, best_path=checkpoint.best_model_path or None,
                        best_score=None if score is None else float(score), epochs_done=trainer.current_epoch)
-            plot_curves(job.run)
+            plot_curves(setup.run)
     finally:
         if handler is not None:
             detach_log_file(handler)
-    return job.run.path
+    return setup.run.path

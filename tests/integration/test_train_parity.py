@@ -44,7 +44,7 @@ class Recorder(pl.Callback):
 def test_same_batches_give_careamics_weights_exactly(tmp_path: Path) -> None:
     from careamics import CAREamist
 
-    from jumpdenoise.stages.train import build_job
+    from jumpdenoise.stages.train import build_training_setup
     from jumpdenoise.train.loop import fit, write_run_header
 
     plate = synthetic_plate(tmp_path / "plate.zarr", wells=("A01", "A02", "B01"), n_fields=1, channels=("DNA",),
@@ -56,14 +56,14 @@ def test_same_batches_give_careamics_weights_exactly(tmp_path: Path) -> None:
                   "model": {"depth": 2, "num_channels_init": 8},
                   "trainer": {"accelerator": "cpu", "devices": 1, "num_workers": 0, "enable_progress_bar": False},
                   "experimental": {"channels_last": False}}})
-    job = build_job(cfg)
-    write_run_header(job)
+    setup = build_training_setup(cfg)
+    write_run_header(setup)
     ours = Recorder()
-    fit(job, extra_callbacks=[ours])
+    fit(setup, extra_callbacks=[ours])
     assert len(ours.batches) == STEPS
     assert all(int(b[2].sum()) > 0 for b in ours.batches)  # masked pixels in every batch
 
-    cc = job.careamics_config()
+    cc = setup.careamics_config()
     cc.training_config.trainer_params.update({"max_epochs": 1, "accelerator": "cpu", "devices": 1,
                                               "num_sanity_val_steps": 0, "enable_progress_bar": False})
 
