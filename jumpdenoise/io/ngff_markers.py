@@ -1,4 +1,6 @@
-"""Completion markers of a plate's units: ``PLATE/.jumpdenoise/<namespace>/<KEY>.npz``.
+"""A plate's sidecar folder ``PLATE/.jumpdenoise/``: the names of what it holds (the one place
+that defines them, see docs/FORMATS.md) and the completion markers of the plate's units,
+``PLATE/.jumpdenoise/<namespace>/<KEY>.npz``.
 
 A marker is written atomically (temporary file, then rename) after the unit's data, never
 before; it may carry a payload of arrays (e.g. partial statistics). Re-exported by
