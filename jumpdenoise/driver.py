@@ -169,10 +169,10 @@ def failures_of(outcomes: list[Outcome], output: Path | None = None) -> dict[str
 # ----------------------------------------------------------------------------- output checks
 
 
-def check_outputs(stage: Stage, job: Any) -> StageIO:
+def check_outputs(stage: Stage, request: Any) -> StageIO:
     """Refuse, before anything is written, an output that overlaps its inputs or that
     ``overwrite`` would remove without jumpdenoise having written it."""
-    io = stage.io(job)
+    io = stage.io(request)
     if io.output is not None:
         output_guard.check_apart(io.output, io.inputs, io.protected)
         if io.overwrite:
@@ -232,7 +232,7 @@ def _temporaries(output: Path | None) -> set[Path]:
 # ----------------------------------------------------------------------------- the steps
 
 
-def begin_stage(stage: Stage, job: Any, recorder: Recorder,
+def begin_stage(stage: Stage, request: Any, recorder: Recorder,
                 session: PlateSession | None = None) -> tuple[Any, list[Unit]]:
     """Precheck, prepare and plan (the caller holds the output lock); records the plan.
 
@@ -244,19 +244,19 @@ def begin_stage(stage: Stage, job: Any, recorder: Recorder,
         What ``prepare`` returned, and the units still to do.
     """
     mod = stage_module(stage)
-    io = stage.io(job)
+    io = stage.io(request)
     recorder.reset_stage(stage.name)
     precheck = getattr(mod, "precheck", None)
     if precheck is not None:
-        precheck(job)
+        precheck(request)
     with write_errors(io), session_or_own(session) as session:
-        prepared = mod.prepare(job, session)
-        units = mod.plan(job)
+        prepared = mod.prepare(request, session)
+        units = mod.plan(request)
     recorder.write_plan(stage.name, units)
     return prepared, units
 
 
-def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outcome], *, check: bool = True,
+def finish_stage(stage: Stage, request: Any, recorder: Recorder, outcomes: list[Outcome], *, check: bool = True,
                  session: PlateSession | None = None) -> Any:
     """Finalize after the units and mark the stage done, unless units failed.
 
@@ -277,12 +277,12 @@ def finish_stage(stage: Stage, job: Any, recorder: Recorder, outcomes: list[Outc
     OutputWriteError
         When finalize cannot write (with the unit failures, if any, in the same line).
     """
-    io = stage.io(job)
+    io = stage.io(request)
     failed = failures_of(outcomes, io.output)
     summary = None
     if not failed or stage.finalize_on_failure:
         with write_errors(io, failed), session_or_own(session) as session:
-            summary = stage_module(stage).finalize(job, outcomes, session)
+            summary = stage_module(stage).finalize(request, outcomes, session)
     if failed:
         if check:
             raise UnitFailures(stage.name, failed)
@@ -311,7 +311,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
     stage
         The stage (:data:`jumpdenoise.stages.base.BY_NAME`).
     config
-        The pipeline configuration (the stage receives ``stage.job(config)``).
+        The pipeline configuration (the stage receives ``stage.request(config)``).
     executor
         Runs the units of an array stage; default ``make_executor(config.executor, stage)``,
         closed here (while finalize runs). Other stages run in this process.
@@ -343,8 +343,8 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
 
     start = time.perf_counter()
     recorder = recorder or NullRecorder()
-    job = stage.job(config)
-    io = check_outputs(stage, job)
+    request = stage.request(config)
+    io = check_outputs(stage, request)
     mod = stage_module(stage)
     own = executor is None or stage.kind != "array"
     if stage.kind != "array":
@@ -352,7 +352,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
     elif executor is None:
         from jumpdenoise.config.executor import ExecutorConfig
 
-        # a job without executor settings (e.g. statistics of one plate) runs in this process
+        # a request without executor settings (e.g. statistics of one plate) runs in this process
         executor = make_executor(getattr(config, "executor", None) or ExecutorConfig(workers=1), stage)
     run = StageRun(stage, output=io.output)
     session = PlateSession()  # what the stage caches across units in this process; closed at the end
@@ -366,7 +366,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
             warm_up, worker_imports = getattr(executor, "warm_up", None), getattr(mod, "warm_up_worker", None)
             warming = background.submit(warm_up, worker_imports) if warm_up and worker_imports else None
             try:
-                run.prepared, run.units = begin_stage(stage, job, recorder, session)
+                run.prepared, run.units = begin_stage(stage, request, recorder, session)
             finally:
                 if warming is not None:
                     warming.exception()  # never close a cluster while it starts
@@ -376,12 +376,12 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
                 start_dask(executor, recorder,
                            remote=bool(ex_cfg is not None and (ex_cfg.dask_slurm or ex_cfg.scheduler_address)))
                 context = getattr(mod, "in_process_context", None)
-                with context(job) if context is not None else contextlib.nullcontext():
-                    run.outcomes = executor.map(bind(stage.module, job, session), run.units, label=stage.name)
+                with context(request) if context is not None else contextlib.nullcontext():
+                    run.outcomes = executor.map(bind(stage.module, request, session), run.units, label=stage.name)
             record_outcomes(recorder, stage, run.outcomes)
             if own:
                 closing = background.submit(executor.close)  # overlaps finalize
-            run.summary = finish_stage(stage, job, recorder, run.outcomes, check=check, session=session)
+            run.summary = finish_stage(stage, request, recorder, run.outcomes, check=check, session=session)
     finally:
         if own and closing is None:
             executor.close()

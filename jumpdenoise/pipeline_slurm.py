@@ -59,7 +59,7 @@ class UnitTask:
         rank = int(os.environ.get("SLURM_PROCID", "0"))
         try:
             with PlateSession(keeps_payloads=False) as session:  # this task's own; its result travels
-                value = stage_module(stage).run_one(stage.job(self.config), unit, session)
+                value = stage_module(stage).run_one(stage.request(self.config), unit, session)
         except Exception as exc:
             if rank == 0:
                 rs.write_unit(stage.name, unit.key, ok=False, error=error_text(exc), log=log, job_id=job_id)
@@ -87,15 +87,15 @@ def job_prepare(stage_name: str, config: JumpDenoiseConfig, executor: SlurmExecu
 
     stage = BY_NAME[stage_name]
     rs = _run_state(config)
-    job = stage.job(config)
-    io = check_outputs(stage, job)
+    request = stage.request(config)
+    io = check_outputs(stage, request)
     check_before_stage(stage, config)
     with output_lock(io, token, stale_s=config.executor.lock_stale_s):
-        _, units = begin_stage(stage, job, rs)
+        _, units = begin_stage(stage, request, rs)
         if stage.kind == "inline" or (units and _units_on_dask(stage, config)):
-            outcomes = _run_here(stage, config, job, units, rs)
+            outcomes = _run_here(stage, config, request, units, rs)
             if stage.kind == "inline":
-                finish_stage(stage, job, rs, outcomes)
+                finish_stage(stage, request, rs, outcomes)
             elif any(not o.ok for o in outcomes):
                 from jumpdenoise.driver import failures_of
 
@@ -125,7 +125,7 @@ def job_prepare(stage_name: str, config: JumpDenoiseConfig, executor: SlurmExecu
         return {"units": len(units), "arrays": arrays}
 
 
-def _run_here(stage: Stage, config: JumpDenoiseConfig, job: Any, units: list, rs: RunState) -> list[Outcome]:
+def _run_here(stage: Stage, config: JumpDenoiseConfig, request: Any, units: list, rs: RunState) -> list[Outcome]:
     from jumpdenoise.executors import make_executor
     from jumpdenoise.stages.base import bind
 
@@ -133,7 +133,7 @@ def _run_here(stage: Stage, config: JumpDenoiseConfig, job: Any, units: list, rs
     try:
         if units:
             start_dask(ex, rs, remote=True)
-        outcomes = ex.map(bind(stage.module, job), units, label=stage.name) if units else []
+        outcomes = ex.map(bind(stage.module, request), units, label=stage.name) if units else []
     finally:
         ex.close()
     record_outcomes(rs, stage, outcomes)
@@ -146,7 +146,7 @@ def job_finalize(stage_name: str, config: JumpDenoiseConfig, token: str) -> Any:
 
     stage = BY_NAME[stage_name]
     rs = _run_state(config)
-    job = stage.job(config)
+    request = stage.request(config)
     plan = rs.plan(stage.name) or {"units": []}
     outcomes = []
     for u in plan["units"]:
@@ -154,8 +154,8 @@ def job_finalize(stage_name: str, config: JumpDenoiseConfig, token: str) -> Any:
         outcomes.append(Outcome(u["key"], bool(rec.get("ok")), value=rec.get("value"),
                                 error=rec.get("error") or ("no result recorded" if not rec else None),
                                 log=rec.get("log")))
-    with output_lock(stage.io(job), token, stale_s=config.executor.lock_stale_s):
-        return finish_stage(stage, job, rs, outcomes)
+    with output_lock(stage.io(request), token, stale_s=config.executor.lock_stale_s):
+        return finish_stage(stage, request, rs, outcomes)
 
 
 # ----------------------------------------------------------------------------- submitting
@@ -178,7 +178,7 @@ def resources(prof: SlurmProfile, *, gpus: bool, nodes: int = 1, tasks: int = 1)
 def estimate_units(stage: Stage, config: JumpDenoiseConfig) -> int | None:
     """How many units the stage would plan now, when that can be told before it runs."""
     try:
-        return len(stage_module(stage).plan(stage.job(config)))
+        return len(stage_module(stage).plan(stage.request(config)))
     except Exception:  # noqa: BLE001 - its input does not exist yet
         pass
     if stage.name == "convert" and config.source is not None:
@@ -294,7 +294,7 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
     check_workdir(config)
     stages = pipeline_stages(config, until)
     for stage in stages:  # refuse an unsafe output now, not in a job an hour later
-        check_outputs(stage, stage.job(config))
+        check_outputs(stage, stage.request(config))
     problems = check_submission(config, [s for s in stages if not _run_state(config).is_done(s.name)],
                                 dry_run=dry_run, echo=echo)
     if dry_run:

@@ -199,20 +199,20 @@ def _same_config(config: Any) -> Any:
     return config
 
 
-def _denoised_stats_job(config: Any) -> Any:
-    from jumpdenoise.stages.stats import StatsJob
+def _denoised_stats_request(config: Any) -> Any:
+    from jumpdenoise.stages.stats import StatsRequest
 
-    return StatsJob(plate=Path(config.paths.denoised_plate))
-
-
-def _evaluate_job(config: Any) -> Any:
-    from jumpdenoise.stages.evaluate import job_of
-
-    return job_of(config)
+    return StatsRequest(plate=Path(config.paths.denoised_plate))
 
 
-def _evaluate_io(job: Any) -> StageIO:
-    return StageIO(Path(job.out), "evaluation", _paths(job.raw, job.denoised))
+def _evaluate_request(config: Any) -> Any:
+    from jumpdenoise.stages.evaluate import request_of
+
+    return request_of(config)
+
+
+def _evaluate_io(request: Any) -> StageIO:
+    return StageIO(Path(request.out), "evaluation", _paths(request.raw, request.denoised))
 
 
 @dataclass(frozen=True)
@@ -239,8 +239,10 @@ class Stage:
     finalize_on_failure
         Whether ``finalize`` runs after failed units too (it merges what was done and
         records the failures); the stage is not marked done then.
-    job
-        The configuration the stage functions receive, from the pipeline configuration.
+    request
+        What the stage functions receive (their ``config`` argument), from the pipeline
+        configuration: the configuration itself, or a stage request such as
+        :class:`~jumpdenoise.stages.stats.StatsRequest`.
     io
         What the stage writes and reads (:class:`StageIO`), from the stage's configuration.
     """
@@ -252,7 +254,7 @@ class Stage:
     threads: bool = False
     in_process: bool = False
     finalize_on_failure: bool = False
-    job: Callable[[Any], Any] = _same_config
+    request: Callable[[Any], Any] = _same_config
     io: Callable[[Any], StageIO] = _no_output
 
 
@@ -261,10 +263,11 @@ STATS = Stage("stats", "jumpdenoise.stages.stats", io=_stats_io)
 TRAIN = Stage("train", "jumpdenoise.stages.train", kind="distributed", gpus=True, io=_train_io)
 PREDICT = Stage("predict", "jumpdenoise.stages.predict", gpus=True, in_process=True, finalize_on_failure=True,
                 io=_predict_io)
-STATS_DENOISED = Stage("stats_denoised", "jumpdenoise.stages.stats", job=_denoised_stats_job, io=_stats_io)
+STATS_DENOISED = Stage("stats_denoised", "jumpdenoise.stages.stats", request=_denoised_stats_request,
+                       io=_stats_io)
 REPORT = Stage("report", "jumpdenoise.stages.report", kind="inline")
 VERIFY = Stage("verify", "jumpdenoise.stages.verify", finalize_on_failure=True)
-EVALUATE = Stage("evaluate", "jumpdenoise.stages.evaluate", job=_evaluate_job, io=_evaluate_io)
+EVALUATE = Stage("evaluate", "jumpdenoise.stages.evaluate", request=_evaluate_request, io=_evaluate_io)
 
 #: The pipeline's stages, in order.
 PIPELINE: tuple[Stage, ...] = (CONVERT, STATS, TRAIN, PREDICT, STATS_DENOISED, REPORT, EVALUATE)

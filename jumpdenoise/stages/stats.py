@@ -2,7 +2,7 @@
 
 It accepts the full :class:`~jumpdenoise.config.JumpDenoiseConfig` (then it works on
 ``config.paths.raw_plate`` and keeps statistics already stored there, e.g. by the convert
-stage) or a :class:`StatsJob` naming any plate (recomputed unless ``recompute=False``). Each unit reads the
+stage) or a :class:`StatsRequest` naming any plate (recomputed unless ``recompute=False``). Each unit reads the
 fields of one well and stores the well's partial statistics in a marker
 (``.jumpdenoise/stats/<WELL>.npz``), so an interrupted run resumes; ``finalize`` merges
 them, writes them with :func:`~jumpdenoise.io.ngff.write_statistics` and removes the
@@ -26,7 +26,7 @@ STAGE = "stats"
 NAMESPACE = STATS_NAMESPACE
 
 
-class StatsJob(BaseModel):
+class StatsRequest(BaseModel):
     """Accepted in place of the full configuration: compute statistics of ``plate``.
 
     Attributes
@@ -165,4 +165,4 @@ def compute_statistics(plate: str | Path, executor=None) -> dict:
     from jumpdenoise.driver import run_stage
     from jumpdenoise.stages.base import STATS
 
-    return run_stage(STATS, StatsJob(plate=Path(plate)), executor).summary
+    return run_stage(STATS, StatsRequest(plate=Path(plate)), executor).summary

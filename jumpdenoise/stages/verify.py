@@ -121,7 +121,7 @@ def check_field(plate: str, channels: tuple[str, ...], task: FieldCheck) -> list
     return diffs
 
 
-class VerifyJob(BaseModel):
+class VerifyRequest(BaseModel):
     """The configuration of the verify stage: which plate to compare with which source."""
 
     model_config = ConfigDict(frozen=True)
@@ -136,7 +136,7 @@ def _task(item: str) -> FieldCheck:
                       tuple(tuple(p) for p in data["planes"]))  # type: ignore[misc]
 
 
-def prepare(job: VerifyJob, session: PlateSession) -> tuple[str, int, list[str], list[str]]:
+def prepare(request: VerifyRequest, session: PlateSession) -> tuple[str, int, list[str], list[str]]:
     """Compare the structure: channels, fields missing on either side, images listed but absent.
 
     Returns
@@ -148,8 +148,8 @@ def prepare(job: VerifyJob, session: PlateSession) -> tuple[str, int, list[str],
     from jumpdenoise.io.discovery import discover
     from jumpdenoise.io.ngff import field_key, plate_info
 
-    layout = discover(job.source)
-    info = plate_info(job.plate)
+    layout = discover(request.source)
+    info = plate_info(request.plate)
     diffs: list[str] = []
     if list(info.channels) != layout.channel_names:
         diffs.append(f"channels: the plate has {info.channels}, the source {layout.channel_names}")
@@ -163,14 +163,14 @@ def prepare(job: VerifyJob, session: PlateSession) -> tuple[str, int, list[str],
     return layout.source_path, len(in_source & in_plate), diffs, notes
 
 
-def plan(job: VerifyJob) -> list[Unit]:
+def plan(request: VerifyRequest) -> list[Unit]:
     """One unit per field present in both the source and the plate (its planes in the item)."""
     from jumpdenoise.io.discovery import discover
     from jumpdenoise.io.ngff import field_key, plate_info
 
-    in_plate = set(plate_info(job.plate).field_keys())
+    in_plate = set(plate_info(request.plate).field_keys())
     units = []
-    for w, f in discover(job.source).iter_fields():
+    for w, f in discover(request.source).iter_fields():
         if (w.id, f.index) in in_plate:
             key = field_key(w.id, f.index)
             planes = [(ch, ref.path, ref.channel_index, ref.axes) for ch, ref in f.planes.items()]
@@ -179,15 +179,15 @@ def plan(job: VerifyJob) -> list[Unit]:
     return units
 
 
-def run_one(job: VerifyJob, unit: Unit, session: PlateSession) -> dict:
+def run_one(request: VerifyRequest, unit: Unit, session: PlateSession) -> dict:
     """Compare the planes of one field; returns ``{"differences": [...]}``."""
     from jumpdenoise.io.ngff import plate_info
 
-    info = plate_info(job.plate)
+    info = plate_info(request.plate)
     return {"differences": check_field(str(info.path), tuple(info.channels), _task(unit.items[0]))}
 
 
-def finalize(job: VerifyJob, outcomes: list[Outcome], session: PlateSession) -> list[str]:
+def finalize(request: VerifyRequest, outcomes: list[Outcome], session: PlateSession) -> list[str]:
     """The differences of every field, in order (a failed comparison is one)."""
     diffs: list[str] = []
     for out in outcomes:
@@ -219,7 +219,7 @@ def verify_plate(source: SourceConfig, plate: str | Path, executor: Executor | N
     from jumpdenoise.io.ngff import plate_info
     from jumpdenoise.stages.base import VERIFY
 
-    run = run_stage(VERIFY, VerifyJob(source=source, plate=Path(plate)), executor, check=False)
+    run = run_stage(VERIFY, VerifyRequest(source=source, plate=Path(plate)), executor, check=False)
     source_path, n_fields, diffs, notes = run.prepared
     return VerifyReport(plate=plate_info(plate).path, source=source_path, n_fields=n_fields,
                         differences=diffs + run.summary, notes=notes)

@@ -158,15 +158,16 @@ def test_stage_runs_from_the_pipeline_configuration(plates: dict[str, Path]) -> 
     assert not stage.is_enabled(load_config(overrides=base))
     cfg = load_config(overrides={**base, "source": {"path": str(root / "source" / "Images")},
                                  "evaluate": {"wells": ["B02"], "families": ["intensity"]}})
-    job = stage.job_of(cfg)
-    assert stage.is_enabled(cfg) and job.truth == plates["truth"] and job.out == root / "run" / "evaluate"
+    request = stage.request_of(cfg)
+    assert stage.is_enabled(cfg) and request.truth == plates["truth"] and request.out == root / "run" / "evaluate"
     stage.prepare(cfg, PlateSession())
     units = stage.plan(cfg)
     assert [(u.key, u.items) for u in units] == [("B02", ["B02/0"])]
     stage.run_one(cfg, units[0], PlateSession())
     assert stage.plan(cfg) == []  # done wells are not planned again
     summary = stage.finalize(cfg, [], PlateSession())
-    assert summary["reference"] == "truth" and json.loads((job.out / "evaluate.json").read_text())["wells"] == ["B02"]
+    assert summary["reference"] == "truth"
+    assert json.loads((request.out / "evaluate.json").read_text())["wells"] == ["B02"]
 
 
 def test_cli_exit_codes(plates: dict[str, Path]) -> None:

@@ -83,8 +83,8 @@ def test_stage_resumes_and_accepts_full_config(plate):
     # the pipeline's stats stage keeps statistics already stored (e.g. by convert) ...
     assert stats_stage.plan(config) == []
     assert stats_stage.finalize(config, [], PlateSession())["plate"]["RNA"] == pytest.approx(stats["plate"]["RNA"])
-    # ... while a StatsJob recomputes them
-    assert len(stats_stage.plan(stats_stage.StatsJob(plate=plate))) == 3
+    # ... while a StatsRequest recomputes them
+    assert len(stats_stage.plan(stats_stage.StatsRequest(plate=plate))) == 3
 
 
 def test_float_plate_statistics(plate, tmp_path):

@@ -28,7 +28,7 @@ from jumpdenoise.stages.session import PlateSession
 PACKAGE = Path(__file__).resolve().parents[2] / "jumpdenoise"
 
 
-class ToyJob(BaseModel):
+class ToyRequest(BaseModel):
     out: Path
     source: Path
     keys: list[str] = ["a", "b"]
@@ -36,82 +36,82 @@ class ToyJob(BaseModel):
     refuse: bool = False
 
 
-def precheck(job: ToyJob) -> None:
-    if job.refuse:
+def precheck(toy: ToyRequest) -> None:
+    if toy.refuse:
         raise ConfigError("precheck: the model would make this plate worse")
 
 
-def prepare(job: ToyJob, session: PlateSession) -> str:
-    job.out.mkdir(parents=True, exist_ok=True)
+def prepare(toy: ToyRequest, session: PlateSession) -> str:
+    toy.out.mkdir(parents=True, exist_ok=True)
     return "prepared"
 
 
-def plan(job: ToyJob) -> list[Unit]:
-    return [Unit(stage="toy", key=k, items=[k]) for k in job.keys if not (job.out / k).exists()]
+def plan(toy: ToyRequest) -> list[Unit]:
+    return [Unit(stage="toy", key=k, items=[k]) for k in toy.keys if not (toy.out / k).exists()]
 
 
-def run_one(job: ToyJob, unit: Unit, session: PlateSession) -> dict:
-    if unit.key == job.fail:
+def run_one(toy: ToyRequest, unit: Unit, session: PlateSession) -> dict:
+    if unit.key == toy.fail:
         raise ValueError(f"unit {unit.key} broke")
-    (job.out / unit.key).write_text(unit.key)
+    (toy.out / unit.key).write_text(unit.key)
     return {"written": unit.key}
 
 
-def finalize(job: ToyJob, outcomes: list, session: PlateSession) -> dict:
-    (job.out / "summary.json").write_text(json.dumps(sorted(o.key for o in outcomes if o.ok)))
-    return {"done": sorted(p.name for p in job.out.iterdir())}
+def finalize(toy: ToyRequest, outcomes: list, session: PlateSession) -> dict:
+    (toy.out / "summary.json").write_text(json.dumps(sorted(o.key for o in outcomes if o.ok)))
+    return {"done": sorted(p.name for p in toy.out.iterdir())}
 
 
-def _toy_io(job: ToyJob) -> StageIO:
-    return StageIO(job.out, "plate", (job.source,))
+def _toy_io(toy: ToyRequest) -> StageIO:
+    return StageIO(toy.out, "plate", (toy.source,))
 
 
 TOY = Stage("toy", __name__, io=_toy_io, finalize_on_failure=True)
 
 
 @pytest.fixture()
-def job(tmp_path: Path) -> ToyJob:
+def toy(tmp_path: Path) -> ToyRequest:
     (tmp_path / "src").mkdir()
-    return ToyJob(out=tmp_path / "out", source=tmp_path / "src")
+    return ToyRequest(out=tmp_path / "out", source=tmp_path / "src")
 
 
-def test_run_stage_runs_units_finalizes_and_records(job: ToyJob, tmp_path: Path) -> None:
+def test_run_stage_runs_units_finalizes_and_records(toy: ToyRequest, tmp_path: Path) -> None:
     state = RunState(tmp_path / "run")
-    run = run_stage(TOY, job, LocalExecutor(1), state)
+    run = run_stage(TOY, toy, LocalExecutor(1), state)
     assert run.prepared == "prepared" and [u.key for u in run.units] == ["a", "b"]
     assert run.summary == {"done": ["a", "b", "summary.json"]} and not run.already_complete
     assert state.is_done("toy") and state.unit("toy", "a")["value"] == {"written": "a"}
     assert [u["key"] for u in state.plan("toy")["units"]] == ["a", "b"]
-    assert not lock_path(job.out).exists()  # released
-    again = run_stage(TOY, job, LocalExecutor(1))
+    assert not lock_path(toy.out).exists()  # released
+    again = run_stage(TOY, toy, LocalExecutor(1))
     assert again.already_complete and again.outcomes == []
 
 
-def test_failed_unit_is_summarised_after_finalize_and_stage_not_done(job: ToyJob, tmp_path: Path) -> None:
+def test_failed_unit_is_summarised_after_finalize_and_stage_not_done(toy: ToyRequest, tmp_path: Path) -> None:
     state = RunState(tmp_path / "run")
     with pytest.raises(UnitFailures) as err:
-        run_stage(TOY, job.model_copy(update={"fail": "b"}), LocalExecutor(1), state)
+        run_stage(TOY, toy.model_copy(update={"fail": "b"}), LocalExecutor(1), state)
     assert str(err.value) == "toy: 1 unit(s) failed:\n  b: ValueError: unit b broke"
-    assert json.loads((job.out / "summary.json").read_text()) == ["a"]  # finalized anyway
+    assert json.loads((toy.out / "summary.json").read_text()) == ["a"]  # finalized anyway
     assert not state.is_done("toy") and state.unit("toy", "b")["ok"] is False
-    run = run_stage(TOY, job.model_copy(update={"fail": "b"}), LocalExecutor(1), check=False)
+    run = run_stage(TOY, toy.model_copy(update={"fail": "b"}), LocalExecutor(1), check=False)
     assert run.failures == {"b": "ValueError: unit b broke"}
 
 
-def test_precheck_stops_before_the_output_is_touched(job: ToyJob) -> None:
+def test_precheck_stops_before_the_output_is_touched(toy: ToyRequest) -> None:
     with pytest.raises(ConfigError, match="worse"):
-        run_stage(TOY, job.model_copy(update={"refuse": True}), LocalExecutor(1))
-    assert not job.out.exists() and not lock_path(job.out).exists()
+        run_stage(TOY, toy.model_copy(update={"refuse": True}), LocalExecutor(1))
+    assert not toy.out.exists() and not lock_path(toy.out).exists()
 
 
-def test_overlapping_or_locked_output_is_refused_before_prepare(job: ToyJob) -> None:
+def test_overlapping_or_locked_output_is_refused_before_prepare(toy: ToyRequest) -> None:
     with pytest.raises(UnsafeOutputError, match="inside the input"):
-        run_stage(TOY, job.model_copy(update={"out": job.source / "o"}), LocalExecutor(1))
-    with OutputLock(job.out, token="another-run"):
+        run_stage(TOY, toy.model_copy(update={"out": toy.source / "o"}), LocalExecutor(1))
+    with OutputLock(toy.out, token="another-run"):
         with pytest.raises(OutputInUseError, match="in use by"):
-            run_stage(TOY, job, LocalExecutor(1))
-        run_stage(TOY, job, LocalExecutor(1), token="another-run")  # the same run shares its lock
-    assert not job.out.with_name("o").exists()
+            run_stage(TOY, toy, LocalExecutor(1))
+        run_stage(TOY, toy, LocalExecutor(1), token="another-run")  # the same run shares its lock
+    assert not toy.out.with_name("o").exists()
 
 
 def test_make_executor_reads_what_the_stage_needs(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """PlateSession: what a stage caches lives in the session the driver makes, so a stage run
 never sees what an earlier run left in the process; close() releases the writer processes.
 
-The toy stage is this module itself: it caches its job's ``greeting`` in the session, as a
+The toy stage is this module itself: it caches its request's ``greeting`` in the session, as a
 real stage caches its model or its layout.
 """
 
@@ -25,45 +25,45 @@ from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession
 SESSIONS: list[PlateSession] = []  # the sessions the toy stage saw, for the assertions
 
 
-class MemoJob(BaseModel):
+class MemoRequest(BaseModel):
     out: Path
     greeting: str
 
 
-def prepare(job: MemoJob, session: PlateSession) -> None:
-    job.out.mkdir(parents=True, exist_ok=True)
-    session.cached("greeting", lambda: job.greeting)
+def prepare(memo: MemoRequest, session: PlateSession) -> None:
+    memo.out.mkdir(parents=True, exist_ok=True)
+    session.cached("greeting", lambda: memo.greeting)
     SESSIONS.append(session)
 
 
-def plan(job: MemoJob) -> list[Unit]:
+def plan(memo: MemoRequest) -> list[Unit]:
     return [Unit(stage="memo", key=k, items=[k]) for k in ("a", "b")]
 
 
-def run_one(job: MemoJob, unit: Unit, session: PlateSession) -> dict:
+def run_one(memo: MemoRequest, unit: Unit, session: PlateSession) -> dict:
     SESSIONS.append(session)
-    greeting = session.cached("greeting", lambda: job.greeting)
-    (job.out / unit.key).write_text(greeting)
+    greeting = session.cached("greeting", lambda: memo.greeting)
+    (memo.out / unit.key).write_text(greeting)
     return {"greeting": greeting, PAYLOADS_KEY: {unit.key: np.arange(3)}}
 
 
-def finalize(job: MemoJob, outcomes: list, session: PlateSession) -> dict:
+def finalize(memo: MemoRequest, outcomes: list, session: PlateSession) -> dict:
     SESSIONS.append(session)
     payloads = {k: v.tolist() for o in outcomes for k, v in o.value.pop(PAYLOADS_KEY).items()}
-    (job.out / "payloads.json").write_text(json.dumps(payloads, sort_keys=True))
+    (memo.out / "payloads.json").write_text(json.dumps(payloads, sort_keys=True))
     return {"greetings": sorted({o.value["greeting"] for o in outcomes})}
 
 
-MEMO = Stage("memo", __name__, io=lambda job: StageIO(job.out, "plate"))
+MEMO = Stage("memo", __name__, io=lambda memo: StageIO(memo.out, "plate"))
 
 
 def test_a_stage_run_never_sees_what_an_earlier_run_cached(tmp_path: Path) -> None:
     SESSIONS.clear()
     state = RunState(tmp_path / "run")
-    first = run_stage(MEMO, MemoJob(out=tmp_path / "one", greeting="hello"), LocalExecutor(1), state)
+    first = run_stage(MEMO, MemoRequest(out=tmp_path / "one", greeting="hello"), LocalExecutor(1), state)
     used_first = list(SESSIONS)
     SESSIONS.clear()
-    second = run_stage(MEMO, MemoJob(out=tmp_path / "two", greeting="bye"), LocalExecutor(1))
+    second = run_stage(MEMO, MemoRequest(out=tmp_path / "two", greeting="bye"), LocalExecutor(1))
     assert first.summary == {"greetings": ["hello"]} and second.summary == {"greetings": ["bye"]}
     assert (tmp_path / "two" / "a").read_text() == "bye" == (tmp_path / "two" / "b").read_text()
     # prepare, both units and finalize of one run share one session, closed when the run ends
@@ -82,11 +82,11 @@ def test_a_bound_unit_never_carries_its_session_to_another_process(tmp_path: Pat
     import multiprocessing as mp
 
     SESSIONS.clear()
-    job = MemoJob(out=tmp_path / "out", greeting="hi")
-    job.out.mkdir()
+    memo = MemoRequest(out=tmp_path / "out", greeting="hi")
+    memo.out.mkdir()
     with PlateSession() as mine:
         mine.cached("greeting", lambda: "cached in the driver")
-        fn = bind(__name__, job, mine)
+        fn = bind(__name__, memo, mine)
         assert fn(Unit(stage="memo", key="a", items=["a"]))["greeting"] == "cached in the driver"
         copy = pickle.loads(pickle.dumps(fn))  # e.g. a threaded Dask cluster, in this process
         assert copy.session is mine and copy == fn
