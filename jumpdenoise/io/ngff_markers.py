@@ -45,8 +45,8 @@ STATISTICS_CSV = "statistics.csv"
 FAILURES_FILE = "failures.json"
 #: Images the source lists without a file (raw plates).
 MISSING_IMAGES_CSV = "missing_images.csv"
-#: The prediction job (selection, channels, fingerprint) of a denoised plate.
-PREDICT_JOB_FILE = "predict.json"
+#: The prediction record (selection, channels, fingerprint) of a denoised plate.
+PREDICT_RECORD_FILE = "predict.json"
 #: The raw-vs-denoised comparison table of a denoised plate.
 COMPARISON_CSV = "comparison.csv"
 #: The manifest of an NGFF 0.4 export (what ``--overwrite`` may replace).

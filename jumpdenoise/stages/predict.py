@@ -21,8 +21,8 @@ The four stage functions (see :mod:`jumpdenoise.stages.base`) take the root
   The payloads of the fields written in the driver's process come in the units' results;
   the others are read from their markers.
 
-The job helpers (paths, channel and well selection, the predictor kept in the session, the
-fingerprint and the job record) live in :mod:`jumpdenoise.stages.predict_job` and are
+The setup helpers (paths, channel and well selection, the predictor kept in the session, the
+fingerprint and the prepare record) live in :mod:`jumpdenoise.stages.predict_setup` and are
 re-exported here.
 """
 
@@ -41,19 +41,19 @@ from jumpdenoise.errors import ConfigError, OutputExistsError, PlateError
 from jumpdenoise.io.ngff_markers import COMPARISON_CSV, FAILURES_FILE, sidecar_path
 from jumpdenoise.predict.writers import to_output_dtype
 from jumpdenoise.stages.base import Unit
-from jumpdenoise.stages.predict_units import run_many
-from jumpdenoise.stages.predict_job import (  # re-exported: the stage's job helpers
-    JOB_FILE,
+from jumpdenoise.stages.predict_setup import (  # re-exported: the stage's setup helpers
+    RECORD_FILE,
     get_predictor,
-    job_fingerprint,
-    job_settings,
     model_path,
     out_path,
     raw_path,
-    read_job,
+    read_predict_record,
+    resume_fingerprint,
+    resume_settings,
     select_channels,
     selected_fields,
 )
+from jumpdenoise.stages.predict_units import run_many
 from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def prepare(config: JumpDenoiseConfig, session: PlateSession) -> dict:
     Returns
     -------
     dict
-        The job record (``selection``, ``channels``, ``dtype``, ``fingerprint``).
+        The prepare record (``selection``, ``channels``, ``dtype``, ``fingerprint``).
 
     Raises
     ------
@@ -110,11 +110,11 @@ def prepare(config: JumpDenoiseConfig, session: PlateSession) -> dict:
         raise ConfigError(f"predict.tile_size / predict.overlap: {exc} (fields of {info.shape_yx[0]}x"
                           f"{info.shape_yx[1]}, receptive-field radius {predictor.receptive_field})") from None
     out_dtype = "float32" if pc.dtype == "float32" else info.dtype
-    fingerprint = job_fingerprint(lm, raw, job_settings(config, predictor, channels, out_dtype), session)
-    job = {"selection": selection, "channels": channels, "dtype": out_dtype, "fingerprint": fingerprint}
+    fingerprint = resume_fingerprint(lm, raw, resume_settings(config, predictor, channels, out_dtype), session)
+    record = {"selection": selection, "channels": channels, "dtype": out_dtype, "fingerprint": fingerprint}
     if out.exists() and not pc.overwrite:
         try:
-            previous = read_job(out)
+            previous = read_predict_record(out)
         except PlateError:
             previous = None
         if previous is not None and previous.get("fingerprint") == fingerprint \
@@ -141,12 +141,12 @@ def prepare(config: JumpDenoiseConfig, session: PlateSession) -> dict:
         shutil.rmtree(staging)
     create_plate_like(raw, staging, dtype=out_dtype, kind="denoised", wells=list(selection), channels=channels,
                       overwrite=True, extra_attrs={"provenance": provenance})
-    sidecar_path(staging, JOB_FILE).write_text(json.dumps(job, indent=1))
+    sidecar_path(staging, RECORD_FILE).write_text(json.dumps(record, indent=1))
     if out.exists() or out.is_symlink():  # overwrite: only a plate jumpdenoise wrote
         remove_output(out, "plate")
     out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, out)
-    return read_job(out)
+    return read_predict_record(out)
 
 
 def plan(config: JumpDenoiseConfig) -> list[Unit]:
@@ -154,7 +154,7 @@ def plan(config: JumpDenoiseConfig) -> list[Unit]:
     from jumpdenoise.io.ngff import done_keys, field_key
 
     out = out_path(config)
-    selection = read_job(out)["selection"]
+    selection = read_predict_record(out)["selection"]
     done = done_keys(out)
     wells = list(selection)
     n = config.predict.experimental.wells_per_unit
@@ -250,10 +250,10 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome], session: PlateSe
     from jumpdenoise.stages.convert import short_error
 
     out = out_path(config)
-    job = read_job(out)
-    channels = job["channels"]
+    record = read_predict_record(out)
+    channels = record["channels"]
     done = done_keys(out)
-    order = [field_key(w, f) for w, fs in job["selection"].items() for f in fs]
+    order = [field_key(w, f) for w, fs in record["selection"].items() for f in fs]
     keys = [k for k in order if k in done]
     written: dict[str, dict] = {}
     for o in results:

@@ -15,7 +15,7 @@ import numpy as np
 
 from jumpdenoise.errors import JumpDenoiseError, ModelError, PlateError
 from jumpdenoise.stages.base import Unit
-from jumpdenoise.stages.predict_job import file_sha256, get_predictor, out_path, raw_path, read_job
+from jumpdenoise.stages.predict_setup import file_sha256, get_predictor, out_path, raw_path, read_predict_record
 from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def _payload_bytes(payload: Any) -> int:
     return sum(getattr(v, "nbytes", 0) for v in payload.values()) if isinstance(payload, dict) else -1
 
 
-class _UnitJob:
+class _PlateContext:
     """What the units of one plate share in a process: paths, channels, predictor, reader."""
 
     def __init__(self, config: JumpDenoiseConfig, session: PlateSession) -> None:
@@ -39,12 +39,12 @@ class _UnitJob:
         from jumpdenoise.predict.writers import PlateFieldWriter, resolve_io_threads, resolve_write_processes
 
         self.raw, self.out = raw_path(config), out_path(config)
-        job = read_job(self.out)
-        self.channels, out_dtype = job["channels"], job["dtype"]
+        record = read_predict_record(self.out)
+        self.channels, out_dtype = record["channels"], record["dtype"]
         self.predictor = get_predictor(config, session)
         model = self.predictor.model
         sha = file_sha256(model.checkpoint, session) if model.checkpoint else None
-        if sha != job["fingerprint"]["model_sha256"]:
+        if sha != record["fingerprint"]["model_sha256"]:
             raise ModelError(f"{model.checkpoint}: the model changed since {self.out} was prepared; "
                              "rerun with overwrite")
         raw_info = plate_info(self.raw)
@@ -122,8 +122,8 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
 
     if not units:
         return
-    job = _UnitJob(config, session)
-    first_check: list = [job.check_first]  # the first field denoised in this call is checked
+    ctx = _PlateContext(config, session)
+    first_check: list = [ctx.check_first]  # the first field denoised in this call is checked
     remaining = list(units)
     while remaining:
         owner: dict[tuple[str, int], int] = {}
@@ -147,7 +147,7 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
                 on_outcome(unit, None, _failure_error(unit, failures[i], len(stored[i]) + len(failures[i])))
             else:
                 result = {"fields": stored[i], "skipped": skipped[i], "seconds": seconds,
-                          "mpx_channels": len(stored[i]) * job.mpx_per_field}
+                          "mpx_channels": len(stored[i]) * ctx.mpx_per_field}
                 if session.keeps_payloads:
                     result[PAYLOADS_KEY] = payloads[i]
                 on_outcome(unit, result, None)
@@ -167,9 +167,9 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
             if left[i] == 0:
                 report(i)
 
-        done = done_keys(job.out)  # one listing, not a look-up per field
+        done = done_keys(ctx.out)  # one listing, not a look-up per field
         for i, unit in enumerate(remaining):
-            todo, skipped[i] = job.todo(unit, done)
+            todo, skipped[i] = ctx.todo(unit, done)
             stored[i], failures[i], left[i], payloads[i] = [], [], len(todo), {}
             owner.update({p: i for p in todo})
             keys.extend(todo)
@@ -177,10 +177,10 @@ def run_many(config: JumpDenoiseConfig, units: list[Unit],
             if left[i] == 0:  # nothing to do: reported in order, before the others finish
                 report(i)
         try:
-            summary = run_fields(job.predictor, keys, job.read, job.writer, on_done=settled,
+            summary = run_fields(ctx.predictor, keys, ctx.read, ctx.writer, on_done=settled,
                                  on_failure=lambda f: settled(f.key, f),
                                  on_written=written, check_first=first_check.pop() if first_check else None,
-                                 writer_pool=session.writer_pool, **job.pipeline)
+                                 writer_pool=session.writer_pool, **ctx.pipeline)
         except ImplausibleOutput as exc:  # the model is unusable: every open unit fails with it
             log.error("prediction stopped: %s", exc)
             for i in range(len(remaining)):

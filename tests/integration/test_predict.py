@@ -376,7 +376,7 @@ def test_run_one_depends_on_its_session_and_config_only(setup: dict, tmp_path: P
     configuration and the model's digest (a changed normalisation file makes a new one)."""
     from jumpdenoise.config import JumpDenoiseConfig
     from jumpdenoise.stages import predict as stage
-    from jumpdenoise.stages.predict_job import get_predictor
+    from jumpdenoise.stages.predict_setup import get_predictor
     from jumpdenoise.stages.session import PlateSession
 
     def config(out: Path, **predict_settings) -> JumpDenoiseConfig:

@@ -1,13 +1,13 @@
-"""The predict stage's job: paths, well/channel selection, the model fingerprint and the job record.
+"""The predict stage's setup: paths, well/channel selection, the model fingerprint, the prepare record.
 
 Helpers of :mod:`jumpdenoise.stages.predict` (which re-exports the public ones):
 
 - :func:`raw_path`, :func:`out_path`, :func:`model_path`: where the stage reads and writes;
 - :func:`select_channels`, :func:`selected_fields`: what the model denoises in the plate;
 - :func:`get_predictor`: the model and its predictor, kept in the stage's session;
-- :func:`job_settings`, :func:`job_fingerprint`, :func:`file_sha256`: what decides whether an
+- :func:`resume_settings`, :func:`resume_fingerprint`, :func:`file_sha256`: what decides whether an
   existing output plate is resumed;
-- :func:`read_job`: the job record ``.jumpdenoise/predict.json`` that prepare writes.
+- :func:`read_predict_record`: the record ``.jumpdenoise/predict.json`` that prepare writes.
 
 torch and careamics are imported only inside :func:`get_predictor`.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jumpdenoise.errors import ConfigError, ModelError, PlateError
-from jumpdenoise.io.ngff_markers import PREDICT_JOB_FILE as JOB_FILE
+from jumpdenoise.io.ngff_markers import PREDICT_RECORD_FILE as RECORD_FILE
 from jumpdenoise.io.ngff_markers import sidecar_path
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("jumpdenoise.predict")
 
 __all__ = [
-    "JOB_FILE", "file_sha256", "get_predictor", "job_fingerprint", "job_settings", "model_digest", "model_path",
-    "out_path", "predictor_options", "raw_path", "read_job", "select_channels", "selected_fields",
+    "RECORD_FILE", "file_sha256", "get_predictor", "model_digest", "model_path", "out_path", "predictor_options",
+    "raw_path", "read_predict_record", "resume_fingerprint", "resume_settings", "select_channels", "selected_fields",
 ]
 
 
@@ -194,22 +194,22 @@ def predictor_options(pc: PredictConfig) -> dict:
     return {"compile": ex.compile, "layout": ex.layout, "autotune": ex.autotune, "cuda_graphs": ex.cuda_graphs}
 
 
-def job_settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:
+def resume_settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:
     """The predictor's settings (without the device), the channels, output dtype and ``compile``."""
     s = predictor.settings()
     s.pop("device")
     return {**s, "channels": channels, "dtype": out_dtype, "compile": config.predict.experimental.compile}
 
 
-def job_fingerprint(lm: LoadedModel, raw: Path, settings: dict, session: PlateSession | None = None) -> dict:
+def resume_fingerprint(lm: LoadedModel, raw: Path, settings: dict, session: PlateSession | None = None) -> dict:
     """What an output plate must have been prepared from to be resumed: model file hash, raw plate, settings."""
     return {"model_sha256": file_sha256(lm.checkpoint, session) if lm.checkpoint else None,
             "raw_plate": str(raw.resolve()), "settings": settings}
 
 
-def read_job(out: Path) -> dict:
-    """The job record prepare wrote into the output plate (selection, channels, fingerprint)."""
-    path = sidecar_path(out, JOB_FILE)
+def read_predict_record(out: Path) -> dict:
+    """The record prepare wrote into the output plate (selection, channels, fingerprint)."""
+    path = sidecar_path(out, RECORD_FILE)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
