@@ -92,7 +92,7 @@ def _old_comparison(raw: np.ndarray, den: np.ndarray) -> dict:
 
 @dataclass(frozen=True)
 class LegacyWriter:
-    """A plain write job (the baseline): host-side comparison with float64 copies."""
+    """A plain field writer (the baseline): host-side comparison with float64 copies."""
 
     out: str
     dtype: str
@@ -152,7 +152,7 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
     def read(k):
         return read_field(plate, k[0], k[1])
 
-    job = (LegacyWriter if mode == "legacy" else PlateFieldWriter)(str(out), args.dtype, *(
+    writer = (LegacyWriter if mode == "legacy" else PlateFieldWriter)(str(out), args.dtype, *(
         () if mode == "legacy" else (CHANNELS,)))
     fresh()
     pool = WriterPool()  # as the stage's session: started once, kept between calls
@@ -160,11 +160,11 @@ def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: ar
         if procs:  # started before timing
             pool.get(procs, procs + args.prefetch + HANDOVER_DEPTH, read(keys[0]),
                      (len(CHANNELS), *read(keys[0]).shape[1:]))
-        run_fields(predictor, keys[:2], read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
+        run_fields(predictor, keys[:2], read, writer, prefetch=args.prefetch, readers=max(1, threads // 2),
                    writers=threads, write_processes=procs, writer_pool=pool)  # warm-up
         fresh()
         cpu0, kids0, t0 = time.process_time(), _children_cpu(), time.perf_counter()
-        report = run_fields(predictor, keys, read, job, prefetch=args.prefetch, readers=max(1, threads // 2),
+        report = run_fields(predictor, keys, read, writer, prefetch=args.prefetch, readers=max(1, threads // 2),
                             writers=threads, write_processes=procs, writer_pool=pool)
         seconds = time.perf_counter() - t0
         main_cpu, kids_cpu = time.process_time() - cpu0, _children_cpu() - kids0

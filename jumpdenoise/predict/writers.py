@@ -1,15 +1,15 @@
-"""The write side of prediction: one field's job, and writer processes fed through shared memory.
+"""The write side of prediction: one field's writer, and writer processes fed through shared memory.
 
 :class:`PlateFieldWriter` is what happens to a denoised field: converted to the output
 dtype, written (level 0 and pyramid), its statistics partial and raw-vs-denoised partial
 computed, then marked done (after its data, never before). It is a small picklable object,
 so the same code runs in writer threads or in writer processes: same bytes either way.
 
-:class:`WriterProcesses` runs such jobs in ``spawn``-ed processes (never ``fork``: the
+:class:`WriterProcesses` runs such field writers in ``spawn``-ed processes (never ``fork``: the
 parent may have initialised CUDA), past the parent's GIL. Fields travel through a ring of
 field-sized slots in one :class:`multiprocessing.shared_memory.SharedMemory` block: the
 parent copies the raw field and the prediction (device -> host straight into the slot) and
-sends only ``(slot, key, job)``; a slot is reused once its writer reports back, so memory
+sends only ``(slot, key, writer)``; a slot is reused once its writer reports back, so memory
 stays at ``slots`` fields. Writers ignore SIGINT (the parent decides), stop when the parent
 dies, and the block is unlinked when the pool closes (or, after a crash of the parent, by
 multiprocessing's resource tracker).
@@ -151,7 +151,7 @@ def _warm_up() -> None:
 
 
 def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: Any) -> None:
-    """A writer process: take ``(slot, key, job)``, run ``job(key, raw, pred)``, report back."""
+    """A writer process: take ``(slot, key, write)``, run ``write(key, raw, pred)``, report back."""
     from multiprocessing import shared_memory
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -174,11 +174,11 @@ def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: A
                 continue
             if msg is None:
                 break
-            slot, key, job = msg
+            slot, key, write = msg
             raw, pred = _views(shm.buf, layout, slot)
             value = None
             try:
-                value = job(key, raw, pred)
+                value = write(key, raw, pred)
                 error = None
             except Exception as exc:  # noqa: BLE001 - reported per field
                 error = _portable(exc)
@@ -190,7 +190,7 @@ def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: A
     finally:
         try:
             shm.close()
-        except BufferError:  # a job kept a view: the mapping goes with the process
+        except BufferError:  # a writer kept a view: the mapping goes with the process
             pass
 
 
@@ -198,7 +198,7 @@ def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: A
 def _main_script_hidden() -> Iterator[None]:
     """Start children without re-running the ``__main__`` script (``spawn`` would import it
     again, and a script without an ``if __name__ == "__main__"`` guard would start over).
-    Writers need nothing from it: their jobs are importable classes."""
+    Writers need nothing from it: the field writers are importable classes."""
     main = sys.modules.get("__main__")
     path = None
     if main is not None and getattr(main, "__spec__", None) is None:
@@ -275,14 +275,14 @@ class WriterProcesses:
             self.collect(on_result, block=True)
         return self._free.popleft()
 
-    def submit(self, slot: int, key: Any, job: Callable[[Any, np.ndarray, np.ndarray], Any]) -> None:
-        """Have a writer run ``job(key, raw, pred)`` on the slot's arrays (what it returns,
+    def submit(self, slot: int, key: Any, write: Callable[[Any, np.ndarray, np.ndarray], Any]) -> None:
+        """Have a writer process run ``write(key, raw, pred)`` on the slot's arrays (what it returns,
         if picklable, comes back with its result)."""
         self._in_flight[slot] = key
-        self._tasks.put((slot, key, job))
+        self._tasks.put((slot, key, write))
 
     def collect(self, on_result: Callable[[Any, BaseException | None, Any], None], *, block: bool = False) -> None:
-        """Report finished fields (``on_result(key, error or None, what the job returned)``);
+        """Report finished fields (``on_result(key, error or None, what ``write`` returned)``);
         ``block`` waits for one.
 
         Raises

@@ -90,7 +90,7 @@ def test_field_comparison_matches_the_plain_computation(shape: tuple) -> None:
 
 
 @dataclass(frozen=True)
-class RecordingJob:
+class RecordingWriter:
     """Writes ``raw``, ``pred`` and whether torch is imported to ``folder/<key>.npz``; fails on key 'bad'."""
 
     folder: str
@@ -120,13 +120,13 @@ def test_writer_processes_write_report_and_clean_up(tmp_path: Path) -> None:
             raw[...] = i
             pred[...] = i + 0.5
             del raw, pred
-            pool.submit(slot, key, RecordingJob(str(tmp_path)))
+            pool.submit(slot, key, RecordingWriter(str(tmp_path)))
         pool.wait_all(lambda k, e, v: results.append((k, e, v)))
     finally:
         pool.close()
     assert sorted(k for k, _, _ in results) == ["bad", "f0", "f2", "f3", "f4"]
     assert {k: v for k, _, v in results} == {"bad": None, "f0": 2 * 5 * 4 * 0.5, "f2": 40 * 2.5, "f3": 40 * 3.5,
-                                             "f4": 40 * 4.5}  # what the job returned
+                                             "f4": 40 * 4.5}  # what the writer returned
     errors = {k: e for k, e, _ in results if e is not None}
     assert list(errors) == ["bad"] and isinstance(errors["bad"], ValueError) and "field bad" in str(errors["bad"])
     for i, key in [(0, "f0"), (2, "f2"), (4, "f4")]:
@@ -144,7 +144,7 @@ def _run(tmp_path: Path, write_processes: int, on_done=None, read=None, writer_p
     out = tmp_path / f"out{write_processes}"
     out.mkdir()
     report = run_fields(Predictor(identity_model(), overlap=0), list(fields) + ["missing"],
-                        read or fields.__getitem__, RecordingJob(str(out)), write_processes=write_processes,
+                        read or fields.__getitem__, RecordingWriter(str(out)), write_processes=write_processes,
                         on_done=on_done, writer_pool=writer_pool)
     return fields, out, report
 
@@ -247,7 +247,7 @@ def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path
         events.append((f.stage, f.key, threading.get_ident()))
 
     report = run_fields(Predictor(identity_model(), overlap=0), ["f0", "nope", "bad", "f2", "f3", "f4"],
-                        fields.__getitem__, RecordingJob(str(tmp_path)), prefetch=2,
+                        fields.__getitem__, RecordingWriter(str(tmp_path)), prefetch=2,
                         write_processes=write_processes, on_done=done, on_failure=failure,
                         on_written=lambda k, v: values.update({k: (v, threading.get_ident())}))
     assert all(tid == caller for *_, tid in events)
@@ -255,7 +255,7 @@ def test_run_fields_reports_each_field_once_in_the_callers_thread(tmp_path: Path
         ("done", "f0"), ("done", "f2"), ("done", "f3"), ("done", "f4"), ("read", "nope"), ("write", "bad")]
     assert report.done == ["f0", "f2", "f3", "f4"] and report.handover_seconds > 0
     assert sorted(values) == report.done and all(tid == caller for _, tid in values.values())
-    for key in report.done:  # the identity network: what the job returned is the raw sum (float32 rounding)
+    for key in report.done:  # the identity network: what the writer returned is the raw sum (float32 rounding)
         assert values[key][0] == pytest.approx(float(fields[key].sum()), rel=1e-5)
     for key in report.done:
         with np.load(tmp_path / f"{key}.npz") as z:
