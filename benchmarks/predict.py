@@ -17,7 +17,7 @@ Without ``--model``/``--plate`` it builds the seed model (UNet depth 2, 32 featu
 independent channels, a few CAREamics training steps) and a plate of 1080 x 1080 fields.
 
 A mode is ``+``-joined tokens: ``fp32`` or ``bf16`` (autocast), ``compile``
-(torch.compile), a layout ``grouped`` / ``cl`` (channels-last) / ``split`` (one dense
+(torch.compile), a network variant ``grouped`` / ``cl`` (channels-last) / ``split`` (one dense
 sub-network per channel; default: the engine's ``auto``), ``autotune`` (cuDNN autotuning).
 Plate-to-plate pipeline tokens: ``pf<N>`` prefetch, ``wp<N>`` writer processes,
 ``io<N>`` I/O threads, ``wpu<N>`` wells per unit, ``perunit`` (units one at a time, each
@@ -56,9 +56,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP")
 
-#: mode tokens -> layout (one at most per mode)
-LAYOUT_TOKENS = {"grouped": "grouped", "cl": "channels_last", "split": "split"}
-TOKENS = ("fp32", "bf16", "compile", "autotune", "graphs", "nographs", *LAYOUT_TOKENS)
+#: mode tokens -> network variant (one at most per mode)
+VARIANT_TOKENS = {"grouped": "grouped", "cl": "channels_last", "split": "split"}
+TOKENS = ("fp32", "bf16", "compile", "autotune", "graphs", "nographs", *VARIANT_TOKENS)
 #: Plate-to-plate pipeline tokens: pf<N> prefetch, wp<N> writer processes, io<N> I/O threads,
 #: wpu<N> wells per unit (e.g. ``bf16+split+autotune+pf6+wp12``; the engine-only runs ignore them).
 PIPELINE_TOKEN = re.compile(r"(pf|wp|io|wpu)(\d+)")
@@ -83,7 +83,7 @@ def parse_mode(mode: str) -> dict:
     Raises
     ------
     ValueError
-        On an unknown or repeated token, ``fp32`` with ``bf16``, or two layouts.
+        On an unknown or repeated token, ``fp32`` with ``bf16``, or two network variants.
     """
     tokens = [t.strip() for t in mode.split("+")
               if not PIPELINE_TOKEN.fullmatch(t.strip()) and t.strip() not in PIPELINE_FLAGS]
@@ -94,14 +94,14 @@ def parse_mode(mode: str) -> dict:
         raise ValueError(f"mode {mode!r}: a token is repeated")
     if "fp32" in tokens and "bf16" in tokens:
         raise ValueError(f"mode {mode!r}: fp32 and bf16 exclude each other")
-    layouts = [LAYOUT_TOKENS[t] for t in tokens if t in LAYOUT_TOKENS]
-    if len(layouts) > 1:
-        raise ValueError(f"mode {mode!r}: more than one layout ({', '.join(layouts)})")
+    variants = [VARIANT_TOKENS[t] for t in tokens if t in VARIANT_TOKENS]
+    if len(variants) > 1:
+        raise ValueError(f"mode {mode!r}: more than one network variant ({', '.join(variants)})")
     if "graphs" in tokens and "nographs" in tokens:
         raise ValueError(f"mode {mode!r}: graphs and nographs exclude each other")
     graphs = True if "graphs" in tokens else (False if "nographs" in tokens else None)
     return {"bf16": "bf16" in tokens, "compile": "compile" in tokens, "autotune": "autotune" in tokens,
-            "layout": layouts[0] if layouts else "auto", "cuda_graphs": graphs}
+            "network_variant": variants[0] if variants else "auto", "cuda_graphs": graphs}
 
 
 def build(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
@@ -232,7 +232,7 @@ def engine_only(run: Path, plate: Path, fields: list, mode: str, args: argparse.
     seconds = time.perf_counter() - t
     work = mpx(keys, plate, len(CHANNELS))
     return {"seconds": seconds, "mpx_ch_per_s": work / seconds, "compute_seconds": report.compute_seconds,
-            "layout_used": predictor.layout_used, **check}
+            "variant_used": predictor.variant_used, **check}
 
 
 def engine_reference(run: Path, plate: Path, field: tuple[str, int], args: argparse.Namespace) -> np.ndarray:
@@ -242,7 +242,7 @@ def engine_reference(run: Path, plate: Path, field: tuple[str, int], args: argpa
     from jumpdenoise.predict.model import load_model
 
     predictor = Predictor(load_model(run, args.device), tile_size=args.tile_size, batch_size=args.batch_size,
-                          layout="grouped")
+                          network_variant="grouped")
     return predictor.denoise(read_field(plate, *field, channels=list(CHANNELS))).astype(np.float64)
 
 
@@ -269,7 +269,7 @@ def engine_section(run: Path, plate: Path, fields: list, modes: list[str], args:
         else:
             out[mode] = r
             diff = r.get("max_abs_diff_over_raw_std")
-            print(f"  {mode:>32}: {r['mpx_ch_per_s']:9.2f} Mpx-ch/s (layout {r['layout_used']}"
+            print(f"  {mode:>32}: {r['mpx_ch_per_s']:9.2f} Mpx-ch/s (variant {r['variant_used']}"
                   + (f", max |diff| vs fp32 grouped {diff:.2e} raw std)" if diff is not None else ")"), flush=True)
         finally:
             gc.collect()
@@ -279,7 +279,7 @@ def engine_section(run: Path, plate: Path, fields: list, modes: list[str], args:
                 torch.cuda.empty_cache()
     ok = [m for m in modes if "mpx_ch_per_s" in out[m]]
     base = out[ok[0]]["mpx_ch_per_s"] if ok else None
-    print(f"\n{'engine mode':>32} | {'layout used':>13} | {'Mpx-ch/s':>9} | {'vs ' + ok[0] if ok else '':>14} | "
+    print(f"\n{'engine mode':>32} | {'variant used':>13} | {'Mpx-ch/s':>9} | {'vs ' + ok[0] if ok else '':>14} | "
           f"max|diff|/raw std", flush=True)
     for m in modes:
         r = out[m]
@@ -287,7 +287,7 @@ def engine_section(run: Path, plate: Path, fields: list, modes: list[str], args:
             print(f"{m:>32} | {'FAILED':>13} |", flush=True)
             continue
         diff = r.get("max_abs_diff_over_raw_std")
-        print(f"{m:>32} | {r['layout_used']:>13} | {r['mpx_ch_per_s']:9.2f} | {r['mpx_ch_per_s'] / base:13.2f}x | "
+        print(f"{m:>32} | {r['variant_used']:>13} | {r['mpx_ch_per_s']:9.2f} | {r['mpx_ch_per_s'] / base:13.2f}x | "
               + (f"{diff:.2e}" if diff is not None else "-"), flush=True)
     return out
 

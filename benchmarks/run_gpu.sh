@@ -5,7 +5,7 @@
 # packages as wheels in .whl/ (made by benchmarks/prepare_gpu_carry.sh), installed to /tmp/site.
 # BSD images: ${BSD_DIR:-.gpu_data/bsd}/{train400,set12} (copied there before the call), or shared/data/bsd.
 # Phases (each under its own timeout, so one failing leaves the others' results):
-#   1. predict: the engine alone in many modes (layouts, autotune, compile), then jumpdenoise predict
+#   1. predict: the engine alone in many modes (network variants, autotune, compile), then jumpdenoise predict
 #               plate in/out (fp32, bf16, the best mode streamed and one unit at a time, the fastest
 #               engine mode) vs CAREamist.predict; 256 fields (64 wells of 4): the per-plate work weighs
 #               less than on 128, closer to a whole plate;

@@ -30,7 +30,8 @@ def predict(
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average over the 8 flips/rotations."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
-    layout: Optional[str] = typer.Option(None, "--layout", help="auto, grouped, channels_last or split."),
+    network_variant: Optional[str] = typer.Option(None, "--network-variant",
+                                                   help="auto, grouped, channels_last or split."),
     autotune: Optional[bool] = typer.Option(None, "--autotune/--no-autotune",
                                             help="cuDNN autotuning (faster; not bit-reproducible across jobs)."),
     tile_size: Optional[int] = typer.Option(None, "--tile-size", help="Tile side (default: whole fields)."),
@@ -56,7 +57,7 @@ def predict(
     overrides: dict = {"model": str(model.resolve()), "overwrite": overwrite or None,
                        "skip_missing": skip_missing or None}
     for key, value in (("bf16", bf16), ("compile", compile), ("tta", tta), ("device", device),
-                       ("layout", layout), ("autotune", autotune),
+                       ("network_variant", network_variant), ("autotune", autotune),
                        ("tile_size", tile_size), ("overlap", overlap), ("blending", blending),
                        ("batch_size", batch_size), ("dtype", dtype), ("checkpoint", checkpoint),
                        ("wells_per_unit", wells_per_unit), ("wells", _split(wells))):

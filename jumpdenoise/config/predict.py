@@ -26,7 +26,7 @@ class PredictExperimental(BaseModel):
     """Benchmark-only switches of prediction (``predict.experimental``).
 
     Without them, prediction runs the fastest path measured on each kind of device (README,
-    "Benchmarks"): the network layout, CUDA graphs (with an eager fallback when a graph
+    "Benchmarks"): the network variant, CUDA graphs (with an eager fallback when a graph
     cannot be captured or differs from the eager pass), writer processes and read-ahead are
     chosen automatically. ``benchmarks/predict.py`` and ``benchmarks/predict_io.py`` set
     these to measure the alternatives; they are not a supported interface and may change.
@@ -35,9 +35,9 @@ class PredictExperimental(BaseModel):
     ----------
     compile
         ``torch.compile`` the network (slow first call).
-    layout
+    network_variant
         ``"auto"`` (the measured winner per device: fused oneDNN ops on the CPU, see
-        :data:`jumpdenoise.predict.engine.CUDA_AUTO_LAYOUT` on CUDA), or a baseline:
+        :data:`jumpdenoise.predict.engine.CUDA_AUTO_VARIANT` on CUDA), or a baseline:
         ``"grouped"`` (the network as it is), ``"channels_last"``, ``"split"`` (one dense
         sub-network per independent channel). Outputs equal up to float rounding.
     autotune
@@ -62,7 +62,7 @@ class PredictExperimental(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     compile: bool = False
-    layout: Literal["auto", "grouped", "channels_last", "split"] = "auto"
+    network_variant: Literal["auto", "grouped", "channels_last", "split"] = "auto"
     autotune: bool = False
     cuda_graphs: bool | None = None
     wells_per_unit: int = Field(default=8, ge=1)

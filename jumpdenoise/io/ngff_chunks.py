@@ -2,13 +2,13 @@
 
 zarr-python spends about 1 ms of CPU per 1080 x 1080 chunk around the blosc encoding
 (async tasks, buffer wrappers, copies): a quarter of the cost of writing a plane. For the
-layouts jumpdenoise writes by default (zarr v3, no sharding, chunks that tile the array
+arrays jumpdenoise writes by default (zarr v3, no sharding, chunks that tile the array
 exactly, ``bytes`` + ``blosc`` codecs, optionally followed by ``crc32c``, a local store),
 :func:`write_whole_chunks` encodes each chunk with numcodecs' Blosc configured as zarr's
 ``BloscCodec`` configures it, appends the CRC-32C of the compressed bytes as zarr's
 ``Crc32cCodec`` does (4 bytes, little endian), and stores it as zarr's ``LocalStore`` does
 (temporary file in the same folder, then rename), honouring the array's
-``write_empty_chunks``. The chunk files are byte-identical to zarr's. Any other layout
+``write_empty_chunks``. The chunk files are byte-identical to zarr's. Any other array
 returns ``False`` and the caller writes with zarr.
 
 :func:`read_whole_chunks` is the reverse for :func:`jumpdenoise.io.ngff.read_field`: each
@@ -133,13 +133,13 @@ def write_whole_chunks(array: zarr.Array, data: np.ndarray) -> bool:
     Returns
     -------
     bool
-        ``True`` if written; ``False`` (nothing written) if the layout is not supported
+        ``True`` if written; ``False`` (nothing written) if the array's storage is not supported
         here (sharding, partial edge chunks, other codecs or store); write with zarr then.
     """
-    layout = _layout(array)
-    if layout is None or tuple(data.shape) != tuple(array.shape) or data.dtype != array.dtype:
+    grid = _whole_chunk_grid(array)
+    if grid is None or tuple(data.shape) != tuple(array.shape) or data.dtype != array.dtype:
         return False
-    chunks, root = layout
+    chunks, root = grid
     meta = array.metadata
     config = getattr(getattr(array, "async_array", None), "config", None)
     if config is None:
@@ -167,7 +167,7 @@ def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[
         yield coords, tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))
 
 
-def _layout(array: zarr.Array) -> tuple[tuple[int, ...], Path] | None:
+def _whole_chunk_grid(array: zarr.Array) -> tuple[tuple[int, ...], Path] | None:
     """``(chunk shape, folder)`` of an array the fast paths take, else ``None``."""
     try:  # zarr internals these paths rely on; any other zarr version falls back to zarr
         from zarr.core.chunk_grids import RegularChunkGrid
@@ -200,7 +200,7 @@ def read_whole_chunks(array: zarr.Array, *, missing: str = "fill") -> np.ndarray
     Returns
     -------
     numpy.ndarray or None
-        The array's values (identical to ``array[...]``), or ``None`` when the layout is not
+        The array's values (identical to ``array[...]``), or ``None`` when its storage is not
         one :func:`write_whole_chunks` takes; read with zarr then.
 
     Raises
@@ -209,10 +209,10 @@ def read_whole_chunks(array: zarr.Array, *, missing: str = "fill") -> np.ndarray
         A chunk's checksum does not match, blosc cannot decode it, or (``missing="error"``)
         its file is absent. The message names the chunk file.
     """
-    layout = _layout(array)
-    if layout is None:
+    grid = _whole_chunk_grid(array)
+    if grid is None:
         return None
-    chunks, root = layout
+    chunks, root = grid
     out = np.empty(array.shape, dtype=array.dtype)
     codec = _blosc_of(array, out)
     if codec is None:

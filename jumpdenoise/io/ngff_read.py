@@ -74,7 +74,7 @@ def _chunk_channels(info: PlateInfo, arr: zarr.Array, coords: tuple[int, ...]) -
 
 def _read_with_zarr(info: PlateInfo, arr: zarr.Array, where: str, complete: bool,
                     indices: list[int] | None) -> np.ndarray:
-    """Read through zarr (layouts the direct reader does not take), errors naming the field."""
+    """Read through zarr (arrays the direct reader does not take), errors naming the field."""
     from jumpdenoise.io.ngff_chunks import ChunkError, missing_chunk_files
 
     if complete:
@@ -107,7 +107,7 @@ def read_field(
 ) -> np.ndarray:
     """Read one field as a numpy array (c, y, x), optionally a subset of channels by name.
 
-    Whole-chunk layouts are decoded directly (:func:`jumpdenoise.io.ngff_chunks.read_whole_chunks`).
+    Arrays stored as whole chunks are decoded directly (:func:`jumpdenoise.io.ngff_chunks.read_whole_chunks`).
     Chunk checksums are verified when the plate has them (plates written before they were
     added are read unverified, which is logged once per plate).
 

@@ -16,7 +16,7 @@ __all__ = ["denoise_array"]
 def denoise_array(model: LoadedModel | str | Path, image: np.ndarray, *, tile_size: int | None = 256,
                   overlap: int | None = 48, batch_size: int = 8, bf16: bool = False, tta: bool = False,
                   mode: BlendMode = "crop", device: str | None = None, compile: bool = False,
-                  layout: str = "auto", autotune: bool = False) -> np.ndarray:
+                  network_variant: str = "auto", autotune: bool = False) -> np.ndarray:
     """Denoise one image with a trained model.
 
     Parameters
@@ -46,7 +46,7 @@ def denoise_array(model: LoadedModel | str | Path, image: np.ndarray, *, tile_si
         device unless ``device`` is given.
     compile
         ``torch.compile`` the network.
-    layout, autotune
+    network_variant, autotune
         How the network runs and whether cuDNN autotunes
         (:class:`~jumpdenoise.predict.engine.Predictor`).
 
@@ -81,6 +81,6 @@ def denoise_array(model: LoadedModel | str | Path, image: np.ndarray, *, tile_si
     else:
         raise ModelError(f"expected a YX or CYX image, got shape {arr.shape}")
     predictor = Predictor(lm, tile_size=tile_size, overlap=overlap, mode=mode, batch_size=batch_size,
-                          bf16=bf16, compile=compile, tta=tta, layout=layout, autotune=autotune)
+                          bf16=bf16, compile=compile, tta=tta, network_variant=network_variant, autotune=autotune)
     out = predictor.denoise(cyx)
     return out[0] if arr.ndim == 2 else out

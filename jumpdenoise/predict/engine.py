@@ -15,7 +15,7 @@ batch never mixes fields and always has the same shape (the last batch of tiles 
 with zeros), cuDNN runs deterministic algorithms without autotuning (unless
 ``autotune=True``), and in fp32 mode TF32 is off; on CPU the thread count is pinned to the
 CPUs the process may use. The same field predicted by two jobs on the same kind of device
-(and CPU allotment) and with the same ``layout`` gives the same bits.
+(and CPU allotment) and with the same ``network_variant`` gives the same bits.
 """
 
 from __future__ import annotations
@@ -33,36 +33,36 @@ from jumpdenoise.predict.model import LoadedModel
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_inference", "LAYOUTS",
-           "CUDA_AUTO_LAYOUT", "resolve_layout"]
+__all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_inference", "NETWORK_VARIANTS",
+           "CUDA_AUTO_VARIANT", "resolve_network_variant"]
 
-#: The network layouts a :class:`Predictor` accepts (see :mod:`jumpdenoise.predict.gpu_fast`).
-LAYOUTS = ("auto", "grouped", "channels_last", "split")
+#: The network variants a :class:`Predictor` accepts (see :mod:`jumpdenoise.predict.gpu_fast`).
+NETWORK_VARIANTS = ("auto", "grouped", "channels_last", "split")
 
-#: What ``layout="auto"`` runs on CUDA devices, in fp32 and in bf16: the fastest layout measured
+#: What ``network_variant="auto"`` runs on CUDA devices, in fp32 and in bf16: the fastest variant measured
 #: for each (README, "Benchmarks"; ``benchmarks/predict.py --engine-only`` compares them).
-CUDA_AUTO_LAYOUT = {"fp32": "grouped", "bf16": "split"}
+CUDA_AUTO_VARIANT = {"fp32": "grouped", "bf16": "split"}
 
 
-def resolve_layout(layout: str, device_type: str, bf16: bool = False, cpu_fast: bool = True) -> str:
-    """The layout a :class:`Predictor` runs: ``"cpu_fast"``, ``"grouped"``, ``"channels_last"`` or ``"split"``.
+def resolve_network_variant(variant: str, device_type: str, bf16: bool = False, cpu_fast: bool = True) -> str:
+    """The network variant a :class:`Predictor` runs: ``"cpu_fast"``, ``"grouped"``, ``"channels_last"`` or ``"split"``.
 
     ``"auto"`` is :mod:`jumpdenoise.predict.cpu_fast` on the CPU in fp32 (when ``cpu_fast``),
-    :data:`CUDA_AUTO_LAYOUT` on CUDA, the network as it is otherwise; any other layout is
+    :data:`CUDA_AUTO_VARIANT` on CUDA, the network as it is otherwise; any other variant is
     used as given, on any device.
 
     Raises
     ------
     ValueError
-        If ``layout`` is not one of :data:`LAYOUTS`.
+        If ``variant`` is not one of :data:`NETWORK_VARIANTS`.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
-    if layout != "auto":
-        return layout
+    if variant not in NETWORK_VARIANTS:
+        raise ValueError(f"unknown network variant {variant!r} (expected one of {', '.join(NETWORK_VARIANTS)})")
+    if variant != "auto":
+        return variant
     if device_type == "cpu":
         return "cpu_fast" if cpu_fast and not bf16 else "grouped"
-    return CUDA_AUTO_LAYOUT["bf16" if bf16 else "fp32"] if device_type == "cuda" else "grouped"
+    return CUDA_AUTO_VARIANT["bf16" if bf16 else "fp32"] if device_type == "cuda" else "grouped"
 
 
 def auto_overlap(receptive_field: int, stride: int, mode: BlendMode = "crop") -> int:
@@ -169,17 +169,17 @@ class Predictor:
     fuse
         Fold batch norms into convolutions (:func:`fuse_for_inference`).
     cpu_fast
-        On the CPU in fp32 with ``layout="auto"``, run the network with fused oneDNN ops
+        On the CPU in fp32 with ``network_variant="auto"``, run the network with fused oneDNN ops
         on channels-last activations (:func:`jumpdenoise.predict.cpu_fast.prepare_for_cpu`;
         about 1.7x faster, same output within float rounding, no first-call cost).
-    layout
+    network_variant
         How the network runs (:func:`jumpdenoise.predict.gpu_fast.prepare_for_gpu`):
         ``"grouped"`` (as it is), ``"channels_last"``, ``"split"`` (one dense sub-network
         per independent channel; networks it cannot split run channels-last) or ``"auto"``
-        (:func:`resolve_layout`: ``cpu_fast`` on the CPU, :data:`CUDA_AUTO_LAYOUT` on
-        CUDA). An explicit layout applies on any device (then ``cpu_fast`` is not used).
-        Outputs of different layouts differ by float rounding only. The layout actually run
-        is :attr:`layout_used`.
+        (:func:`resolve_network_variant`: ``cpu_fast`` on the CPU, :data:`CUDA_AUTO_VARIANT` on
+        CUDA). An explicit variant applies on any device (then ``cpu_fast`` is not used).
+        Outputs of different variants differ by float rounding only. The variant actually run
+        is :attr:`variant_used`.
     autotune
         CUDA: let cuDNN benchmark its algorithms for each input shape (``cudnn.benchmark``)
         and allow non-deterministic ones. Often faster, but the chosen algorithm may differ
@@ -193,7 +193,7 @@ class Predictor:
 
     def __init__(self, model: LoadedModel, *, tile_size: int | None = None, overlap: int | None = None,
                  mode: BlendMode = "crop", batch_size: int = 8, bf16: bool = False, compile: bool = False,
-                 tta: bool = False, fuse: bool = True, cpu_fast: bool = True, layout: str = "auto",
+                 tta: bool = False, fuse: bool = True, cpu_fast: bool = True, network_variant: str = "auto",
                  autotune: bool = False, cuda_graphs: bool | None = None) -> None:
         import torch
 
@@ -206,7 +206,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.bf16 = bool(bf16)
         self.tta = bool(tta)
-        self.layout = layout
+        self.network_variant = network_variant
         self.autotune = bool(autotune)
         rf = model.receptive_field if (tile_size is not None or overlap is None) else 0
         self.receptive_field = rf
@@ -215,7 +215,7 @@ class Predictor:
             log.warning("overlap %d < 2 x receptive-field radius %d: tiles may differ from the whole-field "
                         "prediction near their seams (use overlap >= %d)", self.overlap, rf, 2 * rf)
         net = fuse_for_inference(model.module) if fuse else model.module
-        resolved = resolve_layout(layout, self.device.type, self.bf16, cpu_fast)
+        resolved = resolve_network_variant(network_variant, self.device.type, self.bf16, cpu_fast)
         if resolved == "cpu_fast":
             from jumpdenoise.predict.cpu_fast import prepare_for_cpu
 
@@ -224,9 +224,9 @@ class Predictor:
             from jumpdenoise.predict.gpu_fast import prepare_for_gpu
 
             net = prepare_for_gpu(net, resolved)
-        from jumpdenoise.predict.gpu_fast import layout_of
+        from jumpdenoise.predict.gpu_fast import network_variant_of
 
-        self.layout_used = layout_of(net)  # what runs, after any fallback
+        self.variant_used = network_variant_of(net)  # what runs, after any fallback
         self.net = torch.compile(net, dynamic=False) if compile else net
         self.cuda_graphs = self.device.type == "cuda" and not compile and cuda_graphs is not False
         if self.cuda_graphs:
@@ -244,7 +244,7 @@ class Predictor:
         return {"tile_size": self.tile_size, "overlap": self.overlap, "mode": self.mode,
                 "batch_size": self.batch_size, "bf16": self.bf16, "tta": self.tta,
                 "receptive_field": self.receptive_field, "stride": self.model.stride,
-                "device": str(self.device), "layout": self.layout, "autotune": self.autotune,
+                "device": str(self.device), "network_variant": self.network_variant, "autotune": self.autotune,
                 "cuda_graphs": self.cuda_graphs,
                 "blend": None if self.model.blend is None else np.asarray(self.model.blend).tolist()}
 

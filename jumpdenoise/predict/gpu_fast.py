@@ -1,4 +1,4 @@
-"""Prepare a denoising network for fast inference on a GPU (other memory layouts, same math).
+"""Prepare a denoising network for fast inference on a GPU (other network variants, same math).
 
 A CAREamics UNet with independent channels runs every convolution as a grouped
 convolution (``groups`` = number of channels) on NCHW activations, and interleaves the
@@ -36,10 +36,10 @@ from jumpdenoise.predict.cpu_fast import ChannelsLast, CpuUNet
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["GPU_LAYOUTS", "prepare_for_gpu", "layout_of", "SplitUNet"]
+__all__ = ["GPU_NETWORK_VARIANTS", "prepare_for_gpu", "network_variant_of", "SplitUNet"]
 
-#: The layouts :func:`prepare_for_gpu` knows.
-GPU_LAYOUTS = ("grouped", "channels_last", "split")
+#: The network variants :func:`prepare_for_gpu` knows.
+GPU_NETWORK_VARIANTS = ("grouped", "channels_last", "split")
 
 # Activations that mix channels: a sub-network of one channel cannot run them alone.
 _CHANNEL_MIXING = (torch.nn.Softmax, torch.nn.Softmin, torch.nn.LogSoftmax, torch.nn.Softmax2d)
@@ -177,19 +177,19 @@ class SplitUNet(torch.nn.Module):
         return self.final_activation(y).contiguous()
 
 
-def prepare_for_gpu(net: Any, layout: str) -> Any:
-    """The network to run in the given layout (see the module docstring).
+def prepare_for_gpu(net: Any, variant: str) -> Any:
+    """The network to run as the given variant (see the module docstring).
 
     Parameters
     ----------
     net
         A network in eval mode mapping ``(b, c, y, x)`` to ``(b, c, y, x)``, typically
         the output of :func:`jumpdenoise.predict.engine.fuse_for_inference`.
-    layout
+    variant
         ``"grouped"`` (``net`` itself), ``"channels_last"`` or ``"split"``. A network
         ``"split"`` cannot handle (not a CAREamics 2D UNet with independent channels,
         batch norm not folded, unknown blocks) runs ``"channels_last"`` (logged at debug
-        level; :func:`layout_of` tells which one was used).
+        level; :func:`network_variant_of` tells which one was used).
 
     Returns
     -------
@@ -199,21 +199,21 @@ def prepare_for_gpu(net: Any, layout: str) -> Any:
     Raises
     ------
     ValueError
-        If ``layout`` is not one of :data:`GPU_LAYOUTS`.
+        If ``variant`` is not one of :data:`GPU_NETWORK_VARIANTS`.
     """
-    if layout not in GPU_LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r} (expected one of {', '.join(GPU_LAYOUTS)})")
-    if layout == "grouped":
+    if variant not in GPU_NETWORK_VARIANTS:
+        raise ValueError(f"unknown network variant {variant!r} (expected one of {', '.join(GPU_NETWORK_VARIANTS)})")
+    if variant == "grouped":
         return net
-    if layout == "split":
+    if variant == "split":
         try:
             return SplitUNet(net).eval()
         except _Unsupported as exc:
-            log.debug("split layout not used (%s): channels-last instead", exc)
+            log.debug("split variant not used (%s): channels-last instead", exc)
     return ChannelsLast(copy.deepcopy(net)).eval()
 
 
-def layout_of(net: Any) -> str:
+def network_variant_of(net: Any) -> str:
     """How a prepared network runs: ``"split"``, ``"channels_last"``, ``"cpu_fast"`` or ``"grouped"``.
 
     Sees through ``torch.compile`` wrappers.

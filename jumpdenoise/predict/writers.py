@@ -118,8 +118,8 @@ def _portable(exc: BaseException) -> BaseException:
         return JumpDenoiseError(f"{type(exc).__name__}: {exc}")
 
 
-def _views(buf: Any, layout: tuple, slot: int) -> tuple[np.ndarray, np.ndarray]:
-    (raw_shape, raw_dtype, raw_bytes), (pred_shape, pred_dtype, _), slot_bytes = layout
+def _views(buf: Any, slot_spec: tuple, slot: int) -> tuple[np.ndarray, np.ndarray]:
+    (raw_shape, raw_dtype, raw_bytes), (pred_shape, pred_dtype, _), slot_bytes = slot_spec
     base = slot * slot_bytes
     raw = np.ndarray(raw_shape, np.dtype(raw_dtype), buffer=buf, offset=base)
     pred = np.ndarray(pred_shape, np.dtype(pred_dtype), buffer=buf, offset=base + raw_bytes)
@@ -150,7 +150,7 @@ def _warm_up() -> None:
         log.debug("writer warm-up failed", exc_info=True)
 
 
-def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: Any) -> None:
+def _writer_main(shm_name: str, slot_spec: tuple, tasks: Any, results: Any, stop: Any) -> None:
     """A writer process: take ``(slot, key, write)``, run ``write(key, raw, pred)``, report back."""
     from multiprocessing import shared_memory
 
@@ -175,7 +175,7 @@ def _writer_main(shm_name: str, layout: tuple, tasks: Any, results: Any, stop: A
             if msg is None:
                 break
             slot, key, write = msg
-            raw, pred = _views(shm.buf, layout, slot)
+            raw, pred = _views(shm.buf, slot_spec, slot)
             value = None
             try:
                 value = write(key, raw, pred)
@@ -236,9 +236,9 @@ class WriterProcesses:
             dt = np.dtype(dtype)
             nbytes = int(np.prod(shape)) * dt.itemsize
             specs.append((tuple(int(v) for v in shape), dt.str, -(-nbytes // _ALIGN) * _ALIGN))
-        self.layout = (specs[0], specs[1], specs[0][2] + specs[1][2])
+        self.slot_spec = (specs[0], specs[1], specs[0][2] + specs[1][2])
         ctx = mp.get_context("spawn")
-        self._shm = shared_memory.SharedMemory(create=True, size=max(1, self.n_slots * self.layout[2]))
+        self._shm = shared_memory.SharedMemory(create=True, size=max(1, self.n_slots * self.slot_spec[2]))
         self._tasks, self._results, self._stop = ctx.Queue(), ctx.Queue(), ctx.Event()
         self._free = deque(range(self.n_slots))
         self._in_flight: dict[int, Any] = {}
@@ -248,7 +248,7 @@ class WriterProcesses:
             with _main_script_hidden():
                 for i in range(self.processes):
                     p = ctx.Process(target=_writer_main, name=f"jd-writer-{i}", daemon=True,
-                                    args=(self._shm.name, self.layout, self._tasks, self._results, self._stop))
+                                    args=(self._shm.name, self.slot_spec, self._tasks, self._results, self._stop))
                     p.start()
                     self._procs.append(p)
         except BaseException:
@@ -257,11 +257,11 @@ class WriterProcesses:
 
     def views(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``(raw, pred)`` arrays of ``slot`` (write into them, then :meth:`submit`)."""
-        return _views(self._shm.buf, self.layout, slot)
+        return _views(self._shm.buf, self.slot_spec, slot)
 
     def fits(self, raw: np.ndarray, pred_shape: tuple[int, ...]) -> bool:
         """Whether a field of this raw array and prediction shape fits the slots."""
-        (rs, rd, _), (ps, _, _), _ = self.layout
+        (rs, rd, _), (ps, _, _), _ = self.slot_spec
         return tuple(raw.shape) == rs and raw.dtype.str == rd and tuple(pred_shape) == ps
 
     @property

@@ -191,7 +191,7 @@ def get_predictor(config: JumpDenoiseConfig, session: PlateSession) -> Predictor
 def predictor_options(pc: PredictConfig) -> dict:
     """The :class:`~jumpdenoise.predict.engine.Predictor` options of ``predict.experimental``."""
     ex = pc.experimental
-    return {"compile": ex.compile, "layout": ex.layout, "autotune": ex.autotune, "cuda_graphs": ex.cuda_graphs}
+    return {"compile": ex.compile, "network_variant": ex.network_variant, "autotune": ex.autotune, "cuda_graphs": ex.cuda_graphs}
 
 
 def resume_settings(config: JumpDenoiseConfig, predictor: Predictor, channels: list[str], out_dtype: str) -> dict:

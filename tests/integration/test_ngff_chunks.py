@@ -1,4 +1,4 @@
-"""The direct whole-chunk writer gives the same files as zarr's own write, for every layout it takes."""
+"""The direct whole-chunk writer gives the same files as zarr's own write, for every chunk grid and codec chain it takes."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_direct_chunks_equal_zarr(tmp_path: Path, dtype: str, cname: str, shuffl
         ref[...] = data
         assert _files(tmp_path / f"ours-{write_empty}") == _files(tmp_path / f"ref-{write_empty}")
         np.testing.assert_array_equal(zarr.open_array(str(tmp_path / f"ours-{write_empty}"))[...], data)
-    assert taken, "the fast path should take whole-chunk layouts"
+    assert taken, "the fast path should take whole-chunk arrays"
 
 
 @pytest.mark.parametrize("fill", [0.0, float("nan")])
@@ -70,7 +70,7 @@ def test_float_chunks_of_only_the_fill_value_are_treated_like_zarr(tmp_path: Pat
     assert _files(tmp_path / "ours") == _files(tmp_path / "ref")
 
 
-def test_layouts_it_does_not_take_are_refused(tmp_path: Path) -> None:
+def test_arrays_it_does_not_take_are_refused(tmp_path: Path) -> None:
     data = np.ones((2, 50, 64), dtype="uint16")
     arr = _create(tmp_path / "a", data.shape, (1, 48, 64), "uint16", "lz4", "bitshuffle", True)  # 48 does not tile 50
     assert write_whole_chunks(arr, data) is False
@@ -116,7 +116,7 @@ def test_direct_read_and_zarr_both_refuse_damaged_or_missing_chunks(tmp_path: Pa
         read_whole_chunks(arr, missing="error")
 
 
-def test_direct_read_refuses_layouts_it_does_not_take(tmp_path: Path) -> None:
+def test_direct_read_refuses_arrays_it_does_not_take(tmp_path: Path) -> None:
     from jumpdenoise.io.ngff_chunks import read_whole_chunks
 
     arr = _create(tmp_path / "a", (2, 50, 64), (1, 48, 64), "uint16", "lz4", "bitshuffle", True)

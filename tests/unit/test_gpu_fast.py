@@ -1,4 +1,4 @@
-"""Network layouts for the GPU (jumpdenoise.predict.gpu_fast), checked on the CPU: every layout
+"""Network variants for the GPU (jumpdenoise.predict.gpu_fast), checked on the CPU: every variant
 gives the CAREamics network's output within float rounding, through the Predictor too."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from jumpdenoise.predict.engine import (  # noqa: E402
-    CUDA_AUTO_LAYOUT, Predictor, fuse_for_inference, resolve_layout,
+    CUDA_AUTO_VARIANT, Predictor, fuse_for_inference, resolve_network_variant,
 )
-from jumpdenoise.predict.gpu_fast import SplitUNet, layout_of, prepare_for_gpu  # noqa: E402
+from jumpdenoise.predict.gpu_fast import SplitUNet, network_variant_of, prepare_for_gpu  # noqa: E402
 from jumpdenoise.predict.model import LoadedModel  # noqa: E402
 
 
@@ -42,7 +42,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_layouts_equal_the_fused_network(name: str) -> None:
+def test_variants_equal_the_fused_network(name: str) -> None:
     variant = VARIANTS[name]
     c, depth = variant.get("n_channels", 4), variant.get("depth", 2)
     net = careamics_unet(**variant)
@@ -50,26 +50,26 @@ def test_layouts_equal_the_fused_network(name: str) -> None:
     x = torch.randn(2, c, 48, 40)  # a batch of 2, non-square
     with torch.inference_mode():
         ref = fused(x)
-        for layout in ("channels_last", "split"):
-            prepared = prepare_for_gpu(fused, layout)
-            assert layout_of(prepared) == layout
+        for variant in ("channels_last", "split"):
+            prepared = prepare_for_gpu(fused, variant)
+            assert network_variant_of(prepared) == variant
             got = prepared(x)
             assert got.shape == ref.shape and got.dtype == torch.float32 and got.is_contiguous()
-            assert relative_error(got, ref) < 1e-5, layout
+            assert relative_error(got, ref) < 1e-5, variant
         assert torch.equal(fused(x), ref)  # the source network is untouched
 
     # through the Predictor: a field not a multiple of the stride, padded as the engine pads
     lm = loaded(net, c, stride=2 ** depth)
     field = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (c, 70, 90)).astype(np.float32))
-    plain = Predictor(lm, layout="grouped", overlap=0)  # whole fields (overlap 0: no receptive-field probe)
-    assert plain.layout_used == "grouped"
+    plain = Predictor(lm, network_variant="grouped", overlap=0)  # whole fields (overlap 0: no receptive-field probe)
+    assert plain.variant_used == "grouped"
     expected = plain.predict_normalized(field)
-    for layout in ("channels_last", "split"):
-        predictor = Predictor(lm, layout=layout, overlap=0)
-        assert predictor.layout_used == layout
+    for variant in ("channels_last", "split"):
+        predictor = Predictor(lm, network_variant=variant, overlap=0)
+        assert predictor.variant_used == variant
         got = predictor.predict_normalized(field)
         assert got.shape == (c, 70, 90)
-        assert relative_error(got, expected) < 1e-5, layout
+        assert relative_error(got, expected) < 1e-5, variant
 
 
 def test_split_runs_under_bf16_autocast_and_matches_fp32_closely() -> None:
@@ -114,40 +114,40 @@ def test_unsupported_networks_fall_back_to_channels_last(case: str) -> None:
         net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1, groups=4), torch.nn.ReLU(),
                                   torch.nn.Conv2d(8, 4, 3, padding=1, groups=4)).eval()
     prepared = prepare_for_gpu(net, "split")
-    assert layout_of(prepared) == "channels_last"
+    assert network_variant_of(prepared) == "channels_last"
     x = torch.randn(1, 4, 32, 24)
     with torch.inference_mode():
         assert relative_error(prepared(x), net(x)) < 1e-5
 
 
-def test_predictor_settings_and_layout_choice() -> None:
+def test_predictor_settings_and_variant_choice() -> None:
     lm = loaded(careamics_unet(features=8))
     lm._receptive_field = 20  # not probed (not what this test is about)
     default = Predictor(lm)
-    assert default.settings()["layout"] == "auto" and default.settings()["autotune"] is False
-    assert default.layout_used == "cpu_fast"  # today's CPU behaviour
-    assert Predictor(lm, bf16=True).layout_used == "grouped"
-    tuned = Predictor(lm, layout="split", autotune=True)
-    assert tuned.layout_used == "split" and isinstance(tuned.net, SplitUNet)
-    assert tuned.settings()["layout"] == "split" and tuned.settings()["autotune"] is True
-    assert resolve_layout("auto", "cuda") == CUDA_AUTO_LAYOUT["fp32"] == "grouped"
-    assert resolve_layout("auto", "cuda", bf16=True) == CUDA_AUTO_LAYOUT["bf16"] == "split"
-    assert resolve_layout("auto", "cpu", cpu_fast=False) == "grouped"
-    assert resolve_layout("channels_last", "cpu") == "channels_last"
+    assert default.settings()["network_variant"] == "auto" and default.settings()["autotune"] is False
+    assert default.variant_used == "cpu_fast"  # today's CPU behaviour
+    assert Predictor(lm, bf16=True).variant_used == "grouped"
+    tuned = Predictor(lm, network_variant="split", autotune=True)
+    assert tuned.variant_used == "split" and isinstance(tuned.net, SplitUNet)
+    assert tuned.settings()["network_variant"] == "split" and tuned.settings()["autotune"] is True
+    assert resolve_network_variant("auto", "cuda") == CUDA_AUTO_VARIANT["fp32"] == "grouped"
+    assert resolve_network_variant("auto", "cuda", bf16=True) == CUDA_AUTO_VARIANT["bf16"] == "split"
+    assert resolve_network_variant("auto", "cpu", cpu_fast=False) == "grouped"
+    assert resolve_network_variant("channels_last", "cpu") == "channels_last"
     with pytest.raises(ValueError, match="'nhwc'"):
-        Predictor(lm, layout="nhwc")
+        Predictor(lm, network_variant="nhwc")
     with pytest.raises(ValueError, match="'nhwc'"):
         prepare_for_gpu(lm.module, "nhwc")
 
 
-def test_config_accepts_layouts_and_rejects_unknown_ones() -> None:
+def test_config_accepts_variants_and_rejects_unknown_ones() -> None:
     from pydantic import ValidationError
 
     from jumpdenoise.config.predict import PredictConfig
 
-    ex = PredictConfig(experimental={"layout": "split", "autotune": True}).experimental
-    assert ex.layout == "split" and ex.autotune is True
-    assert PredictConfig().experimental.layout == "auto" and PredictConfig().experimental.autotune is False
+    ex = PredictConfig(experimental={"network_variant": "split", "autotune": True}).experimental
+    assert ex.network_variant == "split" and ex.autotune is True
+    assert PredictConfig().experimental.network_variant == "auto" and PredictConfig().experimental.autotune is False
     with pytest.raises(ValidationError) as info:
-        PredictConfig(experimental={"layout": "nhwc"})
-    assert "layout" in str(info.value) and "nhwc" in str(info.value)
+        PredictConfig(experimental={"network_variant": "nhwc"})
+    assert "network_variant" in str(info.value) and "nhwc" in str(info.value)

@@ -40,16 +40,16 @@ def test_benchmark_modes_parse_graph_tokens() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("bf16", [False, True])
-@pytest.mark.parametrize("layout", ["grouped", "split"])
-def test_graphed_prediction_equals_eager(bf16: bool, layout: str) -> None:
+@pytest.mark.parametrize("variant", ["grouped", "split"])
+def test_graphed_prediction_equals_eager(bf16: bool, variant: str) -> None:
     from jumpdenoise.predict.graphs import GraphedNetwork
 
     net = careamics_unet(4, features=16).cuda()
     model = loaded(net, 4)
     rng = np.random.default_rng(1)
     fields = [rng.normal(100, 10, (4, 200, 236)).astype(np.float32) for _ in range(3)]
-    graphed = Predictor(model, bf16=bf16, layout=layout, cuda_graphs=True)
-    eager = Predictor(model, bf16=bf16, layout=layout, cuda_graphs=False)
+    graphed = Predictor(model, bf16=bf16, network_variant=variant, cuda_graphs=True)
+    eager = Predictor(model, bf16=bf16, network_variant=variant, cuda_graphs=False)
     assert graphed.cuda_graphs and not eager.cuda_graphs
     for f in fields:  # the first captures, the others replay
         assert np.array_equal(graphed.denoise(f), eager.denoise(f))
