@@ -11,7 +11,7 @@ XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run
 
 Throughput is patches per second over ``--steps`` training steps after ``--warmup``
 steps (the model, the optimizer and N2V masking are CAREamics'; jumpdenoise changes where
-the masking runs, the data pipeline, the memory layout, CUDA graphs and the Lightning
+the masking runs, the data pipeline, the memory format, CUDA graphs and the Lightning
 wiring). ``--variants`` also times jumpdenoise with the ``train.experimental`` switches
 (eager steps, channels-first) against the same baseline. After training, every run's network is evaluated on the same validation patches
 with the same masks (fp32, eval mode): runs of equal steps compare at equal validation
@@ -235,7 +235,7 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
 
 #: Variant tokens of ``--variants`` (joined with ``+``) -> ``train.experimental`` settings. ``default`` is
 #: the training as shipped; ``no-graphs`` its eager steps (what DDP and a failed graph capture run);
-#: ``channels_first`` CAREamics' memory layout.
+#: ``channels_first`` CAREamics' memory format.
 VARIANT_TOKENS = {"default": {}, "no-graphs": {"cuda_graphs": False}, "channels_first": {"channels_last": False}}
 
 

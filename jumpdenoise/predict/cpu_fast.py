@@ -1,7 +1,7 @@
 """Prepare a denoising network for fast fp32 inference on the CPU.
 
 PyTorch runs a CAREamics UNet on the CPU with oneDNN convolutions, but in its default
-memory layout (NCHW) and with every ReLU, channel interleave and pooling as a separate
+memory format (NCHW) and with every ReLU, channel interleave and pooling as a separate
 pass over memory. :func:`prepare_for_cpu` keeps the same weights and the same arithmetic
 and changes how it is run:
 

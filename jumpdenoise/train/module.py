@@ -46,7 +46,7 @@ class JumpN2VModule(N2VModule):
     cuda_graphs: bool = False
 
     def configure_model(self) -> None:
-        """The UNet's weights in channels-last layout, when :attr:`channels_last` is set."""
+        """The UNet's weights in channels-last memory format, when :attr:`channels_last` is set."""
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
