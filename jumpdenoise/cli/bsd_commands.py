@@ -78,9 +78,10 @@ def bsd(
         return
     if train is None:
         raise JumpDenoiseError("bsd: give --train (a folder of training PNGs) or --model (a model to score)")
-    from jumpdenoise.bsd import schedule as bsd_schedule
+    from jumpdenoise.bsd import bsd_training_schedule
 
-    settings = bsd_schedule(schedule, device=device, epochs=epochs, patch_size=patch_size, batch_size=batch_size)
+    settings = bsd_training_schedule(schedule, device=device, epochs=epochs, patch_size=patch_size,
+                                     batch_size=batch_size)
     length = (f"{max_minutes:g} min" if schedule == "budget" and max_minutes is not None
               else f"{settings['train']['epochs']} epochs")
     console.print(f"BSD protocol: train {train}, test {test}, sigma {sigma:g}, noise seed {seed}, schedule "
