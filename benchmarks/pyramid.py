@@ -37,7 +37,7 @@ source, out, levels, workers = sys.argv[1:5]
 cfg = load_config(overrides={"source": {"path": source}, "paths": {"raw_plate": out},
                              "convert": {"pyramid_levels": levels if levels == "auto" else int(levels)},
                              "executor": {"kind": "local", "workers": int(workers)}})
-report = convert(cfg, print_summary=False)
+report = convert(cfg)
 assert report.converted == report.n_fields and not report.failures, report
 print(json.dumps({"bytes_read": report.bytes_read, "fields": report.n_fields, "convert_s": report.seconds}))
 """

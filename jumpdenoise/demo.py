@@ -68,7 +68,7 @@ def run_plate_demo(out_dir: str | Path = "jumpdenoise-demo", *, workers: int = 2
     source = generate_plate(src_dir, workers=workers, **DEMO_PLATE)
     cfg = demo_config(out_dir, source, workers)
     echo(f"2/3 converting it to OME-Zarr: {cfg.paths.raw_plate}")
-    report = convert(cfg, print_summary=False)
+    report = convert(cfg)
     echo(str(report))
     echo("3/3 per-channel statistics (recomputed from the OME-Zarr plate):")
     stats = compute_statistics(cfg.paths.raw_plate)

@@ -71,7 +71,7 @@ def convert(
         overrides.setdefault("convert", {})["allow_missing"] = True
     cfg = load_config(config, overrides=overrides)
     cfg = _with_executor(cfg, executor=executor, workers=workers, scheduler=scheduler)
-    run_convert(cfg, wait_s=wait)
+    run_convert(cfg, echo=typer.echo, wait_s=wait)
 
 
 @app.command()

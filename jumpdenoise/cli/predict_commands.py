@@ -74,7 +74,7 @@ def predict(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = load_config(config, {"paths": {"raw_plate": str(plate.resolve()), "denoised_plate": str(out.resolve())},
                                "predict": overrides})
-    run_predict(cfg, print_summary=True, wait_s=wait)
+    run_predict(cfg, echo=typer.echo, wait_s=wait)
     typer.echo(f"written {out} (comparison: {out / '.jumpdenoise' / 'comparison.csv'})")
 
 

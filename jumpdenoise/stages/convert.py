@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from jumpdenoise.errors import ConfigError, JumpDenoiseError, OutputExistsError, UnitFailures
 from jumpdenoise.io.layout import FieldLayout, PlateLayout
@@ -340,7 +340,8 @@ def in_process_context(config: JumpDenoiseConfig) -> Iterator[None]:
         yield
 
 
-def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, print_summary: bool = True,
+def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *,
+            echo: Callable[[str], None] | None = None,
             wait_s: float = 0.0) -> ConvertReport:
     """Convert ``config.source`` to ``config.paths.raw_plate``: prepare, run units, finalize.
 
@@ -354,8 +355,9 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, prin
         Where units run; default: ``make_executor(config.executor, CONVERT)`` (closed
         afterwards; a Dask LocalCluster made for conversion runs its workers as threads of
         this process: every costly step of a unit releases the GIL).
-    print_summary
-        Print the report (``already complete`` when nothing was left to convert).
+    echo
+        Called with the report's lines (``already complete`` when nothing was left to convert);
+        ``None``: silent.
     wait_s
         How long to wait when another run holds the output (default: refuse at once).
 
@@ -384,11 +386,10 @@ def convert(config: JumpDenoiseConfig, executor: Executor | None = None, *, prin
         bytes_read=sum(o.value["bytes"] for o in outcomes if o.ok),
         seconds=run.seconds,
     )
-    if print_summary and run.already_complete:
-        print(f"already complete: {report.plate} (all {n_fields} field(s) converted earlier; nothing to do)",
-              flush=True)
-    elif print_summary:
-        print(report, flush=True)
+    if echo is not None and run.already_complete:
+        echo(f"already complete: {report.plate} (all {n_fields} field(s) converted earlier; nothing to do)")
+    elif echo is not None:
+        echo(str(report))
     if report.failures:
         raise UnitFailures(STAGE, report.failures)
     return report

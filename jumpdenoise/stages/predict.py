@@ -33,7 +33,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -282,7 +282,7 @@ def finalize(config: JumpDenoiseConfig, results: list[Outcome], session: PlateSe
 
 def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None = None,
             plate: str | Path | None = None, out: str | Path | None = None, executor: Executor | None = None,
-            print_summary: bool = False, wait_s: float = 0.0, **settings: Any) -> Path:
+            echo: Callable[[str], None] | None = None, wait_s: float = 0.0, **settings: Any) -> Path:
     """Denoise a plate: prepare, run every unit, finalize; returns the output plate.
 
     Parameters
@@ -295,8 +295,9 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
     executor
         Where units run (default: ``make_executor(config.executor, PREDICT)``: this process
         for a local executor, the engine being parallel inside).
-    print_summary
-        Print a one-line summary (``already complete`` when nothing was left to denoise).
+    echo
+        Called with a one-line summary (``already complete`` when nothing was left to denoise);
+        ``None``: silent.
     wait_s
         How long to wait when another run holds the output (default: refuse at once).
 
@@ -327,11 +328,11 @@ def predict(config: JumpDenoiseConfig | None = None, *, model: str | Path | None
         raise ConfigError(_format_validation_error(err, "predict arguments")) from None
     run = run_stage(PREDICT, cfg, executor, check=False, wait_s=wait_s)
     summary = run.summary or {}
-    if print_summary and run.already_complete:
-        print(f"already complete: {out_path(cfg)} ({summary.get('done')}/{summary.get('expected')} field(s) "
+    if echo is not None and run.already_complete:
+        echo(f"already complete: {out_path(cfg)} ({summary.get('done')}/{summary.get('expected')} field(s) "
               "denoised earlier; nothing to do)")
-    elif print_summary:
-        print(f"denoised {summary.get('done')}/{summary.get('expected')} field(s) into {out_path(cfg)} "
+    elif echo is not None:
+        echo(f"denoised {summary.get('done')}/{summary.get('expected')} field(s) into {out_path(cfg)} "
               f"in {run.seconds:.1f} s")
     run.check()
     return out_path(cfg)

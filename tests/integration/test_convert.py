@@ -95,7 +95,7 @@ def small_plate(tmp_path_factory) -> Path:
 
 def test_phenix_v1_sample_pixel_exact_valid_statistics(tmp_path):
     out = tmp_path / "v1.zarr"
-    report = convert(make_config(JUMP / "phenix_v1" / "images", out), print_summary=False)
+    report = convert(make_config(JUMP / "phenix_v1" / "images", out))
     assert (report.converted, report.skipped, report.failures) == (1, 0, {})
     assert report.bytes_read == sum(p.stat().st_size for p in (JUMP / "phenix_v1" / "images").glob("*.tiff"))
     validate_plate(out)
@@ -128,7 +128,7 @@ def test_cpg0000_field_with_channel_table(tmp_path):
     src = JUMP / "cpg0000_BR00117010"
     out = tmp_path / "cpg.zarr"
     cfg = make_config(src / "Images", out, source_extra={"channel_map_file": str(src / "channel_table.json")})
-    convert(cfg, print_summary=False)
+    convert(cfg)
     info = plate_info(out)
     assert set(info.channels) == {"Mito", "AGP", "RNA", "ER", "DNA", "Brightfield"}
     assert assert_pixel_exact(out) == 6
@@ -140,20 +140,20 @@ def test_cpg0000_field_with_channel_table(tmp_path):
 
 def test_serial_and_parallel_conversions_are_byte_identical(small_plate, tmp_path):
     serial = tmp_path / "serial.zarr"
-    convert(make_config(small_plate, serial), print_summary=False)
+    convert(make_config(small_plate, serial))
     reference = tree_bytes(serial)
     assert sum("/0/c/" in k for k in reference) == 12 * 3  # level 0: one chunk per channel and field
     validate_plate(serial)
     assert assert_pixel_exact(serial) == 36
 
     pool = tmp_path / "pool.zarr"
-    convert(make_config(small_plate, pool, fields_per_unit=3), executor=LocalExecutor(2), print_summary=False)
+    convert(make_config(small_plate, pool, fields_per_unit=3), executor=LocalExecutor(2))
     assert tree_bytes(pool) == reference
 
     dask_plate = tmp_path / "dask.zarr"
     cfg = make_config(small_plate, dask_plate, kind="dask", workers=2)
     with DaskExecutor(ExecutorConfig(kind="dask", workers=2), dashboard_address=":0", quiet=True) as ex:
-        report = convert(cfg, executor=ex, print_summary=False)
+        report = convert(cfg, executor=ex)
     assert report.converted == 12
     assert tree_bytes(dask_plate) == reference
 
@@ -161,7 +161,7 @@ def test_serial_and_parallel_conversions_are_byte_identical(small_plate, tmp_pat
     threads = tmp_path / "threads.zarr"
     cfg = make_config(small_plate, threads, kind="dask", workers=2, fields_per_unit=1)
     with DaskExecutor(cfg.executor, dashboard_address=":0", quiet=True, processes=False) as ex:
-        report = convert(cfg, executor=ex, print_summary=False)
+        report = convert(cfg, executor=ex)
         assert ex.cluster.processes is False and len(ex.client.nthreads()) == 1
     assert report.converted == 12
     assert tree_bytes(threads) == reference
@@ -210,7 +210,7 @@ def test_libtiff_and_tifffile_decode_the_same_pixels(tmp_path):
 
 def test_statistics_per_well_and_plate_match_numpy(small_plate, tmp_path):
     out = tmp_path / "stats.zarr"
-    convert(make_config(small_plate, out, fields_per_unit=2), executor=LocalExecutor(2), print_summary=False)
+    convert(make_config(small_plate, out, fields_per_unit=2), executor=LocalExecutor(2))
     info = plate_info(out)
     per_well: dict[str, dict[str, list[np.ndarray]]] = {}
     for well, _field, _c, ch, path in source_planes(out):
@@ -254,7 +254,7 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
         broken[f"{well}-{field.index}"] = (path.name, how)
 
     with pytest.raises(UnitFailures) as err:
-        convert(make_config(src, out, fields_per_unit=1), executor=LocalExecutor(2), print_summary=False)
+        convert(make_config(src, out, fields_per_unit=1), executor=LocalExecutor(2))
     failures = err.value.failures
     assert set(failures) == set(broken) | {missing_key}
     for key, (name, how) in broken.items():
@@ -273,13 +273,13 @@ def test_bad_inputs_named_others_converted_nothing_half_marked(tmp_path):
     assert info.statistics["plate"]["DNA"]["count"] == len(done) * 64 * 80
     # a rerun resumes: only the failed fields are attempted again, and fail again
     with pytest.raises(UnitFailures) as again:
-        convert(make_config(src, out, fields_per_unit=1), print_summary=False)
+        convert(make_config(src, out, fields_per_unit=1))
     assert set(again.value.failures) == set(failures)
     # once the files are repaired (and the missing one restored), a rerun completes the plate
     rng = np.random.default_rng(0)
     for path in [src / name for name, _ in broken.values()] + [Path(missing.path)]:
         tifffile.imwrite(path, rng.integers(0, 4000, (64, 80), dtype=np.uint16), compression="lzw")
-    report = convert(make_config(src, out), print_summary=False)
+    report = convert(make_config(src, out))
     assert (report.converted, report.skipped, report.failures) == (len(failures), len(done), {})
     assert assert_pixel_exact(out) == 2 * 12
     assert plate_info(out).statistics["plate"]["DNA"]["count"] == 12 * 64 * 80
@@ -293,7 +293,7 @@ def test_mixed_unit_converts_its_good_fields(tmp_path):
     bad_field = layout.wells[0].fields[1]
     _break(Path(bad_field.planes["DNA"].path), "truncated")
     with pytest.raises(UnitFailures) as err:
-        convert(make_config(src, out, fields_per_unit=4), print_summary=False)
+        convert(make_config(src, out, fields_per_unit=4))
     ((_key, message),) = err.value.failures.items()
     assert "A01-1" in message and "truncated" in message
     assert done_keys(out) == {"A01-0", "A02-0", "A02-1"}
@@ -304,32 +304,32 @@ def test_existing_output_refused_resumed_or_overwritten(small_plate, tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("not a plate")
     with pytest.raises(OutputExistsError, match="exists.zarr"):
-        convert(make_config(small_plate, out), print_summary=False)
+        convert(make_config(small_plate, out))
     assert (out / "notes.txt").read_text() == "not a plate"
     # --overwrite removes only what jumpdenoise wrote: the user's folder is kept
     with pytest.raises(UnsafeOutputError, match="did not write"):
-        convert(make_config(small_plate, out, overwrite=True), print_summary=False)
+        convert(make_config(small_plate, out, overwrite=True))
     assert (out / "notes.txt").read_text() == "not a plate"
     (out / "notes.txt").unlink()
     # a plate prepared from the same source and settings is resumed, not refused
-    convert(make_config(small_plate, out, overwrite=True), print_summary=False)
-    again = convert(make_config(small_plate, out), print_summary=False)
+    convert(make_config(small_plate, out, overwrite=True))
+    again = convert(make_config(small_plate, out))
     assert (again.converted, again.skipped) == (0, 12)
     # other storage settings or another source: refused
     with pytest.raises(OutputExistsError, match="storage"):
-        convert(make_config(small_plate, out, codec="zstd"), print_summary=False)
+        convert(make_config(small_plate, out, codec="zstd"))
     other = generate_plate(tmp_path / "other", plate_name="OTHER", rows=1, columns=1, fields=1,
                            channels=("DNA",), size=(32, 32), seed=1, ground_truth=False, workers=1)
     with pytest.raises(OutputExistsError, match="another source"):
-        convert(make_config(other, out), print_summary=False)
-    convert(make_config(other, out, overwrite=True), print_summary=False)
+        convert(make_config(other, out))
+    convert(make_config(other, out, overwrite=True))
     assert plate_info(out).channels == ["DNA"]
 
 
 def test_verify_finds_a_changed_pixel(small_plate, tmp_path):
     out = tmp_path / "verify.zarr"
     cfg = make_config(small_plate, out)
-    convert(cfg, print_summary=False)
+    convert(cfg)
     report = verify_plate(cfg.source, out, executor=LocalExecutor(2))
     assert report.ok and report.n_fields == 12, str(report)
     arr = zarr.open_array(out / "B" / "2" / "1" / "0", mode="r+")
@@ -357,7 +357,7 @@ def test_hyperstack_folder_converts_pixel_exact(tmp_path, layout_axes):
     cfg = make_config(folder, out, source_extra={
         "kind": "hyperstack", "filename_pattern": r"_(?P<well>[A-P]\d{2})_s(?P<field>\d+)\.tif$",
         "axes": layout_axes, "channel_names": ["DNA", "ER", "Mito"]})
-    convert(cfg, print_summary=False)
+    convert(cfg)
     validate_plate(out)
     info = plate_info(out)
     assert info.channels == ["DNA", "ER", "Mito"] and set(info.wells) == {"B03", "C04"}

@@ -57,7 +57,7 @@ def test_sigkill_then_rerun_gives_identical_plate(tmp_path, executor):
     n_fields = 24
     reference = tmp_path / "reference.zarr"
     convert(load_config(overrides={"source": {"path": str(source)}, "paths": {"raw_plate": str(reference)},
-                                   "executor": {"kind": "local", "workers": 1}}), print_summary=False)
+                                   "executor": {"kind": "local", "workers": 1}}))
 
     out = tmp_path / "killed.zarr"
     kills_mid_conversion = 0
@@ -102,7 +102,7 @@ def test_temporaries_of_a_killed_run_are_removed_on_resume(tmp_path):
     cfg = load_config(overrides={"source": {"path": str(source)}, "paths": {"raw_plate": str(tmp_path / "p.zarr")},
                                  "executor": {"kind": "local", "workers": 1}})
     out = tmp_path / "p.zarr"
-    convert(cfg, print_summary=False)
+    convert(cfg)
     want = tree_bytes(out)
     info = plate_info(out)
     chunk_dir = out / info.image_path("A02", 1) / "0" / "c" / "1" / "0"
@@ -111,7 +111,7 @@ def test_temporaries_of_a_killed_run_are_removed_on_resume(tmp_path):
     stale_marker = out / ".jumpdenoise" / "done" / ".A02-1.k1ll3d.tmp"
     stale_marker.write_bytes(b"half a marker")
     (out / ".jumpdenoise" / "done" / "A02-1.npz").unlink()  # the field the killed run was writing
-    report = convert(cfg, print_summary=False)
+    report = convert(cfg)
     assert (report.converted, report.skipped) == (1, 3)
     assert not stale_chunk.exists() and not stale_marker.exists()
     assert tree_bytes(out) == want

@@ -97,7 +97,7 @@ def test_convert_with_dask_workers_as_slurm_jobs(slurm_cluster, tmp_path):
                      "profile": str(slurm_cluster.profile), "log_dir": str(logs)},
     })
     with DaskExecutor(cfg.executor, dashboard_address=":0") as ex:
-        report = convert(cfg, executor=ex, print_summary=False)
+        report = convert(cfg, executor=ex)
         script = ex.cluster.job_script()
     assert report.converted == 4 and done_keys(tmp_path / "p.zarr") == {"A01-0", "A01-1", "A02-0", "A02-1"}
     assert verify_plate(cfg.source, tmp_path / "p.zarr").ok

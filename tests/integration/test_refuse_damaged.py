@@ -70,7 +70,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             ground_truth=False, workers=1)
     raw = root / "raw.zarr"
     convert(load_config(overrides={"source": {"path": str(images)}, "paths": {"raw_plate": str(raw)},
-                                   "executor": {"kind": "local", "workers": 1}}), print_summary=False)
+                                   "executor": {"kind": "local", "workers": 1}}))
     stats = plate_info(raw).statistics["plate"]
     run = make_run(root / "run", channels=CHANNELS, depth=1, features=8, steps=2,
                    mean=[stats[c]["mean"] for c in CHANNELS], std=[stats[c]["std"] for c in CHANNELS])
@@ -360,7 +360,7 @@ def test_sharded_plate_read_through_zarr_refuses_a_damaged_or_missing_shard(base
     raw = tmp_path / "sharded.zarr"
     convert(load_config(overrides={"source": {"path": str(base["images"])}, "paths": {"raw_plate": str(raw)},
                                    "convert": {"shard": True, "chunk_yx": 32},
-                                   "executor": {"kind": "local", "workers": 1}}), print_summary=False)
+                                   "executor": {"kind": "local", "workers": 1}}))
     assert np.array_equal(read_field(raw, "A02", 1), read_field(base["raw"], "A02", 1))
     shard = raw / "A" / "2" / "1" / "0" / "c" / "0" / "0" / "0"
     payload = bytearray(shard.read_bytes())

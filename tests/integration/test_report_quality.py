@@ -35,7 +35,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
                             noise="low-light", workers=1)
     cfg = load_config(overrides={"source": {"path": str(source)}, "paths": {"workdir": str(root)},
                                  "executor": {"kind": "local", "workers": 1}})
-    convert(cfg, print_summary=False)
+    convert(cfg)
     raw = Path(cfg.paths.raw_plate)
     fields = [read_field(raw, w, f) for w in ("A01", "A02") for f in (0, 1)]
     mean = [float(np.mean([f[c].mean() for f in fields])) for c in range(2)]
