@@ -236,8 +236,12 @@ class Predictor:
         self._plans: dict[tuple[int, int], TilePlan] = {}
         self._weights: dict[tuple[int, int], list] = {}
         self._norm: tuple | None = None
-        self._blend = (None if model.blend is None else
-                       torch.as_tensor(np.asarray(model.blend, np.float32), device=self.device).view(-1, 2))
+        self._blend = None
+        if model.blend is not None:  # weights and band filter on the device once, not per field
+            from jumpdenoise.quality.blend import low_pass_kernel_tensor
+
+            self._blend = (torch.as_tensor(np.asarray(model.blend, np.float32), device=self.device).view(-1, 2),
+                           low_pass_kernel_tensor(self.device))
 
     def settings(self) -> dict:
         """JSON-able description of the tiling and numerics (for provenance)."""
@@ -330,7 +334,7 @@ class Predictor:
         from jumpdenoise.quality.blend import apply_blend
 
         with torch.inference_mode():
-            return apply_blend(y, x, self._blend)
+            return apply_blend(y, x, *self._blend)
 
     def _network_output(self, x: Any) -> Any:
         import torch

@@ -47,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BAND_SIGMA", "SureTerms", "apply_blend", "blend_weights", "low_pass", "low_pass_kernel"]
+__all__ = ["BAND_SIGMA", "SureTerms", "apply_blend", "blend_weights", "low_pass", "low_pass_kernel",
+           "low_pass_kernel_tensor"]
 
 log = logging.getLogger(__name__)
 
@@ -72,29 +73,41 @@ def low_pass(image: np.ndarray) -> np.ndarray:
     return correlate1d(correlate1d(a, k, axis=0, mode="mirror"), k, axis=1, mode="mirror")
 
 
-def _low_pass_torch(t: Any) -> Any:
-    """The low band of ``(c, y, x)`` float32 tensor ``t`` (depthwise separable convolution)."""
+def _centre_weight() -> float:
+    """Weight of a pixel on itself in the 2-D low-pass (the trace of ``G`` per pixel)."""
+    k = low_pass_kernel()
+    return float(k[(k.size - 1) // 2] ** 2)
+
+
+def low_pass_kernel_tensor(device: Any) -> Any:
+    """:func:`low_pass_kernel` as a float32 tensor on ``device`` (made once per predictor)."""
     import torch
+
+    return torch.as_tensor(low_pass_kernel(), dtype=torch.float32, device=device)
+
+
+def _low_pass_torch(t: Any, k: Any) -> Any:
+    """The low band of ``(c, y, x)`` float32 tensor ``t`` (depthwise separable convolution by ``k``)."""
     import torch.nn.functional as F
 
-    k = torch.as_tensor(low_pass_kernel(), dtype=t.dtype, device=t.device)
     c, r = t.shape[0], (k.numel() - 1) // 2
     x = F.pad(t[None], (r, r, r, r), mode="reflect")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
-def apply_blend(y: Any, x: Any, weights: Any) -> Any:
+def apply_blend(y: Any, x: Any, weights: Any, kernel: Any) -> Any:
     """``x + w_low G(y - x) + w_high (y - x - G(y - x))`` per channel, in place in ``y``.
 
     ``y`` is the network's output and ``x`` its input, ``(c, h, w)`` tensors on one device;
-    ``weights`` a ``(c, 2)`` tensor of ``[low, high]`` weights. Fields smaller than the
-    filter are blended with the high weight alone.
+    ``weights`` a ``(c, 2)`` tensor of ``[low, high]`` weights and ``kernel`` the low-pass on
+    that device (:func:`low_pass_kernel_tensor`). Fields smaller than the filter are blended
+    with the high weight alone.
     """
     y.sub_(x)
-    r = (low_pass_kernel().size - 1) // 2
+    r = (kernel.numel() - 1) // 2
     if min(y.shape[-2:]) > r:
-        low = _low_pass_torch(y)
+        low = _low_pass_torch(y, kernel)
         y.sub_(low).mul_(weights[:, 1].view(-1, 1, 1)).add_(low.mul_(weights[:, 0].view(-1, 1, 1)))
     else:
         y.mul_(weights[:, 1].view(-1, 1, 1))
@@ -137,7 +150,7 @@ class SureTerms:
         dm = np.asarray(moved, np.float64)
         low_dm = low_pass(dm)
         v = np.asarray(signs, np.float64)
-        t_low = float(low_pass_kernel()[(low_pass_kernel().size - 1) // 2] ** 2)
+        t_low = _centre_weight()
         s = np.asarray(variance, np.float64)
         d_low, d_high = v * low_dm / eps, v * (dm - low_dm) / eps
         u_l, u_h = low_r, r - low_r

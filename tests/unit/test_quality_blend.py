@@ -13,7 +13,13 @@ import torch
 
 from jumpdenoise.predict.engine import Predictor
 from jumpdenoise.predict.model import LoadedModel
-from jumpdenoise.quality.blend import SureTerms, apply_blend, blend_weights, low_pass
+from jumpdenoise.quality.blend import (
+    SureTerms,
+    apply_blend,
+    blend_weights,
+    low_pass,
+    low_pass_kernel_tensor,
+)
 
 
 def _quality(run: Path, checkpoint: str, weights: dict[str, list[float]]) -> None:
@@ -45,7 +51,8 @@ def test_device_blend_matches_the_host_bands() -> None:
     rng = np.random.default_rng(3)
     den, raw = rng.normal(0, 1, (2, 40, 48)).astype(np.float32), rng.normal(0, 1, (2, 40, 48)).astype(np.float32)
     weights = np.array([[0.2, 0.9], [1.0, 0.5]], np.float32)
-    got = apply_blend(torch.from_numpy(den.copy()), torch.from_numpy(raw), torch.from_numpy(weights)).numpy()
+    got = apply_blend(torch.from_numpy(den.copy()), torch.from_numpy(raw), torch.from_numpy(weights),
+                      low_pass_kernel_tensor("cpu")).numpy()
     for c in range(2):
         diff = den[c].astype(np.float64) - raw[c]
         low = low_pass(diff)
