@@ -1,7 +1,7 @@
 """Every use of a library's private API, in one place, checked against the versions it was written for.
 
 jumpdenoise relies on a few things CAREamics and torch do not export: CAREamics' N2V masking
-functions, its configuration file I/O, its BMZ cover maker, the module structure of its UNet,
+functions, its configuration file I/O, its BMZ cover maker and loader, the module structure of its UNet,
 and torch's oneDNN fused convolution op and ``torch.compile`` wrapper. Each accessor below
 first checks that the installed library is a version this code was written for
 (:data:`SUPPORTED`), and raises :class:`UnsupportedVersionError` (one line naming the
@@ -28,7 +28,7 @@ __all__ = [
     "SUPPORTED", "ConvBlockParts", "UNetParts", "UnsupportedNetwork", "UnsupportedVersionError",
     "careamics_masking_functions", "check_version", "compiled_original", "conv_block_parts", "create_cover",
     "fold_conv_block_batch_norm",
-    "is_conv_block", "load_careamics_configuration", "mkldnn_fused_convolution", "n2v_manipulate_config",
+    "is_conv_block", "load_careamics_bmz", "load_careamics_configuration", "mkldnn_fused_convolution", "n2v_manipulate_config",
     "save_careamics_configuration", "unet_parts",
 ]
 
@@ -121,6 +121,23 @@ def create_cover(directory: Path, array_in: Any, array_out: Any) -> Path:
     )
 
     return Path(careamics_create_cover(directory, array_in, array_out))
+
+
+def load_careamics_bmz(rdf: Path) -> tuple[Any, Any]:
+    """CAREamics' ``(Configuration, lightning module)`` of an unpacked BioImage Model Zoo package.
+
+    Parameters
+    ----------
+    rdf
+        The ``rdf.yaml`` (or ``bioimageio.yaml``) of a package unpacked into a folder the caller
+        owns. Given a folder, bioimageio.spec reads the files in place; given the ``.zip``
+        (what ``careamics.model_io.load_pretrained`` takes) it unpacks it into a
+        ``tempfile.mkdtemp`` folder that nothing removes.
+    """
+    check_version("careamics")
+    from careamics.model_io.bmz_io import load_from_bmz
+
+    return load_from_bmz(Path(rdf))
 
 
 class UnsupportedNetwork(Exception):

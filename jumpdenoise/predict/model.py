@@ -22,6 +22,7 @@ The receptive-field measurement lives in :mod:`jumpdenoise.predict.receptive_fie
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -35,7 +36,6 @@ from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.digest import verify_checkpoint
 from jumpdenoise.predict.receptive_field import measure_receptive_field
 from jumpdenoise.quality.blend import blend_weights
-from jumpdenoise.scratch import contained_tempdir
 from jumpdenoise.train.run_folder import run_checkpoint
 
 if TYPE_CHECKING:
@@ -268,11 +268,16 @@ def _load_bmz(path: Path) -> LoadedModel:
             norm_json = json.loads(zf.read("normalization.json")) if "normalization.json" in names else None
     except (zipfile.BadZipFile, OSError, yaml.YAMLError, ValueError) as exc:
         raise ModelError(f"{path}: not a readable BioImage Model Zoo archive ({exc})") from None
+    if rdf_name is None:
+        raise ModelError(f"{path}: not a BioImage Model Zoo archive (no rdf.yaml or bioimageio.yaml inside)")
     try:
-        from careamics.model_io import load_pretrained
+        from jumpdenoise.compat import load_careamics_bmz
 
-        with contained_tempdir():  # bioimageio unpacks into mkdtemp folders it never removes
-            config, lightning_module = load_pretrained(path)
+        # unpacked into a folder of our own: bioimageio would unpack into one it never removes
+        with tempfile.TemporaryDirectory(prefix="jd-bmz-") as unpacked:
+            with zipfile.ZipFile(path) as zf:
+                zf.extractall(unpacked)
+            config, lightning_module = load_careamics_bmz(Path(unpacked) / rdf_name)
     except Exception as exc:  # bioimageio validation / careamics errors
         raise ModelError(f"{path}: cannot load the BioImage Model Zoo model ({type(exc).__name__}: {exc})") from None
     module = lightning_module.model

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from jumpdenoise.errors import ModelError
-from jumpdenoise.scratch import contained_tempdir
 from jumpdenoise.train.run_folder import RunFolder
 
 log = logging.getLogger("jumpdenoise.train")
@@ -88,9 +88,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
         authors=list(authors or []) or BmzInfo("", "").authors,
         data_description=f"Normalisation (per channel, from {norm.get('source')}): {stats}.")
     out.parent.mkdir(parents=True, exist_ok=True)
-    # bioimageio leaves cover images and unpacked packages in mkdtemp folders
-    with contained_tempdir() as work:
-        files = work / "bmz"
+    with tempfile.TemporaryDirectory(prefix="jd-export-") as work:
+        files = Path(work) / "bmz"
         files.mkdir()
         write_bmz_package(out, model=model, careamics_config=config, channels=channels, mean=mean, std=std,
                           example=np.load(example), info=info, work=files, attachments=[run.normalization])

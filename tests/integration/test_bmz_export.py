@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -43,9 +44,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("bmz")
     run = make_run(root / "run", channels=("DNA", "ER"), depth=2, features=8, steps=4)
     np.save(run / EXAMPLE_INPUT, example_crop(noisy_blobs(2, (80, 72), 5, dtype="float32"), 2, 64))
-    res = CliRunner().invoke(app, ["export", str(run), "--out", str(root / "model.zip"), "--name", "demo",
-                                   "--authors", "Jane Doe", "--authors", "John Roe"])
+    system_tmp = root / "system-tmp"
+    system_tmp.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(system_tmp))
+        res = CliRunner().invoke(app, ["export", str(run), "--out", str(root / "model.zip"), "--name", "demo",
+                                       "--authors", "Jane Doe", "--authors", "John Roe"])
     assert res.exit_code == 0, res.output
+    assert not list(system_tmp.iterdir()), "the export left files in the temporary folder"
     zf = zipfile.ZipFile(root / "model.zip")
     return {"root": root, "run": run, "zip": root / "model.zip", "names": zf.namelist(),
             "rdf": yaml.safe_load(zf.read("rdf.yaml")), "zf": zf}
@@ -107,3 +113,17 @@ def test_default_name_comes_from_the_run_and_bad_output_is_named(exported: dict,
     assert rdf["name"] == "jd_predict_test" and rdf["authors"] == [{"name": "jumpdenoise developers"}]
     with pytest.raises(ModelError, match=r"must end in \.zip"):
         export_run(exported["run"], tmp_path / "model.tar")
+
+
+def test_loading_the_zip_leaves_nothing_in_the_temporary_folder(exported: dict, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The package is unpacked into a folder jumpdenoise owns and removes (jumpdenoise.compat.load_careamics_bmz)."""
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    loaded = load_model(exported["zip"])
+    assert not list(system_tmp.iterdir()), "loading the zip left files in the temporary folder"
+    assert loaded.kind == "bmz" and loaded.channels == ["DNA", "ER"]
+    state = torch.load(exported["run"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    for name, value in loaded.module.state_dict().items():
+        assert torch.equal(value, state["state_dict"][f"model.{name}"]), name

@@ -133,7 +133,6 @@ def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_
 
     from careamics import CAREamist
 
-    from jumpdenoise.scratch import contained_tempdir
     from jumpdenoise.predict.model import load_model
     from jumpdenoise.train.export import export_run
 
@@ -144,8 +143,8 @@ def test_export_bmz_reloads_and_predicts_like_the_checkpoint(trained: Path, tmp_
     assert zip_path.is_file()
     assert not list(system_tmp.iterdir()), "the export left files in the temporary folder"
     x = np.load(trained / "example_input.npy").astype(np.float32)
-    with contained_tempdir():  # CAREamics' own loader leaves the unpacked archive behind otherwise
-        bmz = CAREamist(bmz_path=zip_path, work_dir=tmp_path / "w", enable_progress_bar=False)
+    # CAREamics' own loader unpacks into the (patched, per-test) temporary folder and leaves it there
+    bmz = CAREamist(bmz_path=zip_path, work_dir=tmp_path / "w", enable_progress_bar=False)
     assert list(bmz.config.data_config.normalization.input_means) == pytest.approx(
         json.loads((trained / "normalization.json").read_text())["mean"])
     pred = bmz.predict(x, data_type="array", axes="SCYX")
