@@ -27,14 +27,14 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
     fmd = _fmd_or_skip()
     out = tmp_path / "quality.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--sets", "fmd", "--fmd-types", "Confocal_BPAE_B",
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--sets", "fmd", "--fmd-types", "Confocal_BPAE_B,TwoPhoton_MICE",
          "--fmd-crop", "128", "--minutes", "0.05", "--seeds", "2", "--batch", "4", "--epoch-steps", "2",
          "--val-patches", "4", "--workdir", str(tmp_path), "--json", str(out)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     fmd_res = r["results"]["fmd"]
-    assert r["sets"]["fmd"]["images"] == 4 and r["sets"]["fmd"]["shape"] == [1, 128, 128]
+    assert r["sets"]["fmd"]["images"] == 8 and r["sets"]["fmd"]["shape"] == [1, 128, 128]
 
     # the raw score is the metric of the raw captures against gt/, peak 255
     from PIL import Image
@@ -47,19 +47,24 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
 
     raw = [score(read(fmd / "raw" / f"Confocal_BPAE_B_{k}.png"), read(fmd / "gt" / f"Confocal_BPAE_B_{k}.png"),
                  data_range=255.0) for k in range(1, 5)]
-    assert fmd_res["raw"]["psnr"]["mean"] == pytest.approx(np.mean([s["psnr"] for s in raw]), abs=1e-3)
+    assert fmd_res["raw"]["groups"]["Confocal_BPAE_B"]["psnr"]["mean"] == pytest.approx(
+        np.mean([s["psnr"] for s in raw]), abs=1e-3)
     for method in ("jumpdenoise", "jumpdenoise-network", "careamics"):
         res = fmd_res[method]
         assert len(res["per_seed"]) == 2 and [s["seed"] for s in res["per_seed"]] == [1, 2]
         assert all(steps > 0 for steps in res["steps"]), res["steps"]
         assert np.isfinite(res["psnr"]["mean"]) and 0 < res["ssim"]["mean"] <= 1
-        assert set(res["groups"]) == {"Confocal_BPAE_B"}
-    # the gain estimated without truth, next to the true gain of what was written, per seed
+        assert set(res["groups"]) == {"Confocal_BPAE_B", "TwoPhoton_MICE"}
+    # the gain estimated without truth, next to the true gain of what was written, per seed and per
+    # microscope/sample type (each type is its own instrument: its own noise fit and blend weights)
     assert len(fmd_res["estimates"]) == 2
     for seed in fmd_res["estimates"]:
-        e = seed["gray"]
-        assert all(0 <= w <= 1 for w in e["blend"]) and e["noise_source"] == "fit"
-        assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
+        assert set(seed) == {"Confocal_BPAE_B", "TwoPhoton_MICE"}
+        for e in seed.values():
+            assert all(0 <= w <= 1 for w in e["blend"]) and e["noise_source"] == "fit"
+            assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
+        # var(raw - gt) is about 40 for this confocal type and 200 for the two-photon one
+        assert seed["TwoPhoton_MICE"]["noise_variance"] > 2.5 * seed["Confocal_BPAE_B"]["noise_variance"]
     texts = [t["text"] for t in r["targets"]]
     assert any("within 1 dB of the true gain" in t for t in texts)
     assert any(t.startswith("fmd: >= +7 dB over raw") for t in texts)
