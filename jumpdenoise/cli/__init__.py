@@ -11,6 +11,7 @@ import sys
 import typer
 
 from jumpdenoise.errors import JumpDenoiseError
+from jumpdenoise.progress import PROGRESS, register_level
 
 app = typer.Typer(
     name="jumpdenoise",
@@ -29,12 +30,21 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _StderrFormatter(logging.Formatter):
+    """Progress lines as they are; other records prefixed with their level (``WARNING: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == PROGRESS:
+            return record.getMessage()
+        return f"{record.levelname}: {record.getMessage()}"
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to the current ``sys.stderr`` (a caller may replace it between commands)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        self.setFormatter(_StderrFormatter())
 
     @property  # type: ignore[override]
     def stream(self):  # noqa: ANN201 - the stream logging writes to
@@ -46,20 +56,30 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
-    """One stderr handler on the ``jumpdenoise`` logger: WARNING by default, INFO with ``-v``,
-    DEBUG with ``-vv``, ERROR with ``-q``."""
-    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    """One stderr handler on the ``jumpdenoise`` logger: progress and warnings by default
+    (:data:`jumpdenoise.progress.PROGRESS`), INFO with ``-v``, DEBUG with ``-vv``, errors only
+    with ``-q``.
+
+    The level is set on the handler as well as on the logger: a log file that lowers the
+    logger's level (a run's train.log) does not bring more lines to stderr.
+    """
+    register_level()
+    level = logging.ERROR if quiet else {0: PROGRESS, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logger = logging.getLogger("jumpdenoise")
     logger.setLevel(level)
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        logger.addHandler(handler)
+    handler.setLevel(level)
 
 
 @app.callback()
 def options(
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error (otherwise one line)."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-v: info, -vv: debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors in the log."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="More log lines: -v info, -vv debug (default: progress and warnings)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors in the log (no progress, no warnings)."),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                  help="Print the version and exit."),
 ) -> None:

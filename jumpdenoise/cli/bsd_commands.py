@@ -43,8 +43,8 @@ def bsd(
     n2v2: bool = typer.Option(False, "--n2v2", help="Use the N2V2 variant (BlurPool, median masking)."),
     device: str = typer.Option("auto", "--device", help="Prediction device: auto, cpu, cuda."),
     precision: str | None = typer.Option(None, "--precision",
-                                         help="Training precision: 32-true or bf16-mixed (GPU); default: the "
-                                              "schedule's (budget: bf16-mixed on CUDA), else 32-true."),
+                                         help="Training precision: 32-true or bf16-mixed (GPU) (default: the "
+                                              "schedule's, budget: bf16-mixed on CUDA; else 32-true)."),
     workers: int | None = typer.Option(None, "--workers", min=0,
                                        help="Data-loading worker processes for training (default: the schedule's, "
                                             "else 0)."),

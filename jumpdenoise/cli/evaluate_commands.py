@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from jumpdenoise.cli import app
+from jumpdenoise.cli.options import overwrite_option
 
 REPORT_FILES = ("evaluate.json", "evaluate.md", "features.csv", "families.csv", "channels.csv", "profiles.csv",
                 "profile_distances.csv", "segmentation.csv", "evaluate_families.png", "evaluate_masks.png")
@@ -34,15 +35,18 @@ def evaluate(
     out: Path = typer.Argument(..., help="Folder for the report (CSV, JSON, Markdown, figures)."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Ground-truth folder (<WELL>-<FIELD>.npy, "
                                          "truth.json) of a synthetic plate."),
-    wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to evaluate, e.g. A01,B02 (default all)."),
-    fields: Optional[list[str]] = typer.Option(None, "--fields", help="Field indices per well, e.g. 0,1."),
+    wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to evaluate, e.g. A01,B02 "
+                                              "(default: all)."),
+    fields: Optional[list[str]] = typer.Option(None, "--fields", help="Field indices per well, e.g. 0,1 "
+                                               "(default: all)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its evaluate section)."),
-    nuclei_channel: Optional[str] = typer.Option(None, "--nuclei-channel", help="Channel of the nuclei (default DNA)."),
+    nuclei_channel: Optional[str] = typer.Option(None, "--nuclei-channel", help="Channel of the nuclei "
+                                                 "(default: DNA)."),
     cells_channel: Optional[str] = typer.Option(None, "--cells-channel", help="Channel the cells are grown in "
-                                                "(default AGP)."),
+                                                "(default: AGP)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Local processes, one well each."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a previous report in OUT (otherwise an "
-                                   "interrupted evaluation resumes)."),
+    overwrite: bool = overwrite_option("an interrupted evaluation resumes and a finished report in OUT is "
+                                       "refused"),
 ) -> None:
     """Segment nuclei and cells, measure per-object features with cp_measure on raw, denoised (and truth)
     pixels with the same masks, and report how denoising moves features, profiles and segmentation."""

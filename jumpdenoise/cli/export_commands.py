@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from jumpdenoise.cli import app
+from jumpdenoise.cli.options import overwrite_option
 
 
 @app.command("export-zarr")
@@ -16,8 +17,8 @@ def export_zarr(
     out: Path = typer.Argument(..., help="Plate to write."),
     ngff: str = typer.Option("0.4", "--ngff", help="NGFF version of the copy (0.4: zarr v2, for CellProfiler 5, "
                              "ilastik, MoBIE, bioio; jumpdenoise plates are 0.5 already)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT (an unfinished export of the same "
-                                   "plate resumes without it)."),
+    overwrite: bool = overwrite_option("an unfinished export of the same plate resumes and any other OUT is "
+                                       "refused"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Fields copied at once (default: up to "
                                           "8, by CPU count)."),
 ) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from jumpdenoise.cli import app
+from jumpdenoise.cli.options import overwrite_option
 
 _EXECUTORS = ("local", "dask", "slurm")
 
@@ -37,16 +38,17 @@ def convert(
     source: Path = typer.Argument(..., help="Phenix export folder or Index XML, load_data CSV, or hyperstack folder."),
     out: Path = typer.Argument(..., help="Output OME-Zarr plate, e.g. PLATE.zarr."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML configuration (source, convert, executor)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output. Without it, a plate "
-                                   "prepared from the same source is resumed and any other output is refused."),
+    overwrite: bool = overwrite_option("a plate prepared from the same source resumes and any other output "
+                                       "is refused"),
     workers: int | None = typer.Option(None, "--workers", "-w", min=1,
-                                       help="Parallel workers (default 2): threads of the local Dask cluster, "
+                                       help="Parallel workers (default: 2): threads of the local Dask cluster, "
                                             "processes with --executor local."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Address of a running Dask scheduler, "
                                          "e.g. tcp://node12:8786."),
     executor: str | None = typer.Option(None, "--executor", help="local, dask or slurm (default: a Dask "
                                         "LocalCluster, or the config's executor.kind)."),
-    fields_per_unit: int | None = typer.Option(None, "--fields-per-unit", min=1, help="Fields per parallel task."),
+    fields_per_unit: int | None = typer.Option(None, "--fields-per-unit", min=1, help="Fields per parallel task "
+                                               "(default: convert.fields_per_unit of the config)."),
     wait: float = typer.Option(0, "--wait", min=0, help="Seconds to wait when another run holds the output "
                                                          "(default: refuse at once, naming it)."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Convert what exists when some listed or "

@@ -9,6 +9,7 @@ import typer
 
 from jumpdenoise.cli import app
 from jumpdenoise.cli.extras import require_train_extra
+from jumpdenoise.cli.options import overwrite_option
 
 
 def _split(values: Optional[list[str]]) -> list[str] | None:
@@ -17,30 +18,39 @@ def _split(values: Optional[list[str]]) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _default(key: str, value: str) -> str:
+    """``(default: predict.KEY of --config, else VALUE)`` for an option that overrides the config."""
+    return f"(default: predict.{key} of --config, else {value})"
+
+
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Run folder, .ckpt checkpoint or BioImage Model Zoo .zip."),
     plate: Path = typer.Argument(..., help="Raw OME-Zarr plate."),
     out: Path = typer.Argument(..., help="Denoised OME-Zarr plate to write."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (its predict/executor sections)."),
-    wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to denoise, e.g. A01,B02 (default all)."),
-    fields: Optional[list[str]] = typer.Option(None, "--fields", help="Field indices per well, e.g. 0,1."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help="bfloat16 autocast (default from config: fp32)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average over the 8 flips/rotations."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
-    network_variant: Optional[str] = typer.Option(None, "--network-variant",
-                                                   help="auto, grouped, channels_last or split."),
-    autotune: Optional[bool] = typer.Option(None, "--autotune/--no-autotune",
-                                            help="cuDNN autotuning (faster; not bit-reproducible across jobs)."),
-    tile_size: Optional[int] = typer.Option(None, "--tile-size", help="Tile side (default: whole fields)."),
-    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap (default: 2x receptive field)."),
-    blending: Optional[str] = typer.Option(None, "--blending", help="crop or blend."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 or source (rounded, clipped)."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best, last or a path (run folders)."),
-    wells_per_unit: Optional[int] = typer.Option(None, "--wells-per-unit", help="Wells per unit of work."),
+    wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to denoise, e.g. A01,B02 "
+                                              f"{_default('wells', 'all')}."),
+    fields: Optional[list[str]] = typer.Option(None, "--fields", help="Field indices per well, e.g. 0,1 "
+                                               f"{_default('fields', 'all')}."),
+    overwrite: bool = overwrite_option("an output prepared by the same model and settings resumes and any "
+                                       "other output is refused"),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--fp32", help=f"bfloat16 autocast {_default('bf16', 'fp32')}."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Average over the 8 flips/rotations "
+                                       f"{_default('tta', 'off')}."),
+    device: Optional[str] = typer.Option(None, "--device",
+                                         help=f"auto, cpu, cuda, cuda:N {_default('device', 'auto')}."),
+    tile_size: Optional[int] = typer.Option(None, "--tile-size",
+                                            help=f"Tile side {_default('tile_size', 'whole fields')}."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap "
+                                         f"{_default('overlap', 'twice the receptive-field radius')}."),
+    blending: Optional[str] = typer.Option(None, "--blending", help=f"crop or blend {_default('blending', 'crop')}."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Tiles per forward pass "
+                                            f"{_default('batch_size', '8')}."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32, or source: rounded and clipped "
+                                       f"{_default('dtype', 'float32')}."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="best, last or a path, for run folders "
+                                            f"{_default('checkpoint', 'best')}."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out the fields the raw plate does not "
                                       "mark complete (default: refuse to run while any is selected)."),
     wait: float = typer.Option(0, "--wait", min=0, help="Seconds to wait when another run holds the output "
@@ -52,15 +62,15 @@ def predict(
     """
     require_train_extra("predict")
     from jumpdenoise.config import load_config
+    from jumpdenoise.io.ngff_markers import COMPARISON_CSV, sidecar_path
     from jumpdenoise.stages.predict import predict as run_predict
 
     overrides: dict = {"model": str(model.resolve()), "overwrite": overwrite or None,
                        "skip_missing": skip_missing or None}
-    for key, value in (("bf16", bf16), ("compile", compile), ("tta", tta), ("device", device),
-                       ("network_variant", network_variant), ("autotune", autotune),
+    for key, value in (("bf16", bf16), ("tta", tta), ("device", device),
                        ("tile_size", tile_size), ("overlap", overlap), ("blending", blending),
                        ("batch_size", batch_size), ("dtype", dtype), ("checkpoint", checkpoint),
-                       ("wells_per_unit", wells_per_unit), ("wells", _split(wells))):
+                       ("wells", _split(wells))):
         if value is not None:
             overrides[key] = value
     field_list = _split(fields)
@@ -75,15 +85,15 @@ def predict(
     cfg = load_config(config, {"paths": {"raw_plate": str(plate.resolve()), "denoised_plate": str(out.resolve())},
                                "predict": overrides})
     run_predict(cfg, echo=typer.echo, wait_s=wait)
-    typer.echo(f"written {out} (comparison: {out / '.jumpdenoise' / 'comparison.csv'})")
+    typer.echo(f"written {out} (comparison: {sidecar_path(out, COMPARISON_CSV)})")
 
 
 @app.command("export-tiff")
 def export_tiff(
     denoised: Path = typer.Argument(..., help="Denoised OME-Zarr plate."),
     out_dir: Path = typer.Argument(..., help="Folder for the TIFFs and the load_data CSV."),
-    wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to export (default all)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty OUT_DIR."),
+    wells: Optional[list[str]] = typer.Option(None, "--wells", help="Wells to export (default: all)."),
+    overwrite: bool = overwrite_option("a non-empty OUT_DIR is refused"),
     compression: str = typer.Option("lzw", "--compression", help="TIFF compression: lzw (as Phenix writes), "
                                     "zlib, zstd or none."),
     dtype: str = typer.Option("source", "--dtype", help="source: the source images' dtype (uint16: rounded, "

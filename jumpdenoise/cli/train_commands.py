@@ -54,11 +54,11 @@ def train(
 @app.command()
 def export(
     run: Path = typer.Argument(..., help="Training run folder."),
-    out: Path | None = typer.Option(None, "--out", help="Output .zip (default RUN/export/model.zip)."),
+    out: Path | None = typer.Option(None, "--out", help="Output .zip (default: RUN/export/model.zip)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint to export (default: best)."),
     name: str | None = typer.Option(None, "--name", help="Model name (default: the run's experiment name, "
                                     "completed to 5 characters)."),
-    authors: list[str] | None = typer.Option(None, "--authors", help="Author name (repeatable; default: "
+    authors: list[str] | None = typer.Option(None, "--authors", help="Author name, repeatable (default: "
                                              "jumpdenoise developers)."),
     description: str | None = typer.Option(None, "--description", help="Model description (default: the "
                                            "channels and checkpoint)."),

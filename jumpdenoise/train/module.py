@@ -14,7 +14,6 @@ activations are channels-last, and Adam runs fused.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from careamics.lightning import N2VModule
 from careamics.losses import n2v_loss
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from jumpdenoise.progress import log_progress
 from jumpdenoise.train.fields import FieldRef
 from jumpdenoise.train.masking import LoaderMasking
 from jumpdenoise.train.patches import PatchStream, val_patches
@@ -209,7 +209,8 @@ class PatchDataModule(pl.LightningDataModule):
 
 
 class EpochReport(pl.Callback):
-    """Per-epoch line (loss, val loss, lr, patches/s), curves.csv/png and best.json (rank 0)."""
+    """Per-epoch line (loss, val loss, lr, patches/s; a PROGRESS record, see
+    :func:`jumpdenoise.progress.log_progress`), curves.csv/png and best.json (rank 0)."""
 
     def __init__(self, run: RunFolder, batch_size: int) -> None:
         self.run, self.batch_size = run, batch_size
@@ -238,8 +239,7 @@ class EpochReport(pl.Callback):
                "patches_per_s": round(rate, 1), "seconds": round(seconds, 2)}
         line = (f"epoch {row['epoch']:>3d}  loss {row['train_loss']:.5f}  val_loss {row['val_loss']:.5f}  "
                 f"lr {row['learning_rate']:.2e}  {row['patches_per_s']:.0f} patches/s")
-        log.info(line)
-        print(line, file=sys.stderr, flush=True)
+        log_progress(log, line)
         if self.run.path.is_dir():
             append_curve(self.run, row)
             plot_curves(self.run)
