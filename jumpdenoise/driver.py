@@ -328,7 +328,8 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
         (:meth:`StageRun.check` raises them).
 
     The stage functions that run in this process share one :class:`PlateSession` (closed
-    when the stage ends, whatever happened); units in worker processes get their own.
+    when the stage ends, whatever happened); units in worker processes get their own (one per
+    Dask worker process for the whole stage run).
 
     Raises
     ------

@@ -5,6 +5,12 @@ flight), so memory stays flat whatever the number of units; each finished future
 released at once. A failing unit never stops the others: its traceback tail is returned
 in its :class:`~jumpdenoise.executors.base.Outcome`, and a worker that dies (e.g. killed
 for memory) fails only the units it held, after Dask's own retries.
+
+A function that keeps per-process state across units (a stage's
+:class:`~jumpdenoise.stages.base.BoundUnit`, whose session holds the loaded model) offers
+``new_worker_session()`` and ``in_session(session)``: for the duration of :meth:`DaskExecutor.map`
+every worker process then holds one such session (a :class:`WorkerSessionPlugin`), which all
+the units it runs share, instead of one session per unit.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ import os
 import socket
 import sys
 import uuid
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
+
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from jumpdenoise.config.executor import ExecutorConfig
 from jumpdenoise.errors import ClusterError
 from jumpdenoise.executors.base import Executor, Outcome, error_text
 from jumpdenoise.executors.local import _call
-from jumpdenoise.progress import progress_bar
+from jumpdenoise.progress import log_progress, progress_bar
+
+log = logging.getLogger(__name__)
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
 
@@ -143,10 +154,10 @@ class DaskExecutor(Executor):
 
     def _print_dashboard(self) -> None:
         link = self.client.dashboard_link
-        print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
+        log_progress(log, "Dask dashboard: %s", link)
         line = tunnel_line(link, self.config)
         if line is not None:
-            print(f"  {line}", file=sys.stderr, flush=True)
+            log_progress(log, "  %s", line)
 
     def n_workers(self) -> int:
         """Number of workers connected now (at least 1, for sizing the window)."""
@@ -160,11 +171,38 @@ class DaskExecutor(Executor):
         """Run ``fn`` over ``units`` with a bounded window of futures; see :meth:`Executor.map`."""
         if not units:
             return []
-        from distributed import KilledWorker, as_completed
-
         client = self.start()
         window = max(self.n_workers(), self.config.workers) * self.config.dask_window
         tag = f"{label or 'unit'}-{uuid.uuid4().hex[:8]}"
+        with self._worker_sessions(fn, f"jumpdenoise-session-{tag}") as plugin:
+            return self._map(client, fn, units, label, window, tag, plugin)
+
+    def _in_this_process(self) -> bool:
+        """Whether the workers are threads of this process (a LocalCluster started with ``processes=False``)."""
+        return not (self.processes or self.config.scheduler_address or self.config.dask_slurm)
+
+    @contextmanager
+    def _worker_sessions(self, fn: Callable[[Any], Any], name: str) -> Iterator[str | None]:
+        """One session per worker process while the block runs (see the module's notes); yields
+        the plugin's name, or ``None`` when ``fn`` keeps no session or the workers are threads of
+        this process (``fn`` then uses its own, the driver's, session)."""
+        make = getattr(fn, "new_worker_session", None)
+        if make is None or self._in_this_process():
+            yield None
+            return
+        self.client.register_plugin(WorkerSessionPlugin(make), name=name)
+        try:
+            yield name
+        finally:
+            try:
+                self.client.unregister_worker_plugin(name)  # its teardown closes each worker's session
+            except Exception as exc:  # noqa: BLE001 - workers gone: their sessions went with them
+                log.debug("unregistering %s: %s", name, exc)
+
+    def _map(self, client: Any, fn: Callable[[Any], Any], units: Sequence[Any], label: str, window: int,
+             tag: str, plugin: str | None) -> list[Outcome]:
+        from distributed import KilledWorker, as_completed
+
         todo = iter(units)
         in_flight: dict[Any, Any] = {}
         queue = as_completed()
@@ -173,7 +211,11 @@ class DaskExecutor(Executor):
         retried: set[str] = set()
 
         def submit(unit: Any, suffix: str = "") -> None:
-            fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}{suffix}")
+            if plugin is None:
+                fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}{suffix}")
+            else:
+                fut = client.submit(_call_in_worker_session, fn, unit, plugin, pure=False,
+                                    key=f"{tag}-{unit.key}{suffix}")
             in_flight[fut] = unit
             queue.add(fut)
 
@@ -219,6 +261,47 @@ class DaskExecutor(Executor):
                 self.cluster = None
 
 
+class WorkerSessionPlugin(WorkerPlugin):
+    """Holds one session (e.g. a :class:`~jumpdenoise.stages.session.PlateSession`) in each
+    worker process while it is registered.
+
+    Parameters
+    ----------
+    make
+        Picklable ``make() -> session``; the session has ``close()``.
+
+    Notes
+    -----
+    Registered by :meth:`DaskExecutor.map` for its duration: :meth:`setup` runs on every worker
+    (also one that joins later, e.g. a SLURM job replacing a retired worker) and makes the
+    session; :meth:`teardown` (the plugin unregistered, or the worker closing) closes it. The
+    worker keeps the plugin in ``worker.plugins[name]``, where the units find it.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.session: Any = None
+
+    def setup(self, worker: Any) -> None:
+        """Make this worker's session."""
+        self.session = self.make()
+
+    def teardown(self, worker: Any) -> None:
+        """Close this worker's session (its caches, the processes it started)."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.close()
+
+
+def _call_in_worker_session(fn: Any, unit: Any, plugin: str) -> Outcome:
+    """Run ``fn(unit)`` on a worker in the session of its :class:`WorkerSessionPlugin` ``plugin``
+    (a session of the unit's own, as ``fn`` does by itself, when the worker has none)."""
+    from distributed import get_worker
+
+    held = getattr(get_worker().plugins.get(plugin), "session", None)
+    return _call(fn.in_session(held) if held is not None else fn, unit)
+
+
 def on_compute_node() -> bool:
     """Whether this process runs on a cluster's compute node: inside a SLURM job, or on another
     host than the one its job was submitted from."""
@@ -237,7 +320,9 @@ def tunnel_line(link: str, config: ExecutorConfig) -> str | None:
 
     Examples
     --------
-    >>> from jumpdenoise.config.executor import ExecutorConfig
+    >>> from distributed.diagnostics.plugin import WorkerPlugin
+
+from jumpdenoise.config.executor import ExecutorConfig
     >>> tunnel_line("http://10.1.2.3:8787/status", ExecutorConfig(kind="dask", scheduler_address="tcp://10.1.2.3:8786"))
     'from your laptop: ssh -L 8787:10.1.2.3:8787 <login-node>, then open http://localhost:8787/status'
     """

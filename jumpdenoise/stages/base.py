@@ -79,7 +79,9 @@ class BoundUnit:
     processes. The session is never pickled, only its reference: a copy unpickled in the
     process that holds the session open (a threaded Dask cluster pickles its tasks) uses it;
     a copy in another process (a worker) runs each call in a session of its own, closed when
-    the call returns (what it started, e.g. writer processes, ends with it).
+    the call returns (what it started, e.g. writer processes, ends with it), unless the
+    executor gives that process one session for all its units (:meth:`new_worker_session`,
+    :meth:`in_session`: a Dask worker loads the model once per stage run, not once per unit).
     """
 
     def __init__(self, module: str, config: Any, session: PlateSession | None = None) -> None:
@@ -102,6 +104,18 @@ class BoundUnit:
 
     def __hash__(self) -> int:
         return hash(self.module)
+
+    @staticmethod
+    def new_worker_session() -> PlateSession:
+        """A session for the units this stage runs in a worker process (their results travel)."""
+        from jumpdenoise.stages.session import PlateSession
+
+        return PlateSession(keeps_payloads=False)
+
+    def in_session(self, session: PlateSession) -> BoundUnit:
+        """This stage and config, running its units in ``session`` (e.g. a worker's, from
+        :meth:`new_worker_session`; the caller closes it)."""
+        return BoundUnit(self.module, self.config, session)
 
     def __call__(self, unit: Unit) -> dict:
         import importlib

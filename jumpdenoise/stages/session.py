@@ -2,8 +2,9 @@
 
 The stage driver (:func:`jumpdenoise.driver.run_stage`) makes one session per stage run and
 passes it to the stage functions (``prepare``, ``run_one``, ``run_many``, ``finalize``); a
-worker process (a Dask worker, a SLURM task, a process of a local pool) gets its own, made
-by :class:`~jumpdenoise.stages.base.BoundUnit` for the units it runs, never pickled. What a
+worker process gets its own, never pickled: a Dask worker process holds one for the whole
+stage run (:class:`~jumpdenoise.executors.dask.WorkerSessionPlugin`), a SLURM task or a
+process of a local pool one per call of :class:`~jumpdenoise.stages.base.BoundUnit`. What a
 stage caches across units (the loaded model and its predictor, parsed plate layouts, the
 writer processes of prediction) lives in the session and goes with it: nothing is kept in
 module globals, so what a stage function does never depends on what ran before in the

@@ -16,6 +16,7 @@ from jumpdenoise.errors import ConfigError
 from jumpdenoise.executors import make_executor
 from jumpdenoise.executors.dask import DaskExecutor, worker_lifetime
 from jumpdenoise.executors.local import LocalExecutor
+from jumpdenoise.progress import PROGRESS
 from jumpdenoise.stages.base import Unit
 
 
@@ -43,7 +44,8 @@ def units(keys) -> list[Unit]:
     return [Unit(stage="test", key=k, items=[]) for k in keys]
 
 
-def test_outcomes_in_order_failures_isolated_and_dead_worker(capsys):
+def test_outcomes_in_order_failures_isolated_and_dead_worker(caplog):
+    caplog.set_level(PROGRESS, logger="jumpdenoise")
     keys = [f"u{i}" for i in range(8)] + ["die"]
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         with DaskExecutor(ExecutorConfig(kind="dask", workers=2), dashboard_address=":0") as ex:
@@ -53,7 +55,7 @@ def test_outcomes_in_order_failures_isolated_and_dead_worker(capsys):
     assert not outcomes[3].ok and "unit u3 is bad" in outcomes[3].error
     assert not outcomes[-1].ok and "KilledWorker" in outcomes[-1].error
     assert all(o.ok for i, o in enumerate(outcomes[:-1]) if i != 3)
-    assert "Dask dashboard: http://" in capsys.readouterr().err
+    assert "Dask dashboard: http://" in caplog.text  # a PROGRESS record of jumpdenoise.executors.dask
 
 
 def test_window_bounds_units_in_flight(tmp_path):
@@ -106,9 +108,10 @@ def test_convert_with_dask_workers_as_slurm_jobs(slurm_cluster, tmp_path):
     assert worker_logs and "Start worker" in worker_logs[0].read_text()  # the worker ran as a SLURM job
 
 
-def test_dashboard_port_in_use_is_replaced_by_a_free_one_quietly(capsys):
+def test_dashboard_port_in_use_is_replaced_by_a_free_one_quietly(caplog):
     import socket
 
+    caplog.set_level(PROGRESS, logger="jumpdenoise")
     with socket.socket() as busy:
         busy.bind(("", 0))
         busy.listen()
@@ -116,6 +119,57 @@ def test_dashboard_port_in_use_is_replaced_by_a_free_one_quietly(capsys):
         with DaskExecutor(ExecutorConfig(kind="dask", workers=1), dashboard_address=f":{port}",
                           processes=False) as ex:
             link = ex.start().dashboard_link
-    err = capsys.readouterr().err
+    err = caplog.text
     assert f":{port}/" not in link and f"Dask dashboard: {link}" in err
     assert "already in use" not in err
+
+
+def count_opens(name: str, dask_worker) -> None:
+    """Test instrumentation on a worker: count the files named ``name`` this process opens from now
+    on (a Python audit hook; the count lives on the worker object, read by :func:`opens`)."""
+    import sys
+
+    dask_worker.jd_test_opens = {"n": 0}
+    if getattr(dask_worker, "jd_test_hooked", False):
+        return
+    dask_worker.jd_test_hooked = True
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], (str, os.PathLike)) and os.path.basename(args[0]) == name:
+            dask_worker.jd_test_opens["n"] += 1
+
+    sys.addaudithook(hook)
+
+
+def opens(dask_worker) -> int:
+    return dask_worker.jd_test_opens["n"]
+
+
+def chunks(plate: Path) -> dict[str, bytes]:
+    """Every chunk file of every level of a plate, by its path in the plate."""
+    return {p.relative_to(plate).as_posix(): p.read_bytes() for p in sorted(plate.rglob("*"))
+            if p.is_file() and "/c/" in p.as_posix()}
+
+
+def test_process_workers_load_the_model_once_per_stage_run_not_per_unit(tmp_path):
+    """Each Dask worker process holds one session for the stage run (WorkerSessionPlugin): the
+    checkpoint is read as often for six units as for one, and the output is the in-process one."""
+    from fixtures.models import make_run
+    from fixtures.plates import make_plate
+    from jumpdenoise.stages.predict import predict
+
+    run = make_run(tmp_path / "run", channels=("DNA", "ER"), depth=2, features=8, steps=2)
+    wells = ("A01", "A02", "A03", "B01", "B02", "B03")
+    plate = make_plate(tmp_path / "raw.zarr", wells=wells, n_fields=1, shape_yx=(64, 64))
+    local = predict(model=run, plate=plate, out=tmp_path / "local.zarr")
+    cfg = ExecutorConfig(kind="dask", workers=2, threads_per_worker=1)
+    reads = {}
+    with DaskExecutor(cfg, dashboard_address=":0", quiet=True) as ex:
+        for per_unit in (8, 1):  # one unit of six wells, then six units of one well
+            ex.start().run(count_opens, "last.ckpt")
+            out = predict(model=run, plate=plate, out=tmp_path / f"dask-{per_unit}.zarr", executor=ex,
+                          wells_per_unit=per_unit)
+            reads[per_unit] = sum(ex.client.run(opens).values())
+            assert chunks(out) == chunks(local)
+    # one unit: one worker loads the model; six units on two workers: each loads it once at most
+    assert reads[8] > 0 and reads[1] <= 2 * reads[8] < 6 * reads[8]
