@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 from jumpdenoise.errors import ConfigError, UnitFailures
 from jumpdenoise.io import output_guard
+from jumpdenoise.io.output_lock import DEFAULT_STALE_S, OutputLock
 from jumpdenoise.stages.base import Stage, StageIO, Unit, bind
 from jumpdenoise.stages.session import PAYLOADS_KEY, PlateSession, session_or_own
 
@@ -182,7 +183,7 @@ def check_outputs(stage: Stage, request: Any) -> StageIO:
 
 @contextlib.contextmanager
 def output_lock(io: StageIO, token: str | None = None, wait_s: float = 0.0,
-                stale_s: float = output_guard.DEFAULT_STALE_S) -> Iterator[None]:
+                stale_s: float = DEFAULT_STALE_S) -> Iterator[None]:
     """Hold the lock of the stage's output (nothing for a stage without output, or a DDP
     rank other than 0: the ranks of one training share rank 0's lock)."""
     from jumpdenoise.train.run_folder import is_global_zero
@@ -190,7 +191,7 @@ def output_lock(io: StageIO, token: str | None = None, wait_s: float = 0.0,
     if io.output is None or not is_global_zero():
         yield
         return
-    with output_guard.OutputLock(io.output, token=token, wait_s=wait_s, stale_s=stale_s):
+    with OutputLock(io.output, token=token, wait_s=wait_s, stale_s=stale_s):
         yield
 
 
@@ -334,7 +335,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
     Raises
     ------
     UnsafeOutputError, OutputInUseError, OutputWriteError, UnitFailures
-        See :func:`check_outputs`, :class:`~jumpdenoise.io.output_guard.OutputLock`,
+        See :func:`check_outputs`, :class:`~jumpdenoise.io.output_lock.OutputLock`,
         :func:`write_errors`, :func:`finish_stage`.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -361,7 +362,7 @@ def run_stage(stage: Stage, config: Any, executor: Executor | None = None, recor
     closing = None
     try:
         ex_cfg = getattr(config, "executor", None)
-        stale_s = getattr(ex_cfg, "lock_stale_s", output_guard.DEFAULT_STALE_S)
+        stale_s = getattr(ex_cfg, "lock_stale_s", DEFAULT_STALE_S)
         with output_lock(io, token, wait_s, stale_s):
             # start the cluster and import the hot path on its workers while prepare runs
             warm_up, worker_imports = getattr(executor, "warm_up", None), getattr(mod, "warm_up_worker", None)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Callable
 from jumpdenoise.driver import run_stage
 from jumpdenoise.errors import ConfigError, UnsafeOutputError
 from jumpdenoise.io import output_guard
+from jumpdenoise.io.output_lock import OutputLock
 from jumpdenoise.run_state import RunState, now, write_json
 from jumpdenoise.stages.base import PIPELINE, Stage
 
@@ -145,7 +146,7 @@ def run_pipeline(config: JumpDenoiseConfig, *, executor: Executor | None = None,
     rs = RunState(Path(config.paths.workdir).absolute())
     stages = pipeline_stages(config, until)
     token = token or uuid.uuid4().hex  # the stages of this run share its locks
-    with output_guard.OutputLock(rs.workdir, token=token, wait_s=wait_s, stale_s=config.executor.lock_stale_s):
+    with OutputLock(rs.workdir, token=token, wait_s=wait_s, stale_s=config.executor.lock_stale_s):
         rs.save_config(config)
         write_json(rs.state_file, {"version": 1, "executor": config.executor.kind, "started_at": now(),
                                    "config": str(rs.config_file), "log_dir": None,

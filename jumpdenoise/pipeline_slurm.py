@@ -18,7 +18,7 @@ from jumpdenoise.driver import (
     begin_stage, check_outputs, finish_stage, output_lock, record_outcomes, start_dask, stage_module,
 )
 from jumpdenoise.errors import ClusterError, UnitFailures
-from jumpdenoise.io import output_guard
+from jumpdenoise.io.output_lock import OutputLock
 from jumpdenoise.pipeline import check_before_stage, check_workdir, pipeline_stages
 from jumpdenoise.run_state import RunState, now, write_json
 from jumpdenoise.stages.base import BY_NAME, Stage
@@ -311,7 +311,7 @@ def submit_pipeline(config: JumpDenoiseConfig, *, dry_run: bool = False, until: 
             raise ClusterError(f"{rs.workdir}: jobs {', '.join(active)} of an earlier submission are still "
                                f"queued or running; wait for them or run `jumpdenoise cancel {rs.workdir}`")
     token = uuid.uuid4().hex  # the jobs of this submission share the locks of its outputs
-    with output_guard.OutputLock(rs.workdir, token=token, stale_s=config.executor.lock_stale_s):
+    with OutputLock(rs.workdir, token=token, stale_s=config.executor.lock_stale_s):
         # refuses while a local `jumpdenoise run` works in this run folder
         rs.workdir.mkdir(parents=True, exist_ok=True)
         rs.save_config(config)

@@ -55,7 +55,7 @@ def run(
     if until not in LIGHT_STAGES:
         require_train_extra("run" + (f" --until {until}" if until else ""))
     from jumpdenoise.config import load_config
-    from jumpdenoise.io.output_guard import OutputLock
+    from jumpdenoise.io.output_lock import OutputLock
     from jumpdenoise.pipeline import run_pipeline
     from jumpdenoise.run_state import collect_status, format_status
 

@@ -153,7 +153,7 @@ def test_export_tiff_writes_only_into_its_own_folders(model_and_plate, tmp_path)
 
 HOLD = """
 import sys, time
-from jumpdenoise.io.output_guard import OutputLock
+from jumpdenoise.io.output_lock import OutputLock
 with OutputLock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))

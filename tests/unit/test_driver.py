@@ -20,7 +20,7 @@ from jumpdenoise.errors import ConfigError, OutputInUseError, UnitFailures, Unsa
 from jumpdenoise.executors import make_executor
 from jumpdenoise.executors.dask import DaskExecutor
 from jumpdenoise.executors.local import LocalExecutor
-from jumpdenoise.io.output_guard import OutputLock, lock_path
+from jumpdenoise.io.output_lock import OutputLock, lock_path
 from jumpdenoise.run_state import RunState
 from jumpdenoise.stages.base import CONVERT, PREDICT, REPORT, TRAIN, Stage, StageIO, Unit
 from jumpdenoise.stages.session import PlateSession

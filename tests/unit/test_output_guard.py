@@ -1,5 +1,5 @@
-"""Output safety (jumpdenoise.io.output_guard): outputs apart from inputs, what --overwrite may
-remove, the lock file (contention, stale locks, reentrance), write errors as one line."""
+"""Output safety (jumpdenoise.io.output_guard, jumpdenoise.io.output_lock): outputs apart from inputs,
+what --overwrite may remove, the lock file (contention, stale locks, reentrance), write errors as one line."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 
 from jumpdenoise.errors import OutputInUseError, UnsafeOutputError
 from jumpdenoise.io.output_guard import (
-    EXPORT_MARKER, OutputLock, check_apart, check_removable, lock_path, mark_export_folder, recognise, remove_output,
-    write_error,
+    EXPORT_MARKER, check_apart, check_removable, mark_export_folder, recognise, remove_output, write_error,
 )
+from jumpdenoise.io.output_lock import OutputLock, lock_path
 
 
 def test_output_equal_to_inside_or_around_an_input_is_refused(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_remove_output_refuses_what_jumpdenoise_did_not_write(tmp_path: Path) ->
 
 HOLD = """
 import sys, time
-from jumpdenoise.io.output_guard import OutputLock
+from jumpdenoise.io.output_lock import OutputLock
 with OutputLock(sys.argv[1], token="holder"):
     print("held", flush=True)
     time.sleep(60)
