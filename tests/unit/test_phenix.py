@@ -13,7 +13,7 @@ from jumpdenoise.errors import SourceError
 from jumpdenoise.io.discovery import discover, load_channel_map
 from jumpdenoise.io.loaddata import read_load_data
 from jumpdenoise.io.phenix import read_phenix, read_phenix_files
-from jumpdenoise.io.synthetic import write_index_xml
+from jumpdenoise.io.phenix_writer import write_index_xml
 from shared_data import shared_data
 
 JUMP = shared_data("jump")
