@@ -129,7 +129,8 @@ def _children_cpu() -> float:
 
 def run_mode(mode: str, procs: int, plate: Path, out: Path, keys: list, args: argparse.Namespace) -> dict:
     from jumpdenoise.io.ngff import create_plate_like, read_field
-    from jumpdenoise.predict.engine import Predictor, normalize, run_fields
+    from jumpdenoise.predict.engine import Predictor, run_fields
+    from jumpdenoise.predict.normalization import normalize
     from jumpdenoise.predict.pipeline import HANDOVER_DEPTH
     from jumpdenoise.predict.writers import PlateFieldWriter, WriterPool, resolve_io_threads
 

@@ -37,7 +37,7 @@ class PredictExperimental(BaseModel):
         ``torch.compile`` the network (slow first call).
     network_variant
         ``"auto"`` (the measured winner per device: fused oneDNN ops on the CPU, see
-        :data:`jumpdenoise.predict.engine.CUDA_AUTO_VARIANT` on CUDA), or a baseline:
+        :data:`jumpdenoise.predict.network_variants.CUDA_AUTO_VARIANT` on CUDA), or a baseline:
         ``"grouped"`` (the network as it is), ``"channels_last"``, ``"split"`` (one dense
         sub-network per independent channel). Outputs equal up to float rounding.
     autotune

@@ -22,7 +22,7 @@ sums of a split convolution are associated differently). It is deterministic for
 input shape and torch thread count, like any oneDNN fp32 forward pass.
 
 Only CAREamics 2D UNets (batch norm already folded by
-:func:`jumpdenoise.predict.engine.fuse_for_inference`, ReLU activations) get the fused
+:func:`jumpdenoise.predict.network_variants.fuse_for_inference`, ReLU activations) get the fused
 path; any other network is only converted to channels-last (:class:`ChannelsLast`).
 """
 
@@ -196,7 +196,7 @@ def prepare_for_cpu(module: Any) -> Any:
     ----------
     module
         A network in eval mode mapping ``(b, c, y, x)`` to ``(b, c, y, x)``, typically
-        the output of :func:`jumpdenoise.predict.engine.fuse_for_inference`.
+        the output of :func:`jumpdenoise.predict.network_variants.fuse_for_inference`.
 
     Returns
     -------

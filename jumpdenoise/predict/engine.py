@@ -2,7 +2,9 @@
 
 :class:`Predictor` denoises one normalised field on the device: whole (padded to the
 network's stride) or in tiles (fixed-size batches, stitched on the device), under
-``torch.inference_mode``, optionally in bf16 autocast and through ``torch.compile``.
+``torch.inference_mode``, optionally in bf16 autocast and through ``torch.compile``. The
+network it runs is chosen in :mod:`jumpdenoise.predict.network_variants`; fields are normalised
+with :mod:`jumpdenoise.predict.normalization`.
 
 :func:`run_fields` (in :mod:`jumpdenoise.predict.pipeline`, re-exported here) makes a
 pipeline of it: reader threads load the next fields and normalise them on the device
@@ -30,70 +32,17 @@ from jumpdenoise.compute.threads import pinned_torch_threads
 from jumpdenoise.compute.tiling import BlendMode, TilePlan, plan_tiles, round_up
 from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.model import LoadedModel
+from jumpdenoise.predict.network_variants import fuse_for_inference, resolve_network_variant
+from jumpdenoise.predict.normalization import denormalize, normalize
 
 log = logging.getLogger("jumpdenoise.predict")
 
-__all__ = ["Predictor", "auto_overlap", "normalize", "denormalize", "fuse_for_inference", "NETWORK_VARIANTS",
-           "CUDA_AUTO_VARIANT", "resolve_network_variant"]
-
-#: The network variants a :class:`Predictor` accepts (see :mod:`jumpdenoise.predict.gpu_fast`).
-NETWORK_VARIANTS = ("auto", "grouped", "channels_last", "split")
-
-#: What ``network_variant="auto"`` runs on CUDA devices, in fp32 and in bf16: the fastest variant measured
-#: for each (README, "Benchmarks"; ``benchmarks/predict.py --engine-only`` compares them).
-CUDA_AUTO_VARIANT = {"fp32": "grouped", "bf16": "split"}
-
-
-def resolve_network_variant(variant: str, device_type: str, bf16: bool = False, cpu_fast: bool = True) -> str:
-    """The network variant a :class:`Predictor` runs: ``"cpu_fast"``, ``"grouped"``, ``"channels_last"`` or ``"split"``.
-
-    ``"auto"`` is :mod:`jumpdenoise.predict.cpu_fast` on the CPU in fp32 (when ``cpu_fast``),
-    :data:`CUDA_AUTO_VARIANT` on CUDA, the network as it is otherwise; any other variant is
-    used as given, on any device.
-
-    Raises
-    ------
-    ValueError
-        If ``variant`` is not one of :data:`NETWORK_VARIANTS`.
-    """
-    if variant not in NETWORK_VARIANTS:
-        raise ValueError(f"unknown network variant {variant!r} (expected one of {', '.join(NETWORK_VARIANTS)})")
-    if variant != "auto":
-        return variant
-    if device_type == "cpu":
-        return "cpu_fast" if cpu_fast and not bf16 else "grouped"
-    return CUDA_AUTO_VARIANT["bf16" if bf16 else "fp32"] if device_type == "cuda" else "grouped"
-
+__all__ = ["Predictor", "auto_overlap"]
 
 def auto_overlap(receptive_field: int, stride: int, mode: BlendMode = "crop") -> int:
     """Smallest overlap giving exact stitching: ``2 r`` (+16 px of ramp when blending), in strides."""
     extra = 16 if mode == "blend" else 0
     return round_up(2 * int(receptive_field) + extra, stride)
-
-
-def normalize(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(image - mean) / std`` per channel of a ``(c, y, x)`` array, in float32."""
-    m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
-    s = np.asarray(std, np.float32).reshape(-1, 1, 1)
-    out = image.astype(np.float32)
-    out -= m
-    out /= s
-    return out
-
-
-def denormalize(pred: Any, mean: np.ndarray, std: np.ndarray) -> Any:
-    """Inverse of :func:`normalize` (numpy array or torch tensor, float32, in place)."""
-    c = len(mean)
-    if isinstance(pred, np.ndarray):
-        pred *= np.asarray(std, np.float32).reshape(c, 1, 1)
-        pred += np.asarray(mean, np.float32).reshape(c, 1, 1)
-        return pred
-    import torch
-
-    with torch.inference_mode():
-        pred.mul_(torch.as_tensor(np.asarray(std, np.float32), device=pred.device).view(c, 1, 1))
-        pred.add_(torch.as_tensor(np.asarray(mean, np.float32), device=pred.device).view(c, 1, 1))
-    return pred
 
 
 @contextlib.contextmanager
@@ -119,25 +68,6 @@ def _numerics(device_type: str, bf16: bool, autotune: bool = False) -> Iterator[
         yield
     finally:
         (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32) = saved
-
-
-def fuse_for_inference(module: Any) -> Any:
-    """A copy of a CAREamics UNet with each batch norm folded into its convolution.
-
-    Eval-mode batch norm is an affine map per channel, so ``bn(conv(x))`` is one
-    convolution with scaled weights and shifted bias (``torch.nn.utils.fusion``); ReLUs
-    become in-place. This saves about a fifth of the CPU time (batch norm and ReLU are
-    memory-bound) and changes outputs by float rounding only (~1e-6 relative). Modules
-    other than CAREamics ``Conv_Block`` are left as they are; the original is untouched.
-    """
-    import copy
-
-    from jumpdenoise.compat import fold_conv_block_batch_norm
-
-    fused = copy.deepcopy(module).eval()
-    for block in fused.modules():
-        fold_conv_block_batch_norm(block)
-    return fused
 
 
 # The 8 symmetries of the square: (k quarter turns, then flip x?) and their inverses.

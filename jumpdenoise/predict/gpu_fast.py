@@ -134,7 +134,7 @@ class SplitUNet(torch.nn.Module):
     unet
         A CAREamics 2D ``UNet`` with independent channels (every convolution grouped with
         ``groups == in_channels > 1``), batch norm folded
-        (:func:`jumpdenoise.predict.engine.fuse_for_inference`), in eval mode. It is not
+        (:func:`jumpdenoise.predict.network_variants.fuse_for_inference`), in eval mode. It is not
         modified; the new module holds copies of its weights (same device and dtype).
 
     Raises
@@ -184,7 +184,7 @@ def prepare_for_gpu(net: Any, variant: str) -> Any:
     ----------
     net
         A network in eval mode mapping ``(b, c, y, x)`` to ``(b, c, y, x)``, typically
-        the output of :func:`jumpdenoise.predict.engine.fuse_for_inference`.
+        the output of :func:`jumpdenoise.predict.network_variants.fuse_for_inference`.
     variant
         ``"grouped"`` (``net`` itself), ``"channels_last"`` or ``"split"``. A network
         ``"split"`` cannot handle (not a CAREamics 2D UNet with independent channels,

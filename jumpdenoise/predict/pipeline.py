@@ -219,7 +219,7 @@ def run_fields(predictor: Predictor, keys: Iterable[Any], read: Callable[[Any], 
     """
     import multiprocessing as mp
 
-    from jumpdenoise.predict.engine import denormalize
+    from jumpdenoise.predict.normalization import denormalize
 
     mean, std = predictor.model.mean, predictor.model.std
     report = PipelineReport()

@@ -121,7 +121,7 @@ def test_unet_parts_reads_the_careamics_structure(depth: int, n2v2: bool, indepe
 
 
 def test_conv_block_parts_run_as_the_block() -> None:
-    from jumpdenoise.predict.engine import fuse_for_inference
+    from jumpdenoise.predict.network_variants import fuse_for_inference
 
     net = _unet(2, depth=2)
     block = compat.unet_parts(net).encoder_blocks[0]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from jumpdenoise.predict.cpu_fast import ChannelsLast, CpuUNet, fused_cpu_supported, prepare_for_cpu  # noqa: E402
-from jumpdenoise.predict.engine import fuse_for_inference  # noqa: E402
+from jumpdenoise.predict.network_variants import fuse_for_inference  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not fused_cpu_supported(), reason="torch built without oneDNN")
 
@@ -101,7 +101,7 @@ _CHILD = textwrap.dedent("""
     from test_cpu_inference import careamics_unet
     from jumpdenoise.compute.threads import pinned_torch_threads
     from jumpdenoise.predict.cpu_fast import prepare_for_cpu
-    from jumpdenoise.predict.engine import fuse_for_inference
+    from jumpdenoise.predict.network_variants import fuse_for_inference
     net = prepare_for_cpu(fuse_for_inference(careamics_unet(features=16)))
     x = torch.from_numpy(np.random.default_rng(3).normal(size=(1, 4, 96, 128)).astype(np.float32))
     with torch.inference_mode(), pinned_torch_threads():

@@ -11,11 +11,12 @@ import pytest
 
 import torch
 
-from jumpdenoise.predict.engine import (  # noqa: E402
-    CUDA_AUTO_VARIANT, Predictor, fuse_for_inference, resolve_network_variant,
-)
+from jumpdenoise.predict.engine import Predictor  # noqa: E402
 from jumpdenoise.predict.gpu_fast import SplitUNet, network_variant_of, prepare_for_gpu  # noqa: E402
 from jumpdenoise.predict.model import LoadedModel  # noqa: E402
+from jumpdenoise.predict.network_variants import (  # noqa: E402
+    CUDA_AUTO_VARIANT, fuse_for_inference, resolve_network_variant,
+)
 
 
 def careamics_unet(n_channels: int = 4, *, features: int = 32, **kwargs: Any):

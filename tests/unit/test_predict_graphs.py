@@ -7,7 +7,8 @@ import pytest
 
 import torch
 
-from jumpdenoise.predict.engine import Predictor, fuse_for_inference  # noqa: E402
+from jumpdenoise.predict.engine import Predictor  # noqa: E402
+from jumpdenoise.predict.network_variants import fuse_for_inference  # noqa: E402
 
 from test_gpu_fast import careamics_unet, loaded  # noqa: E402  (tests/unit is on sys.path)
 

@@ -33,7 +33,8 @@ def identity_model():
 def test_upload_normalises_bit_for_bit_like_numpy(dtype: str, device: str) -> None:
     import torch
 
-    from jumpdenoise.predict.engine import Predictor, normalize
+    from jumpdenoise.predict.engine import Predictor
+    from jumpdenoise.predict.normalization import normalize
 
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
