@@ -34,11 +34,14 @@ def _weights(refs: Sequence[FieldRef]) -> np.ndarray:
 
 
 def augment_batch(batch: np.ndarray, augmentations: Sequence[dict], rng: np.random.Generator) -> np.ndarray:
-    """Apply CAREamics' XYFlip / XYRandomRotate90 semantics to a batch, sample by sample.
+    """Apply CAREamics' XYFlip / XYRandomRotate90 transforms to a batch, sample by sample.
 
     ``XYFlip``: with probability ``p`` flip one of the allowed axes (chosen at random).
     ``XYRandomRotate90``: with probability ``p`` rotate by k x 90 degrees, k in {1, 2, 3}.
-    Patches are square, so shapes never change.
+    The two are drawn independently, so every one of the 8 symmetries of the square occurs.
+    (In CAREamics 0.3.5 both transforms get the configuration's seed, so their generators run
+    in step: a patch is flipped exactly when it is rotated, half the patches are left as they
+    are and a pure rotation never occurs.) Patches are square, so shapes never change.
 
     Parameters
     ----------
