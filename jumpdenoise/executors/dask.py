@@ -9,7 +9,8 @@ for memory) fails only the units it held, after Dask's own retries.
 A function that keeps per-process state across units (a stage's
 :class:`~jumpdenoise.stages.base.BoundUnit`, whose session holds the loaded model) offers
 ``new_worker_session()`` and ``in_session(session)``: for the duration of :meth:`DaskExecutor.map`
-every worker process then holds one such session (a :class:`WorkerSessionPlugin`), which all
+every worker process then holds one such session (a
+:class:`~jumpdenoise.executors.dask_session.WorkerSessionPlugin`), which all
 the units it runs share, instead of one session per unit.
 """
 
@@ -24,11 +25,10 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
-from distributed.diagnostics.plugin import WorkerPlugin
-
 from jumpdenoise.config.executor import ExecutorConfig
 from jumpdenoise.errors import ClusterError
 from jumpdenoise.executors.base import Executor, Outcome, error_text
+from jumpdenoise.executors.dask_session import WorkerSessionPlugin, call_in_worker_session
 from jumpdenoise.executors.local import _call
 from jumpdenoise.progress import log_progress, progress_bar
 
@@ -214,7 +214,7 @@ class DaskExecutor(Executor):
             if plugin is None:
                 fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}{suffix}")
             else:
-                fut = client.submit(_call_in_worker_session, fn, unit, plugin, pure=False,
+                fut = client.submit(call_in_worker_session, fn, unit, plugin, pure=False,
                                     key=f"{tag}-{unit.key}{suffix}")
             in_flight[fut] = unit
             queue.add(fut)
@@ -261,47 +261,6 @@ class DaskExecutor(Executor):
                 self.cluster = None
 
 
-class WorkerSessionPlugin(WorkerPlugin):
-    """Holds one session (e.g. a :class:`~jumpdenoise.stages.session.PlateSession`) in each
-    worker process while it is registered.
-
-    Parameters
-    ----------
-    make
-        Picklable ``make() -> session``; the session has ``close()``.
-
-    Notes
-    -----
-    Registered by :meth:`DaskExecutor.map` for its duration: :meth:`setup` runs on every worker
-    (also one that joins later, e.g. a SLURM job replacing a retired worker) and makes the
-    session; :meth:`teardown` (the plugin unregistered, or the worker closing) closes it. The
-    worker keeps the plugin in ``worker.plugins[name]``, where the units find it.
-    """
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self.make = make
-        self.session: Any = None
-
-    def setup(self, worker: Any) -> None:
-        """Make this worker's session."""
-        self.session = self.make()
-
-    def teardown(self, worker: Any) -> None:
-        """Close this worker's session (its caches, the processes it started)."""
-        session, self.session = self.session, None
-        if session is not None:
-            session.close()
-
-
-def _call_in_worker_session(fn: Any, unit: Any, plugin: str) -> Outcome:
-    """Run ``fn(unit)`` on a worker in the session of its :class:`WorkerSessionPlugin` ``plugin``
-    (a session of the unit's own, as ``fn`` does by itself, when the worker has none)."""
-    from distributed import get_worker
-
-    held = getattr(get_worker().plugins.get(plugin), "session", None)
-    return _call(fn.in_session(held) if held is not None else fn, unit)
-
-
 def on_compute_node() -> bool:
     """Whether this process runs on a cluster's compute node: inside a SLURM job, or on another
     host than the one its job was submitted from."""
@@ -320,9 +279,7 @@ def tunnel_line(link: str, config: ExecutorConfig) -> str | None:
 
     Examples
     --------
-    >>> from distributed.diagnostics.plugin import WorkerPlugin
-
-from jumpdenoise.config.executor import ExecutorConfig
+    >>> from jumpdenoise.config.executor import ExecutorConfig
     >>> tunnel_line("http://10.1.2.3:8787/status", ExecutorConfig(kind="dask", scheduler_address="tcp://10.1.2.3:8786"))
     'from your laptop: ssh -L 8787:10.1.2.3:8787 <login-node>, then open http://localhost:8787/status'
     """

@@ -3,7 +3,7 @@
 The stage driver (:func:`jumpdenoise.driver.run_stage`) makes one session per stage run and
 passes it to the stage functions (``prepare``, ``run_one``, ``run_many``, ``finalize``); a
 worker process gets its own, never pickled: a Dask worker process holds one for the whole
-stage run (:class:`~jumpdenoise.executors.dask.WorkerSessionPlugin`), a SLURM task or a
+stage run (:class:`~jumpdenoise.executors.dask_session.WorkerSessionPlugin`), a SLURM task or a
 process of a local pool one per call of :class:`~jumpdenoise.stages.base.BoundUnit`. What a
 stage caches across units (the loaded model and its predictor, parsed plate layouts, the
 writer processes of prediction) lives in the session and goes with it: nothing is kept in
