@@ -63,7 +63,10 @@ class ConvertConfig(BaseModel):
         How many fields one parallel task converts (4 saves ~6 % of the CPU time of 1 in
         scheduling; a bad field never stops the other fields of its task).
     overwrite
-        Replace an existing output.
+        Replace an output that jumpdenoise wrote and recognises (a jumpdenoise plate, or an
+        empty folder); nothing else is ever removed (it is refused with an error).
+        Without it, a plate prepared from the same source is resumed and any other existing
+        output is refused.
     allow_missing
         Convert a source even though some of what it lists or holds will not become a field
         (a field whose every image file is missing, a hyperstack file not matching the

@@ -106,8 +106,10 @@ class PredictConfig(BaseModel):
     device
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     overwrite
-        Replace an existing output. Without it, an output prepared by the same model and
-        settings is resumed; any other existing output is refused.
+        Replace an output that jumpdenoise wrote and recognises (a jumpdenoise plate, or an
+        empty folder); nothing else is ever removed (it is refused with an error).
+        Without it, an output prepared by the same model and settings is resumed; any other
+        existing output is refused.
     allow_worse
         Predict even when the model's estimated gain (``quality.json`` of its run folder,
         written after training) is <= 0 dB on a channel, i.e. the denoised channel would be
