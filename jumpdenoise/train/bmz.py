@@ -2,7 +2,7 @@
 
 :func:`write_bmz_package` builds the archive itself rather than through CAREamics'
 ``export_to_bmz``, so that it runs where careamics is absent and passes ``bioimageio test``
-without warnings:
+with one alert only (see *GitHub user* below):
 
 - two weight formats: ``torchscript`` (traced in eval mode, checked equal to the state dict
   on the example and on a second size; runs with torch alone: deepImageJ, bioimageio.core
@@ -17,6 +17,15 @@ without warnings:
 - the normalisation as pre/post-processing (``fixed_zero_mean_unit_variance``), so that the
   model takes and returns raw intensities; ``normalization.json`` and ``careamics.yaml`` as
   attachments.
+
+GitHub user: the description names no ``github_user`` (no author's, no ``maintainers``), so
+``bioimageio test`` reports the alert "Missing `maintainers` or any author in `authors` with a
+specified `github_user` name". A name would remove it but cannot be checked offline:
+bioimageio.spec looks every ``github_user`` up at api.github.com whenever io checks are on,
+which ``bioimageio test`` always turns on, and careamics' ``load_from_bmz`` (``jumpdenoise
+predict MODEL.zip``) by default; without internet the lookup fails the test and the load
+(``httpx.ConnectError``). Compute nodes and CI have no internet, so the zip carries none;
+whoever uploads it to bioimage.io adds ``maintainers`` there.
 """
 
 from __future__ import annotations

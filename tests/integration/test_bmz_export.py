@@ -33,10 +33,14 @@ import json, sys
 sys.modules["careamics"] = None  # an environment without careamics
 from bioimageio.core import test_model
 summary = test_model(sys.argv[1], weight_format="torchscript")
-print(json.dumps({"status": summary.status, "warnings": [w.msg for d in summary.details for w in d.warnings
-                                                          if w.severity >= 30],
+print(json.dumps({"status": summary.status, "warnings": [[w.severity, w.msg] for d in summary.details
+                                                          for w in d.warnings],
                   "errors": [e.msg for d in summary.details for e in d.errors]}))
 """
+#: The one alert ``bioimageio test`` gives the zip (severity 35): it names no GitHub user, as
+#: bioimageio.spec looks one up online and fails the test and the load without internet
+#: (jumpdenoise.train.bmz, *GitHub user*).
+NO_GITHUB_USER = [35, "Missing `maintainers` or any author in `authors` with a specified `github_user` name."]
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +103,14 @@ def test_bioimageio_test_passes_without_careamics_and_predict_loads_the_zip(expo
                           text=True, timeout=600, cwd=exported["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    # the one warning left asks for a GitHub user, which bioimageio.spec checks online when the zip is
-    # loaded: a model that compute nodes without internet load cannot carry one
-    assert report == {"status": "passed", "errors": [], "warnings": [
-        "Missing `maintainers` or any author in `authors` with a specified `github_user` name."]}
+    assert report["status"] == "passed" and report["errors"] == []
+    # every warning of severity WARNING (30) or above: only the GitHub user alert
+    assert [w for w in report["warnings"] if w[0] >= 30] == [NO_GITHUB_USER]
+    # below it, only the information that the torchscript output reproduces the test output
+    infos = [msg for severity, msg in report["warnings"] if severity < 30]
+    assert infos and all(m.startswith("Output `prediction`: all elements agree") for m in infos), infos
+    rdf = exported["rdf"]
+    assert "maintainers" not in rdf and not any("github_user" in a for a in rdf["authors"])
     loaded = load_model(exported["zip"])
     assert loaded.channels == ["DNA", "ER"]
 
