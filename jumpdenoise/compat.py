@@ -133,11 +133,21 @@ def load_careamics_bmz(rdf: Path) -> tuple[Any, Any]:
         owns. Given a folder, bioimageio.spec reads the files in place; given the ``.zip``
         (what ``careamics.model_io.load_pretrained`` takes) it unpacks it into a
         ``tempfile.mkdtemp`` folder that nothing removes.
+
+    Notes
+    -----
+    Loaded with bioimageio.spec's io checks off (``ValidationContext(perform_io_checks=False)``):
+    with them on, it looks every ``github_user`` of the description (``maintainers``, authors)
+    up at api.github.com, which fails without internet (compute nodes, CI). Io checks also
+    compare the files with the description's SHA-256; :func:`jumpdenoise.predict.model.load_model`
+    checks the CRC-32 of every member of the zip before unpacking it instead.
     """
     check_version("careamics")
+    from bioimageio.spec import get_validation_context
     from careamics.model_io.bmz_io import load_from_bmz
 
-    return load_from_bmz(Path(rdf))
+    with get_validation_context().replace(perform_io_checks=False):
+        return load_from_bmz(Path(rdf))
 
 
 class UnsupportedNetwork(Exception):

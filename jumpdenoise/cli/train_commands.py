@@ -62,11 +62,17 @@ def export(
                                              "jumpdenoise developers)."),
     description: str | None = typer.Option(None, "--description", help="Model description (default: the "
                                            "channels and checkpoint)."),
+    maintainers: list[str] | None = typer.Option(None, "--maintainer", metavar="GITHUB_USER", help="GitHub user "
+                                                 "name of a maintainer, repeatable (default: none). A GitHub user is "
+                                                 "what the Model Zoo asks of a published model (it removes "
+                                                 "bioimageio's one alert); it is checked online when the zip is "
+                                                 "tested."),
 ) -> None:
     """Export the best model of a run as a BioImage Model Zoo zip (torchscript + CAREamics weights, and ONNX
     with the onnx extra), tested with bioimageio.core."""
     require_train_extra("export")
     from jumpdenoise.train.export import export_run
 
-    path = export_run(run, out, checkpoint=checkpoint, name=name, authors=authors, description=description)
+    path = export_run(run, out, checkpoint=checkpoint, name=name, authors=authors, description=description,
+                      maintainers=maintainers)
     typer.echo(f"exported: {path}")

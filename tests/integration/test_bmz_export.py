@@ -37,10 +37,11 @@ print(json.dumps({"status": summary.status, "warnings": [[w.severity, w.msg] for
                                                           for w in d.warnings],
                   "errors": [e.msg for d in summary.details for e in d.errors]}))
 """
-#: The one alert ``bioimageio test`` gives the zip (severity 35): it names no GitHub user, as
-#: bioimageio.spec looks one up online and fails the test and the load without internet
-#: (jumpdenoise.train.bmz, *GitHub user*).
+#: The one alert ``bioimageio test`` gives the zip exported without ``--maintainer`` (severity
+#: 35): it names no GitHub user (jumpdenoise.train.bmz, *GitHub user*).
 NO_GITHUB_USER = [35, "Missing `maintainers` or any author in `authors` with a specified `github_user` name."]
+#: A GitHub user name that does not exist: looked up online it fails (404), offline too (no network).
+MAINTAINER = "jumpdenoise-no-such-maintainer"
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +136,29 @@ def test_loading_the_zip_leaves_nothing_in_the_temporary_folder(exported: dict, 
     state = torch.load(exported["run"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     for name, value in loaded.module.state_dict().items():
         assert torch.equal(value, state["state_dict"][f"model.{name}"]), name
+
+
+def test_maintainer_is_written_and_the_zip_loads_without_looking_it_up(exported: dict, tmp_path: Path) -> None:
+    """Export and load never look the maintainer up at api.github.com (the test's one is no GitHub user).
+
+    ``bioimageio test`` of this zip does (io checks on): it needs internet and a real user, so it
+    is not run here.
+    """
+    out = tmp_path / "maintained.zip"
+    res = CliRunner().invoke(app, ["export", str(exported["run"]), "--out", str(out), "--name", "demo",
+                                   "--maintainer", MAINTAINER])
+    assert res.exit_code == 0, res.output
+    rdf = yaml.safe_load(zipfile.ZipFile(out).read("rdf.yaml"))
+    assert rdf["maintainers"] == [{"github_user": MAINTAINER}]
+    loaded = load_model(out)
+    assert loaded.kind == "bmz" and loaded.channels == ["DNA", "ER"]
+    state = torch.load(exported["run"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    for name, value in loaded.module.state_dict().items():
+        assert torch.equal(value, state["state_dict"][f"model.{name}"]), name
+
+
+@pytest.mark.parametrize("user", ["", "two words", "-leading", "trailing-", "a--b", "x" * 40])
+def test_a_maintainer_that_is_no_github_user_name_is_refused(exported: dict, tmp_path: Path, user: str) -> None:
+    with pytest.raises(ModelError, match=r"--maintainer .*not a GitHub user name"):
+        export_run(exported["run"], tmp_path / "model.zip", maintainers=[user])
+    assert not (tmp_path / "model.zip").exists()
