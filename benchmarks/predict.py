@@ -26,7 +26,8 @@ sets a benchmark-only switch of ``predict.experimental``; without them predictio
 measured-fastest path of the device.
 ``--engine-only`` also times the engine alone (fields in memory, nothing written) for each
 of ``--engine-modes`` (default: ``--modes``), checks each variant's output on one field
-against the fp32 grouped network, and prints a table.
+against the fp32 grouped network, and prints a table. The mode grammar is in
+``predict_modes.py``.
 
 Examples::
 
@@ -42,7 +43,6 @@ import argparse
 import atexit
 import json
 import math
-import re
 import shutil
 import signal
 import sys
@@ -53,55 +53,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
+if str(Path(__file__).resolve().parent) not in sys.path:  # benchmarks/, for predict_modes when loaded by path
+    sys.path.append(str(Path(__file__).resolve().parent))
+
+from predict_modes import TOKENS, parse_mode, parse_pipeline
 
 CHANNELS = ("DNA", "ER", "RNA", "AGP")
-
-#: mode tokens -> network variant (one at most per mode)
-VARIANT_TOKENS = {"grouped": "grouped", "cl": "channels_last", "split": "split"}
-TOKENS = ("fp32", "bf16", "compile", "autotune", "graphs", "nographs", *VARIANT_TOKENS)
-#: Plate-to-plate pipeline tokens: pf<N> prefetch, wp<N> writer processes, io<N> I/O threads,
-#: wpu<N> wells per unit (e.g. ``bf16+split+autotune+pf6+wp12``; the engine-only runs ignore them).
-PIPELINE_TOKEN = re.compile(r"(pf|wp|io|wpu)(\d+)")
-PIPELINE_KEYS = {"pf": "prefetch", "wp": "write_processes", "io": "io_threads", "wpu": "wells_per_unit"}
-#: ``perunit``: units one at a time, each draining the pipeline (instead of streamed through one)
-PIPELINE_FLAGS = ("perunit",)
-
-
-def parse_pipeline(mode: str) -> dict:
-    """``predict`` pipeline settings of a mode's pf/wp/io/wpu tokens."""
-    out = {}
-    for token in mode.split("+"):
-        m = PIPELINE_TOKEN.fullmatch(token.strip())
-        if m:
-            out[PIPELINE_KEYS[m.group(1)]] = int(m.group(2))
-    return out
-
-
-def parse_mode(mode: str) -> dict:
-    """Predictor settings of a mode string such as ``bf16+split+autotune``.
-
-    Raises
-    ------
-    ValueError
-        On an unknown or repeated token, ``fp32`` with ``bf16``, or two network variants.
-    """
-    tokens = [t.strip() for t in mode.split("+")
-              if not PIPELINE_TOKEN.fullmatch(t.strip()) and t.strip() not in PIPELINE_FLAGS]
-    unknown = [t for t in tokens if t not in TOKENS]
-    if unknown or not tokens:
-        raise ValueError(f"mode {mode!r}: unknown token(s) {unknown} (known: {', '.join(TOKENS)})")
-    if len(set(tokens)) != len(tokens):
-        raise ValueError(f"mode {mode!r}: a token is repeated")
-    if "fp32" in tokens and "bf16" in tokens:
-        raise ValueError(f"mode {mode!r}: fp32 and bf16 exclude each other")
-    variants = [VARIANT_TOKENS[t] for t in tokens if t in VARIANT_TOKENS]
-    if len(variants) > 1:
-        raise ValueError(f"mode {mode!r}: more than one network variant ({', '.join(variants)})")
-    if "graphs" in tokens and "nographs" in tokens:
-        raise ValueError(f"mode {mode!r}: graphs and nographs exclude each other")
-    graphs = True if "graphs" in tokens else (False if "nographs" in tokens else None)
-    return {"bf16": "bf16" in tokens, "compile": "compile" in tokens, "autotune": "autotune" in tokens,
-            "network_variant": variants[0] if variants else "auto", "cuda_graphs": graphs}
 
 
 def build(workdir: Path, args: argparse.Namespace) -> tuple[Path, Path]:
