@@ -201,23 +201,33 @@ class DaskExecutor(Executor):
 
     def _map(self, client: Any, fn: Callable[[Any], Any], units: Sequence[Any], label: str, window: int,
              tag: str, plugin: str | None) -> list[Outcome]:
-        from distributed import KilledWorker, as_completed
+        from distributed import KilledWorker, as_completed, wait
 
         todo = iter(units)
         in_flight: dict[Any, Any] = {}
         queue = as_completed()
         outcomes: dict[str, Outcome] = {}
 
-        retried: set[str] = set()
+        suspects: list[Any] = []  # units whose worker died under them, retried one at a time at the end
 
-        def submit(unit: Any, suffix: str = "") -> None:
+        def start(unit: Any, suffix: str = "") -> Any:
             if plugin is None:
-                fut = client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}{suffix}")
-            else:
-                fut = client.submit(call_in_worker_session, fn, unit, plugin, pure=False,
-                                    key=f"{tag}-{unit.key}{suffix}")
+                return client.submit(_call, fn, unit, pure=False, key=f"{tag}-{unit.key}{suffix}")
+            return client.submit(call_in_worker_session, fn, unit, plugin, pure=False, key=f"{tag}-{unit.key}{suffix}")
+
+        def submit(unit: Any) -> None:
+            fut = start(unit)
             in_flight[fut] = unit
             queue.add(fut)
+
+        def settle(unit: Any, fut: Any) -> None:
+            try:
+                outcomes[unit.key] = fut.result()
+            except BaseException as exc:  # noqa: BLE001 - worker died (KilledWorker), cancelled...
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                outcomes[unit.key] = Outcome(unit.key, False, error=error_text(exc))
+            fut.release()
 
         def submit_next() -> None:
             unit = next(todo, None)
@@ -229,22 +239,21 @@ class DaskExecutor(Executor):
         with progress_bar(len(units), label or "units") as advance:
             for fut in queue:
                 unit = in_flight.pop(fut)
-                try:
-                    outcomes[unit.key] = fut.result()
-                except BaseException as exc:  # noqa: BLE001 - worker died (KilledWorker), cancelled...
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    if isinstance(exc, KilledWorker) and unit.key not in retried:
-                        # units are idempotent: one that shared a worker with a unit that killed it
-                        # runs again, alone in its key; the culprit dies again and is reported
-                        retried.add(unit.key)
-                        fut.release()
-                        submit(unit, "-retry")
-                        continue
-                    outcomes[unit.key] = Outcome(unit.key, False, error=error_text(exc))
-                fut.release()
-                advance()
+                if fut.status == "error" and isinstance(fut.exception(), KilledWorker):
+                    # the worker died under this unit, maybe killed by another one it held: retried later
+                    suspects.append(unit)
+                    fut.release()
+                else:
+                    settle(unit, fut)
+                    advance()
                 submit_next()
+            # units are idempotent: each suspect runs again with nothing else in flight, so a unit that
+            # kills its worker dies alone (and is reported) and the others it took along succeed
+            for unit in suspects:
+                fut = start(unit, "-retry")
+                wait([fut])
+                settle(unit, fut)
+                advance()
         return [outcomes[u.key] for u in units]
 
     def close(self) -> None:
