@@ -201,7 +201,7 @@ class DaskExecutor(Executor):
 
     def _map(self, client: Any, fn: Callable[[Any], Any], units: Sequence[Any], label: str, window: int,
              tag: str, plugin: str | None) -> list[Outcome]:
-        from distributed import KilledWorker, as_completed, wait
+        from distributed import KilledWorker, as_completed
 
         todo = iter(units)
         in_flight: dict[Any, Any] = {}
@@ -250,9 +250,7 @@ class DaskExecutor(Executor):
             # units are idempotent: each suspect runs again with nothing else in flight, so a unit that
             # kills its worker dies alone (and is reported) and the others it took along succeed
             for unit in suspects:
-                fut = start(unit, "-retry")
-                wait([fut])
-                settle(unit, fut)
+                settle(unit, start(unit, "-retry"))  # result() waits for it
                 advance()
         return [outcomes[u.key] for u in units]
 
