@@ -1,8 +1,9 @@
 """Benchmark of N2V training throughput: jumpdenoise's pipeline vs plain ``CAREamist.train``.
 
 Both train the seed configuration (``configs/n2v_jump.yaml``: CAREamics UNet depth 2,
-32 initial channels, 4 independent channels, 64 x 64 patches, batch 32, XYFlip +
-XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run:
+32 initial channels, 4 independent channels (``--channels``), 64 x 64 patches, batch 32, XYFlip +
+XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run (the last well
+validates; its scenes appear in no training field, see ``train_measures.build_data``):
 
 - jumpdenoise: patches streamed lazily from an OME-Zarr plate (level 0) with the
   normalisation of the plate statistics (:func:`jumpdenoise.train.loop.fit`);
@@ -46,13 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
-    """The seed configuration, with the benchmark's device settings."""
+def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path, val_wells: list[str]):
+    """The seed configuration, with the benchmark's device settings and validation wells."""
     from jumpdenoise.config import load_config
 
     return load_config(ROOT / "configs" / "n2v_jump.yaml", overrides={
         "paths": {"workdir": str(workdir), "raw_plate": str(plate), "run_dir": str(workdir / "run")},
-        "train": {"epochs": 1, "n_val_patches": 32, "seed": args.seed,
+        "train": {"epochs": 1, "n_val_patches": 32, "seed": args.seed, "val_wells": val_wells,
+                  "channels": ["DNA", "ER", "RNA", "AGP"][:args.channels],
                   "patches_per_epoch": (args.warmup + args.steps + 2) * 32,
                   "trainer": {"accelerator": args.device, "devices": 1, "precision": args.precision,
                               "num_workers": args.workers, "enable_progress_bar": False}}})
@@ -60,8 +62,9 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path):
 
 #: Variant tokens of ``--variants`` (joined with ``+``) -> ``train.experimental`` settings. ``default`` is
 #: the training as shipped; ``no-graphs`` its eager steps (what DDP and a failed graph capture run);
-#: ``channels_first`` CAREamics' memory format.
-VARIANT_TOKENS = {"default": {}, "no-graphs": {"cuda_graphs": False}, "channels_first": {"channels_last": False}}
+#: ``channels_first`` CAREamics' memory format; ``unfused`` CAREamics' Adam (``foreach``, not fused).
+VARIANT_TOKENS = {"default": {}, "no-graphs": {"cuda_graphs": False}, "channels_first": {"channels_last": False},
+                  "unfused": {"fused_adam": False}}
 
 
 def variant_settings(name: str) -> dict:
@@ -171,6 +174,8 @@ def main() -> None:
     parser.add_argument("--wells", type=int, default=3)
     parser.add_argument("--fields", type=int, default=2, help="fields per well")
     parser.add_argument("--size", type=int, default=1024, help="field side in pixels")
+    parser.add_argument("--channels", type=int, default=4, choices=[1, 2, 3, 4],
+                        help="channels trained (one independent UNet each): DNA, ER, RNA, AGP, the first N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data-only rates")
     parser.add_argument("--seed", type=int, default=1)
@@ -184,6 +189,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
+    if args.wells < 2:
+        parser.error("--wells: at least 2 (the last well validates)")
 
     import torch
 
@@ -192,16 +199,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        plate, fields, truths = build_data(work, args.wells, args.fields, args.size, args.seed)
-        print(f"data: {len(fields)} fields of 4 x {args.size} x {args.size} uint16 "
+        plate, fields, truths, val_wells = build_data(work, args.wells, args.fields, args.size, args.seed,
+                                                    args.channels)
+        print(f"data: {len(fields)} fields of {args.channels} x {args.size} x {args.size} uint16 "
               f"({time.perf_counter() - t:.1f} s to write), device {args.device}, precision {args.precision}, "
               f"{args.workers} workers, {torch.get_num_threads()} torch threads", flush=True)
-        cfg = seed_train_config(args, plate, work)
+        cfg = seed_train_config(args, plate, work, val_wells)
         import json
 
         from jumpdenoise.stages.train import build_training_setup
 
-        val_wells = build_training_setup(cfg).split["val_wells"]
         d_ours, d_theirs = data_rates(cfg, fields, val_wells, args.data_batches)
         print(f"data pipeline only (no model): jumpdenoise {d_ours:.0f} patches/s, CareamicsDataModule "
               f"{d_theirs:.0f} patches/s, ratio {d_ours / d_theirs:.2f}x", flush=True)
@@ -272,7 +279,7 @@ def main() -> None:
                       f"{np.mean(table[v]['psnr_equal_time']):.2f} dB vs CAREamist "
                       f"{np.mean([x.psnr for x in theirs]):.2f} dB (raw {raw_psnr:.2f} dB)")
         summary = {"device": args.device, "precision": args.precision, "workers": args.workers,
-                   "steps": args.steps, "warmup": args.warmup, "batch": 32, "patch": 64, "channels": 4,
+                   "steps": args.steps, "warmup": args.warmup, "batch": 32, "patch": 64, "channels": args.channels,
                    "careamics_patches_per_s": round(ref.rate, 1), "careamics_val_loss": round(ref.val_loss, 6),
                    "careamics_val_losses": [round(x, 6) for x in losses(theirs)], "seeds": args.repeats,
                    "careamics_psnr": [round(x.psnr, 3) for x in theirs], "raw_psnr": round(raw_psnr, 3),

@@ -144,27 +144,38 @@ def common_val_set(cfg, n: int = 256) -> tuple:
     return tuple(LoaderMasking(n2v)(x, seed=99))
 
 
-def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int) -> tuple[Path, dict, dict]:
-    """Write the noisy plate; return it, its fields in memory and their truths (expected values).
+def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int, n_channels: int = 4
+               ) -> tuple[Path, dict, dict, list[str]]:
+    """Write the noisy plate; return it, its fields in memory, their truths (expected values) and
+    the validation wells. Channels: the first ``n_channels`` of DNA, ER, RNA, AGP.
 
-    At most 8 clean scenes are drawn (drawing one takes seconds at 1024^2: large Gaussian
-    blurs); every field gets one of them, rotated, with its own fresh noise.
+    The last well is the validation well. Drawing a clean scene takes seconds at 1024^2 (large
+    Gaussian blurs), so the training fields share at most 8 scenes (rotated; each field its own
+    noise), while every validation field gets a scene of its own: a validation scene seen in
+    training would reward remembering scenes, not denoising.
     """
     from tests.fixtures.plates import noisy_field, write_plate
 
-    channels = ["DNA", "ER", "RNA", "AGP"]
+    channels = ["DNA", "ER", "RNA", "AGP"][:n_channels]
     wells = [f"{'ABCDEFGHIJKLMNOP'[i // 24]}{i % 24 + 1:02d}" for i in range(n_wells)]
     keys = [(w, f) for w in wells for f in range(n_fields)]
+    n_train = (n_wells - 1) * n_fields
     cells = int(40 * (size / 256) ** 2)
-    scenes = [noisy_field(4, size, seed + 10 * i, n_cells=cells)[1] for i in range(min(8, len(keys)))]
+    draw = lambda k: noisy_field(n_channels, size, seed + 10 * k, n_cells=cells)[1]  # noqa: E731
+    n_shared = max(1, min(8, n_train))
+    scenes = [draw(i) for i in range(n_shared)]
     fields, truths = {}, {}
     for i, key in enumerate(keys):
         rng = np.random.default_rng([seed, i])
-        clean = np.rot90(scenes[i % len(scenes)], k=(i // len(scenes)) % 4, axes=(-2, -1))
+        if i < n_train:
+            clean = np.rot90(scenes[i % n_shared], k=(i // n_shared) % 4, axes=(-2, -1))
+        else:
+            clean = draw(n_shared + i - n_train)
         signal = rng.poisson(np.maximum(clean - 300, 0) * 2.0) / 2.0  # 20 photons per 10 units, as noisy_field
         fields[key] = np.clip(300 + signal + rng.normal(0, 30.0, clean.shape), 0, 65535).astype(np.uint16)
         truths[key] = np.maximum(clean, 300).astype(np.float32)  # E[field] (the clip at 0 never binds)
-    return write_plate(workdir / "bench.zarr", fields, channels, overwrite=True), fields, truths
+    plate = write_plate(workdir / "bench.zarr", fields, channels, overwrite=True)
+    return plate, fields, truths, [wells[-1]]
 
 
 def psnr_on_truth(model, setup, fields: dict, truths: dict, crop: int = 256) -> float:

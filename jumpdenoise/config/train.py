@@ -200,12 +200,16 @@ class TrainExperimental(BaseModel):
         ``False``: channels-first activations. Training then reproduces CAREamics' own
         trainer bit for bit (the parity test); channels-last changes the last bits of the
         convolutions.
+    fused_adam
+        ``False``: CAREamics' Adam as it builds it (``foreach``) on GPUs too, instead of the
+        fused kernel; the benchmark's ``unfused`` variant.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     cuda_graphs: bool = True
     channels_last: bool = True
+    fused_adam: bool = True
 
 
 class TrainConfig(BaseModel):

@@ -200,6 +200,7 @@ def fit(setup: TrainingSetup, *, extra_callbacks: list | None = None) -> Path:
         # the lr rule needs the world size, known once the trainer exists
         module = JumpN2VModule(setup.careamics_config(world_size=trainer.world_size).algorithm_config)
         module.channels_last = setup.tc.experimental.channels_last
+        module.fused_adam = setup.tc.experimental.fused_adam
         on_gpu = type(trainer.accelerator).__name__ == "CUDAAccelerator"
         # the module checks what graphs need (one device, precision) and trains eagerly otherwise
         module.cuda_graphs = on_gpu and setup.tc.experimental.cuda_graphs

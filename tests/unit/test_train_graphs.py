@@ -85,3 +85,20 @@ def _compare_graphed_and_eager(graph_n2v_loss, bf16: bool) -> None:
         a = torch.cat([p.grad.flatten() for p in eager_model.parameters()])
         b = torch.cat([p.grad.flatten() for p in graph_model.parameters()])
         assert float((a - b).norm() / a.norm()) < tol
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_is_fused_on_cuda_unless_switched_off(fused: bool) -> None:
+    from jumpdenoise.config.train import TrainConfig
+    from jumpdenoise.train.careamics_config import build_careamics_config
+    from jumpdenoise.train.module import JumpN2VModule
+
+    tc = TrainConfig(model={"num_channels_init": 8}, experimental={"fused_adam": fused})
+    module = JumpN2VModule(build_careamics_config(tc, n_channels=1, mean=[0.0], std=[1.0]).algorithm_config)
+    module.fused_adam = tc.experimental.fused_adam
+    cpu_group = module.configure_optimizers()["optimizer"].param_groups[0]
+    assert not cpu_group.get("fused")  # the CPU keeps CAREamics' Adam either way
+    module._device = torch.device("cuda", 0)  # where the module would train; the step itself is not run here
+    group = module.configure_optimizers()["optimizer"].param_groups[0]
+    assert bool(group.get("fused")) is fused
+    assert group.get("foreach") is (False if fused else None)  # fused replaces foreach; else CAREamics' default
