@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from jumpdenoise.progress import log_progress
 from jumpdenoise.train.fields import FieldRef
 from jumpdenoise.train.masking import LoaderMasking
-from jumpdenoise.train.patches import PatchStream, val_patches
+from jumpdenoise.train.patches import PatchStream, fields_in_cache, val_patches
 from jumpdenoise.train.run_folder import RunFolder
 
 log = logging.getLogger("jumpdenoise.train")
@@ -44,6 +44,8 @@ class JumpN2VModule(N2VModule):
     channels_last: bool = True
     #: Replay the training step as CUDA graphs where they can run (set by :func:`~jumpdenoise.train.loop.fit`).
     cuda_graphs: bool = False
+    #: Adam as one fused kernel per step on CUDA (set by :func:`~jumpdenoise.train.loop.fit`).
+    fused_adam: bool = True
 
     def configure_model(self) -> None:
         """The UNet's weights in channels-last memory format, when :attr:`channels_last` is set."""
@@ -102,7 +104,7 @@ class JumpN2VModule(N2VModule):
         """CAREamics' optimizer and scheduler; Adam runs fused (one kernel per step) on CUDA."""
         conf = super().configure_optimizers()
         opt = conf["optimizer"] if isinstance(conf, dict) else None
-        if isinstance(opt, torch.optim.Adam) and self.device.type == "cuda":
+        if self.fused_adam and isinstance(opt, torch.optim.Adam) and self.device.type == "cuda":
             for group in opt.param_groups:
                 group.update(fused=True, foreach=False)
         return conf
@@ -187,7 +189,8 @@ class PatchDataModule(pl.LightningDataModule):
         self.train_stream = PatchStream(
             self.train_refs, self.mean, self.std, patch_size=self.patch_size, batch_size=self.batch_size,
             batches_per_epoch=self.batches_per_epoch(world), seed=self.seed, rank=rank,
-            augmentations=self.augmentations, masking=self.masking)
+            augmentations=self.augmentations, masking=self.masking,
+            fields_in_cache=fields_in_cache(self.train_refs))
 
     def _pin(self) -> bool:
         if self.pin_memory is not None:

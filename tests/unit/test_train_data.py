@@ -119,6 +119,36 @@ def test_field_cache_is_bounded() -> None:
     assert len(s.refs) == 50
 
 
+def test_field_cache_turns_over_one_slot_at_a_time() -> None:
+    loads: list[int] = []
+    batches = [0]
+
+    class Counting(PatchStream):
+        def _load(self, index: int) -> np.ndarray:
+            loads.append(batches[0])
+            return super()._load(index)
+
+    refs = arrays_to_refs([np.full((1, 32, 32), i, np.float32) for i in range(50)])
+    s = Counting(refs, [0.0], [1.0], patch_size=16, batch_size=8, batches_per_epoch=40, seed=1,
+                 fields_in_cache=8, patches_per_field=8)
+    for _ in s:
+        batches[0] += 1
+    per_batch = np.bincount(loads)
+    assert per_batch[0] == 8  # the cache filled before the first batch
+    # every field serves 8 patches, one per batch: 8 replacements per 8 batches, spread one per batch,
+    # so the batches never switch from one set of fields to another all at once
+    assert per_batch[1:].max() == 1 and per_batch[1:].sum() >= 32
+
+
+def test_batches_mix_every_field_in_memory_and_a_bounded_cache_of_plate_fields(plate: Path) -> None:
+    from jumpdenoise.train.patches import FIELDS_IN_CACHE, fields_in_cache
+
+    arrays = arrays_to_refs([np.zeros((1, 32, 32), np.float32) for _ in range(FIELDS_IN_CACHE + 5)])
+    assert fields_in_cache(arrays) == FIELDS_IN_CACHE + 5  # views of arrays already in memory: all of them
+    _, _, refs = plate_fields(plate, channels=["DNA"])
+    assert fields_in_cache(refs) == FIELDS_IN_CACHE  # decoded from the plate: a bounded cache
+
+
 def test_augmentations_follow_careamics_semantics() -> None:
     x = np.arange(2 * 8 * 8, dtype=np.float32).reshape(1, 2, 8, 8).repeat(64, 0)
     out = augment_batch(x.copy(), [{"name": "XYFlip", "flip_x": True, "flip_y": False, "p": 0.5},
