@@ -11,7 +11,9 @@ mean-intensity bias (%), per plane, grouped per channel (synthetic plates) or pe
 microscope/sample type (FMD). ``gaussian`` is the raw image blurred by the Gaussian that splits
 the blend's bands (sigma 1 px): the floor any denoiser must beat. For jumpdenoise both what predict writes (the network's output
 blended with the raw image, :mod:`jumpdenoise.quality.blend`) and the network's output alone
-are scored, and the gains it estimates without truth are printed next to the true gains.
+are scored, and the gains it estimates without truth are printed next to the true gains (and,
+as a diagnostic, next to the true gains against each image's truth shifted by the image's global
+offset, :func:`quality_sets.true_gains`).
 
 Sets (``--sets``, :mod:`quality_sets`): synthetic plates ``jump`` and ``low-light`` with their
 truth, and the real FMD pairs ``fmd`` (trained on ``raw/`` only, scored against ``gt/``, PSNR
@@ -190,9 +192,11 @@ def evaluate_set(data: ImageSet, work: Path, args: argparse.Namespace) -> dict:
         rows = {}
         for unit, (_, members) in instrument_units(data).items():
             truth_written, truth_network = true_gains(data, written, members), true_gains(data, network, members)
+            offset_free = true_gains(data, written, members, offset_free=True)
             for ch, e in estimated[unit].items():  # labelled by channel (one unit) or by unit (FMD: one channel)
                 label = ch if unit == data.name else unit
-                rows[label] = {**e, "true_gain_db": truth_written[ch], "true_network_gain_db": truth_network[ch]}
+                rows[label] = {**e, "true_gain_db": truth_written[ch], "true_network_gain_db": truth_network[ch],
+                               "true_gain_offset_free_db": offset_free[ch]}
         result["estimates"].append(rows)
         print(f"  {data.name} seed {seed}: jumpdenoise {result['jumpdenoise'][-1]['psnr']:.2f} dB "
               f"(network alone {result['jumpdenoise-network'][-1]['psnr']:.2f}; {info['steps']} steps)", flush=True)
@@ -216,7 +220,14 @@ def print_estimates(name: str, res: dict) -> None:
             print(f"  {ch:<8s} weights {e['blend'][0]:.2f}/{e['blend'][1]:.2f}  estimated {e['gain_db']:+6.2f} true "
                   f"{e['true_gain_db']:+6.2f} | estimated {e['network_gain_db']:+6.2f} true "
                   f"{e['true_network_gain_db']:+6.2f}  ({e['noise_source']} noise"
-                  f"{'' if e.get('reliable', True) else ', unreliable fit'})")
+                  f"{'' if e.get('reliable', True) else ', unreliable fit'}; true gain without the captures' "
+                  f"global offsets {e['true_gain_offset_free_db']:+6.2f})")
+    errors = [abs(e["gain_db"] - e["true_gain_offset_free_db"]) for seed in res["estimates"] for e in seed.values()
+              if e.get("reliable", True)]
+    if errors:
+        print(f"  estimate vs the true gain without global offsets, reliable fits: median error "
+              f"{np.median(errors):.2f} dB, worst {max(errors):.2f} dB, {sum(x <= 1 for x in errors)} of "
+              f"{len(errors)} within 1 dB (diagnostic)")
 
 
 def print_table(name: str, res: dict) -> None:

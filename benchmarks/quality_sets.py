@@ -115,12 +115,25 @@ def split_val(data: ImageSet) -> list[np.ndarray]:
     return [data.noisy[i] for held, _ in instrument_units(data).values() for i in held]
 
 
-def true_gains(data: ImageSet, images: list[np.ndarray], members: list[int]) -> dict[str, float]:
-    """Per channel: ``10 log10(MSE raw / MSE images)`` against the truth, pooled over images ``members``."""
+def true_gains(data: ImageSet, images: list[np.ndarray], members: list[int], *,
+               offset_free: bool = False) -> dict[str, float]:
+    """Per channel: ``10 log10(MSE raw / MSE images)`` against the truth, pooled over images ``members``.
+
+    ``offset_free``: against each plane's truth shifted by the plane's global offset
+    ``mean(raw - truth)``. FMD's four captures of a field share one average-of-50 truth and
+    differ from it by such offsets (illumination), which a denoiser keeps and which its error
+    against the truth then contains; without them the true gain is that of the noise removed,
+    the quantity the estimate made without truth measures.
+    """
     out = {}
     for c, ch in enumerate(data.channels):
-        raw = sum(float(np.mean((data.noisy[i][c].astype(np.float64) - data.truth[i][c]) ** 2)) for i in members)
-        den = sum(float(np.mean((images[i][c].astype(np.float64) - data.truth[i][c]) ** 2)) for i in members)
+        raw = den = 0.0
+        for i in members:
+            noisy, truth = data.noisy[i][c].astype(np.float64), data.truth[i][c].astype(np.float64)
+            if offset_free:
+                truth = truth + float(np.mean(noisy - truth))
+            raw += float(np.mean((noisy - truth) ** 2))
+            den += float(np.mean((images[i][c].astype(np.float64) - truth) ** 2))
         out[ch] = 10 * float(np.log10(raw / den))
     return out
 

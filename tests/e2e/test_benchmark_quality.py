@@ -63,6 +63,7 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
         for e in seed.values():
             assert all(0 <= w <= 1 for w in e["blend"]) and e["noise_source"] == "fit"
             assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
+            assert np.isfinite(e["true_gain_offset_free_db"])
         # var(raw - gt) is about 40 for this confocal type and 200 for the two-photon one
         assert seed["TwoPhoton_MICE"]["noise_variance"] > 2.5 * seed["Confocal_BPAE_B"]["noise_variance"]
     texts = [t["text"] for t in r["targets"]]
@@ -70,3 +71,23 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
     assert any(t.startswith("fmd: >= +7 dB over raw") for t in texts)
     assert any("jumpdenoise >= CAREamist" in t for t in texts)
     assert "targets:" in proc.stdout and ("PASS" in proc.stdout or "FAIL" in proc.stdout)
+
+
+def test_offset_free_true_gain_leaves_out_each_capture_offset() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from quality_sets import ImageSet, true_gains
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    rng = np.random.default_rng(0)
+    truth = [rng.uniform(50, 200, (1, 64, 64)) for _ in range(2)]
+    noise = [rng.normal(0, 4, (1, 64, 64)) for _ in range(2)]
+    offsets = (3.0, -2.0)  # each capture brighter or darker than the shared truth
+    noisy = [t + o + n for t, o, n in zip(truth, offsets, noise)]
+    halved = [t + o + n / 2 for t, o, n in zip(truth, offsets, noise)]  # half the noise removed, offsets kept
+    data = ImageSet(name="t", keys=["a", "b"], noisy=noisy, truth=truth, channels=["c"], groups=[["c"], ["c"]],
+                    data_range=255.0)
+    free = true_gains(data, halved, [0, 1], offset_free=True)["c"]
+    plain = true_gains(data, halved, [0, 1])["c"]
+    assert free == pytest.approx(10 * np.log10(4), abs=0.05)  # the noise's error energy fell 4-fold
+    assert plain < free - 1  # against the shared truth the kept offsets weigh in
