@@ -169,6 +169,7 @@ class PatchStream(torch.utils.data.IterableDataset):
             slots.append(self._load(int(idx)))
             # first lives staggered: one slot is replaced at a time, never the whole cache at once
             uses.append(self.patches_per_field * (s + 1) / self.fields_in_cache)
+        turnover = len(self.refs) > len(slots)
         for _ in range(n):
             batch = sample_patches(slots, b, p, rng)
             batch -= self.mean
@@ -176,10 +177,12 @@ class PatchStream(torch.utils.data.IterableDataset):
             augment_batch(batch, self.augmentations, rng)
             tensor = torch.from_numpy(np.ascontiguousarray(batch))
             yield tensor if self.masking is None else self.masking.sparse(tensor, int(mask_seeds.integers(2**63)))
+            if not turnover:  # every field is cached: nothing to replace, no per-slot work per batch
+                continue
             # replace worn-out fields (each served ~patches_per_field patches)
             for s in range(len(slots)):
                 uses[s] -= b / len(slots)
-                if uses[s] <= 0 and len(self.refs) > len(slots):
+                if uses[s] <= 0:
                     slots[s] = self._load(int(rng.choice(len(self.refs), p=weights)))
                     uses[s] = self.patches_per_field
 
