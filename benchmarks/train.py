@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from train_measures import build_data, common_val_set, make_timer, psnr_on_truth
+from train_measures import CHANNELS, build_data, common_val_set, make_timer, psnr_on_truth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
 
@@ -54,7 +54,7 @@ def seed_train_config(args: argparse.Namespace, plate: Path, workdir: Path, val_
     return load_config(ROOT / "configs" / "n2v_jump.yaml", overrides={
         "paths": {"workdir": str(workdir), "raw_plate": str(plate), "run_dir": str(workdir / "run")},
         "train": {"epochs": 1, "n_val_patches": 32, "seed": args.seed, "val_wells": val_wells,
-                  "channels": ["DNA", "ER", "RNA", "AGP"][:args.channels],
+                  "channels": CHANNELS[:args.channels],
                   "patches_per_epoch": (args.warmup + args.steps + 2) * 32,
                   "trainer": {"accelerator": args.device, "devices": 1, "precision": args.precision,
                               "num_workers": args.workers, "enable_progress_bar": False}}})
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--wells", type=int, default=3)
     parser.add_argument("--fields", type=int, default=2, help="fields per well")
     parser.add_argument("--size", type=int, default=1024, help="field side in pixels")
-    parser.add_argument("--channels", type=int, default=4, choices=[1, 2, 3, 4],
+    parser.add_argument("--channels", type=int, default=len(CHANNELS), choices=range(1, len(CHANNELS) + 1),
                         help="channels trained (one independent UNet each): DNA, ER, RNA, AGP, the first N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--data-batches", type=int, default=20, help="batches timed for the data-only rates")

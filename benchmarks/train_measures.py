@@ -144,10 +144,14 @@ def common_val_set(cfg, n: int = 256) -> tuple:
     return tuple(LoaderMasking(n2v)(x, seed=99))
 
 
+#: The benchmark plate's channels; ``--channels N`` trains the first N.
+CHANNELS = ["DNA", "ER", "RNA", "AGP"]
+
+
 def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int, n_channels: int = 4
                ) -> tuple[Path, dict, dict, list[str]]:
     """Write the noisy plate; return it, its fields in memory, their truths (expected values) and
-    the validation wells. Channels: the first ``n_channels`` of DNA, ER, RNA, AGP.
+    the validation wells. Channels: the first ``n_channels`` of :data:`CHANNELS`.
 
     The last well is the validation well. Drawing a clean scene takes seconds at 1024^2 (large
     Gaussian blurs), so the training fields share at most 8 scenes (rotated; each field its own
@@ -156,7 +160,7 @@ def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int,
     """
     from tests.fixtures.plates import noisy_field, write_plate
 
-    channels = ["DNA", "ER", "RNA", "AGP"][:n_channels]
+    channels = CHANNELS[:n_channels]
     wells = [f"{'ABCDEFGHIJKLMNOP'[i // 24]}{i % 24 + 1:02d}" for i in range(n_wells)]
     keys = [(w, f) for w in wells for f in range(n_fields)]
     n_train = (n_wells - 1) * n_fields
