@@ -88,12 +88,15 @@ def augment_batch(batch: np.ndarray, augmentations: Sequence[dict], rng: np.rand
 
 
 def sample_patches(slots: Sequence[np.ndarray], n: int, patch: int, rng: np.random.Generator,
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """Cut ``n`` random ``patch x patch`` windows from the arrays in ``slots`` (float32)."""
+                   out: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+    """Cut ``n`` random ``patch x patch`` windows from the arrays in ``slots`` (float32).
+
+    Each window picks its array with probability ``weights`` (``None``: uniformly).
+    """
     c = slots[0].shape[0]
     if out is None:
         out = np.empty((n, c, patch, patch), dtype=np.float32)
-    which = rng.integers(0, len(slots), size=n)
+    which = rng.integers(0, len(slots), size=n) if weights is None else rng.choice(len(slots), size=n, p=weights)
     for i in range(n):
         arr = slots[which[i]]
         y = int(rng.integers(0, arr.shape[1] - patch + 1))
@@ -165,13 +168,20 @@ class PatchStream(torch.utils.data.IterableDataset):
         p, b = self.patch_size, self.batch_size
         slots: list[np.ndarray] = []
         uses: list[float] = []
-        for s, idx in enumerate(rng.choice(len(self.refs), size=self.fields_in_cache, replace=False, p=weights)):
+        cached = rng.choice(len(self.refs), size=self.fields_in_cache, replace=False, p=weights)
+        for s, idx in enumerate(cached):
             slots.append(self._load(int(idx)))
             # first lives staggered: one slot is replaced at a time, never the whole cache at once
             uses.append(self.patches_per_field * (s + 1) / self.fields_in_cache)
         turnover = len(self.refs) > len(slots)
+        # A turning-over cache is area-weighted by which fields enter it (each then serves the same
+        # number of patches); a cache of every field weights each patch by its field's area instead,
+        # so that images of different sizes (and row bands) are drawn in proportion to their pixels.
+        slot_weights = None if turnover else weights[cached] / weights[cached].sum()
+        if slot_weights is not None and np.ptp(slot_weights) == 0:
+            slot_weights = None  # equal areas: uniform, the cheaper draw
         for _ in range(n):
-            batch = sample_patches(slots, b, p, rng)
+            batch = sample_patches(slots, b, p, rng, weights=slot_weights)
             batch -= self.mean
             batch *= self.inv_std
             augment_batch(batch, self.augmentations, rng)

@@ -140,6 +140,17 @@ def test_field_cache_turns_over_one_slot_at_a_time() -> None:
     assert per_batch[1:].max() == 1 and per_batch[1:].sum() >= 32
 
 
+def test_fields_in_memory_are_drawn_in_proportion_to_their_area() -> None:
+    # a 32 x 128 image (value 0) and a 32 x 32 one (value 1): 4:1 in pixels, so 1 patch in 5 from the small one
+    refs = arrays_to_refs([np.zeros((1, 32, 128), np.float32), np.ones((1, 32, 32), np.float32)])
+    s = PatchStream(refs, [0.0], [1.0], patch_size=16, batch_size=64, batches_per_epoch=20, seed=3)
+    patches = torch.cat(list(s))
+    assert patches.shape == (1280, 1, 16, 16)
+    from_small = patches.mean(dim=(1, 2, 3)).numpy()
+    assert set(np.unique(from_small)) == {0.0, 1.0}
+    assert 0.16 < from_small.mean() < 0.24  # 0.2 expected (about 0.011 standard deviation); 0.5 if drawn uniformly
+
+
 def test_batches_mix_every_field_in_memory_and_a_bounded_cache_of_plate_fields(plate: Path) -> None:
     from jumpdenoise.train.patches import FIELDS_IN_CACHE, fields_in_cache
 
