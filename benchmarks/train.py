@@ -3,7 +3,7 @@
 Both train the seed configuration (``configs/n2v_jump.yaml``: CAREamics UNet depth 2,
 32 initial channels, 4 independent channels (``--channels``), 64 x 64 patches, batch 32, XYFlip +
 XYRandomRotate90, N2VManipulate 0.2 %) on the same noisy fields, in the same run (the last well
-validates; its scenes appear in no training field, see ``train_measures.build_data``):
+validates; every field is a scene of its own, see ``train_measures.build_data``):
 
 - jumpdenoise: patches streamed lazily from an OME-Zarr plate (level 0) with the
   normalisation of the plate statistics (:func:`jumpdenoise.train.loop.fit`);
