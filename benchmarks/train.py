@@ -14,9 +14,10 @@ Throughput is patches per second over ``--steps`` training steps after ``--warmu
 steps (the model, the optimizer and N2V masking are CAREamics'; jumpdenoise changes where
 the masking runs, the data pipeline, the memory format, CUDA graphs and the Lightning
 wiring). ``--variants`` also times jumpdenoise with the ``train.experimental`` switches
-(eager steps, channels-first) against the same baseline. After training, every run's network is evaluated on the same validation patches
-with the same masks (fp32, eval mode): runs of equal steps compare at equal validation
-loss. First, the two data pipelines alone (no model; ours with its N2V masking in the
+(eager steps, channels-first) against the same baseline. After training, every run's network is
+evaluated on the same validation patches with the same masks (fp32, eval mode; 256 patches masked
+``--val-maskings`` times) and scored against the truth on the whole validation fields (PSNR): runs
+of equal steps compare at equal validation loss. First, the two data pipelines alone (no model; ours with its N2V masking in the
 workers, CAREamics masks on the device) are timed over ``--data-batches`` batches: the
 headroom that decides the ratio on a fast GPU. Each side runs ``--repeats`` times,
 alternately, repeat r with training seed ``--seed + r`` on both sides (the data stay the
@@ -184,6 +185,8 @@ def main() -> None:
                              + ", ".join(VARIANT_TOKENS) + " (e.g. default,no-graphs,no-graphs+channels_first)")
     parser.add_argument("--probe-every", type=int, default=10,
                         help="jumpdenoise: validation loss every N steps (time to CAREamics' final loss; 0: off)")
+    parser.add_argument("--val-maskings", type=int, default=8,
+                        help="maskings of the 256 common validation patches (more: a less noisy validation loss)")
     parser.add_argument("--no-equal-time", dest="equal_time", action="store_false",
                         help="skip training jumpdenoise on to CAREamics' training time (PSNR at equal time)")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -215,7 +218,7 @@ def main() -> None:
         variants = args.variants.split(",")
         for v in variants:
             variant_settings(v)  # fail early on a typo
-        val = common_val_set(cfg)
+        val = common_val_set(cfg, maskings=args.val_maskings)
         setup0 = build_training_setup(cfg)
         raw_psnr = psnr_on_truth(None, setup0, fields, truths)
         ours: dict[str, list] = {v: [] for v in variants}

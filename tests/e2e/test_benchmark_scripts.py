@@ -53,7 +53,8 @@ def test_predict_benchmark_reports_ratio_and_removes_its_plates(tmp_path: Path) 
 
 def test_train_benchmark_repeats_with_their_own_seeds(tmp_path: Path) -> None:
     r = _run("train.py", "--steps", "1", "--warmup", "1", "--repeats", "2", "--wells", "3", "--fields", "1",
-             "--size", "384", "--workers", "0", "--data-batches", "1", "--threads", "2", tmp_path=tmp_path)
+             "--size", "384", "--workers", "0", "--data-batches", "1", "--threads", "2", "--val-maskings", "1",
+             tmp_path=tmp_path)
     ours = r["variants"]["default"]
     assert r["seeds"] == 2 and len(r["careamics_val_losses"]) == 2 and len(ours["val_losses"]) == 2
     assert all(v > 0 for v in [*r["careamics_val_losses"], *ours["val_losses"]])
