@@ -13,7 +13,8 @@ the blend's bands (sigma 1 px): the floor any denoiser must beat. For jumpdenois
 blended with the raw image, :mod:`jumpdenoise.quality.blend`) and the network's output alone
 are scored, and the gains it estimates without truth are printed next to the true gains (and,
 as a diagnostic, next to the true gains against each image's truth shifted by the image's global
-offset, :func:`quality_sets.true_gains`).
+offset, :func:`quality_sets.true_gains`, and next to the correlation of the noise between
+neighbouring pixels, :func:`quality_sets.noise_neighbour_correlation`).
 
 Sets (``--sets``, :mod:`quality_sets`): synthetic plates ``jump`` and ``low-light`` with their
 truth, and the real FMD pairs ``fmd`` (trained on ``raw/`` only, scored against ``gt/``, PSNR
@@ -49,6 +50,7 @@ from quality_sets import (
     ImageSet,
     instrument_units,
     load_fmd,
+    noise_neighbour_correlation,
     over_seeds,
     score_images,
     split_val,
@@ -193,10 +195,12 @@ def evaluate_set(data: ImageSet, work: Path, args: argparse.Namespace) -> dict:
         for unit, (_, members) in instrument_units(data).items():
             truth_written, truth_network = true_gains(data, written, members), true_gains(data, network, members)
             offset_free = true_gains(data, written, members, offset_free=True)
+            correlation = noise_neighbour_correlation(data, members)
             for ch, e in estimated[unit].items():  # labelled by channel (one unit) or by unit (FMD: one channel)
                 label = ch if unit == data.name else unit
                 rows[label] = {**e, "true_gain_db": truth_written[ch], "true_network_gain_db": truth_network[ch],
-                               "true_gain_offset_free_db": offset_free[ch]}
+                               "true_gain_offset_free_db": offset_free[ch],
+                               "noise_neighbour_correlation": correlation[ch]}
         result["estimates"].append(rows)
         print(f"  {data.name} seed {seed}: jumpdenoise {result['jumpdenoise'][-1]['psnr']:.2f} dB "
               f"(network alone {result['jumpdenoise-network'][-1]['psnr']:.2f}; {info['steps']} steps)", flush=True)
@@ -221,13 +225,18 @@ def print_estimates(name: str, res: dict) -> None:
                   f"{e['true_gain_db']:+6.2f} | estimated {e['network_gain_db']:+6.2f} true "
                   f"{e['true_network_gain_db']:+6.2f}  ({e['noise_source']} noise"
                   f"{'' if e.get('reliable', True) else ', unreliable fit'}; true gain without the captures' "
-                  f"global offsets {e['true_gain_offset_free_db']:+6.2f})")
-    errors = [abs(e["gain_db"] - e["true_gain_offset_free_db"]) for seed in res["estimates"] for e in seed.values()
-              if e.get("reliable", True)]
+                  f"global offsets {e['true_gain_offset_free_db']:+6.2f}; noise neighbour correlation "
+                  f"{e['noise_neighbour_correlation']:.3f})")
+    reliable = [e for seed in res["estimates"] for e in seed.values() if e.get("reliable", True)]
+    errors = [e["gain_db"] - e["true_gain_offset_free_db"] for e in reliable]
     if errors:
         print(f"  estimate vs the true gain without global offsets, reliable fits: median error "
-              f"{np.median(errors):.2f} dB, worst {max(errors):.2f} dB, {sum(x <= 1 for x in errors)} of "
-              f"{len(errors)} within 1 dB (diagnostic)")
+              f"{np.median(np.abs(errors)):.2f} dB, worst {max(np.abs(errors)):.2f} dB, "
+              f"{sum(abs(x) <= 1 for x in errors)} of {len(errors)} within 1 dB (diagnostic)")
+    if len(errors) > 2:
+        r = np.corrcoef(errors, [e["noise_neighbour_correlation"] for e in reliable])[0, 1]
+        print(f"  correlation of the signed estimate error with the noise's neighbour correlation: {r:+.2f} "
+              f"(diagnostic)")
 
 
 def print_table(name: str, res: dict) -> None:

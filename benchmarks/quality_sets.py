@@ -138,6 +138,28 @@ def true_gains(data: ImageSet, images: list[np.ndarray], members: list[int], *,
     return out
 
 
+def noise_neighbour_correlation(data: ImageSet, members: list[int]) -> dict[str, float]:
+    """Per channel: correlation of the noise ``raw - truth`` between neighbouring pixels.
+
+    The mean of the horizontal and the vertical lag-1 correlation coefficients, pooled over images
+    ``members`` (each plane's global offset removed). About 0 for white noise. A blind-spot network
+    sees part of a pixel's noise in its neighbours when this is not 0, which lowers the masked loss
+    below the denoised error plus the noise variance: the gain estimated without truth then comes
+    out too high.
+    """
+    out = {}
+    for c, ch in enumerate(data.channels):
+        products = np.zeros(2)
+        energy = 0.0
+        for i in members:
+            n = data.noisy[i][c].astype(np.float64) - data.truth[i][c].astype(np.float64)
+            n -= n.mean()
+            products += [np.mean(n[:, 1:] * n[:, :-1]), np.mean(n[1:] * n[:-1])]
+            energy += float(np.mean(n * n))
+        out[ch] = float(products.mean() / energy)
+    return out
+
+
 def score_images(data: ImageSet, images: list[np.ndarray]) -> dict:
     """Per-group mean PSNR / SSIM / bias over the planes, and the mean over all planes."""
     from jumpdenoise.quality.metrics import score

@@ -64,6 +64,7 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
             assert all(0 <= w <= 1 for w in e["blend"]) and e["noise_source"] == "fit"
             assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
             assert np.isfinite(e["true_gain_offset_free_db"])
+            assert 0 < e["noise_neighbour_correlation"] < 0.3  # these two types' noise is nearly white
         # var(raw - gt) is about 40 for this confocal type and 200 for the two-photon one
         assert seed["TwoPhoton_MICE"]["noise_variance"] > 2.5 * seed["Confocal_BPAE_B"]["noise_variance"]
     texts = [t["text"] for t in r["targets"]]
@@ -91,3 +92,22 @@ def test_offset_free_true_gain_leaves_out_each_capture_offset() -> None:
     plain = true_gains(data, halved, [0, 1])["c"]
     assert free == pytest.approx(10 * np.log10(4), abs=0.05)  # the noise's error energy fell 4-fold
     assert plain < free - 1  # against the shared truth the kept offsets weigh in
+
+
+def test_noise_neighbour_correlation_tells_white_from_correlated_noise() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from quality_sets import ImageSet, noise_neighbour_correlation
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    rng = np.random.default_rng(1)
+    truth = [rng.uniform(50, 200, (2, 128, 128)) for _ in range(2)]
+    white = [rng.normal(0, 4, (2, 128, 128)) for _ in range(2)]
+    # channel 1: each pixel's noise is the mean of two horizontal neighbours' white noise: 0.5 along x, 0 along y
+    for n in white:
+        n[1, :, :-1] = (n[1, :, :-1] + n[1, :, 1:]) / 2
+    data = ImageSet(name="t", keys=["a", "b"], noisy=[t + 5.0 + n for t, n in zip(truth, white)], truth=truth,
+                    channels=["white", "smoothed"], groups=[["w", "s"], ["w", "s"]], data_range=255.0)
+    r = noise_neighbour_correlation(data, [0, 1])
+    assert abs(r["white"]) < 0.02
+    assert r["smoothed"] == pytest.approx(0.25, abs=0.03)  # the mean of 0.5 (x) and 0 (y)
