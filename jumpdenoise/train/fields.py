@@ -55,20 +55,30 @@ class FieldRef:
         """Pixels (per channel) patches may come from."""
         return (self.rows[1] - self.rows[0]) * self.shape[2]
 
-    def load(self) -> np.ndarray:
-        """Read the field's selected channels and rows as a ``(c, rows, x)`` array."""
+    def load(self, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Read the field's selected channels and rows as a ``(c, rows, x)`` array.
+
+        ``window``: ``(y, x, height, width)`` within those rows, read alone (a plate reads only
+        the chunks it overlaps; an array in memory gives a view).
+        """
         y0, y1 = self.rows
+        x0, x1 = 0, self.shape[2]
+        if window is not None:
+            y, x, h, w = window
+            if not (0 <= y and y + h <= y1 - y0 and 0 <= x and x + w <= x1 and h > 0 and w > 0):
+                raise ValueError(f"window {window} outside field {self.key} rows {self.rows} x 0..{x1}")
+            y0, y1, x0, x1 = y0 + y, y0 + y + h, x, x + w
         if self.array is not None:
-            return self.array[:, y0:y1]
+            return self.array[:, y0:y1, x0:x1]
         import zarr
 
         arr = zarr.open_array(f"{self.zarr_path}/{self.array_path}", mode="r")
         idx = self.channel_index
         if idx is not None and list(idx) == list(range(idx[0], idx[-1] + 1)):
-            return np.asarray(arr[idx[0]: idx[-1] + 1, y0:y1, :])
+            return np.asarray(arr[idx[0]: idx[-1] + 1, y0:y1, x0:x1])
         if idx is None:
-            return np.asarray(arr[:, y0:y1, :])
-        return np.stack([np.asarray(arr[c, y0:y1, :]) for c in idx])
+            return np.asarray(arr[:, y0:y1, x0:x1])
+        return np.stack([np.asarray(arr[c, y0:y1, x0:x1]) for c in idx])
 
 
 @dataclass

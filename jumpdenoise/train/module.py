@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from jumpdenoise.progress import log_progress
 from jumpdenoise.train.fields import FieldRef
 from jumpdenoise.train.masking import LoaderMasking
-from jumpdenoise.train.patches import PatchStream, fields_in_cache, val_patches
+from jumpdenoise.train.patches import PatchStream, regions_in_cache, val_patches
 from jumpdenoise.train.run_folder import RunFolder
 
 log = logging.getLogger("jumpdenoise.train")
@@ -190,7 +190,7 @@ class PatchDataModule(pl.LightningDataModule):
             self.train_refs, self.mean, self.std, patch_size=self.patch_size, batch_size=self.batch_size,
             batches_per_epoch=self.batches_per_epoch(world), seed=self.seed, rank=rank,
             augmentations=self.augmentations, masking=self.masking,
-            fields_in_cache=fields_in_cache(self.train_refs))
+            regions_in_cache=regions_in_cache(self.train_refs))
 
     def _pin(self) -> bool:
         if self.pin_memory is not None:

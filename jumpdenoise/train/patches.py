@@ -1,9 +1,9 @@
 """Patch streams for N2V: lazy, seeded per rank and worker, batched in numpy.
 
 :class:`PatchStream` yields whole batches (``batch_size`` x C x P x P float32, normalised
-and augmented) from a bounded cache of fields per data worker (:data:`FIELDS_IN_CACHE`, one
-field replaced at a time; fields already in memory are all drawn from, :func:`fields_in_cache`):
-memory depends on the cache size, never on the plate size. Every (global seed, rank, worker, epoch)
+and augmented) from a bounded cache of field regions per data worker (:data:`REGIONS_IN_CACHE`
+regions of :data:`REGION_SIDE`, one replaced at a time; fields already in memory are all drawn
+from whole, :func:`regions_in_cache`): memory depends on the cache size, never on the plate size. Every (global seed, rank, worker, epoch)
 draws its own patches. :func:`val_patches` is a fixed, seeded set of validation patches.
 With a ``masking`` transform (:class:`~jumpdenoise.train.masking.LoaderMasking`, CAREamics'
 masking on the CPU), batches leave the workers masked, as ``(original, index, values)``
@@ -23,23 +23,29 @@ import torch.utils.data
 
 from jumpdenoise.train.fields import FieldRef
 
-#: Decoded fields each data worker keeps in memory (plates; fields already in memory are all used).
-FIELDS_IN_CACHE = 16
-#: Patches a cached field serves before another field replaces it.
-PATCHES_PER_FIELD = 64
+#: Regions of plate fields each data worker keeps in memory (fields already in memory are all used whole).
+REGIONS_IN_CACHE = 64
+#: Side of a cached region; a field (or band of rows) smaller than that is cached whole.
+REGION_SIDE = 512
+#: Patches a cached region serves before another region replaces it.
+PATCHES_PER_REGION = 64
 
 
-def fields_in_cache(refs: Sequence[FieldRef]) -> int:
-    """Fields a worker draws each batch from: all of them when they are in memory, else :data:`FIELDS_IN_CACHE`.
+def regions_in_cache(refs: Sequence[FieldRef]) -> int:
+    """Cache slots a worker draws each batch from: every field when they are in memory, else :data:`REGIONS_IN_CACHE`.
 
     The more fields every batch mixes, the closer training comes to drawing from the whole
     training set, as CAREamics does from its in-memory arrays, and the lower the validation loss
-    at equal steps (README, "Training parity"). Fields in memory cost nothing to keep; decoded
-    plate fields cost their size (1080^2 x 5 channels of uint16: 12 MB each).
+    at equal steps (README, "Training parity"). Fields in memory cost nothing to keep. A plate's
+    fields are cached as regions of :data:`REGION_SIDE`, so that the cache holds 4 times as many
+    fields of 1024^2 as whole fields would in the same memory (512^2 x 5 channels of uint16:
+    2.6 MB a region, 168 MB a worker), for the same reads: a region serves as many patches as
+    a whole field did before it is replaced, and a plate chunked finer than its fields is read
+    only where the region lies.
     """
     if refs and all(r.array is not None for r in refs):
         return len(refs)
-    return FIELDS_IN_CACHE
+    return REGIONS_IN_CACHE
 
 
 def _weights(refs: Sequence[FieldRef]) -> np.ndarray:
@@ -122,8 +128,9 @@ class PatchStream(torch.utils.data.IterableDataset):
         Global seed and global rank; with the worker id and epoch they seed the sampler.
     augmentations
         CAREamics augmentation dicts (see :func:`augment_batch`).
-    fields_in_cache, patches_per_field
-        Decoded fields per worker and patches each serves before it is replaced.
+    regions_in_cache, patches_per_region, region_side
+        Cached regions per worker, the patches each serves before it is replaced and their side.
+        When every field fits in the cache, fields are cached whole and never replaced.
     masking
         N2V masking applied to each batch in the worker, yielded in its sparse form
         (``None``: batches are yielded unmasked, as one tensor).
@@ -131,8 +138,9 @@ class PatchStream(torch.utils.data.IterableDataset):
 
     def __init__(self, refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *,
                  patch_size: int, batch_size: int, batches_per_epoch: int, seed: int, rank: int = 0,
-                 augmentations: Sequence[dict] = (), fields_in_cache: int = FIELDS_IN_CACHE,
-                 patches_per_field: int = PATCHES_PER_FIELD, masking: Any = None) -> None:
+                 augmentations: Sequence[dict] = (), regions_in_cache: int = REGIONS_IN_CACHE,
+                 patches_per_region: int = PATCHES_PER_REGION, region_side: int = REGION_SIDE,
+                 masking: Any = None) -> None:
         self.refs = list(refs)
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(-1, 1, 1)
@@ -142,8 +150,10 @@ class PatchStream(torch.utils.data.IterableDataset):
         self.seed = seed
         self.rank = rank
         self.augmentations = [dict(a) for a in augmentations]
-        self.fields_in_cache = min(fields_in_cache, len(self.refs))
-        self.patches_per_field = patches_per_field
+        self.turnover = len(self.refs) > regions_in_cache
+        self.n_slots = min(regions_in_cache, len(self.refs))
+        self.patches_per_region = patches_per_region
+        self.region_side = max(region_side, patch_size)
         self.masking = masking
         self._epoch = 0  # counts iterations in this process (persistent workers)
 
@@ -156,8 +166,14 @@ class PatchStream(torch.utils.data.IterableDataset):
         entropy = [self.seed, self.rank, worker, self._epoch, base % (2**63)]
         return np.random.default_rng(np.random.SeedSequence(entropy)), worker, n_workers
 
-    def _load(self, index: int) -> np.ndarray:
-        return self.refs[index].load()
+    def _load(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Field ``index`` whole (a cache of every field), or a random region of it (a turning-over cache)."""
+        ref = self.refs[index]
+        rows, width = ref.rows[1] - ref.rows[0], ref.shape[2]
+        h, w = min(self.region_side, rows), min(self.region_side, width)
+        if not self.turnover or (h, w) == (rows, width):
+            return ref.load()
+        return ref.load((int(rng.integers(0, rows - h + 1)), int(rng.integers(0, width - w + 1)), h, w))
 
     def __iter__(self) -> Iterator[Any]:
         rng, worker, n_workers = self._rng()
@@ -168,16 +184,15 @@ class PatchStream(torch.utils.data.IterableDataset):
         p, b = self.patch_size, self.batch_size
         slots: list[np.ndarray] = []
         uses: list[float] = []
-        cached = rng.choice(len(self.refs), size=self.fields_in_cache, replace=False, p=weights)
+        cached = rng.choice(len(self.refs), size=self.n_slots, replace=False, p=weights)
         for s, idx in enumerate(cached):
-            slots.append(self._load(int(idx)))
+            slots.append(self._load(int(idx), rng))
             # first lives staggered: one slot is replaced at a time, never the whole cache at once
-            uses.append(self.patches_per_field * (s + 1) / self.fields_in_cache)
-        turnover = len(self.refs) > len(slots)
-        # A turning-over cache is area-weighted by which fields enter it (each then serves the same
-        # number of patches); a cache of every field weights each patch by its field's area instead,
-        # so that images of different sizes (and row bands) are drawn in proportion to their pixels.
-        slot_weights = None if turnover else weights[cached] / weights[cached].sum()
+            uses.append(self.patches_per_region * (s + 1) / self.n_slots)
+        # A turning-over cache is area-weighted by which fields enter it (each region then serves
+        # the same number of patches); a cache of every field weights each patch by its field's area
+        # instead, so that images of different sizes (and row bands) are drawn in proportion to their pixels.
+        slot_weights = None if self.turnover else weights[cached] / weights[cached].sum()
         if slot_weights is not None and np.ptp(slot_weights) == 0:
             slot_weights = None  # equal areas: uniform, the cheaper draw
         for _ in range(n):
@@ -187,14 +202,14 @@ class PatchStream(torch.utils.data.IterableDataset):
             augment_batch(batch, self.augmentations, rng)
             tensor = torch.from_numpy(np.ascontiguousarray(batch))
             yield tensor if self.masking is None else self.masking.sparse(tensor, int(mask_seeds.integers(2**63)))
-            if not turnover:  # every field is cached: nothing to replace, no per-slot work per batch
+            if not self.turnover:  # every field is cached: nothing to replace, no per-slot work per batch
                 continue
-            # replace worn-out fields (each served ~patches_per_field patches)
+            # replace worn-out regions (each served ~patches_per_region patches)
             for s in range(len(slots)):
                 uses[s] -= b / len(slots)
                 if uses[s] <= 0:
-                    slots[s] = self._load(int(rng.choice(len(self.refs), p=weights)))
-                    uses[s] = self.patches_per_field
+                    slots[s] = self._load(int(rng.choice(len(self.refs), p=weights)), rng)
+                    uses[s] = self.patches_per_region
 
 
 def val_patches(refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *, n: int,

@@ -106,13 +106,13 @@ def test_field_cache_is_bounded() -> None:
     loads = []
 
     class Counting(PatchStream):
-        def _load(self, index: int) -> np.ndarray:
+        def _load(self, index: int, rng: np.random.Generator) -> np.ndarray:
             loads.append(index)
-            return super()._load(index)
+            return super()._load(index, rng)
 
     refs = arrays_to_refs([np.full((1, 32, 32), i, np.float32) for i in range(50)])
     s = Counting(refs, [0.0], [1.0], patch_size=16, batch_size=8, batches_per_epoch=10, seed=1,
-                 fields_in_cache=4, patches_per_field=8)
+                 regions_in_cache=4, patches_per_region=8)
     list(s)
     # 4 fields first, then one replacement per slot every 4 batches: far fewer than 50 fields
     assert 4 <= len(loads) <= 4 + 10 * 4
@@ -124,13 +124,13 @@ def test_field_cache_turns_over_one_slot_at_a_time() -> None:
     batches = [0]
 
     class Counting(PatchStream):
-        def _load(self, index: int) -> np.ndarray:
+        def _load(self, index: int, rng: np.random.Generator) -> np.ndarray:
             loads.append(batches[0])
-            return super()._load(index)
+            return super()._load(index, rng)
 
     refs = arrays_to_refs([np.full((1, 32, 32), i, np.float32) for i in range(50)])
     s = Counting(refs, [0.0], [1.0], patch_size=16, batch_size=8, batches_per_epoch=40, seed=1,
-                 fields_in_cache=8, patches_per_field=8)
+                 regions_in_cache=8, patches_per_region=8)
     for _ in s:
         batches[0] += 1
     per_batch = np.bincount(loads)
@@ -151,13 +151,42 @@ def test_fields_in_memory_are_drawn_in_proportion_to_their_area() -> None:
     assert 0.16 < from_small.mean() < 0.24  # 0.2 expected (about 0.011 standard deviation); 0.5 if drawn uniformly
 
 
-def test_batches_mix_every_field_in_memory_and_a_bounded_cache_of_plate_fields(plate: Path) -> None:
-    from jumpdenoise.train.patches import FIELDS_IN_CACHE, fields_in_cache
+def test_plate_field_window_reads_that_region_of_its_rows(plate: Path) -> None:
+    _, _, refs = plate_fields(plate, channels=["RNA", "DNA"])
+    full = refs[0].load()
+    assert np.array_equal(refs[0].load((5, 7, 20, 30)), full[:, 5:25, 7:37])
+    band = refs[0].with_rows(10, 50)
+    assert np.array_equal(band.load((2, 3, 8, 8)), full[:, 12:20, 3:11])  # relative to the band's first row
+    with pytest.raises(ValueError, match="outside field"):
+        band.load((35, 0, 8, 8))
 
-    arrays = arrays_to_refs([np.zeros((1, 32, 32), np.float32) for _ in range(FIELDS_IN_CACHE + 5)])
-    assert fields_in_cache(arrays) == FIELDS_IN_CACHE + 5  # views of arrays already in memory: all of them
+
+def test_a_turning_over_cache_holds_regions_and_a_cache_of_every_field_whole_fields(plate: Path) -> None:
+    _, _, refs = plate_fields(plate, channels=["DNA", "ER"])  # 8 fields of 64 x 64
+    shapes: list[tuple] = []
+
+    class Recording(PatchStream):
+        def _load(self, index: int, rng: np.random.Generator) -> np.ndarray:
+            arr = super()._load(index, rng)
+            shapes.append(arr.shape)
+            return arr
+
+    kw = dict(patch_size=16, batch_size=8, batches_per_epoch=12, seed=2, region_side=32)
+    batches = list(Recording(refs, [0.0, 0.0], [1.0, 1.0], regions_in_cache=3, patches_per_region=8, **kw))
+    assert len(batches) == 12 and batches[0].shape == (8, 2, 16, 16)
+    assert len(shapes) > 3 and set(shapes) == {(2, 32, 32)}  # regions, replaced as they wear out
+    shapes.clear()
+    list(Recording(refs, [0.0, 0.0], [1.0, 1.0], regions_in_cache=8, **kw))
+    assert shapes == [(2, 64, 64)] * 8  # every field fits: whole fields, loaded once
+
+
+def test_batches_mix_every_field_in_memory_and_a_bounded_cache_of_plate_fields(plate: Path) -> None:
+    from jumpdenoise.train.patches import REGIONS_IN_CACHE, regions_in_cache
+
+    arrays = arrays_to_refs([np.zeros((1, 32, 32), np.float32) for _ in range(REGIONS_IN_CACHE + 5)])
+    assert regions_in_cache(arrays) == REGIONS_IN_CACHE + 5  # views of arrays already in memory: all of them
     _, _, refs = plate_fields(plate, channels=["DNA"])
-    assert fields_in_cache(refs) == FIELDS_IN_CACHE  # decoded from the plate: a bounded cache
+    assert regions_in_cache(refs) == REGIONS_IN_CACHE  # decoded from the plate: a bounded cache
 
 
 def test_augmentations_follow_careamics_semantics() -> None:
