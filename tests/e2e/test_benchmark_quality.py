@@ -23,6 +23,16 @@ def _fmd_or_skip() -> Path:
     return FMD
 
 
+def _quality_sets():
+    """``benchmarks/quality_sets.py`` as a module (the benchmarks folder is not a package)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import quality_sets
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return quality_sets
+
+
 def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
     fmd = _fmd_or_skip()
     out = tmp_path / "quality.json"
@@ -75,11 +85,8 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
 
 
 def test_offset_free_true_gain_leaves_out_each_capture_offset() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from quality_sets import ImageSet, true_gains
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    qs = _quality_sets()
+    ImageSet, true_gains = qs.ImageSet, qs.true_gains
     rng = np.random.default_rng(0)
     truth = [rng.uniform(50, 200, (1, 64, 64)) for _ in range(2)]
     noise = [rng.normal(0, 4, (1, 64, 64)) for _ in range(2)]
@@ -95,11 +102,8 @@ def test_offset_free_true_gain_leaves_out_each_capture_offset() -> None:
 
 
 def test_noise_neighbour_correlation_tells_white_from_correlated_noise() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from quality_sets import ImageSet, noise_neighbour_correlation
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    qs = _quality_sets()
+    ImageSet, noise_neighbour_correlation = qs.ImageSet, qs.noise_neighbour_correlation
     rng = np.random.default_rng(1)
     truth = [rng.uniform(50, 200, (2, 128, 128)) for _ in range(2)]
     white = [rng.normal(0, 4, (2, 128, 128)) for _ in range(2)]
