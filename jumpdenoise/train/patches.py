@@ -35,8 +35,9 @@ def regions_in_cache(refs: Sequence[FieldRef]) -> int:
     """Cache slots a worker draws each batch from: every field when they are in memory, else :data:`REGIONS_IN_CACHE`.
 
     The more fields every batch mixes, the closer training comes to drawing from the whole
-    training set, as CAREamics does from its in-memory arrays, and the lower the validation loss
-    at equal steps (README, "Training parity"). Fields in memory cost nothing to keep. A plate's
+    training set, as CAREamics does from its in-memory arrays (whether that closes the gap in
+    validation loss at equal steps is not settled: README, "Training parity"). Fields in memory
+    cost nothing to keep. A plate's
     fields are cached as regions of :data:`REGION_SIDE`, so that the cache holds 4 times as many
     fields of 1024^2 as whole fields would in the same memory (512^2 x 5 channels of uint16:
     2.6 MB a region, 168 MB a worker), for the same reads: a region serves as many patches as
