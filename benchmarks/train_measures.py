@@ -142,19 +142,14 @@ def common_val_set(cfg, n: int = 256, maskings: int = 8) -> tuple:
 
     from jumpdenoise.stages.train import build_training_setup
     from jumpdenoise.train.masking import LoaderMasking
+    from jumpdenoise.train.patches import val_patches
 
     setup = build_training_setup(cfg)
-    x = torch.from_numpy(val_patches_of(setup, n))
+    x = torch.from_numpy(val_patches(setup.val_refs, setup.mean, setup.std, n=n, patch_size=setup.tc.patch_size,
+                                     seed=99))
     masking = LoaderMasking(setup.careamics_config().algorithm_config.n2v_config.model_dump())
     parts = [masking(x.clone(), seed=99 + k) for k in range(maskings)]
     return tuple(torch.cat([p[i] for p in parts]) for i in range(3))
-
-
-def val_patches_of(setup, n: int) -> np.ndarray:
-    """``n`` fixed, normalised validation patches of the setup's validation fields."""
-    from jumpdenoise.train.patches import val_patches
-
-    return val_patches(setup.val_refs, setup.mean, setup.std, n=n, patch_size=setup.tc.patch_size, seed=99)
 
 
 #: The benchmark plate's channels; ``--channels N`` trains the first N.
