@@ -100,14 +100,15 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
                     ) -> tuple[list, list, dict]:
     """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for the budget; denoise every image.
 
-    Returns what predict writes (the network's output blended with the raw image by the weights
-    measured on the validation images, :mod:`jumpdenoise.quality.blend`), the network's output
-    alone, and the run's figures (steps, times, the gains estimated without truth).
+    Returns what predict writes (the network's output, its offset removed and blended with the raw
+    image by the weights measured on the validation images, :mod:`jumpdenoise.quality.calibration`),
+    the network's output alone (its offset removed), and the run's figures (steps, times, the gains estimated without truth).
     """
     import dataclasses
 
     from jumpdenoise.predict.arrays import denoise_array
     from jumpdenoise.predict.model import load_model, read_checkpoint
+    from jumpdenoise.quality.calibration import apply_calibration
     from jumpdenoise.quality.gain import estimate_run_gain
     from jumpdenoise.quality.truth import camera_noise_models
     from jumpdenoise.train.arrays import train_on_arrays
@@ -123,24 +124,25 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
     model = load_model(run_dir, args.device, checkpoint="last")  # as CAREamist.predict for N2V
     tiled = {"overlap": None}
     written: list = [None] * len(data.noisy)
+    network: list = [None] * len(data.noisy)
     estimated, estimate_s, predict_s = {}, 0.0, 0.0
     for unit, (held, members) in instrument_units(data).items():
         t = time.perf_counter()
         record = estimate_run_gain(run_dir, [data.noisy[i] for i in held], data.channels, noise_models=camera,
                                    seed=seed, checkpoint="last")
         estimate_s += time.perf_counter() - t
-        weights = np.asarray([record["channels"][ch]["blend"] for ch in data.channels], np.float32)
-        blended = dataclasses.replace(model, blend=weights)
+        calibrated = apply_calibration(model, record)  # the unit's output offset removed, its blend weights
+        alone = dataclasses.replace(calibrated, blend=None)
         t = time.perf_counter()
         for i in members:
-            written[i] = denoise_array(blended, data.noisy[i], tile_size=min(256, *data.noisy[i].shape[-2:]),
+            written[i] = denoise_array(calibrated, data.noisy[i], tile_size=min(256, *data.noisy[i].shape[-2:]),
                                        **tiled)
         predict_s += time.perf_counter() - t
-        estimated[unit] = {ch: {k: e[k] for k in ("gain_db", "blend", "network_gain_db", "noise_source",
-                                                  "noise_variance", "reliable")}
+        for i in members:
+            network[i] = denoise_array(alone, data.noisy[i], tile_size=min(256, *data.noisy[i].shape[-2:]), **tiled)
+        estimated[unit] = {ch: {k: e[k] for k in ("gain_db", "blend", "output_offset", "network_gain_db",
+                                                  "noise_source", "noise_variance", "reliable")}
                            for ch, e in record["channels"].items()}
-    alone = dataclasses.replace(model, blend=None)
-    network = [denoise_array(alone, img, tile_size=min(256, *img.shape[-2:]), **tiled) for img in data.noisy]
     return written, network, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
                               "estimate_s": round(estimate_s, 1), "predict_s": round(predict_s, 1),
                               "estimated": estimated}

@@ -17,7 +17,10 @@ wiring). ``--variants`` also times jumpdenoise with the ``train.experimental`` s
 (eager steps, channels-first) against the same baseline. After training, every run's network is
 evaluated on the same validation patches with the same masks (fp32, eval mode; 256 patches masked
 ``--val-maskings`` times) and scored against the truth on the whole validation fields (PSNR): runs
-of equal steps compare at equal validation loss. First, the two data pipelines alone (no model; ours with its N2V masking in the
+of equal steps compare at equal validation loss. Both figures are also given for each network with its
+output offset removed, as jumpdenoise's training removes it (``jumpdenoise.quality.calibration``; the
+offset is measured without truth on validation fields): a constant shift of the whole output, random
+from run to run, otherwise dominates both the loss and the PSNR. First, the two data pipelines alone (no model; ours with its N2V masking in the
 workers, CAREamics masks on the device) are timed over ``--data-batches`` batches: the
 headroom that decides the ratio on a fast GPU. Each side runs ``--repeats`` times,
 alternately, repeat r with training seed ``--seed + r`` on both sides (the data stay the
@@ -41,7 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from train_measures import CHANNELS, build_data, common_val_set, make_timer, psnr_on_truth
+from train_measures import CHANNELS, build_data, common_val_loss, common_val_set, make_timer, psnr_on_truth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.fixtures
 
@@ -220,7 +223,7 @@ def main() -> None:
             variant_settings(v)  # fail early on a typo
         val = common_val_set(cfg, maskings=args.val_maskings)
         setup0 = build_training_setup(cfg)
-        raw_psnr = psnr_on_truth(None, setup0, fields, truths)
+        raw_psnr = psnr_on_truth(None, setup0, fields, truths)[0]
         ours: dict[str, list] = {v: [] for v in variants}
         theirs: list = []
         for r in range(args.repeats):
@@ -228,10 +231,12 @@ def main() -> None:
             # repeats are independent draws, so the validation losses show their spread
             cfg_r = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": args.seed + r})})
             ref_r = run_careamics(cfg_r, args, fields, val_wells, work / f"careamics{r}", val)  # the baseline first
-            ref_r.psnr = psnr_on_truth(ref_r.snapshot, setup0, fields, truths)
+            ref_r.psnr, ref_r.psnr_cal, shift = psnr_on_truth(ref_r.snapshot, setup0, fields, truths)
+            ref_r.val_loss_cal = common_val_loss(ref_r.snapshot, val, shift=shift)
             theirs.append(ref_r)                                                            # survives a timeout
             print(f"repeat {r}: CAREamist.train {ref_r.rate:.1f} patches/s, val_loss {ref_r.val_loss:.5f}, "
-                  f"{ref_r.train_s:.1f} s, PSNR {ref_r.psnr:.2f} dB (raw {raw_psnr:.2f})", flush=True)
+                  f"{ref_r.train_s:.1f} s, PSNR {ref_r.psnr:.2f} dB; offset removed: val_loss {ref_r.val_loss_cal:.5f}, "
+                  f"PSNR {ref_r.psnr_cal:.2f} dB (raw {raw_psnr:.2f})", flush=True)
             for v in variants:
                 try:
                     timer = run_jumpdenoise(cfg_r, args, work / f"run{r}-{v}", v, val,
@@ -239,14 +244,16 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - one failing variant leaves the others
                     print(f"repeat {r}: jumpdenoise [{v}] FAILED: {type(exc).__name__}: {exc}", flush=True)
                     continue
-                timer.psnr = psnr_on_truth(timer.snapshot, setup0, fields, truths)
+                timer.psnr, timer.psnr_cal, shift = psnr_on_truth(timer.snapshot, setup0, fields, truths)
+                timer.val_loss_cal = common_val_loss(timer.snapshot, val, shift=shift)
                 timer.ref_s, timer.reach_s = ref_r.train_s, timer.time_to(ref_r.val_loss)
                 ours[v].append(timer)
                 reach = "never" if timer.reach_s is None else f"{timer.reach_s:.1f} s"
                 print(f"repeat {r}: jumpdenoise [{v}] {timer.rate:.1f} patches/s, val_loss {timer.val_loss:.5f}"
                       f"{', CUDA graphs' if timer.graphs else ''}; CAREamics' final val_loss reached: {reach} "
-                      f"(probes every {args.probe_every} steps); PSNR at {timer.train_s:.1f} s {timer.psnr:.2f} dB "
-                      f"({timer.count} steps)", flush=True)
+                      f"(probes every {args.probe_every} steps); PSNR at {timer.train_s:.1f} s {timer.psnr:.2f} dB, "
+                      f"offset removed: val_loss {timer.val_loss_cal:.5f}, PSNR {timer.psnr_cal:.2f} dB ({timer.count} steps)",
+                      flush=True)
         if not theirs:
             return
         best = lambda timers: max(timers, key=lambda t: t.rate)
@@ -270,22 +277,31 @@ def main() -> None:
                             "careamics_train_s": [round(x.ref_s, 2) for x in ours[v]],
                             "seconds_to_careamics_loss": [None if x.reach_s is None else round(x.reach_s, 2)
                                                           for x in ours[v]],
-                            "psnr_equal_time": [round(x.psnr, 3) for x in ours[v]]}
+                            "psnr_equal_time": [round(x.psnr, 3) for x in ours[v]],
+                            "psnr_offset_removed_equal_time": [round(x.psnr_cal, 3) for x in ours[v]],
+                            "val_losses_offset_removed": [round(x.val_loss_cal, 6) for x in ours[v]],
+                            "val_loss_offset_removed_vs_careamics_pct": [
+                                round(100 * (a.val_loss_cal / b.val_loss_cal - 1), 2) for a, b in zip(ours[v], theirs)]}
                 reached = [x.ref_s / x.reach_s for x in ours[v] if x.reach_s]
                 table[v]["time_to_equal_loss_speedup"] = round(float(np.mean(reached)), 3) if reached else None
                 print(f"{'jumpdenoise [' + v + ']':<42s} {t.rate:>10.1f} {t.rate / ref.rate:>6.2f}x "
                       f"{np.mean(vl):>9.5f} {min(vl):>8.5f}-{max(vl):.5f}")
-                gap = table[v]["val_loss_vs_careamics_pct"]
-                print(f"  val_loss vs CAREamics, same seed: {np.mean(gap):+.2f} % (per seed {gap}); "
+                gap, gap_cal = table[v]["val_loss_vs_careamics_pct"], table[v]["val_loss_offset_removed_vs_careamics_pct"]
+                print(f"  val_loss vs CAREamics, same seed: {np.mean(gap):+.2f} % (per seed {gap}), both networks' "
+                      f"offsets removed {np.mean(gap_cal):+.2f} % (per seed {gap_cal}); "
                       f"time to CAREamics' final val_loss: {table[v]['time_to_equal_loss_speedup'] or 'not reached'}"
                       f"{'x faster' if reached else ''} ({len(reached)}/{len(ours[v])} seeds); PSNR at equal time "
                       f"{np.mean(table[v]['psnr_equal_time']):.2f} dB vs CAREamist "
-                      f"{np.mean([x.psnr for x in theirs]):.2f} dB (raw {raw_psnr:.2f} dB)")
+                      f"{np.mean([x.psnr for x in theirs]):.2f} dB, offsets removed "
+                      f"{np.mean(table[v]['psnr_offset_removed_equal_time']):.2f} vs "
+                      f"{np.mean([x.psnr_cal for x in theirs]):.2f} dB (raw {raw_psnr:.2f} dB)")
         summary = {"device": args.device, "precision": args.precision, "workers": args.workers,
                    "steps": args.steps, "warmup": args.warmup, "batch": 32, "patch": 64, "channels": args.channels,
                    "careamics_patches_per_s": round(ref.rate, 1), "careamics_val_loss": round(ref.val_loss, 6),
                    "careamics_val_losses": [round(x, 6) for x in losses(theirs)], "seeds": args.repeats,
                    "careamics_psnr": [round(x.psnr, 3) for x in theirs], "raw_psnr": round(raw_psnr, 3),
+                   "careamics_psnr_offset_removed": [round(x.psnr_cal, 3) for x in theirs],
+                   "careamics_val_losses_offset_removed": [round(x.val_loss_cal, 6) for x in theirs],
                    "careamics_train_s": [round(x.train_s, 2) for x in theirs],
                    "variants": table, "data_only_jumpdenoise_patches_per_s": round(d_ours),
                    "data_only_careamics_patches_per_s": round(d_theirs)}

@@ -109,8 +109,9 @@ def make_timer(warmup: int, steps: int, batch: int, sync_cuda: bool, val: tuple 
     return StepTimer()
 
 
-def common_val_loss(model, val: tuple, batch: int = 64) -> float:
-    """N2V loss of ``model`` (eval mode, fp32) on fixed masked validation patches."""
+def common_val_loss(model, val: tuple, batch: int = 64, shift=None) -> float:
+    """N2V loss of ``model`` (eval mode, fp32) on fixed masked validation patches; ``shift``: a
+    per-channel constant (normalised units) subtracted from its output first."""
     import torch
     from careamics.losses import n2v_loss
 
@@ -123,6 +124,8 @@ def common_val_loss(model, val: tuple, batch: int = 64) -> float:
             masked, original, mask = (t[i:i + batch].to(device) for t in val)
             pred = model(masked.contiguous(memory_format=torch.channels_last)
                          if next(model.parameters()).is_contiguous(memory_format=torch.channels_last) else masked)
+            if shift is not None:
+                pred = pred - torch.as_tensor(np.asarray(shift), dtype=pred.dtype, device=device).view(1, -1, 1, 1)
             n = float(mask.sum())
             total += float(n2v_loss(pred.float(), original.float(), mask)) * n
             weight += n
@@ -198,29 +201,44 @@ def build_data(workdir: Path, n_wells: int, n_fields: int, size: int, seed: int,
     return plate, fields, truths, [wells[-1]]
 
 
-def psnr_on_truth(model, setup, fields: dict, truths: dict, crop: int | None = None) -> float:
+def psnr_on_truth(model, setup, fields: dict, truths: dict, crop: int | None = None
+                  ) -> tuple[float, float, np.ndarray]:
     """Mean PSNR (dB, :func:`jumpdenoise.quality.metrics.score`) of ``model`` on the validation
-    fields (whole, or their centre ``crop`` x ``crop``) against their truth; ``model=None``: of the
-    raw fields."""
+    fields (whole, or their centre ``crop`` x ``crop``) against their truth: of its output, and of its
+    output with its offset removed as training removes it (:mod:`jumpdenoise.quality.calibration`:
+    ``mean(f(y) - y)`` per channel over the first :data:`~jumpdenoise.quality.gain.MAX_FIELDS` validation
+    fields, no truth used), and that offset in normalised units (per channel). ``model=None``: of the
+    raw fields (twice), offset 0.
+    """
     import torch
 
+    from jumpdenoise.quality.gain import MAX_FIELDS
     from jumpdenoise.quality.metrics import score
 
     val_wells = set(setup.split["val_wells"])
     mean = np.asarray(setup.mean, np.float32).reshape(-1, 1, 1)
     std = np.asarray(setup.std, np.float32).reshape(-1, 1, 1)
-    scores = []
+    images, offsets = [], []
     for key, noisy in fields.items():
         if key[0] not in val_wells:
             continue
-        crop_y, crop_x = (noisy.shape[-2], noisy.shape[-1]) if crop is None else (crop, crop)
-        y0, x0 = (noisy.shape[-2] - crop_y) // 2, (noisy.shape[-1] - crop_x) // 2
-        window = (slice(None), slice(y0, y0 + crop_y), slice(x0, x0 + crop_x))
-        image = noisy[window].astype(np.float32)
+        image = noisy.astype(np.float32)
         if model is not None:
             device = next(model.parameters()).device
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 x = torch.from_numpy((image - mean) / std)[None].to(device)
                 image = model.eval()(x)[0].float().cpu().numpy() * std + mean
-        scores += [score(image[c], truths[key][window][c])["psnr"] for c in range(image.shape[0])]
-    return float(np.mean(scores))
+        if len(offsets) < MAX_FIELDS:
+            offsets.append((image.astype(np.float64) - noisy).mean(axis=(1, 2)))
+        images.append((key, image))
+    offset = np.mean(offsets, axis=0).reshape(-1, 1, 1) if model is not None else 0.0
+    plain, corrected = [], []
+    for key, image in images:
+        crop_y, crop_x = (image.shape[-2], image.shape[-1]) if crop is None else (crop, crop)
+        y0, x0 = (image.shape[-2] - crop_y) // 2, (image.shape[-1] - crop_x) // 2
+        window = (slice(None), slice(y0, y0 + crop_y), slice(x0, x0 + crop_x))
+        for c in range(image.shape[0]):
+            truth = truths[key][window][c]
+            plain.append(score(image[window][c], truth)["psnr"])
+            corrected.append(score((image - offset)[window][c], truth)["psnr"])
+    return float(np.mean(plain)), float(np.mean(corrected)), (np.asarray(offset) / std).reshape(-1)

@@ -29,7 +29,7 @@ __all__ = [
     "careamics_masking_functions", "check_version", "compiled_original", "conv_block_parts", "create_cover",
     "fold_conv_block_batch_norm",
     "is_conv_block", "load_careamics_bmz", "load_careamics_configuration", "mkldnn_fused_convolution", "n2v_manipulate_config",
-    "save_careamics_configuration", "unet_parts",
+    "save_careamics_configuration", "unet_output_bias", "unet_parts",
 ]
 
 #: Supported versions: ``(lowest, first unsupported)`` release, compared on (major, minor, patch).
@@ -294,6 +294,30 @@ def unet_parts(unet: Any) -> UNetParts:
         decoder_blocks=tuple(dec_blocks), use_skip=tuple(not (n2v2 and level >= depth - 1) for level in range(depth)),
         final_conv=fc, final_activation=unet.final_activation, residual=bool(getattr(unet, "residual", False)),
         groups=int(getattr(dec, "groups", 1)))
+
+
+def unet_output_bias(unet: Any) -> Any:
+    """The bias of a CAREamics UNet's output convolution (one entry per output channel).
+
+    Adding ``d`` to entry ``c`` adds ``d`` to output channel ``c`` everywhere: the
+    convolution is the UNet's last operation (no final activation; a residual input is added
+    after it either way).
+
+    Raises
+    ------
+    UnsupportedNetwork
+        If ``unet`` is not a CAREamics 2D UNet (:func:`unet_parts`), its output convolution has
+        no bias, or a final activation follows it (a shift would not shift the output).
+    """
+    import torch
+
+    parts = unet_parts(unet)
+    if not isinstance(parts.final_activation, torch.nn.Identity):
+        raise UnsupportedNetwork(f"final activation {type(parts.final_activation).__name__}: the output "
+                                 "convolution's bias does not shift the output")
+    if parts.final_conv.bias is None:
+        raise UnsupportedNetwork("output convolution without bias")
+    return parts.final_conv.bias
 
 
 # ----------------------------------------------------------------------------- torch

@@ -35,7 +35,7 @@ import yaml
 from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.digest import verify_checkpoint
 from jumpdenoise.predict.receptive_field import measure_receptive_field
-from jumpdenoise.quality.blend import blend_weights
+from jumpdenoise.quality.calibration import apply_calibration, calibration_record
 from jumpdenoise.train.run_folder import run_checkpoint
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class LoadedModel:
         ``(c, 2)`` weights of the network's output in the low and the high band of what
         predict writes, the rest being the raw image (:mod:`jumpdenoise.quality.blend`; from
         the run's ``quality.json``), or ``None``: the network's output alone.
+    output_offset
+        What was subtracted from the network's output per channel (intensity units;
+        :mod:`jumpdenoise.quality.calibration`), or ``None``: nothing.
     """
 
     module: Any
@@ -91,6 +94,7 @@ class LoadedModel:
     independent_channels: bool = True
     normalization_source: str | None = None
     blend: np.ndarray | None = None
+    output_offset: np.ndarray | None = None
     _receptive_field: int | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -125,6 +129,7 @@ class LoadedModel:
             "normalization": {"mean": [float(m) for m in self.mean], "std": [float(s) for s in self.std],
                               "source": self.normalization_source},
             "stride": self.stride, "receptive_field": self.receptive_field,
+            "output_offset": None if self.output_offset is None else [float(v) for v in self.output_offset],
             "careamics_config": self.careamics_config,
         }
 
@@ -362,13 +367,13 @@ def load_model(path: str | Path | LoadedModel, device: str | None = "cpu", *,
         if not (p / "normalization.json").is_file():
             raise ModelError(f"{p}: normalization.json missing from the run folder")
         loaded = _load_checkpoint(run_checkpoint(p, checkpoint), p, p, "run")
-        loaded.blend = blend_weights(p, loaded.checkpoint, loaded.channels)
+        loaded = apply_calibration(loaded, calibration_record(p, loaded.checkpoint))
     elif zipfile.is_zipfile(p) and p.suffix.lower() == ".zip":
         loaded = _load_bmz(p)
     else:
         run = next((d for d in (p.parent, p.parent.parent)
                     if (d / "normalization.json").is_file() or (d / "careamics_config.yaml").is_file()), None)
         loaded = _load_checkpoint(p, run, p, "checkpoint")
-        loaded.blend = blend_weights(run, loaded.checkpoint, loaded.channels)
+        loaded = apply_calibration(loaded, calibration_record(run, loaded.checkpoint))
     loaded.module.to(dev)
     return loaded

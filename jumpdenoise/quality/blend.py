@@ -31,26 +31,21 @@ copies part of its own pixel (no longer blind to ``n_i``) gets lower weights, on
 it all gets 0: predict then writes the raw image.
 
 The weights are stored per channel in the run's ``quality.json`` (``blend``: ``[low, high]``),
-for the checkpoint they were measured on; :func:`blend_weights` returns them for a loaded
-checkpoint, :func:`apply_blend` applies them on the device
+for the checkpoint they were measured on;
+:func:`jumpdenoise.quality.calibration.blend_weights` returns them for a loaded checkpoint,
+:func:`apply_blend` applies them on the device
 (:class:`~jumpdenoise.predict.engine.Predictor`) and :func:`low_pass` on the host.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import logging
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BAND_SIGMA", "SureTerms", "apply_blend", "blend_weights", "low_pass", "low_pass_kernel",
-           "low_pass_kernel_tensor"]
+__all__ = ["BAND_SIGMA", "SureTerms", "apply_blend", "low_pass", "low_pass_kernel", "low_pass_kernel_tensor"]
 
-log = logging.getLogger(__name__)
 
 #: Standard deviation in pixels of the Gaussian splitting the low and the high band.
 BAND_SIGMA = 1.0
@@ -196,49 +191,3 @@ class SureTerms:
         best = min((np.clip(c, 0.0, 1.0) for c in candidates), key=lambda c: self.risk(*c)[0])
         return float(best[0]), float(best[1])
 
-
-def blend_weights(run_dir: str | Path | None, checkpoint: str | Path | None,
-                  channels: Sequence[str] | None) -> np.ndarray | None:
-    """The blend weight of each channel of a loaded checkpoint, or ``None`` to predict unblended.
-
-    Parameters
-    ----------
-    run_dir
-        The training run folder holding ``quality.json`` (``None``: no run folder).
-    checkpoint
-        The checkpoint file actually loaded; the weights apply only to the checkpoint they
-        were measured on.
-    channels
-        The model's channel names, in its input order.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        ``(c, 2)`` ``float32`` ``[low, high]`` weights in model channel order; ``None`` when the run has no
-        ``quality.json``, it was measured on another checkpoint (logged), or it lacks a
-        channel.
-    """
-    if run_dir is None or checkpoint is None or not channels:
-        return None
-    path = Path(run_dir) / "quality.json"
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        log.warning("%s: not readable; predicting without blending the raw image in", path)
-        return None
-    measured = record.get("checkpoint")
-    loaded = Path(checkpoint)
-    if measured is None or Path(run_dir, measured).resolve() != loaded.resolve():
-        log.warning("%s was measured on checkpoint %s, not on %s: predicting with the network's output alone "
-                    "(no blend with the raw image)", path, measured, loaded.name)
-        return None
-    entries = record.get("channels") or {}
-    try:
-        weights = np.asarray([[float(w) for w in entries[ch]["blend"]] for ch in channels], dtype=np.float32)
-    except (KeyError, TypeError, ValueError):
-        return None
-    if weights.shape != (len(channels), 2):
-        return None
-    return weights

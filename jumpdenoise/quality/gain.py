@@ -11,6 +11,8 @@ raw image's own error is ``sigma_i^2``. So on held-out fields
   ``ground_truth/truth.json`` ``noise_model``, see :mod:`jumpdenoise.quality.truth`), else from
   a Poisson-Gaussian fit of the held-out fields themselves (``noise_source: "fit"``,
   :mod:`jumpdenoise.quality.noise`; its limits are stated there);
+- first of all, the network's output offset ``mean(f(y) - y)`` is measured on the same fields and
+  removed (:mod:`jumpdenoise.quality.calibration`); everything below is of the corrected network;
 - ``excess = masked_mse - noise_variance`` estimates the network's error, and
   ``network_gain_db = 10 log10(noise_variance / excess)`` the gain of its output alone;
 - predict writes the network's output blended with the raw image (:mod:`jumpdenoise.quality.blend`);
@@ -33,6 +35,7 @@ stops a pipeline before predict when a channel's gain (``gain_db``, of what pred
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -45,6 +48,7 @@ import numpy as np
 
 from jumpdenoise.errors import JumpDenoiseError
 from jumpdenoise.quality.blend import SureTerms
+from jumpdenoise.quality.calibration import measure_output_offset, shift_output
 from jumpdenoise.quality.noise import (
     RELIABLE_SCALE_RATIO,
     NoiseVariance,
@@ -141,13 +145,16 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import load_model
 
-    loaded = dataclasses.replace(load_model(model, "cpu"), blend=None)  # the network alone, blind-spot
-    predictor = Predictor(loaded, tile_size=None, overlap=0)  # whole fields: no receptive field to measure
-    radius = _roi_radius(loaded.careamics_config)
-    step = radius + 1
+    base = load_model(model, "cpu")
+    loaded = dataclasses.replace(base, module=copy.deepcopy(base.module), blend=None)  # the network alone
     arrays = [np.asarray(f, dtype=np.float32) for f in fields]
     if not arrays:
         raise ValueError("no field to estimate the gain on")
+    # whole fields: no receptive field to measure; the output offset first, everything else on the corrected network
+    shift_output(loaded, measure_output_offset(Predictor(loaded, tile_size=None, overlap=0), arrays))
+    predictor = Predictor(loaded, tile_size=None, overlap=0)
+    radius = _roi_radius(loaded.careamics_config)
+    step = radius + 1
     per_pass = sum(math.ceil(a.shape[1] / step) * math.ceil(a.shape[2] / step) for a in arrays)
     passes = int(min(max_passes, step * step, max(1, math.ceil(target_pixels / per_pass))))
     rng = np.random.default_rng(seed)
@@ -174,7 +181,9 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         reliable = known is not None or (ratio is not None and ratio <= RELIABLE_SCALE_RATIO)
         r2 = np.concatenate(residuals[c]) ** 2
         var = models[ch].variance(np.concatenate(values[c]))
-        out[ch] = {**_written_entry(sure[c]), **_network_entry(r2, var), "noise_model": models[ch].as_dict(),
+        offset = None if loaded.output_offset is None else float(loaded.output_offset[c])
+        out[ch] = {**_written_entry(sure[c]), **_network_entry(r2, var), "output_offset": offset,
+                   "noise_model": models[ch].as_dict(),
                    "noise_source": "camera" if known else "fit", "reliable": reliable}
     return out
 

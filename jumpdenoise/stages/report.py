@@ -246,13 +246,14 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
               "truth's when known, else a reliable estimate)."]
     lines += ["", "## Diagnostics", "", f"noise: {report['diagnostic_noise_label']}.", "",
               "| channel | raw mean | denoised mean | raw std | denoised std | raw noise | denoised noise "
-              "| blend weights low/high | network alone, est. gain (dB) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| output offset removed | blend weights low/high | network alone, est. gain (dB) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for ch, row in report["channels"].items():
         s, n, est = row["statistics"], row["diagnostic_noise"], row["estimated"] or {}
         lines.append("| " + " | ".join([ch, _fmt(s.get("raw_mean")), _fmt(s.get("denoised_mean")),
                                            _fmt(s.get("raw_std")), _fmt(s.get("denoised_std")),
                                            _fmt(n.get("raw")), _fmt(n.get("denoised")),
+                                           _fmt(est.get("output_offset"), "+.3g"),
                                            "/".join(f"{w:.2f}" for w in est["blend"]) if est.get("blend") else "-",
                                            _fmt(est.get("network_gain_db"), "+.1f")]) + " |")
     figures = [(ch, row["figure"]) for ch, row in report["channels"].items() if row.get("figure")]

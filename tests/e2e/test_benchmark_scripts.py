@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -62,3 +64,7 @@ def test_train_benchmark_repeats_with_their_own_seeds(tmp_path: Path) -> None:
     assert r["careamics_val_losses"][0] != r["careamics_val_losses"][1]
     assert ours["val_losses"][0] != ours["val_losses"][1]
     assert ours["ratio"] > 0 and r["careamics_patches_per_s"] > 0
+    # PSNR against the truth of both networks' output, as it is and with the offset training removes
+    for psnrs in (r["careamics_psnr"], r["careamics_psnr_offset_removed"], ours["psnr_equal_time"],
+                  ours["psnr_offset_removed_equal_time"]):
+        assert len(psnrs) == 2 and all(np.isfinite(psnrs))

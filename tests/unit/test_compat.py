@@ -175,3 +175,21 @@ def test_compiled_original_sees_through_torch_compile() -> None:
     net = torch.nn.Conv2d(1, 1, 1)
     assert compat.compiled_original(net) is net
     assert compat.compiled_original(torch.compile(net)) is net  # compiling is lazy: nothing runs here
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_unet_output_bias_shifts_every_output_pixel(residual: bool) -> None:
+    """The private thing the output-offset correction changes: CAREamics' output convolution is
+    the UNet's last operation, so its bias moves each output channel by the same amount."""
+    from tests.fixtures.models import random_careamics_unet
+
+    net = random_careamics_unet(3, residual=residual)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        before = net(x)
+        compat.unet_output_bias(net).add_(torch.tensor([0.5, 0.0, -2.0]))
+        after = net(x)
+    np.testing.assert_allclose((after - before).mean(dim=(0, 2, 3)).numpy(), [0.5, 0.0, -2.0], atol=1e-5)
+    np.testing.assert_allclose((after - before).std(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-5)
+    with pytest.raises(compat.UnsupportedNetwork, match="final activation Sigmoid"):
+        compat.unet_output_bias(random_careamics_unet(3, final_activation="Sigmoid"))

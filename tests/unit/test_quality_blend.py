@@ -13,13 +13,8 @@ import torch
 
 from jumpdenoise.predict.engine import Predictor
 from jumpdenoise.predict.model import LoadedModel
-from jumpdenoise.quality.blend import (
-    SureTerms,
-    apply_blend,
-    blend_weights,
-    low_pass,
-    low_pass_kernel_tensor,
-)
+from jumpdenoise.quality.blend import SureTerms, apply_blend, low_pass, low_pass_kernel_tensor
+from jumpdenoise.quality.calibration import blend_weights
 
 
 def _quality(run: Path, checkpoint: str, weights: dict[str, list[float]]) -> None:
