@@ -10,7 +10,7 @@ it measured):
   measures the network's offset. It is not zero in practice: in eval mode the UNet's
   BatchNorm layers use running statistics of the last training batches, and a small error in
   them shifts every output pixel alike (the same shift on every field). Across a whole field,
-  such a shift costs more than the network's remaining error. It is removed from the output
+  such a shift can cost more than all the rest of the network's error. It is removed from the output
   convolution's bias (:func:`shift_output`), so every user of the loaded network (predict, the
   BMZ export, the gain estimate) runs the corrected one.
 - ``blend``: the weights of the network's output in what predict writes
