@@ -102,7 +102,8 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
 
     Returns what predict writes (the network's output, its offset removed and blended with the raw
     image by the weights measured on the validation images, :mod:`jumpdenoise.quality.calibration`),
-    the network's output alone (its offset removed), and the run's figures (steps, times, the gains estimated without truth).
+    the network's output alone (its offset removed), and the run's figures (steps, times, the gains
+    estimated without truth).
     """
     import dataclasses
 
@@ -133,13 +134,12 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
         estimate_s += time.perf_counter() - t
         calibrated = apply_calibration(model, record)  # the unit's output offset removed, its blend weights
         alone = dataclasses.replace(calibrated, blend=None)
-        t = time.perf_counter()
         for i in members:
-            written[i] = denoise_array(calibrated, data.noisy[i], tile_size=min(256, *data.noisy[i].shape[-2:]),
-                                       **tiled)
-        predict_s += time.perf_counter() - t
-        for i in members:
-            network[i] = denoise_array(alone, data.noisy[i], tile_size=min(256, *data.noisy[i].shape[-2:]), **tiled)
+            tile = min(256, *data.noisy[i].shape[-2:])
+            t = time.perf_counter()
+            written[i] = denoise_array(calibrated, data.noisy[i], tile_size=tile, **tiled)
+            predict_s += time.perf_counter() - t
+            network[i] = denoise_array(alone, data.noisy[i], tile_size=tile, **tiled)
         estimated[unit] = {ch: {k: e[k] for k in ("gain_db", "blend", "output_offset", "network_gain_db",
                                                   "noise_source", "noise_variance", "reliable")}
                            for ch, e in record["channels"].items()}
