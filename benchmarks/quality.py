@@ -18,10 +18,15 @@ neighbouring pixels, :func:`quality_sets.noise_neighbour_correlation`).
 
 Sets (``--sets``, :mod:`quality_sets`): synthetic plates ``jump`` and ``low-light`` with their
 truth, and the real FMD pairs ``fmd`` (trained on ``raw/`` only, scored against ``gt/``, PSNR
-peak 255 as in the literature; ``--fmd-types`` picks types). One model per method is trained on
-all the images of a set. The blend weights and the gain estimate are measured per instrument
-(:func:`quality_sets.instrument_units`), as predict measures them per plate: one unit for a
-synthetic plate, one per microscope/sample type for FMD, whose 12 types have different noise.
+peak 255 as in the literature; ``--fmd-types`` picks types). One model per method is trained per
+microscope (:func:`quality_sets.training_groups`: a synthetic plate is one; FMD's confocal,
+two-photon and widefield images are three, as a plate comes from one microscope), for the budget's
+share of that microscope's images; jumpdenoise decides per model, from the noise of its training
+images, whether it trains on phase sub-images (``train.n2v.phase_split: auto``; FMD's widefield
+noise is correlated between neighbouring pixels). The blend weights and the gain estimate are
+measured per instrument unit (:func:`quality_sets.instrument_units`), as predict measures them per
+plate: one unit for a synthetic plate, one per microscope/sample type for FMD, whose 12 types have
+different noise.
 
 Each method is trained ``--seeds`` times (training seeds ``--seed`` .. ``--seed + seeds - 1``,
 the data fixed); the table gives the mean and the standard deviation over seeds. Targets are
@@ -54,7 +59,9 @@ from quality_sets import (
     over_seeds,
     score_images,
     split_val,
+    subset,
     synthetic_set,
+    training_groups,
     true_gains,
 )
 
@@ -87,18 +94,18 @@ def recipe_settings(args: argparse.Namespace) -> dict:
     return out
 
 
-def recipe_callbacks(args: argparse.Namespace) -> list:
+def recipe_callbacks(args: argparse.Namespace, minutes: float) -> list:
     """The wall-clock learning-rate schedule of the ``budget`` recipe (a fresh one per training)."""
     if args.recipe == "careamics":
         return []
     from jumpdenoise.bsd_schedule import PEAK_LR, WallClockCosine
 
-    return [WallClockCosine(args.minutes * 60, peak_lr=PEAK_LR)]
+    return [WallClockCosine(minutes * 60, peak_lr=PEAK_LR)]
 
 
-def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Namespace
+def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Namespace, minutes: float
                     ) -> tuple[list, list, dict]:
-    """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for the budget; denoise every image.
+    """Train with :func:`~jumpdenoise.train.arrays.train_on_arrays` for ``minutes``; denoise every image.
 
     Returns what predict writes (the network's output, its offset removed and blended with the raw
     image by the weights measured on the validation images, :mod:`jumpdenoise.quality.calibration`),
@@ -116,8 +123,9 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
 
     t = time.perf_counter()
     train_on_arrays(data.noisy, run_dir, channels=data.channels, val_images=split_val(data), epochs=100_000,
-                    patch_size=64, seed=seed, n_val_patches=args.val_patches, callbacks=recipe_callbacks(args),
-                    trainer=trainer_settings(args, args.minutes * 60), **recipe_settings(args))
+                    patch_size=64, seed=seed, n_val_patches=args.val_patches, callbacks=recipe_callbacks(args, minutes),
+                    estimate=False,  # estimated per instrument unit below
+                    trainer=trainer_settings(args, minutes * 60), **recipe_settings(args))
     train_s = time.perf_counter() - t
     last = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     t = time.perf_counter()
@@ -143,14 +151,17 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
         estimated[unit] = {ch: {k: e[k] for k in ("gain_db", "blend", "output_offset", "network_gain_db",
                                                   "noise_source", "noise_variance", "reliable")}
                            for ch, e in record["channels"].items()}
+    from jumpdenoise.train.phase_choice import read_phase_split
+
     return written, network, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
+                              "phase_split": read_phase_split(run_dir),
                               "estimate_s": round(estimate_s, 1), "predict_s": round(predict_s, 1),
                               "estimated": estimated}
 
 
-def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: argparse.Namespace
+def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: argparse.Namespace, minutes: float
                   ) -> tuple[list, dict]:
-    """``CAREamist.train`` with jumpdenoise's CAREamics configuration and the same budget; ``predict``."""
+    """``CAREamist.train`` with jumpdenoise's CAREamics configuration for ``minutes``; ``predict``."""
     import yaml
     from careamics import CAREamist
 
@@ -159,11 +170,11 @@ def run_careamics(data: ImageSet, jd_run: Path, work: Path, seed: int, args: arg
     cc = yaml.safe_load((jd_run / "careamics_config.yaml").read_text())
     cc["training_config"].setdefault("trainer_params", {}).update({
         "max_epochs": 100_000, "accelerator": args.device, "devices": 1, "precision": args.precision,
-        "enable_progress_bar": False, "max_time": {"seconds": args.minutes * 60}})
+        "enable_progress_bar": False, "max_time": {"seconds": minutes * 60}})
     work.mkdir(parents=True, exist_ok=True)
     (work / "careamics_config.yaml").write_text(yaml.safe_dump(cc))
     careamist = CAREamist(work / "careamics_config.yaml", work_dir=work, enable_progress_bar=False,
-                          callbacks=recipe_callbacks(args))
+                          callbacks=recipe_callbacks(args, minutes))
     stack = np.stack(data.noisy)
     tile = min(256, *stack.shape[-2:])
     with pinned_torch_threads():  # the torch threads jumpdenoise's training and prediction use
@@ -188,9 +199,22 @@ def evaluate_set(data: ImageSet, work: Path, args: argparse.Namespace) -> dict:
               "jumpdenoise": [], "jumpdenoise-network": [], "careamics": [], "estimates": []}
     for s in range(args.seeds):
         seed = args.seed + s
-        jd_run = work / f"{data.name}-jd-{seed}"
-        written, network, info = run_jumpdenoise(data, jd_run, seed, args)
-        estimated = info.pop("estimated")
+        written, network, careamics = (list(data.noisy) for _ in range(3))
+        estimated, jd_info, ca_info = {}, [], []
+        for group, members in training_groups(data).items():  # one model per microscope
+            sub = subset(data, members)
+            minutes = args.minutes * len(members) / len(data.noisy)
+            jd_run = work / f"{data.name}-{group}-jd-{seed}"
+            w, n, info = run_jumpdenoise(sub, jd_run, seed, args, minutes)
+            estimated.update(info.pop("estimated"))
+            out, c_info = run_careamics(sub, jd_run, work / f"{data.name}-{group}-ca-{seed}", seed, args, minutes)
+            for k, i in enumerate(members):
+                written[i], network[i], careamics[i] = w[k], n[k], out[k]
+            jd_info.append({**info, "group": group})
+            ca_info.append({**c_info, "group": group})
+            shutil.rmtree(jd_run, ignore_errors=True)
+            shutil.rmtree(work / f"{data.name}-{group}-ca-{seed}", ignore_errors=True)
+        info = {"steps": sum(i["steps"] for i in jd_info), "models": jd_info}
         result["jumpdenoise"].append({**score_images(data, written), **info, "seed": seed})
         result["jumpdenoise-network"].append({**score_images(data, network), **info, "seed": seed})
         rows = {}
@@ -204,14 +228,14 @@ def evaluate_set(data: ImageSet, work: Path, args: argparse.Namespace) -> dict:
                                "true_gain_offset_free_db": offset_free[ch],
                                "noise_neighbour_correlation": correlation[ch]}
         result["estimates"].append(rows)
+        splits = ", ".join(f"{i['group']} {i['phase_split']}" for i in jd_info)
         print(f"  {data.name} seed {seed}: jumpdenoise {result['jumpdenoise'][-1]['psnr']:.2f} dB "
-              f"(network alone {result['jumpdenoise-network'][-1]['psnr']:.2f}; {info['steps']} steps)", flush=True)
-        out, info = run_careamics(data, jd_run, work / f"{data.name}-ca-{seed}", seed, args)
-        result["careamics"].append({**score_images(data, out), **info, "seed": seed})
+              f"(network alone {result['jumpdenoise-network'][-1]['psnr']:.2f}; {info['steps']} steps; "
+              f"phase split {splits})", flush=True)
+        ca = {"steps": sum(i["steps"] for i in ca_info), "models": ca_info}
+        result["careamics"].append({**score_images(data, careamics), **ca, "seed": seed})
         print(f"  {data.name} seed {seed}: CAREamist   {result['careamics'][-1]['psnr']:.2f} dB "
-              f"({info['steps']} steps)", flush=True)
-        shutil.rmtree(jd_run, ignore_errors=True)
-        shutil.rmtree(work / f"{data.name}-ca-{seed}", ignore_errors=True)
+              f"({ca['steps']} steps)", flush=True)
     for m in ("jumpdenoise", "jumpdenoise-network", "careamics"):
         runs = result[m]
         result[m] = {**over_seeds(runs), "steps": [r["steps"] for r in runs]}

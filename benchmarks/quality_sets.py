@@ -110,6 +110,27 @@ def instrument_units(data: ImageSet) -> dict[str, tuple[list[int], list[int]]]:
     return {data.name: (everything[:max(1, len(everything) // 6)], everything)}
 
 
+def training_groups(data: ImageSet) -> dict[str, list[int]]:
+    """Images trained together: one microscope's (FMD: the type's prefix, ``Confocal``, ``TwoPhoton``,
+    ``WideField``); a synthetic plate is one microscope."""
+    if not data.units:
+        return {data.name: list(range(len(data.noisy)))}
+    groups: dict[str, list[int]] = {}
+    for unit, members in data.units.items():
+        groups.setdefault(unit.split("_", 1)[0], []).extend(members)
+    return {g: sorted(m) for g, m in groups.items()}
+
+
+def subset(data: ImageSet, members: list[int]) -> ImageSet:
+    """The images ``members`` of ``data`` as a set of their own (instrument units kept)."""
+    index = {i: k for k, i in enumerate(members)}
+    units = None if data.units is None else {
+        u: [index[i] for i in idx] for u, idx in data.units.items() if all(i in index for i in idx)}
+    return ImageSet(data.name, [data.keys[i] for i in members], [data.noisy[i] for i in members],
+                    [data.truth[i] for i in members], data.channels, [data.groups[i] for i in members],
+                    data_range=data.data_range, notes=data.notes, units=units)
+
+
 def split_val(data: ImageSet) -> list[np.ndarray]:
     """Validation images of both trainers: every unit's held-out images (also trained on)."""
     return [data.noisy[i] for held, _ in instrument_units(data).values() for i in held]

@@ -202,14 +202,18 @@ def dihedral_average(predict: Callable[[np.ndarray], np.ndarray], image: np.ndar
 def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray], run_dir: str | Path, *,
                     epochs: int = 100, patch_size: int = 64, batch_size: int = 128, seed: int = 1,
                     n2v2: bool = False, val_fraction: float = 0.05, trainer: dict | None = None,
-                    callbacks: list | None = None, **overrides) -> Path:
+                    callbacks: list | None = None, sigma: float | None = None, **overrides) -> Path:
     """Train a 1-channel N2V model on noisy images only; returns the run folder.
 
     A fraction ``val_fraction`` of the (noisy) training images, at least one when there are two or more,
     is held out as the validation set; with a single image the training module decides. ``callbacks``
     are extra Lightning callbacks (e.g. :class:`~jumpdenoise.bsd_schedule.WallClockCosine`); they need
-    two or more images.
+    two or more images. ``sigma``: the Gaussian noise's standard deviation, when known, for the gain
+    estimate on the validation images (default: fitted on them). The model's output offset is
+    measured there and removed; its output is not blended with the noisy image, so that the score
+    is the network's own, as the N2V protocol scores it and as the exported model reproduces it.
     """
+    from jumpdenoise.quality.noise import NoiseVariance
     from jumpdenoise.train.arrays import train_on_arrays
 
     images = list(noisy_train.values()) if isinstance(noisy_train, Mapping) else list(noisy_train)
@@ -223,9 +227,10 @@ def train_bsd_model(noisy_train: Mapping[str, np.ndarray] | Sequence[np.ndarray]
     run_dir = Path(run_dir).resolve()  # absolute: the run folder records checkpoint paths relative to it
     if callbacks and val is None:
         raise JumpDenoiseError("training with callbacks needs two or more images (one held out)")
+    noise = {"c0": NoiseVariance(a=0.0, b=float(sigma) ** 2, n_pixels=0)} if sigma is not None else None
     return Path(train_on_arrays(images, run_dir, val_images=val, epochs=epochs, patch_size=patch_size,
                                 batch_size=batch_size, n2v2=n2v2, seed=seed, trainer=trainer, callbacks=callbacks,
-                                **overrides))
+                                noise_models=noise, blend=False, **overrides))
 
 
 def denoise_set(model_or_run: object, noisy: Mapping[str, np.ndarray], *, tta: bool = False,
@@ -297,7 +302,7 @@ def run_bsd(train_dir: str | Path, test_dir: str | Path, sigma: float = 25.0, ep
     noisy_train = noisy_set(clean_train, sigma, seed)
     noisy_test = noisy_set(clean_test, sigma, seed + 1)
     t0 = time.perf_counter()
-    run_dir = train_bsd_model(noisy_train, out / "model", **train_kwargs)
+    run_dir = train_bsd_model(noisy_train, out / "model", sigma=sigma, **train_kwargs)
     t1 = time.perf_counter()
     denoised = denoise_set(run_dir, noisy_test, tta=tta, device=device)
     t2 = time.perf_counter()

@@ -72,7 +72,7 @@ def check_before_stage(stage: Stage, config: JumpDenoiseConfig) -> None:
     """What a pipeline checks before a stage, beyond the stage's own checks.
 
     Before ``predict``: the model's estimated gain per channel (written by the train stage,
-    :func:`jumpdenoise.quality.gain.check_gain_before_predict`); a channel the model would
+    :func:`jumpdenoise.quality.guard.check_gain_before_predict`); a channel the model would
     make worse stops the pipeline unless ``predict.allow_worse``. A single ``jumpdenoise
     predict`` only warns.
 
@@ -82,7 +82,7 @@ def check_before_stage(stage: Stage, config: JumpDenoiseConfig) -> None:
         Naming the channels and what to do.
     """
     if stage.name == "predict":
-        from jumpdenoise.quality.gain import check_gain_before_predict
+        from jumpdenoise.quality.guard import check_gain_before_predict
 
         check_gain_before_predict(config)
 

@@ -38,6 +38,13 @@ class N2VSettings(BaseModel):
         structN2V mask (``none`` disables it).
     struct_mask_span
         Span of the structN2V mask.
+    phase_split
+        Train and predict on the ``s x s`` phase sub-images of every field (pixels ``s`` apart),
+        for noise correlated between neighbouring pixels, which a one-pixel blind spot passes
+        through. ``auto`` (default): 2 when the training fields' noise is measured to be
+        correlated (:mod:`jumpdenoise.quality.correlation`: real Phenix fields are, with a
+        neighbour correlation of about 0.45), else 1. The choice and the measurement are
+        recorded in the run folder (``noise_correlation.json``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,6 +55,7 @@ class N2VSettings(BaseModel):
     strategy: Literal["uniform", "median"] | None = None
     struct_mask_axes: Literal["none", "horizontal", "vertical", "cross", "square"] = "none"
     struct_mask_span: int = Field(default=5, ge=3, le=15)
+    phase_split: Literal["auto", 1, 2] = "auto"
 
     @field_validator("roi_size", "struct_mask_span")
     @classmethod

@@ -179,7 +179,7 @@ class Predictor:
                 "batch_size": self.batch_size, "bf16": self.bf16, "tta": self.tta,
                 "receptive_field": self.receptive_field, "stride": self.model.stride,
                 "device": str(self.device), "network_variant": self.network_variant, "autotune": self.autotune,
-                "cuda_graphs": self.cuda_graphs,
+                "cuda_graphs": self.cuda_graphs, "phase_split": self.model.phase_split,
                 "blend": None if self.model.blend is None else np.asarray(self.model.blend).tolist()}
 
     def plan(self, shape_yx: Sequence[int]) -> TilePlan:
@@ -254,8 +254,23 @@ class Predictor:
         """Denoise one normalised field ``(c, y, x)`` (float32 tensor on the device).
 
         With blend weights (:attr:`LoadedModel.blend`), the network's output is blended with
-        ``x`` per channel and band (:func:`jumpdenoise.quality.blend.apply_blend`).
+        ``x`` per channel and band (:func:`jumpdenoise.quality.blend.apply_blend`). A model
+        trained on phase sub-images (:attr:`LoadedModel.phase_split`) denoises each phase
+        sub-image of the field as a field of its own (tiled, blended), and the results are
+        interleaved back.
         """
+        import torch
+
+        s = self.model.phase_split
+        if s == 1:
+            return self._predict_field(x)
+        from jumpdenoise.compute.phases import merge_phases, split_phases
+
+        with torch.inference_mode():
+            out = torch.empty((x.shape[0], *x.shape[-2:]), dtype=torch.float32, device=x.device)
+            return merge_phases([self._predict_field(p.contiguous()) for p in split_phases(x, s)], s, out)
+
+    def _predict_field(self, x: Any) -> Any:
         import torch
 
         y = self._network_output(x)

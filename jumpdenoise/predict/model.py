@@ -36,6 +36,7 @@ from jumpdenoise.errors import ModelError
 from jumpdenoise.predict.digest import verify_checkpoint
 from jumpdenoise.predict.receptive_field import measure_receptive_field
 from jumpdenoise.quality.calibration import apply_calibration, calibration_record
+from jumpdenoise.train.phase_choice import read_phase_split
 from jumpdenoise.train.run_folder import run_checkpoint
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class LoadedModel:
     output_offset
         What was subtracted from the network's output per channel (intensity units;
         :mod:`jumpdenoise.quality.calibration`), or ``None``: nothing.
+    phase_split
+        The network was trained on the fields' ``s x s`` phase sub-images and runs on them
+        (``noise_correlation.json`` of the run folder, :mod:`jumpdenoise.train.phase_choice`).
     """
 
     module: Any
@@ -95,6 +99,7 @@ class LoadedModel:
     normalization_source: str | None = None
     blend: np.ndarray | None = None
     output_offset: np.ndarray | None = None
+    phase_split: int = 1
     _receptive_field: int | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -130,6 +135,7 @@ class LoadedModel:
                               "source": self.normalization_source},
             "stride": self.stride, "receptive_field": self.receptive_field,
             "output_offset": None if self.output_offset is None else [float(v) for v in self.output_offset],
+            "phase_split": self.phase_split,
             "careamics_config": self.careamics_config,
         }
 
@@ -368,6 +374,7 @@ def load_model(path: str | Path | LoadedModel, device: str | None = "cpu", *,
             raise ModelError(f"{p}: normalization.json missing from the run folder")
         loaded = _load_checkpoint(run_checkpoint(p, checkpoint), p, p, "run")
         loaded = apply_calibration(loaded, calibration_record(p, loaded.checkpoint))
+        loaded.phase_split = read_phase_split(p)
     elif zipfile.is_zipfile(p) and p.suffix.lower() == ".zip":
         loaded = _load_bmz(p)
     else:
@@ -375,5 +382,6 @@ def load_model(path: str | Path | LoadedModel, device: str | None = "cpu", *,
                     if (d / "normalization.json").is_file() or (d / "careamics_config.yaml").is_file()), None)
         loaded = _load_checkpoint(p, run, p, "checkpoint")
         loaded = apply_calibration(loaded, calibration_record(run, loaded.checkpoint))
+        loaded.phase_split = read_phase_split(run) if run is not None else 1
     loaded.module.to(dev)
     return loaded

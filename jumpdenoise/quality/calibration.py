@@ -95,11 +95,11 @@ def blend_weights(run_dir: str | Path | None, checkpoint: str | Path | None,
     -------
     numpy.ndarray or None
         ``(c, 2)`` ``float32`` ``[low, high]`` weights in model channel order; ``None`` when the
-        run has no ``quality.json``, it was measured on another checkpoint (logged), or it
-        lacks a channel.
+        run has no ``quality.json``, it was measured on another checkpoint (logged), it
+        lacks a channel, or every weight is 1 (the network alone).
     """
     weights = _per_channel(calibration_record(run_dir, checkpoint), channels, "blend", 2)
-    return None if weights is None else weights.astype(np.float32)
+    return None if weights is None or np.all(weights == 1.0) else weights.astype(np.float32)
 
 
 def recorded_output_offset(record: Mapping | None, channels: Sequence[str] | None) -> np.ndarray | None:
@@ -158,10 +158,13 @@ def apply_calibration(loaded: Any, record: Mapping | None) -> Any:
 
     The network is copied (``loaded`` is not changed) when its offset must move: to the recorded
     one, from what was already removed. Without a record, or channels the record lacks, the
-    model is returned unblended and uncorrected as it is.
+    model is returned unblended and uncorrected as it is; weights of 1 in both bands (a run
+    estimated with ``blend=False``) leave it unblended.
     """
     channels = loaded.channels
     weights = _per_channel(record, channels, "blend", 2)
+    if weights is not None and np.all(weights == 1.0):
+        weights = None  # the network's output alone, exactly
     out = dataclasses.replace(loaded, blend=None if weights is None else weights.astype(np.float32))
     offset = recorded_output_offset(record, channels)
     if offset is not None:

@@ -28,7 +28,7 @@ sample can measure and ``network_gain_db`` is its lower bound (``lower_bound: tr
 (:class:`~jumpdenoise.quality.noise.NoiseVariance`) is at most 1.5; the guard acts on reliable
 estimates only (the others are reported and warned about).
 The estimate is stored in ``<run>/quality.json`` (:func:`estimate_run_gain`, called by the
-train stage's ``finalize``) and read by :func:`read_gain`; :func:`check_gain_before_predict`
+train stage's ``finalize``) and read by :func:`read_gain`; :func:`jumpdenoise.quality.guard.check_gain_before_predict`
 stops a pipeline before predict when a channel's gain (``gain_db``, of what predict writes) is
 <= 0 dB.
 """
@@ -57,16 +57,13 @@ from jumpdenoise.quality.noise import (
 
 __all__ = [
     "QUALITY_JSON",
-    "HarmfulModelError",
-    "check_gain_before_predict",
     "estimate_after_training",
     "estimate_gain",
+    "estimate_if_stale",
     "estimate_run_gain",
     "read_gain",
     "read_quality",
     "run_folder_of",
-    "warn_worse_channels",
-    "worse_channels",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,14 +74,6 @@ MAX_PASSES = 8
 MAX_FIELDS = 4
 #: Step of the divergence estimate, as a fraction of the noise standard deviation.
 EPS_NOISE = 0.1
-ADVICE = ("train longer (train.epochs, train.patches_per_epoch), try N2V2 (train.n2v.n2v2: true), or drop the "
-          "channel (train.channels); set predict.allow_worse: true to predict anyway")
-
-
-class HarmfulModelError(JumpDenoiseError):
-    """The model's estimated gain is <= 0 dB on some channel: denoising would make it worse."""
-
-
 def _masked_input(field: np.ndarray, offset: tuple[int, int], step: int, radius: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``field`` with the grid pixels ``offset + step * k`` replaced by random neighbours.
@@ -114,7 +103,7 @@ def _roi_radius(careamics_config: dict) -> int:
 
 def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[str], *,
                   noise_models: Mapping[str, NoiseVariance] | None = None, target_pixels: int = TARGET_PIXELS,
-                  max_passes: int = MAX_PASSES, seed: int = 0) -> dict:
+                  max_passes: int = MAX_PASSES, seed: int = 0, blend: bool = True) -> dict:
     """Estimate each channel's gain in dB from blind-spot predictions on held-out fields.
 
     Parameters
@@ -123,7 +112,9 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         A :class:`~jumpdenoise.predict.model.LoadedModel` (or anything
         :func:`~jumpdenoise.predict.model.load_model` takes), run on the CPU.
     fields
-        Raw ``(c, y, x)`` fields in the model's channel order (not used for training).
+        Raw ``(c, y, x)`` fields in the model's channel order (not used for training); a
+        model trained on phase sub-images (``phase_split``) is measured on theirs, as predict
+        runs it, so its blend weights apply to each sub-image.
     channels
         Channel names, in that order.
     noise_models
@@ -132,6 +123,10 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         Masked pixels wanted per channel (passes are added until reached or ``max_passes``).
     seed
         Seed of the grid shifts and of the replacement neighbours.
+    blend
+        Choose the blend weights (default); ``False`` records weights of 1, what predict then
+        writes being the network's output alone (a protocol that scores, or exports, the
+        network itself: BSD), with its gain.
 
     Returns
     -------
@@ -142,12 +137,15 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         noise_model, noise_source, reliable}}`` plus
         ``"_meta"`` (grid step, passes).
     """
+    from jumpdenoise.compute.phases import split_phases
     from jumpdenoise.predict.engine import Predictor
     from jumpdenoise.predict.model import load_model
 
     base = load_model(model, "cpu")
-    loaded = dataclasses.replace(base, module=copy.deepcopy(base.module), blend=None)  # the network alone
-    arrays = [np.asarray(f, dtype=np.float32) for f in fields]
+    # the network alone, on the fields as it runs on them: whole, or each of their phase sub-images
+    loaded = dataclasses.replace(base, module=copy.deepcopy(base.module), blend=None, phase_split=1)
+    arrays = [np.ascontiguousarray(sub, dtype=np.float32)
+              for f in fields for sub in split_phases(np.asarray(f), base.phase_split)]
     if not arrays:
         raise ValueError("no field to estimate the gain on")
     # whole fields: no receptive field to measure; the output offset first, everything else on the corrected network
@@ -174,7 +172,7 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
               for c, ch in enumerate(channels)}
     sure = _sure_terms(predictor, arrays, [models[ch] for ch in channels], rng)
     out: dict[str, Any] = {"_meta": {"grid_step": step, "roi_radius": radius, "passes": passes,
-                                     "n_fields": len(arrays)}}
+                                     "n_fields": len(fields), "phase_split": base.phase_split}}
     for c, ch in enumerate(channels):
         known = (noise_models or {}).get(ch)
         ratio = models[ch].scale_ratio
@@ -182,7 +180,8 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         r2 = np.concatenate(residuals[c]) ** 2
         var = models[ch].variance(np.concatenate(values[c]))
         offset = None if loaded.output_offset is None else float(loaded.output_offset[c])
-        out[ch] = {**_written_entry(sure[c]), **_network_entry(r2, var), "output_offset": offset,
+        out[ch] = {**_written_entry(sure[c], None if blend else (1.0, 1.0)), **_network_entry(r2, var),
+                   "output_offset": offset,
                    "noise_model": models[ch].as_dict(),
                    "noise_source": "camera" if known else "fit", "reliable": reliable}
     return out
@@ -208,9 +207,10 @@ def _db(noise: float, excess: float) -> float:
     return 10.0 * math.log10(noise / excess)
 
 
-def _written_entry(sure: SureTerms) -> dict:
-    """Blend weights and gain of what predict writes, with the gain's +-2 standard-error range."""
-    low, high = sure.weights()
+def _written_entry(sure: SureTerms, weights: tuple[float, float] | None = None) -> dict:
+    """Blend weights (``weights``, or the best) and the gain of what predict writes, with its +-2
+    standard-error range."""
+    low, high = sure.weights() if weights is None else weights
     noise = sure.mean_noise()
     risk, se = sure.risk(low, high)
     risk = min(max(risk, 1e-12 * noise), noise)  # weights (0, 0) are the raw image: risk = noise exactly
@@ -238,7 +238,7 @@ def _network_entry(r2: np.ndarray, var: np.ndarray) -> dict:
 
 def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequence[str], *,
                       noise_models: Mapping[str, NoiseVariance] | None = None, max_fields: int = MAX_FIELDS,
-                      seed: int = 0, checkpoint: str | None = None) -> dict:
+                      seed: int = 0, checkpoint: str | None = None, blend: bool = True) -> dict:
     """Estimate the gain of a run folder's model on held-out fields and write ``<run>/quality.json``.
 
     Parameters
@@ -255,6 +255,8 @@ def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequ
     checkpoint
         The checkpoint measured (:func:`~jumpdenoise.predict.model.load_model`'s; default: the
         best); predict blends with these weights only when it loads the same checkpoint.
+    blend
+        See :func:`estimate_gain`.
     """
     from jumpdenoise.predict.model import load_model
 
@@ -263,7 +265,7 @@ def estimate_run_gain(run_dir: str | Path, fields: Sequence[Any], channels: Sequ
     arrays = [f.load() if hasattr(f, "load") else np.asarray(f) for f in chosen]
     keys = [str(getattr(f, "key", i)) for i, f in enumerate(chosen)]
     loaded = load_model(run, "cpu", checkpoint=checkpoint)
-    result = estimate_gain(loaded, arrays, channels, noise_models=noise_models, seed=seed)
+    result = estimate_gain(loaded, arrays, channels, noise_models=noise_models, seed=seed, blend=blend)
     meta = result.pop("_meta")
     checkpoint = Path(loaded.checkpoint).resolve().relative_to(run.resolve()).as_posix()
     record = {"version": 2, "method": "N2V blind-spot masked MSE minus Poisson-Gaussian noise variance; the "
@@ -303,87 +305,52 @@ def read_gain(run_dir: str | Path) -> dict[str, float]:
     return {ch: float(v["gain_db"]) for ch, v in record.get("channels", {}).items() if v.get("gain_db") is not None}
 
 
-def worse_channels(model: str | Path, channels: Sequence[str] | None = None, *,
-                   reliable: bool = True) -> dict[str, float]:
-    """Channels (of ``channels``, default all) whose estimated gain is <= 0 dB, with their gain.
-
-    ``reliable``: only the channels whose estimate is reliable (the guard's set), or with
-    ``False`` only those whose estimate is not.
-    """
-    run = run_folder_of(model)
-    record = (read_quality(run) if run is not None else None) or {}
-    return {ch: float(v["gain_db"]) for ch, v in record.get("channels", {}).items()
-            if v.get("gain_db") is not None and v["gain_db"] <= 0 and bool(v.get("reliable", True)) == reliable
-            and (channels is None or ch in channels)}
-
-
-def describe_worse(model: str | Path, worse: dict[str, float]) -> str:
-    """One sentence naming the channels and their gain."""
-    listed = ", ".join(f"{ch} ({g:+.1f} dB)" for ch, g in worse.items())
-    return (f"model {model}: estimated gain <= 0 dB for channel(s) {listed} "
-            f"({QUALITY_JSON}): denoising would not bring these channels closer to the truth than the raw images")
-
-
-def check_gain_before_predict(config: Any) -> None:
-    """Stop a pipeline before predict when the model makes a channel worse.
-
-    Reads ``quality.json`` of the model's run folder (``predict.model``, default
-    ``paths.run_dir``); nothing is checked when there is none (a BMZ zip, a bare checkpoint,
-    a run not yet estimated).
-
-    Raises
-    ------
-    HarmfulModelError
-        If a channel selected for prediction has an estimated gain <= 0 dB and
-        ``predict.allow_worse`` is false; the message names the channels and what to do.
-    """
-    model = config.predict.model or config.paths.run_dir
-    worse = worse_channels(model)
-    if not worse:
-        return
-    if getattr(config.predict, "allow_worse", False):
-        log.warning("%s; predicting anyway (predict.allow_worse)", describe_worse(model, worse))
-        return
-    raise HarmfulModelError(f"{describe_worse(model, worse)}. Not predicting: {ADVICE}")
-
-
 def estimate_after_training(config: Any, setup: Any) -> dict | None:
     """The train stage's estimate: the run's gain on its validation fields, into ``quality.json``.
 
     The camera noise comes from the plate's ground-truth ``truth.json`` when there is one
-    (:func:`jumpdenoise.quality.truth.camera_noise_models`), else from the fields. Skipped
-    (returns ``None``) when the run has no checkpoint, or ``quality.json`` is newer than
-    ``best.json``. A failure is logged, not raised: the trained model stays usable.
+    (:func:`jumpdenoise.quality.truth.camera_noise_models`), else from the fields; see
+    :func:`estimate_if_stale`.
     """
     from jumpdenoise.quality.truth import camera_noise_models, find_truth_dir
 
     run = Path(config.paths.run_dir)
-    best, quality = run / "best.json", run / QUALITY_JSON
-    if not best.is_file() or (quality.is_file() and quality.stat().st_mtime_ns >= best.stat().st_mtime_ns):
-        return None
     try:
         plate = Path(setup.resolved_config["plate"]["path"])
         truth_dir = find_truth_dir(plate, getattr(config.predict, "truth", None))
         models = camera_noise_models(truth_dir) if truth_dir is not None else {}
-        return estimate_run_gain(run, setup.val_refs, setup.channels, noise_models=models, seed=int(setup.tc.seed))
     except (JumpDenoiseError, ValueError, OSError) as exc:
         log.warning("%s: gain estimate failed (%s); predict will not be guarded", run, exc)
         return None
+    return estimate_if_stale(run, setup.val_refs, setup.channels, noise_models=models, seed=int(setup.tc.seed))
 
 
-def warn_worse_channels(model: str | Path, channels: Sequence[str]) -> dict[str, float]:
-    """Warn (logger ``jumpdenoise.predict``) when the model's estimated gain is <= 0 dB on a channel.
+def estimate_if_stale(run_dir: str | Path, fields: Sequence[Any], channels: Sequence[str], *,
+                      noise_models: Mapping[str, NoiseVariance] | None = None, seed: int = 0,
+                      blend: bool = True) -> dict | None:
+    """:func:`estimate_run_gain` of a just-trained run, unless its ``quality.json`` is current.
 
-    Returns the channels warned about, with their gain (``{}`` when none, or when the model's
-    run folder has no ``quality.json``).
+    Skipped (returns ``None``) when the run has no ``best.json`` (no checkpoint), or its
+    ``quality.json`` was measured on the checkpoint ``best.json`` names, after that checkpoint
+    was written (a finished run trained again returns at once, rewriting ``best.json`` only).
+    A failure is logged, not raised: the trained model stays usable (uncalibrated, unguarded).
     """
-    predict_log = logging.getLogger("jumpdenoise.predict")
-    worse = worse_channels(model, channels)
-    if worse:
-        predict_log.warning("%s; the denoised channel(s) will be worse than the raw ones. %s",
-                            describe_worse(model, worse), ADVICE[0].upper() + ADVICE[1:])
-    doubtful = worse_channels(model, channels, reliable=False)
-    if doubtful:
-        predict_log.warning("%s, but the noise could not be measured reliably on these channels (spatially "
-                            "correlated noise or strong fine structure): not guarded", describe_worse(model, doubtful))
-    return worse
+    from jumpdenoise.train.run_folder import run_checkpoint
+
+    run = Path(run_dir)
+    quality = run / QUALITY_JSON
+    if not (run / "best.json").is_file():
+        return None
+    try:
+        chosen = run_checkpoint(run)
+        measured = (read_quality(run) or {}).get("checkpoint")
+        if (measured is not None and (run / measured).resolve() == chosen.resolve()
+                and quality.stat().st_mtime_ns >= chosen.stat().st_mtime_ns):
+            return None
+    except (JumpDenoiseError, OSError):
+        pass  # measured again below
+    try:
+        return estimate_run_gain(run, fields, channels, noise_models=noise_models, seed=seed, blend=blend)
+    except (JumpDenoiseError, ValueError, OSError) as exc:
+        log.warning("%s: gain estimate failed (%s); predict will not be guarded", run, exc)
+        return None

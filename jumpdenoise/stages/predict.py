@@ -100,7 +100,7 @@ def prepare(config: JumpDenoiseConfig, session: PlateSession) -> dict:
     predictor = get_predictor(config.model_copy(update={"predict": on_cpu}), session)
     lm = predictor.model
     channels = select_channels(lm, info)
-    from jumpdenoise.quality.gain import warn_worse_channels
+    from jumpdenoise.quality.guard import warn_worse_channels
 
     warn_worse_channels(lm.source, channels)  # estimated gain <= 0 dB: warn, naming the channels
     selection = selected_fields(config, info)

@@ -196,6 +196,7 @@ def build_report(raw: Path, denoised: Path, *, truth_dir: Path | None = None, ru
     return {"raw_plate": str(raw), "denoised_plate": str(denoised),
             "truth": str(truth_dir) if truth_dir is not None else None,
             "quality_json": str(Path(run_dir) / "quality.json") if estimated else None,
+            "phase_split": int(quality.get("phase_split", 1)),
             "data_range_rule": "per field, the truth's p99.9 - p0.1", "diagnostic_noise_label": NOISE_LABEL,
             "channels": rows}
 
@@ -224,6 +225,10 @@ def render_markdown(report: dict, extra: dict | None = None) -> str:
              f"- ground truth: `{report['truth']}`" if report["truth"] else "- ground truth: none",
              f"- estimated gain: `{report['quality_json']}`" if report["quality_json"] else
              "- estimated gain: none (no quality.json in the model's run folder)"]
+    if report.get("phase_split", 1) > 1:
+        split = report["phase_split"]
+        lines.append(f"- trained and predicted on {split}x{split} phase sub-images: the raw noise is correlated between "
+                     "neighbouring pixels (`noise_correlation.json` of the run folder)")
     for k, v in (extra or {}).items():
         lines.append(f"- {k}: `{v}`")
     head = ["channel", "PSNR raw (dB)", "PSNR denoised (dB)", "gain vs truth (dB)", "SSIM raw", "SSIM denoised",

@@ -22,10 +22,13 @@ STAGE = "train"
 def build_training_setup(config: Any) -> Any:
     """The :class:`~jumpdenoise.train.loop.TrainingSetup` of ``config``.
 
-    No pixels are read when the plate has statistics.
+    No pixels are read when the plate has statistics, except, the first time for a run folder
+    with ``train.n2v.phase_split: auto``, up to 4 training fields whose noise correlation decides
+    the phase split (:func:`jumpdenoise.train.phase_choice.resolve_phase_split`).
     """
     from jumpdenoise.train.fields import check_patch_fits, split_fields
     from jumpdenoise.train.loop import TrainingSetup
+    from jumpdenoise.train.phase_choice import resolve_phase_split
     from jumpdenoise.train.plate_patches import plate_fields, plate_normalization
     from jumpdenoise.train.run_folder import RunFolder
 
@@ -37,6 +40,8 @@ def build_training_setup(config: Any) -> Any:
                          val_groups=tc.val_wells)
     check_patch_fits(split.train + split.val, tc.patch_size, f"plate {plate}")
     mean, std, source = plate_normalization(info, channels, split.train)
+    phase, phase_record = resolve_phase_split(config.paths.run_dir, tc.n2v.phase_split, split.train, channels)
+    check_patch_fits(split.train + split.val, tc.patch_size, f"plate {plate}", phase)
     resolved = {"train": tc.model_dump(mode="json"),
                 "plate": {"path": str(plate), "name": info.name, "channels": channels,
                           "shape_yx": list(info.shape_yx), "dtype": info.dtype}}
@@ -44,7 +49,8 @@ def build_training_setup(config: Any) -> Any:
     resolved["train"]["channels"] = channels
     return TrainingSetup(tc=tc, run=RunFolder(Path(config.paths.run_dir)), train_refs=split.train,
                          val_refs=split.val, channels=channels, mean=mean, std=std, norm_source=source,
-                         split=split.record, data_type="zarr", resolved_config=resolved)
+                         split=split.record, data_type="zarr", resolved_config=resolved, phase_split=phase,
+                         phase_record=phase_record)
 
 
 def prepare(config: Any, session: PlateSession) -> None:

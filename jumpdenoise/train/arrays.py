@@ -1,13 +1,17 @@
 """Train N2V on in-memory images (used by the BSD notebook/CLI and the single-image demo).
 
 Same data pipeline, module and run folder as plate training; normalisation is the
-per-channel mean/std of the training images, computed once (or given).
+per-channel mean/std of the training images, computed once (or given). As after plate
+training, the model's gain is then estimated on the validation images without truth and
+written to ``quality.json`` with the output offset and blend weights that loading the model
+applies (:mod:`jumpdenoise.quality.gain`, :mod:`jumpdenoise.quality.calibration`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -55,6 +59,7 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
                     channels: list[str] | None = None, val_images: list[np.ndarray] | np.ndarray | None = None,
                     epochs: int = 10, patch_size: int = 64, batch_size: int = 32, n2v2: bool = False,
                     seed: int = 1, trainer: dict | None = None, callbacks: list | None = None,
+                    noise_models: Mapping[str, Any] | None = None, estimate: bool = True, blend: bool = True,
                     **overrides: Any) -> Path:
     """Train N2V on images in memory; write a complete run folder and return it.
 
@@ -75,6 +80,16 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
         processes, since the images are in memory).
     callbacks
         Extra Lightning callbacks (e.g. a learning rate over wall time).
+    noise_models
+        Known noise per channel name (:class:`~jumpdenoise.quality.noise.NoiseVariance`, e.g.
+        Gaussian noise of known sigma: ``a=0, b=sigma**2``); default: fitted on the validation images.
+    estimate
+        Estimate the gain on the validation images after training (``quality.json``); a caller
+        that estimates per group of images itself passes ``False``.
+    blend
+        ``False``: what the model writes is the network's output alone (its output offset
+        removed), not blended with the raw image; what a protocol that scores or exports the
+        network itself needs (BSD).
     **overrides
         Other ``TrainConfig`` fields (``patches_per_epoch``, ``model``, ``n2v``, ...), and
         ``mean`` / ``std`` (per channel) to skip computing the normalisation.
@@ -86,6 +101,7 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
     from jumpdenoise.config.train import TrainConfig
     from jumpdenoise.train.fields import arrays_to_refs, check_patch_fits, split_fields
     from jumpdenoise.train.loop import TrainingSetup, fit, write_run_header
+    from jumpdenoise.train.phase_choice import resolve_phase_split
     from jumpdenoise.train.plate_patches import arrays_mean_std
     from jumpdenoise.train.run_folder import RunFolder
 
@@ -119,11 +135,19 @@ def train_on_arrays(images: list[np.ndarray] | np.ndarray, run_dir: str | Path, 
         source = "given"
     if len(mean) != n_c or len(std) != n_c:
         raise ConfigError(f"mean/std: need {n_c} value(s) each, got {len(mean)} and {len(std)}")
+    phase, phase_record = resolve_phase_split(run_dir, tc.n2v.phase_split, split.train, names)
+    check_patch_fits(split.train + split.val, tc.patch_size, "the images", phase)
     resolved = {"train": tc.model_dump(mode="json"),
                 "data": {"kind": "arrays", "n_images": len(imgs), "shapes": [list(a.shape) for a in imgs],
                          "dtype": str(imgs[0].dtype), "n_val_images": 0 if vals is None else len(vals)}}
     setup = TrainingSetup(tc=tc, run=RunFolder(Path(run_dir)), train_refs=split.train, val_refs=split.val,
                           channels=names, mean=[float(m) for m in mean], std=[float(s) for s in std],
-                          norm_source=source, split=split.record, data_type="array", resolved_config=resolved)
+                          norm_source=source, split=split.record, data_type="array", resolved_config=resolved,
+                          phase_split=phase, phase_record=phase_record)
     write_run_header(setup)
-    return fit(setup, extra_callbacks=callbacks)
+    run = fit(setup, extra_callbacks=callbacks)
+    if estimate:
+        from jumpdenoise.quality.gain import estimate_if_stale
+
+        estimate_if_stale(run, split.val, names, noise_models=noise_models, seed=tc.seed, blend=blend)
+    return run

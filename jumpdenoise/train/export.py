@@ -67,7 +67,8 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
     ------
     ModelError
         If the run is incomplete, ``out`` is not a ``.zip``, a maintainer is not a GitHub user
-        name, or the exported model fails bioimageio.core's test.
+        name, the model runs on phase sub-images (``train.n2v.phase_split``; a BMZ model is
+        applied to whole images), or the exported model fails bioimageio.core's test.
     """
     from jumpdenoise.compat import load_careamics_configuration
     from jumpdenoise.predict.model import load_model
@@ -87,6 +88,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, checkpoint
             raise ModelError(f"--maintainer {user!r}: not a GitHub user name (letters, digits and inner hyphens, "
                              "at most 39 characters)")
     loaded = load_model(run.path, "cpu", checkpoint=str(Path(checkpoint).resolve()) if checkpoint else None)
+    if loaded.phase_split > 1:
+        raise ModelError(f"{run.path}: the model was trained on {loaded.phase_split}x{loaded.phase_split} phase "
+                         f"sub-images (noise correlated between neighbouring pixels, {run.noise_correlation.name}); a "
+                         "BioImage Model Zoo consumer would apply it to whole images. Predict with jumpdenoise from "
+                         "the run folder, or train with train.n2v.phase_split: 1 for an exportable model")
     ckpt, model = loaded.checkpoint, loaded.module
     config = load_careamics_configuration(run.careamics_config)
     norm = json.loads(run.normalization.read_text())

@@ -173,14 +173,20 @@ def split_fields(refs: list[FieldRef], *, seed: int, val_fraction: float, patch_
     return Split(train, val, mode, record)
 
 
-def check_patch_fits(refs: list[FieldRef], patch_size: int, origin: str) -> None:
-    """Raise :class:`ConfigError` when a patch is larger than a field (or row band)."""
+def check_patch_fits(refs: list[FieldRef], patch_size: int, origin: str, phase_split: int = 1) -> None:
+    """Raise :class:`ConfigError` when a patch is larger than a field (or row band).
+
+    With ``phase_split`` ``s``, a patch is cut from a phase sub-image and spans ``s * patch_size`` pixels.
+    """
+    span = patch_size * phase_split
     for r in refs:
         h, w = r.rows[1] - r.rows[0], r.shape[2]
-        if patch_size > min(h, w):
+        if span > min(h, w):
+            split = f" with phase split {phase_split} (train.n2v.phase_split) spans {span} pixels and" \
+                if phase_split > 1 else ""
             raise ConfigError(
-                f"train.patch_size {patch_size} is larger than the fields of {origin} "
-                f"({r.key}: {h}x{w} pixels); choose a patch_size <= {min(h, w)}")
+                f"train.patch_size {patch_size}{split} is larger than the fields of {origin} "
+                f"({r.key}: {h}x{w} pixels); choose a patch_size <= {min(h, w) // phase_split}")
 
 
 def arrays_to_refs(images: list[np.ndarray], prefix: str = "image") -> list[FieldRef]:

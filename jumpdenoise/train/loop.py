@@ -47,6 +47,10 @@ class TrainingSetup:
         says ``"array"``, see :func:`~jumpdenoise.train.careamics_config.build_careamics_config`).
     resolved_config
         The content of config.yaml.
+    phase_split, phase_record
+        Patches come from the fields' ``phase_split x phase_split`` phase sub-images
+        (:mod:`jumpdenoise.train.phase_choice`), and the record of that choice
+        (``noise_correlation.json``).
     """
 
     tc: TrainConfig
@@ -60,6 +64,8 @@ class TrainingSetup:
     split: dict
     data_type: str = "zarr"
     resolved_config: dict = field(default_factory=dict)
+    phase_split: int = 1
+    phase_record: dict = field(default_factory=dict)
 
     @property
     def patches_per_epoch(self) -> int:
@@ -78,8 +84,9 @@ class TrainingSetup:
 
 
 def write_run_header(setup: TrainingSetup) -> None:
-    """Write config.yaml, careamics_config.yaml, normalization.json, split.json (rank 0 only)."""
-    from jumpdenoise.train.run_folder import write_header
+    """Write config.yaml, careamics_config.yaml, normalization.json, split.json and
+    noise_correlation.json (rank 0 only)."""
+    from jumpdenoise.train.run_folder import write_header, write_json
 
     if not is_global_zero():
         return
@@ -90,6 +97,7 @@ def write_run_header(setup: TrainingSetup) -> None:
     norm = {"channels": setup.channels, "mean": setup.mean, "std": setup.std, "source": setup.norm_source}
     write_header(setup.run, config=setup.resolved_config, careamics_config=setup.careamics_config(),
                  normalization=norm, split=setup.split)
+    write_json(setup.run.noise_correlation, setup.phase_record or {"phase_split": setup.phase_split})
     example = setup.run.path / EXAMPLE_INPUT
     if not example.is_file():  # a raw crop of a validation field: BMZ export test input
         np.save(example, example_crop(setup.val_refs[0].load(), setup.tc.model.depth))
@@ -210,7 +218,7 @@ def fit(setup: TrainingSetup, *, extra_callbacks: list | None = None) -> Path:
             batch_size=setup.tc.batch_size, patches_per_epoch=setup.patches_per_epoch,
             n_val_patches=setup.tc.n_val_patches, seed=setup.tc.seed, augmentations=augmentation_dicts(setup.tc),
             num_workers=ts.num_workers, persistent_workers=ts.persistent_workers, pin_memory=ts.pin_memory,
-            masking=masking)
+            masking=masking, phase_split=setup.phase_split)
         ckpt = resume_checkpoint(setup.run)
         if ckpt is not None:
             log.info("resuming from %s", ckpt)

@@ -152,13 +152,17 @@ class PatchDataModule(pl.LightningDataModule):
         N2V masking done in the data workers
         (:class:`~jumpdenoise.train.masking.LoaderMasking`); the validation patches are
         masked once, with a fixed seed.
+    phase_split
+        Patches are cut from the fields' phase sub-images (:mod:`jumpdenoise.compute.phases`).
     """
 
     def __init__(self, train_refs: list[FieldRef], val_refs: list[FieldRef], mean: list[float],
                  std: list[float], *, patch_size: int, batch_size: int, patches_per_epoch: int,
                  n_val_patches: int, seed: int, augmentations: list[dict], masking: LoaderMasking,
-                 num_workers: int = 0, persistent_workers: bool = True, pin_memory: bool | None = None) -> None:
+                 num_workers: int = 0, persistent_workers: bool = True, pin_memory: bool | None = None,
+                 phase_split: int = 1) -> None:
         super().__init__()
+        self.phase_split = phase_split
         self.masking = masking
         self.train_refs, self.val_refs = train_refs, val_refs
         self.mean, self.std = list(mean), list(std)
@@ -184,13 +188,14 @@ class PatchDataModule(pl.LightningDataModule):
         rank, world, _ = self._world()
         if self._val is None:
             val = torch.from_numpy(val_patches(self.val_refs, self.mean, self.std, n=self.n_val_patches,
-                                               patch_size=self.patch_size, seed=self.seed))
+                                               patch_size=self.patch_size, seed=self.seed,
+                                               phase_split=self.phase_split))
             self._val = tuple(self.masking(val, self.seed + 7))
         self.train_stream = PatchStream(
             self.train_refs, self.mean, self.std, patch_size=self.patch_size, batch_size=self.batch_size,
             batches_per_epoch=self.batches_per_epoch(world), seed=self.seed, rank=rank,
             augmentations=self.augmentations, masking=self.masking,
-            regions_in_cache=regions_in_cache(self.train_refs))
+            regions_in_cache=regions_in_cache(self.train_refs), phase_split=self.phase_split)
 
     def _pin(self) -> bool:
         if self.pin_memory is not None:

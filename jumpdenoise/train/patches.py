@@ -95,20 +95,30 @@ def augment_batch(batch: np.ndarray, augmentations: Sequence[dict], rng: np.rand
 
 
 def sample_patches(slots: Sequence[np.ndarray], n: int, patch: int, rng: np.random.Generator,
-                   out: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
+                   out: np.ndarray | None = None, weights: np.ndarray | None = None,
+                   phase_split: int = 1) -> np.ndarray:
     """Cut ``n`` random ``patch x patch`` windows from the arrays in ``slots`` (float32).
 
-    Each window picks its array with probability ``weights`` (``None``: uniformly).
+    Each window picks its array with probability ``weights`` (``None``: uniformly). With
+    ``phase_split`` ``s`` > 1, a window of ``s * patch`` pixels is cut and one of its ``s x s``
+    phase sub-images (every ``s``-th pixel, from a random offset) kept: a patch of a phase
+    sub-image of the array.
     """
     c = slots[0].shape[0]
     if out is None:
         out = np.empty((n, c, patch, patch), dtype=np.float32)
     which = rng.integers(0, len(slots), size=n) if weights is None else rng.choice(len(slots), size=n, p=weights)
+    s = phase_split
+    span = patch * s
     for i in range(n):
         arr = slots[which[i]]
-        y = int(rng.integers(0, arr.shape[1] - patch + 1))
-        x = int(rng.integers(0, arr.shape[2] - patch + 1))
-        out[i] = arr[:, y: y + patch, x: x + patch]
+        y = int(rng.integers(0, arr.shape[1] - span + 1))
+        x = int(rng.integers(0, arr.shape[2] - span + 1))
+        if s == 1:
+            out[i] = arr[:, y: y + patch, x: x + patch]
+        else:
+            py, px = (int(v) for v in rng.integers(0, s, size=2))
+            out[i] = arr[:, y + py: y + span: s, x + px: x + span: s]
     return out
 
 
@@ -135,14 +145,17 @@ class PatchStream(torch.utils.data.IterableDataset):
     masking
         N2V masking applied to each batch in the worker, yielded in its sparse form
         (``None``: batches are yielded unmasked, as one tensor).
+    phase_split
+        Patches of the fields' phase sub-images (see :func:`sample_patches`).
     """
 
     def __init__(self, refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *,
                  patch_size: int, batch_size: int, batches_per_epoch: int, seed: int, rank: int = 0,
                  augmentations: Sequence[dict] = (), regions_in_cache: int = REGIONS_IN_CACHE,
                  patches_per_region: int = PATCHES_PER_REGION, region_side: int = REGION_SIDE,
-                 masking: Any = None) -> None:
+                 masking: Any = None, phase_split: int = 1) -> None:
         self.refs = list(refs)
+        self.phase_split = int(phase_split)
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
         self.inv_std = (1.0 / np.asarray(std, dtype=np.float32)).reshape(-1, 1, 1)
         self.patch_size = patch_size
@@ -154,7 +167,7 @@ class PatchStream(torch.utils.data.IterableDataset):
         self.turnover = len(self.refs) > regions_in_cache
         self.n_slots = min(regions_in_cache, len(self.refs))
         self.patches_per_region = patches_per_region
-        self.region_side = max(region_side, patch_size)
+        self.region_side = max(region_side, patch_size * self.phase_split)
         self.masking = masking
         self._epoch = 0  # counts iterations in this process (persistent workers)
 
@@ -197,7 +210,7 @@ class PatchStream(torch.utils.data.IterableDataset):
         if slot_weights is not None and np.ptp(slot_weights) == 0:
             slot_weights = None  # equal areas: uniform, the cheaper draw
         for _ in range(n):
-            batch = sample_patches(slots, b, p, rng, weights=slot_weights)
+            batch = sample_patches(slots, b, p, rng, weights=slot_weights, phase_split=self.phase_split)
             batch -= self.mean
             batch *= self.inv_std
             augment_batch(batch, self.augmentations, rng)
@@ -214,8 +227,9 @@ class PatchStream(torch.utils.data.IterableDataset):
 
 
 def val_patches(refs: list[FieldRef], mean: Sequence[float], std: Sequence[float], *, n: int,
-                patch_size: int, seed: int) -> np.ndarray:
-    """Draw a fixed, seeded set of ``n`` normalised validation patches ``(n, c, p, p)``.
+                patch_size: int, seed: int, phase_split: int = 1) -> np.ndarray:
+    """Draw a fixed, seeded set of ``n`` normalised validation patches ``(n, c, p, p)``
+    (of phase sub-images with ``phase_split`` > 1, see :func:`sample_patches`).
 
     Fields are read one at a time, so memory holds one field plus the patches.
     """
@@ -228,7 +242,7 @@ def val_patches(refs: list[FieldRef], mean: Sequence[float], std: Sequence[float
         if k == 0:
             continue
         arr = ref.load()
-        sample_patches([arr], int(k), patch_size, rng, out=out[i: i + k])
+        sample_patches([arr], int(k), patch_size, rng, out=out[i: i + k], phase_split=phase_split)
         i += int(k)
     out -= np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
     out /= np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)

@@ -49,6 +49,7 @@ class RunFolder:
     curves_png = property(lambda self: self.path / "curves.png")
     log = property(lambda self: self.path / "train.log")
     best = property(lambda self: self.path / "best.json")
+    noise_correlation = property(lambda self: self.path / "noise_correlation.json")
     export_dir = property(lambda self: self.path / "export")
 
 

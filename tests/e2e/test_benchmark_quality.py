@@ -37,14 +37,14 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
     fmd = _fmd_or_skip()
     out = tmp_path / "quality.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--sets", "fmd", "--fmd-types", "Confocal_BPAE_B,TwoPhoton_MICE",
-         "--fmd-crop", "128", "--minutes", "0.05", "--seeds", "2", "--batch", "4", "--epoch-steps", "2",
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--sets", "fmd", "--fmd-types",
+         "Confocal_BPAE_B,TwoPhoton_MICE,WideField_BPAE_G", "--fmd-crop", "128", "--minutes", "0.05", "--seeds", "2", "--batch", "4", "--epoch-steps", "2",
          "--val-patches", "4", "--workdir", str(tmp_path), "--json", str(out)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
     fmd_res = r["results"]["fmd"]
-    assert r["sets"]["fmd"]["images"] == 8 and r["sets"]["fmd"]["shape"] == [1, 128, 128]
+    assert r["sets"]["fmd"]["images"] == 12 and r["sets"]["fmd"]["shape"] == [1, 128, 128]
 
     # the raw score is the metric of the raw captures against gt/, peak 255
     from PIL import Image
@@ -64,17 +64,25 @@ def test_quality_benchmark_scores_raw_and_both_trainers(tmp_path: Path) -> None:
         assert len(res["per_seed"]) == 2 and [s["seed"] for s in res["per_seed"]] == [1, 2]
         assert all(steps > 0 for steps in res["steps"]), res["steps"]
         assert np.isfinite(res["psnr"]["mean"]) and 0 < res["ssim"]["mean"] <= 1
-        assert set(res["groups"]) == {"Confocal_BPAE_B", "TwoPhoton_MICE"}
+        assert set(res["groups"]) == {"Confocal_BPAE_B", "TwoPhoton_MICE", "WideField_BPAE_G"}
+        # one model per microscope, trained for its images' share of the budget
+        for run in res["per_seed"]:
+            assert [m["group"] for m in run["models"]] == ["Confocal", "TwoPhoton", "WideField"]
+    for run in fmd_res["jumpdenoise"]["per_seed"]:  # widefield noise is correlated between neighbours
+        assert {m["group"]: m["phase_split"] for m in run["models"]} == {"Confocal": 1, "TwoPhoton": 1,
+                                                                          "WideField": 2}
     # the gain estimated without truth, next to the true gain of what was written, per seed and per
     # microscope/sample type (each type is its own instrument: its own noise fit and blend weights)
     assert len(fmd_res["estimates"]) == 2
     for seed in fmd_res["estimates"]:
-        assert set(seed) == {"Confocal_BPAE_B", "TwoPhoton_MICE"}
+        assert set(seed) == {"Confocal_BPAE_B", "TwoPhoton_MICE", "WideField_BPAE_G"}
         for e in seed.values():
             assert all(0 <= w <= 1 for w in e["blend"]) and e["noise_source"] == "fit"
             assert np.isfinite(e["gain_db"]) and np.isfinite(e["true_gain_db"])
             assert np.isfinite(e["true_gain_offset_free_db"])
-            assert 0 < e["noise_neighbour_correlation"] < 0.3  # these two types' noise is nearly white
+        assert 0 < seed["Confocal_BPAE_B"]["noise_neighbour_correlation"] < 0.3  # nearly white noise
+        assert 0 < seed["TwoPhoton_MICE"]["noise_neighbour_correlation"] < 0.3
+        assert seed["WideField_BPAE_G"]["noise_neighbour_correlation"] > 0.4
         # var(raw - gt) is about 40 for this confocal type and 200 for the two-photon one
         assert seed["TwoPhoton_MICE"]["noise_variance"] > 2.5 * seed["Confocal_BPAE_B"]["noise_variance"]
     texts = [t["text"] for t in r["targets"]]

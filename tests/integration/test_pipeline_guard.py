@@ -18,7 +18,7 @@ import pytest
 from jumpdenoise.config import load_config
 from jumpdenoise.io.synthetic import generate_plate
 from jumpdenoise.pipeline import run_pipeline
-from jumpdenoise.quality.gain import HarmfulModelError
+from jumpdenoise.quality.guard import HarmfulModelError
 
 TINY_TRAIN = {"seed": 7, "epochs": 1, "patch_size": 32, "batch_size": 4, "patches_per_epoch": 8, "n_val_patches": 4,
               "model": {"depth": 2, "num_channels_init": 8},
@@ -72,7 +72,7 @@ def test_a_model_that_adds_nothing_stops_the_run_before_predict(tmp_path: Path) 
         "DNA": {"gain_db": 0.0, "blend": [0.0, 0.0], "reliable": True},
         "Mito": {"gain_db": 4.1, "blend": [0.1, 0.7], "reliable": True}}}))
     cfg = load_config(overrides={"paths": {"workdir": str(tmp_path / "run"), "run_dir": str(run)}})
-    from jumpdenoise.quality.gain import check_gain_before_predict
+    from jumpdenoise.quality.guard import check_gain_before_predict
 
     with pytest.raises(HarmfulModelError) as err:
         check_gain_before_predict(cfg)

@@ -14,11 +14,8 @@ from jumpdenoise.config import load_config
 from jumpdenoise.io.ngff import read_field
 from jumpdenoise.io.synthetic import generate_plate
 from fixtures.models import make_run
-from jumpdenoise.quality.gain import (
-    check_gain_before_predict,
-    estimate_run_gain,
-    read_gain,
-)
+from jumpdenoise.quality.gain import estimate_run_gain, read_gain
+from jumpdenoise.quality.guard import check_gain_before_predict
 from jumpdenoise.quality.metrics import default_data_range, psnr
 from jumpdenoise.quality.truth import camera_noise_models, find_truth_dir
 from jumpdenoise.stages import report as report_stage
@@ -102,6 +99,8 @@ def test_report_without_truth_uses_the_estimated_gain(setup: dict) -> None:
         assert row["gain_db"] == pytest.approx(read_gain(setup["run"])[ch]) and not row["worse"]
     md = report_stage.render_markdown(rep)
     assert "ground truth: none" in md and "WORSE than raw" not in md
+    assert rep["phase_split"] == 1 and "phase sub-images" not in md  # the synthetic plate's noise is white
+    assert "trained and predicted on 2x2 phase sub-images" in report_stage.render_markdown({**rep, "phase_split": 2})
 
 
 def test_train_stage_finalize_writes_quality_json(setup: dict) -> None:

@@ -72,7 +72,10 @@ def test_calibration_moves_a_copy_to_the_recorded_offset() -> None:
     np.testing.assert_allclose(Predictor(model, tile_size=None).denoise(fields[0]), plain)
     shifted = Predictor(calibrated, tile_size=None).denoise(fields[0])
     np.testing.assert_allclose((plain - shifted).mean(axis=(1, 2)), [4.0, -1.5], atol=1e-3)
-    assert calibrated.blend.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert calibrated.blend is None  # weights of 1: the network's output alone, exactly
+    blended = apply_calibration(model, {"channels": {"DNA": {"output_offset": 4.0, "blend": [0.5, 1.0]},
+                                                     "ER": {"output_offset": -1.5, "blend": [1.0, 1.0]}}})
+    assert blended.blend.tolist() == [[0.5, 1.0], [1.0, 1.0]]
     again = apply_calibration(calibrated, {"channels": {"DNA": {"output_offset": 5.0, "blend": [1.0, 1.0]},
                                                         "ER": {"output_offset": -1.5, "blend": [1.0, 1.0]}}})
     np.testing.assert_allclose((plain - Predictor(again, tile_size=None).denoise(fields[0])).mean(axis=(1, 2)),

@@ -167,12 +167,8 @@ def _run_with_quality(tmp_path, channels: dict) -> object:
 def test_guard_acts_on_reliable_estimates_only(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from jumpdenoise.quality.gain import (
-        HarmfulModelError,
-        check_gain_before_predict,
-        read_gain,
-        warn_worse_channels,
-    )
+    from jumpdenoise.quality.gain import read_gain
+    from jumpdenoise.quality.guard import HarmfulModelError, check_gain_before_predict, warn_worse_channels
 
     cfg = _run_with_quality(tmp_path, {"DNA": {"gain_db": -1.5, "reliable": True},
                                        "ER": {"gain_db": -4.0, "reliable": False},
@@ -190,7 +186,7 @@ def test_guard_acts_on_reliable_estimates_only(tmp_path, caplog: pytest.LogCaptu
 
 def test_guard_passes_without_quality_json(tmp_path) -> None:
     from jumpdenoise.config import load_config
-    from jumpdenoise.quality.gain import check_gain_before_predict
+    from jumpdenoise.quality.guard import check_gain_before_predict
 
     cfg = load_config(overrides={"paths": {"workdir": str(tmp_path), "run_dir": str(tmp_path / "absent")}})
     assert check_gain_before_predict(cfg) is None
