@@ -144,8 +144,8 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
     base = load_model(model, "cpu")
     # the network alone, on the fields as it runs on them: whole, or each of their phase sub-images
     loaded = dataclasses.replace(base, module=copy.deepcopy(base.module), blend=None, phase_split=1)
-    arrays = [np.ascontiguousarray(sub, dtype=np.float32)
-              for f in fields for sub in split_phases(np.asarray(f), base.phase_split)]
+    whole = [np.asarray(f) for f in fields]
+    arrays = [np.ascontiguousarray(sub, dtype=np.float32) for f in whole for sub in split_phases(f, base.phase_split)]
     if not arrays:
         raise ValueError("no field to estimate the gain on")
     # whole fields: no receptive field to measure; the output offset first, everything else on the corrected network
@@ -168,11 +168,11 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
                 noisy = field[c, ys, xs].astype(np.float64)
                 residuals[c].append(pred[c, ys, xs].astype(np.float64) - noisy)
                 values[c].append(noisy)
-    models = {ch: (noise_models or {}).get(ch) or fit_poisson_gaussian([a[c] for a in arrays])
+    models = {ch: (noise_models or {}).get(ch) or _fitted_noise(arrays, whole, c, base.phase_split)
               for c, ch in enumerate(channels)}
     sure = _sure_terms(predictor, arrays, [models[ch] for ch in channels], rng)
     out: dict[str, Any] = {"_meta": {"grid_step": step, "roi_radius": radius, "passes": passes,
-                                     "n_fields": len(fields), "phase_split": base.phase_split}}
+                                     "n_fields": len(whole), "phase_split": base.phase_split}}
     for c, ch in enumerate(channels):
         known = (noise_models or {}).get(ch)
         ratio = models[ch].scale_ratio
@@ -185,6 +185,21 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
                    "noise_model": models[ch].as_dict(),
                    "noise_source": "camera" if known else "fit", "reliable": reliable}
     return out
+
+
+def _fitted_noise(arrays: Sequence[np.ndarray], fields: Sequence[Any], c: int, phase_split: int) -> NoiseVariance:
+    """Channel ``c``'s noise fitted on ``arrays``; on phase sub-images, scaled up to the variance of
+    pixels two apart in the whole ``fields`` (:func:`jumpdenoise.quality.correlation.variance_scale`):
+    the sub-images' noise keeps part of its correlation, which makes a fit on them low."""
+    from jumpdenoise.quality.correlation import variance_scale
+
+    model = fit_poisson_gaussian([a[c] for a in arrays])
+    if phase_split == 1:
+        return model
+    scale = variance_scale([np.asarray(f)[c] for f in fields], model)
+    if scale is None or scale <= 1.0:
+        return model
+    return dataclasses.replace(model, a=model.a * scale, b=model.b * scale)
 
 
 def _sure_terms(predictor: Any, arrays: Sequence[np.ndarray], models: Sequence[NoiseVariance],

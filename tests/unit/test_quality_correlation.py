@@ -103,3 +103,18 @@ def test_patches_of_phase_sub_images() -> None:
     assert len({(s // w % 2, s % w % 2) for s in starts}) == 4  # all four phases drawn
     same = sample_patches([arr], 5, 8, np.random.default_rng(4))
     assert np.all(np.diff(same, axis=-1) == 1)  # no split: plain windows
+
+
+def test_variance_scale_measures_what_a_low_fit_misses() -> None:
+    from jumpdenoise.quality.correlation import variance_scale
+    from jumpdenoise.quality.noise import NoiseVariance
+
+    rng = np.random.default_rng(5)
+    planes = [_scene(256, rng) + _correlated_noise((256, 256), rng, sigma=10.0) for _ in range(2)]  # variance 100
+    low = NoiseVariance(a=0.0, b=25.0, n_pixels=0)  # a fit that saw a quarter of it
+    # the flattest blocks are also those whose noise happened to be small: about 15 % low
+    assert 3.0 < variance_scale(planes, low) < 4.2
+    assert 0.75 < variance_scale(planes, NoiseVariance(a=0.0, b=100.0, n_pixels=0)) < 1.05
+    yy, xx = np.mgrid[:256, :256]
+    texture = 1000 + 400 * np.sin(yy / 1.7) * np.cos(xx / 2.3)
+    assert variance_scale([texture + rng.normal(0, 2, texture.shape)], low) is None  # structure everywhere
