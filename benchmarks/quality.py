@@ -151,10 +151,8 @@ def run_jumpdenoise(data: ImageSet, run_dir: Path, seed: int, args: argparse.Nam
         estimated[unit] = {ch: {k: e[k] for k in ("gain_db", "blend", "output_offset", "network_gain_db",
                                                   "noise_source", "noise_variance", "reliable")}
                            for ch, e in record["channels"].items()}
-    from jumpdenoise.train.phase_choice import read_phase_split
-
     return written, network, {"train_s": round(train_s, 1), "steps": int(last["global_step"]),
-                              "phase_split": read_phase_split(run_dir),
+                              "phase_split": model.phase_split,
                               "estimate_s": round(estimate_s, 1), "predict_s": round(predict_s, 1),
                               "estimated": estimated}
 

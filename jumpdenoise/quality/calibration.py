@@ -98,7 +98,13 @@ def blend_weights(run_dir: str | Path | None, checkpoint: str | Path | None,
         run has no ``quality.json``, it was measured on another checkpoint (logged), it
         lacks a channel, or every weight is 1 (the network alone).
     """
-    weights = _per_channel(calibration_record(run_dir, checkpoint), channels, "blend", 2)
+    return _recorded_blend(calibration_record(run_dir, checkpoint), channels)
+
+
+def _recorded_blend(record: Mapping | None, channels: Sequence[str] | None) -> np.ndarray | None:
+    """``record``'s blend weights per channel as ``(c, 2)`` float32, or ``None``: none recorded, or
+    every weight 1 (the network's output alone, exactly)."""
+    weights = _per_channel(record, channels, "blend", 2)
     return None if weights is None or np.all(weights == 1.0) else weights.astype(np.float32)
 
 
@@ -162,10 +168,7 @@ def apply_calibration(loaded: Any, record: Mapping | None) -> Any:
     estimated with ``blend=False``) leave it unblended.
     """
     channels = loaded.channels
-    weights = _per_channel(record, channels, "blend", 2)
-    if weights is not None and np.all(weights == 1.0):
-        weights = None  # the network's output alone, exactly
-    out = dataclasses.replace(loaded, blend=None if weights is None else weights.astype(np.float32))
+    out = dataclasses.replace(loaded, blend=_recorded_blend(record, channels))
     offset = recorded_output_offset(record, channels)
     if offset is not None:
         move = offset - (loaded.output_offset if loaded.output_offset is not None else 0.0)

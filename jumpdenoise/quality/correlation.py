@@ -87,6 +87,12 @@ def _lag_power(blocks: np.ndarray, d: int) -> float:
     return float((rows.sum() + cols.sum()) / (rows.size + cols.size))
 
 
+def _signal_part(d2: float, d3: float) -> tuple[float, float]:
+    """``G`` of ``D(d) = 2 s2 + G d^2`` (``d >= 2``) from ``D(2)`` and ``D(3)``, and the signal's share of ``D(2)``."""
+    grad = max(0.0, (d3 - d2) / 5.0)
+    return grad, (4 * grad / d2 if d2 > 0 else 1.0)
+
+
 def neighbour_correlation(planes: Sequence[np.ndarray]) -> NeighbourCorrelation:
     """The noise's neighbour correlation of one channel from its raw 2-D planes (module docstring).
 
@@ -101,9 +107,8 @@ def neighbour_correlation(planes: Sequence[np.ndarray]) -> NeighbourCorrelation:
             n_blocks += len(blocks)
     if not profiles:
         return NeighbourCorrelation(None, 1.0, 0)
-    d1, d2, d3 = np.median(np.asarray(profiles), axis=0)
-    grad = max(0.0, (d3 - d2) / 5.0)
-    share = float(4 * grad / d2) if d2 > 0 else 1.0
+    d1, d2, d3 = (float(v) for v in np.median(np.asarray(profiles), axis=0))
+    grad, share = _signal_part(d2, d3)
     noise2 = d2 - 4 * grad  # 2 s2
     if share > MAX_SIGNAL_SHARE or noise2 <= 0:
         return NeighbourCorrelation(None, round(share, 4), n_blocks)
@@ -139,9 +144,9 @@ def variance_scale(planes: Sequence[np.ndarray], model: Any) -> float | None:
         if not len(blocks):
             continue
         d2, d3 = _lag_power(blocks, 2), _lag_power(blocks, 3)
-        grad = max(0.0, (d3 - d2) / 5.0)
+        grad, share = _signal_part(d2, d3)
         fitted = float(np.mean(model.variance(blocks)))
-        if d2 <= 0 or 4 * grad / d2 > MAX_SIGNAL_SHARE or fitted <= 0:
+        if d2 <= 0 or share > MAX_SIGNAL_SHARE or fitted <= 0:
             continue
         ratios.append((d2 - 4 * grad) / 2.0 / fitted)
     return float(np.median(ratios)) if ratios else None

@@ -74,6 +74,8 @@ MAX_PASSES = 8
 MAX_FIELDS = 4
 #: Step of the divergence estimate, as a fraction of the noise standard deviation.
 EPS_NOISE = 0.1
+
+
 def _masked_input(field: np.ndarray, offset: tuple[int, int], step: int, radius: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``field`` with the grid pixels ``offset + step * k`` replaced by random neighbours.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jumpdenoise.errors import ModelError
+from jumpdenoise.train.run_folder import RunFolder
 
 __all__ = ["MEASURED_FIELDS", "read_phase_split", "resolve_phase_split"]
 
@@ -33,7 +34,7 @@ def read_phase_split(run_dir: str | Path) -> int:
     ModelError
         If ``noise_correlation.json`` cannot be read or names no valid split.
     """
-    path = Path(run_dir) / "noise_correlation.json"
+    path = RunFolder(Path(run_dir)).noise_correlation
     if not path.is_file():
         return 1
     try:
@@ -60,7 +61,7 @@ def resolve_phase_split(run_dir: str | Path, setting: str | int, refs: Sequence[
 
     if setting != "auto":
         return int(setting), {"phase_split": int(setting), "setting": setting, "channels": {}}
-    path = Path(run_dir) / "noise_correlation.json"
+    path = RunFolder(Path(run_dir)).noise_correlation
     if path.is_file():
         try:
             record = json.loads(path.read_text())

@@ -11,7 +11,7 @@ import pytest
 from jumpdenoise.errors import ConfigError
 from jumpdenoise.train.arrays import as_cyx_list, train_on_arrays
 from jumpdenoise.train.run_folder import read_curves
-from fixtures.plates import noisy_field
+from fixtures.plates import correlated_noise, noisy_field
 
 TINY = {"patches_per_epoch": 64, "n_val_patches": 16, "model": {"depth": 2, "num_channels_init": 8},
         "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}}
@@ -113,8 +113,7 @@ def _correlated_images(n: int, size: int, seed: int) -> list[np.ndarray]:
     yy, xx = np.mgrid[:size, :size]
     out = []
     for _ in range(n):
-        w = rng.normal(0, 12, (size + 1, size + 1))
-        noise = (w[:-1, :-1] + w[1:, :-1] + w[:-1, 1:] + w[1:, 1:]) / 2
+        noise = correlated_noise((size, size), rng, 12.0)
         cy, cx = rng.uniform(size / 4, 3 * size / 4, 2)
         scene = 400 + 300 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 14.0 ** 2))
         out.append((scene + noise)[None].astype(np.float32))

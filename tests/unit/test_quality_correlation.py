@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures.plates import correlated_noise
 from PIL import Image
 from shared_data import shared_data
 
@@ -22,18 +23,12 @@ def _scene(size: int, rng: np.random.Generator) -> np.ndarray:
     return 500 + 0.4 * yy + 0.2 * xx + 80 * np.exp(-((yy - size / 2) ** 2 + (xx - size / 3) ** 2) / (2 * 40.0 ** 2))
 
 
-def _correlated_noise(shape: tuple[int, int], rng: np.random.Generator, sigma: float = 10.0) -> np.ndarray:
-    """White noise averaged over 2 x 2 pixels: neighbour correlation 0.5, none two pixels apart."""
-    w = rng.normal(0, sigma, (shape[0] + 1, shape[1] + 1))
-    return (w[:-1, :-1] + w[1:, :-1] + w[:-1, 1:] + w[1:, 1:]) / 2.0
-
-
 def test_white_noise_is_uncorrelated_and_averaged_noise_is_correlated() -> None:
     rng = np.random.default_rng(0)
     white = [_scene(256, rng) + rng.normal(0, 10, (256, 256)) for _ in range(2)]
     m = neighbour_correlation(white)
     assert m.rho1 is not None and abs(m.rho1) < 0.05 and not m.correlated and m.n_blocks > 0
-    averaged = [_scene(256, rng) + _correlated_noise((256, 256), rng) for _ in range(2)]
+    averaged = [_scene(256, rng) + correlated_noise((256, 256), rng, 10.0) for _ in range(2)]
     c = neighbour_correlation(averaged)
     assert c.rho1 == pytest.approx(0.5, abs=0.06) and c.correlated
     # two pixels apart, the averaged noise is independent again
@@ -110,7 +105,7 @@ def test_variance_scale_measures_what_a_low_fit_misses() -> None:
     from jumpdenoise.quality.noise import NoiseVariance
 
     rng = np.random.default_rng(5)
-    planes = [_scene(256, rng) + _correlated_noise((256, 256), rng, sigma=10.0) for _ in range(2)]  # variance 100
+    planes = [_scene(256, rng) + correlated_noise((256, 256), rng, sigma=10.0) for _ in range(2)]  # variance 100
     low = NoiseVariance(a=0.0, b=25.0, n_pixels=0)  # a fit that saw a quarter of it
     # the flattest blocks are also those whose noise happened to be small: about 15 % low
     assert 3.0 < variance_scale(planes, low) < 4.2
