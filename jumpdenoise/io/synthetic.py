@@ -13,7 +13,9 @@ fibres (AGP/actin); punctate mitochondria (Mito); a bright flat field for bright
 names. Each channel has its own background and brightness.
 
 Noise is Poisson-Gaussian, ``offset + gain * Poisson((clean - offset) / gain) + Normal(0,
-read_noise)``, with gain, offset and read noise per stain fitted to real Phenix fields
+read_noise)``, shared between neighbouring pixels as on the real fields (neighbour
+correlation about 0.5, :func:`jumpdenoise.io.noise_model.add_poisson_gaussian_noise`), with
+gain, offset, read noise and correlation per stain fitted to real Phenix fields
 (:data:`JUMP_NOISE`; method and values in ``docs/NOISE_MODEL.md``). Named levels
 (:data:`NOISE_LEVELS`): ``jump`` has the signal levels and noise of the real fields;
 ``low-light`` has 10x fewer photons (expected signal above the offset divided by 10, same
@@ -42,16 +44,17 @@ from jumpdenoise.io.phenix_writer import phenix_file_name, write_index_xml
 __all__ = ["generate_plate", "JUMP_NOISE", "NOISE_LEVELS", "noise_models"]
 
 #: Poisson-Gaussian noise per stain, fitted to the real Phenix fields (mean of the
-#: phenix_v1 and cpg0000 fits, see docs/NOISE_MODEL.md). Brightfield: not fitted (its flat,
-#: narrow intensity range gives no slope); the fluorescence camera gain, read noise matching
-#: the measured variance at the real brightfield level.
+#: phenix_v1 and cpg0000 fits, see docs/NOISE_MODEL.md), with the neighbour correlation
+#: the fields' noise has. Brightfield: not fitted (its flat, narrow intensity range gives
+#: no slope); a fluorescence-like gain and the read noise that gives the fitted variance at
+#: the real brightfield level.
 JUMP_NOISE: dict[str, NoiseModel] = {
-    "nuclei": NoiseModel(gain=0.189, offset=259.0, read_noise=8.50),
-    "er": NoiseModel(gain=0.190, offset=288.0, read_noise=8.84),
-    "rna": NoiseModel(gain=0.214, offset=273.0, read_noise=8.18),
-    "agp": NoiseModel(gain=0.223, offset=497.0, read_noise=11.16),
-    "mito": NoiseModel(gain=0.227, offset=446.0, read_noise=10.53),
-    "brightfield": NoiseModel(gain=0.21, offset=300.0, read_noise=40.0),
+    "nuclei": NoiseModel(gain=0.609, offset=259.0, read_noise=14.70, correlation=0.490),
+    "er": NoiseModel(gain=0.728, offset=288.0, read_noise=15.29, correlation=0.495),
+    "rna": NoiseModel(gain=0.684, offset=273.0, read_noise=14.47, correlation=0.496),
+    "agp": NoiseModel(gain=1.267, offset=497.0, read_noise=16.99, correlation=0.512),
+    "mito": NoiseModel(gain=0.802, offset=446.0, read_noise=19.02, correlation=0.510),
+    "brightfield": NoiseModel(gain=0.70, offset=300.0, read_noise=81.0, correlation=0.50),
 }
 #: Standard deviation (pixels) of the Gaussian point spread function applied to the clean images.
 PSF_SIGMA_PX = 1.0

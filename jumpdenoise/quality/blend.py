@@ -24,7 +24,13 @@ divergence, Ramani, Blu and Unser 2008):
     E|b - x|^2 = mean (b_i - y_i)^2 - S + 2 mean sigma_i^2 db_i/dy_i,
 
 with ``S = mean sigma_i^2`` (the noise model) and ``db_i/dy_i`` estimated with one extra pass
-on ``y + eps * v`` (``v`` random signs). The risk is quadratic in the two weights; they are
+on ``y + eps * v`` (``v`` random signs). When neighbouring pixels share part of their noise
+(correlation ``C_ij``), the last term is ``2 mean sigma_i^2 sum_j C_ij db_i/dy_j``: a
+denoiser that averages neighbours also averages the noise they share with the pixel. The probe
+``v`` is then the random signs filtered to the noise's correlation
+(:func:`jumpdenoise.io.noise_model.correlation_taps`), whose ``E[v_i v_j] = C_ij`` turns the
+same one-pass estimate into that sum, and the low-pass's own term ``sum_j G_ij C_ij``
+(:func:`_centre_weight`). The risk is quadratic in the two weights; they are
 chosen in ``[0, 1]^2`` to minimise it (:class:`SureTerms`), and the gain
 ``10 log10(S / E|b - x|^2)`` is what predict writes gains over the raw image. A network that
 copies part of its own pixel (no longer blind to ``n_i``) gets lower weights, one that copies
@@ -68,10 +74,19 @@ def low_pass(image: np.ndarray) -> np.ndarray:
     return correlate1d(correlate1d(a, k, axis=0, mode="mirror"), k, axis=1, mode="mirror")
 
 
-def _centre_weight() -> float:
-    """Weight of a pixel on itself in the 2-D low-pass (the trace of ``G`` per pixel)."""
+def _centre_weight(correlation: float = 0.0) -> float:
+    """``sum_j G_ij C_ij``: the 2-D low-pass's weight of the pixel's own noise, ``G_ii`` on white noise.
+
+    ``C`` is the noise's correlation, as :func:`jumpdenoise.io.noise_model.correlation_taps`
+    makes it (separable), of neighbour correlation ``correlation``.
+    """
+    from jumpdenoise.io.noise_model import taps_autocorrelation
+
     k = low_pass_kernel()
-    return float(k[(k.size - 1) // 2] ** 2)
+    centre = (k.size - 1) // 2
+    r = taps_autocorrelation(correlation)
+    along = sum(float(k[centre + d]) * float(r[abs(d)]) for d in range(-2, 3))
+    return along * along
 
 
 def low_pass_kernel_tensor(device: Any) -> Any:
@@ -124,7 +139,7 @@ class SureTerms:
         self.outer = np.zeros((6, 6))
 
     def add(self, residual: np.ndarray, variance: np.ndarray, moved: np.ndarray, signs: np.ndarray,
-            eps: float) -> None:
+            eps: float, correlation: float = 0.0) -> None:
         """Add one field's pixels.
 
         Parameters
@@ -136,16 +151,19 @@ class SureTerms:
         moved
             ``f(y + eps * signs) - f(y)``.
         signs
-            The random signs ``v`` (+-1) of the extra pass.
+            The probe ``v`` of the extra pass: random signs (+-1), filtered to the noise's
+            correlation when it has one.
         eps
             The step of the extra pass.
+        correlation
+            The noise's neighbour correlation (0: white), as the probe was filtered.
         """
         r = np.asarray(residual, np.float64)
         low_r = low_pass(r)
         dm = np.asarray(moved, np.float64)
         low_dm = low_pass(dm)
         v = np.asarray(signs, np.float64)
-        t_low = _centre_weight()
+        t_low = _centre_weight(correlation)
         s = np.asarray(variance, np.float64)
         d_low, d_high = v * low_dm / eps, v * (dm - low_dm) / eps
         u_l, u_h = low_r, r - low_r

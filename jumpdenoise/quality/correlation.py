@@ -21,7 +21,8 @@ measurable and the image counts as white.
 Measured values (``rho_1``): FMD confocal and two-photon types 0.02-0.13, FMD widefield
 0.49-0.51; real Phenix fields of ../shared/data/jump 0.45-0.46 on every channel (0.05-0.11
 in their phase sub-images); BSD with Gaussian noise 0.01; synthetic plates of
-:mod:`jumpdenoise.io.synthetic` (white noise): about 0 where measurable.
+:mod:`jumpdenoise.io.synthetic` (noise of the real fields' correlation, 0.49-0.51): 0.42-0.45
+where measurable (the flattest blocks read a little low).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CORRELATED_RHO", "MAX_SIGNAL_SHARE", "NeighbourCorrelation", "choose_phase_split",
-           "neighbour_correlation", "variance_scale"]
+__all__ = ["CORRELATED_RHO", "MAX_SIGNAL_SHARE", "MIN_CORRELATION", "NeighbourCorrelation", "choose_phase_split",
+           "correlated_probe", "neighbour_correlation", "sure_correlation", "variance_scale"]
 
 BLOCK = 16
 FLAT_FRACTION = 0.2
@@ -41,6 +42,8 @@ FLAT_FRACTION = 0.2
 MAX_SIGNAL_SHARE = 0.25
 #: Neighbour correlation of the noise from which a channel counts as correlated.
 CORRELATED_RHO = 0.25
+#: Neighbour correlation below which the noise counts as white in SURE (white noise measures less).
+MIN_CORRELATION = 0.15
 
 
 @dataclass(frozen=True)
@@ -150,3 +153,36 @@ def variance_scale(planes: Sequence[np.ndarray], model: Any) -> float | None:
             continue
         ratios.append((d2 - 4 * grad) / 2.0 / fitted)
     return float(np.median(ratios)) if ratios else None
+
+
+def sure_correlation(fields: Sequence[np.ndarray], phase_split: int) -> float:
+    """The noise's neighbour correlation in the images predict runs: the whole ``fields`` (2-D
+    planes), or their phase sub-images, whose pixels are ``phase_split`` apart.
+
+    Measured on the whole fields (:func:`jumpdenoise.io.noise_model.noise_correlation`, the
+    median over fields), where the measure has the most blocks; for phase sub-images, the
+    correlation of pixels two apart that the noise model gives
+    (:func:`~jumpdenoise.io.noise_model.taps_autocorrelation`). 0 when not measurable or too
+    weak to tell from white noise.
+    """
+    from jumpdenoise.io.noise_model import noise_correlation, taps_autocorrelation
+
+    measured = [rho for rho in (noise_correlation(f) for f in fields) if rho is not None]
+    rho = float(np.median(measured)) if measured else 0.0
+    if rho < MIN_CORRELATION:
+        return 0.0
+    return rho if phase_split == 1 else float(taps_autocorrelation(rho)[2])
+
+
+def correlated_probe(rng: np.random.Generator, shape: tuple[int, ...], correlations: Sequence[float]) -> np.ndarray:
+    """Random signs per pixel, each channel's filtered to its noise's neighbour correlation (unit variance)."""
+    from scipy.ndimage import correlate1d
+
+    from jumpdenoise.io.noise_model import correlation_taps
+
+    probe = rng.choice(np.asarray([-1.0, 1.0], np.float32), size=shape)
+    for c, rho in enumerate(correlations):
+        if rho > 0:
+            taps = correlation_taps(rho).astype(np.float32)
+            probe[c] = correlate1d(correlate1d(probe[c], taps, axis=0, mode="wrap"), taps, axis=1, mode="wrap")
+    return probe

@@ -49,6 +49,7 @@ import numpy as np
 from jumpdenoise.errors import JumpDenoiseError
 from jumpdenoise.quality.blend import SureTerms
 from jumpdenoise.quality.calibration import measure_output_offset, shift_output
+from jumpdenoise.quality.correlation import correlated_probe, sure_correlation
 from jumpdenoise.quality.noise import (
     RELIABLE_SCALE_RATIO,
     NoiseVariance,
@@ -172,7 +173,8 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
                 values[c].append(noisy)
     models = {ch: (noise_models or {}).get(ch) or _fitted_noise(arrays, whole, c, base.phase_split)
               for c, ch in enumerate(channels)}
-    sure = _sure_terms(predictor, arrays, [models[ch] for ch in channels], rng)
+    correlations = [sure_correlation([f[c] for f in whole], base.phase_split) for c in range(len(channels))]
+    sure = _sure_terms(predictor, arrays, [models[ch] for ch in channels], correlations, rng)
     out: dict[str, Any] = {"_meta": {"grid_step": step, "roi_radius": radius, "passes": passes,
                                      "n_fields": len(whole), "phase_split": base.phase_split}}
     for c, ch in enumerate(channels):
@@ -185,7 +187,8 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
         out[ch] = {**_written_entry(sure[c], None if blend else (1.0, 1.0)), **_network_entry(r2, var),
                    "output_offset": offset,
                    "noise_model": models[ch].as_dict(),
-                   "noise_source": "camera" if known else "fit", "reliable": reliable}
+                   "noise_source": "camera" if known else "fit", "reliable": reliable,
+                   "noise_neighbour_correlation": correlations[c]}
     return out
 
 
@@ -205,18 +208,22 @@ def _fitted_noise(arrays: Sequence[np.ndarray], fields: Sequence[Any], c: int, p
 
 
 def _sure_terms(predictor: Any, arrays: Sequence[np.ndarray], models: Sequence[NoiseVariance],
-                rng: np.random.Generator) -> list[SureTerms]:
-    """SURE terms of each channel over whole held-out fields, as predict sees them (unmasked)."""
+                correlations: Sequence[float], rng: np.random.Generator) -> list[SureTerms]:
+    """SURE terms of each channel over whole held-out fields, as predict sees them (unmasked).
+
+    ``correlations``: each channel's noise neighbour correlation in these fields; the extra
+    pass's probe is filtered to it (:mod:`jumpdenoise.quality.blend`).
+    """
     terms = [SureTerms() for _ in models]
     for field in arrays:
         variances = [m.variance(field[c]) for c, m in enumerate(models)]
         eps = np.asarray([EPS_NOISE * math.sqrt(float(v.mean())) for v in variances], np.float32).reshape(-1, 1, 1)
-        signs = rng.choice(np.asarray([-1.0, 1.0], np.float32), size=field.shape)
+        probe = correlated_probe(rng, field.shape, correlations)
         pred = predictor.denoise(field)
-        moved = predictor.denoise(field + eps * signs)
+        moved = predictor.denoise(field + eps * probe)
         for c, term in enumerate(terms):
             term.add(pred[c].astype(np.float64) - field[c], variances[c], moved[c].astype(np.float64) - pred[c],
-                     signs[c], float(eps[c, 0, 0]))
+                     probe[c], float(eps[c, 0, 0]), correlations[c])
     return terms
 
 

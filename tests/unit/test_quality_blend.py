@@ -101,3 +101,39 @@ def test_sure_weights_and_risk_match_the_truth_for_a_smooth_error() -> None:
     for weights in ((0.0, 0.0), (lo, hi), (1.0, 1.0)):
         risk, se = terms.risk(*weights)
         assert risk == pytest.approx(true_risk(*weights), abs=4 * se + 0.03 * true_risk(*weights))
+
+
+def test_sure_on_correlated_noise_needs_a_probe_with_the_noises_correlation() -> None:
+    """A denoiser averaging neighbours also averages the noise they share with the pixel: with a white
+    probe SURE underestimates its risk; a probe filtered to the noise's correlation recovers the truth."""
+    from scipy.ndimage import correlate1d, uniform_filter
+
+    from jumpdenoise.io.noise_model import correlation_taps
+
+    rho, sigma, eps = 0.5, 5.0, 0.5
+    rng = np.random.default_rng(2)
+    taps = correlation_taps(rho)
+
+    def correlated(shape: tuple[int, int]) -> np.ndarray:
+        return correlate1d(correlate1d(rng.choice([-1.0, 1.0], shape), taps, axis=0, mode="wrap"), taps, axis=1,
+                           mode="wrap")
+
+    white, matched, truth = SureTerms(), SureTerms(), []
+    for _ in range(4):
+        x = low_pass(low_pass(rng.uniform(50, 150, (128, 128))))
+        y = x + sigma * correlated(x.shape)
+        f = uniform_filter(y, 3, mode="wrap")  # linear: f(y + eps v) - f(y) = f(eps v)
+        signs = rng.choice([-1.0, 1.0], x.shape)
+        white.add(f - y, np.full(x.shape, sigma**2), uniform_filter(eps * signs, 3, mode="wrap"), signs, eps)
+        probe = correlated(x.shape)
+        matched.add(f - y, np.full(x.shape, sigma**2), uniform_filter(eps * probe, 3, mode="wrap"), probe, eps,
+                    correlation=rho)
+        truth.append((x, y, f))
+
+    def true_risk(lo: float, hi: float) -> float:
+        return float(np.mean([np.mean((y + lo * low_pass(f - y) + hi * (f - y - low_pass(f - y)) - x) ** 2)
+                              for x, y, f in truth]))
+
+    for weights in ((1.0, 1.0), (0.5, 0.8), (0.0, 0.6)):
+        assert matched.risk(*weights)[0] == pytest.approx(true_risk(*weights), rel=0.05), weights
+    assert white.risk(1.0, 1.0)[0] < 0.8 * true_risk(1.0, 1.0)
