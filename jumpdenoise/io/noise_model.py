@@ -266,9 +266,13 @@ def noise_correlation(image: np.ndarray, *, block: int = 8, n_bins: int = 40) ->
 
     ``None`` when the image is too small or too textured for the measure (see
     :func:`level_variance_points`); below 0.15 (white noise measures less) it is not told from 0.
+    A small image gets fewer level bins (one per 8 blocks, at least 4).
     """
+    shape = np.shape(image)
+    blocks = ((shape[0] - 4) // block) * ((shape[1] - 4) // block) if len(shape) == 2 else 0
     try:
-        _, both = level_variance_points(image, block=block, n_bins=n_bins, strides=(1, 2))
+        _, both = level_variance_points(image, block=block, n_bins=max(4, min(n_bins, blocks // 8)),
+                                        strides=(1, 2))
     except ValueError:
         return None
     return _correlation_of_points(both)

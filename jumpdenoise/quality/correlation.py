@@ -155,20 +155,24 @@ def variance_scale(planes: Sequence[np.ndarray], model: Any) -> float | None:
     return float(np.median(ratios)) if ratios else None
 
 
-def sure_correlation(fields: Sequence[np.ndarray], phase_split: int) -> float:
+def sure_correlation(fields: Sequence[np.ndarray], phase_split: int, known: float | None = None) -> float:
     """The noise's neighbour correlation in the images predict runs: the whole ``fields`` (2-D
     planes), or their phase sub-images, whose pixels are ``phase_split`` apart.
 
-    Measured on the whole fields (:func:`jumpdenoise.io.noise_model.noise_correlation`, the
-    median over fields), where the measure has the most blocks; for phase sub-images, the
-    correlation of pixels two apart that the noise model gives
+    ``known`` (a camera model's), else measured on the whole fields
+    (:func:`jumpdenoise.io.noise_model.noise_correlation`, the median over fields; where no
+    field is measurable, :func:`neighbour_correlation` over all of them); for phase sub-images,
+    the correlation of pixels two apart that the noise model gives
     (:func:`~jumpdenoise.io.noise_model.taps_autocorrelation`). 0 when not measurable or too
     weak to tell from white noise.
     """
     from jumpdenoise.io.noise_model import noise_correlation, taps_autocorrelation
 
-    measured = [rho for rho in (noise_correlation(f) for f in fields) if rho is not None]
-    rho = float(np.median(measured)) if measured else 0.0
+    if known is not None:
+        rho = float(known)
+    else:
+        measured = [r for r in (noise_correlation(f) for f in fields) if r is not None]
+        rho = float(np.median(measured)) if measured else (neighbour_correlation(fields).rho1 or 0.0)
     if rho < MIN_CORRELATION:
         return 0.0
     return rho if phase_split == 1 else float(taps_autocorrelation(rho)[2])

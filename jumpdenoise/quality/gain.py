@@ -173,7 +173,8 @@ def estimate_gain(model: Any, fields: Sequence[np.ndarray], channels: Sequence[s
                 values[c].append(noisy)
     models = {ch: (noise_models or {}).get(ch) or _fitted_noise(arrays, whole, c, base.phase_split)
               for c, ch in enumerate(channels)}
-    correlations = [sure_correlation([f[c] for f in whole], base.phase_split) for c in range(len(channels))]
+    correlations = [sure_correlation([f[c] for f in whole], base.phase_split, models[ch].correlation)
+                    for c, ch in enumerate(channels)]
     sure = _sure_terms(predictor, arrays, [models[ch] for ch in channels], correlations, rng)
     out: dict[str, Any] = {"_meta": {"grid_step": step, "roi_radius": radius, "passes": passes,
                                      "n_fields": len(whole), "phase_split": base.phase_split}}

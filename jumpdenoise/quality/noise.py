@@ -60,6 +60,8 @@ class NoiseVariance:
     b: float
     n_pixels: int
     scale_ratio: float | None = None
+    #: The noise's neighbour correlation when known (a camera model); ``None``: to be measured.
+    correlation: float | None = None
 
     def variance(self, values: np.ndarray) -> np.ndarray:
         """Noise variance at raw values ``values`` (floored at a tiny positive value)."""
@@ -68,7 +70,8 @@ class NoiseVariance:
 
     def as_dict(self) -> dict:
         """JSON-able form."""
-        return {"a": self.a, "b": self.b, "n_pixels": self.n_pixels, "scale_ratio": self.scale_ratio}
+        return {"a": self.a, "b": self.b, "n_pixels": self.n_pixels, "scale_ratio": self.scale_ratio,
+                "correlation": self.correlation}
 
 
 def high_pass(image: np.ndarray) -> np.ndarray:

@@ -106,17 +106,19 @@ def truth_fields(truth_dir: str | Path) -> list[str]:
 def camera_noise_models(truth_dir: str | Path) -> dict[str, NoiseVariance]:
     """The camera noise per channel from ``truth.json`` (``{}`` when it has none).
 
-    ``{"gain": g, "offset": o, "read_noise": r}`` becomes ``var(y) = g * y + (r^2 - g * o)``.
+    ``{"gain": g, "offset": o, "read_noise": r}`` becomes ``var(y) = g * y + (r^2 - g * o)``;
+    its ``correlation`` (the noise's neighbour correlation, 0 when absent) is kept.
     """
     models = read_truth_json(truth_dir).get("noise_model") or {}
     out = {}
     for ch, m in models.items():
         try:
             gain, offset, read = float(m["gain"]), float(m["offset"]), float(m["read_noise"])
+            correlation = float(m.get("correlation", 0.0))
         except (KeyError, TypeError, ValueError):
             raise TruthError(f"{Path(truth_dir) / TRUTH_JSON}: noise_model of {ch!r} needs gain, offset and "
                              f"read_noise, got {m!r}") from None
-        out[str(ch)] = NoiseVariance(a=gain, b=read * read - gain * offset, n_pixels=0)
+        out[str(ch)] = NoiseVariance(a=gain, b=read * read - gain * offset, n_pixels=0, correlation=correlation)
     return out
 
 

@@ -31,6 +31,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     source = generate_plate(root / "source", rows=1, columns=2, fields=2, channels=CHANNELS, size=(64, 64), seed=2,
                             noise="low-light", workers=1)
     cfg = load_config(overrides={"source": {"path": str(source)}, "paths": {"workdir": str(root)},
+                                 "train": {"patch_size": 32},  # 64 x 64 fields, phase sub-images of 32 x 32
                                  "executor": {"kind": "local", "workers": 1}})
     convert(cfg)
     raw = Path(cfg.paths.raw_plate)
@@ -99,7 +100,8 @@ def test_report_without_truth_uses_the_estimated_gain(setup: dict) -> None:
         assert row["gain_db"] == pytest.approx(read_gain(setup["run"])[ch]) and not row["worse"]
     md = report_stage.render_markdown(rep)
     assert "ground truth: none" in md and "WORSE than raw" not in md
-    assert rep["phase_split"] == 1 and "phase sub-images" not in md  # the synthetic plate's noise is white
+    # the run folder (trained on whole fields) has no noise_correlation.json
+    assert rep["phase_split"] == 1 and "phase sub-images" not in md
     assert "trained and predicted on 2x2 phase sub-images" in report_stage.render_markdown({**rep, "phase_split": 2})
 
 
