@@ -31,11 +31,13 @@ noise modeling and fitting for single-image raw-data", IEEE TIP 17(10):
    apart; this choice folds the background photons into ``read_noise``.
 
 Correlated noise: the Laplacian of step 1 cancels the part of the noise that neighbouring
-pixels share, so on noise of neighbour correlation 0.45 its output holds only about 0.37 of
-the noise variance. The fit measures the noise's autocorrelation at the lags the Laplacian
-spans (:func:`noise_autocorrelation`, on the flattest blocks of the image), divides the
-variances of step 3 by the share the Laplacian keeps (:func:`laplacian_noise_share`) and
-records the neighbour correlation in the model.
+pixels share, so on noise of neighbour correlation 0.5 its output holds only 0.31 of the
+noise variance (:func:`laplacian_share`), while the Laplacian of pixels two apart holds 0.9.
+The fit computes both residuals in every smooth block; their median ratio over the darker
+half of the level bins (the background, where neither finds signal) gives the correlation
+through the model (:func:`noise_correlation`). From :data:`MIN_CORRELATION` on, the smooth
+blocks are chosen again against the noise variance and the line of step 5 is fitted through
+the neighbours' Laplacian variances divided by their share; the model records the correlation.
 """
 
 from __future__ import annotations
@@ -44,19 +46,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["MAX_CORRELATION", "NoiseModel", "add_poisson_gaussian_noise", "correlation_taps", "fit_poisson_gaussian",
-           "laplacian_share", "noise_correlation", "taps_autocorrelation"]
+__all__ = ["MAX_CORRELATION", "MIN_CORRELATION", "NoiseModel", "add_poisson_gaussian_noise", "correlation_taps",
+           "fit_poisson_gaussian", "laplacian_share", "noise_correlation", "taps_autocorrelation"]
 
-#: Neighbour correlation from which the fit treats the noise as correlated (a white image measures < 0.05).
-_CORRELATED = 0.15
+#: Neighbour correlation from which the noise counts as correlated (white noise measures less than 0.05).
+MIN_CORRELATION = 0.15
 
 
 def _laplacian(stride: int) -> np.ndarray:
-    """The Laplacian of pixels ``stride`` apart; the sum of its squared weights is 20, so ``/ sqrt(20)`` keeps white-noise variance."""
+    """The Laplacian of pixels ``stride`` apart, over ``sqrt(20)``: it keeps the variance of white noise."""
     k = np.zeros((2 * stride + 1, 2 * stride + 1))
     k[stride, stride] = 4.0
     k[0, stride] = k[-1, stride] = k[stride, 0] = k[stride, -1] = -1.0
     return k / np.sqrt(20.0)
+
+
 #: Largest neighbour correlation the taps ``[t, 1, t]`` give (at ``t = 1 / sqrt(2)``), rounded down.
 MAX_CORRELATION = 0.7
 
@@ -96,7 +100,7 @@ class NoiseModel:
 
 
 def correlation_taps(rho: float) -> np.ndarray:
-    """The unit-energy taps ``[t, 1, t] / sqrt(1 + 2 t^2)`` whose filtered white noise has neighbour correlation ``rho``.
+    """The unit-energy taps ``[t, 1, t] / sqrt(1 + 2 t^2)`` that give white noise the neighbour correlation ``rho``.
 
     Applied along rows and along columns (separable), the filtered noise keeps its variance
     and has correlation ``rho`` between pixels one apart in a row or column,
@@ -111,7 +115,7 @@ def correlation_taps(rho: float) -> np.ndarray:
 
 
 def taps_autocorrelation(rho: float) -> np.ndarray:
-    """``[1, r1, r2]``: the correlation 0, 1 and 2 pixels apart along one axis of white noise filtered by :func:`correlation_taps`.
+    """``[1, r1, r2]``: correlation 0, 1 and 2 pixels apart along an axis of noise made by :func:`correlation_taps`.
 
     ``r1`` is ``rho``; three and more apart the correlation is 0. The filter is separable: two
     pixels ``(dy, dx)`` apart have the correlation ``r[|dy|] * r[|dx|]``.
@@ -265,7 +269,7 @@ def noise_correlation(image: np.ndarray, *, block: int = 8, n_bins: int = 40) ->
     """The neighbour correlation of ``image``'s noise as :func:`fit_poisson_gaussian` measures it.
 
     ``None`` when the image is too small or too textured for the measure (see
-    :func:`level_variance_points`); below 0.15 (white noise measures less) it is not told from 0.
+    :func:`level_variance_points`); below :data:`MIN_CORRELATION` it is not told from white noise.
     A small image gets fewer level bins (one per 8 blocks, at least 4).
     """
     shape = np.shape(image)
@@ -301,7 +305,7 @@ def fit_poisson_gaussian(image: np.ndarray, *, block: int = 8, n_bins: int = 40,
     levels, both = level_variance_points(image, block=block, n_bins=n_bins, strides=(1, 2))
     near = both[:, 0]
     rho = _correlation_of_points(both)
-    if rho >= _CORRELATED:  # the variances from the neighbours' Laplacian (it finds least signal)
+    if rho >= MIN_CORRELATION:  # the variances from the neighbours' Laplacian (it finds least signal)
         share = laplacian_share(rho, 1)
         levels, near = level_variance_points(image, block=block, n_bins=n_bins, noise_scale=1.0 / share)
         variances = near[:, 0] / share

@@ -33,7 +33,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CORRELATED_RHO", "MAX_SIGNAL_SHARE", "MIN_CORRELATION", "NeighbourCorrelation", "choose_phase_split",
+from jumpdenoise.io.noise_model import MIN_CORRELATION, correlation_taps, noise_correlation, taps_autocorrelation
+
+__all__ = ["CORRELATED_RHO", "MAX_SIGNAL_SHARE", "NeighbourCorrelation", "choose_phase_split",
            "correlated_probe", "neighbour_correlation", "sure_correlation", "variance_scale"]
 
 BLOCK = 16
@@ -42,8 +44,6 @@ FLAT_FRACTION = 0.2
 MAX_SIGNAL_SHARE = 0.25
 #: Neighbour correlation of the noise from which a channel counts as correlated.
 CORRELATED_RHO = 0.25
-#: Neighbour correlation below which the noise counts as white in SURE (white noise measures less).
-MIN_CORRELATION = 0.15
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,6 @@ def sure_correlation(fields: Sequence[np.ndarray], phase_split: int, known: floa
     (:func:`~jumpdenoise.io.noise_model.taps_autocorrelation`). 0 when not measurable or too
     weak to tell from white noise.
     """
-    from jumpdenoise.io.noise_model import noise_correlation, taps_autocorrelation
-
     if known is not None:
         rho = float(known)
     else:
@@ -181,8 +179,6 @@ def sure_correlation(fields: Sequence[np.ndarray], phase_split: int, known: floa
 def correlated_probe(rng: np.random.Generator, shape: tuple[int, ...], correlations: Sequence[float]) -> np.ndarray:
     """Random signs per pixel, each channel's filtered to its noise's neighbour correlation (unit variance)."""
     from scipy.ndimage import correlate1d
-
-    from jumpdenoise.io.noise_model import correlation_taps
 
     probe = rng.choice(np.asarray([-1.0, 1.0], np.float32), size=shape)
     for c, rho in enumerate(correlations):

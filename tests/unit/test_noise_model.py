@@ -1,4 +1,5 @@
-"""Poisson-Gaussian noise, white or correlated: the generator makes what the model says, the fit recovers it, the constants match the real fields."""
+"""Poisson-Gaussian noise, white or correlated: the generator makes the model's noise, the fit recovers it,
+the constants match the real fields."""
 
 from __future__ import annotations
 
