@@ -113,3 +113,33 @@ def test_variance_scale_measures_what_a_low_fit_misses() -> None:
     yy, xx = np.mgrid[:256, :256]
     texture = 1000 + 400 * np.sin(yy / 1.7) * np.cos(xx / 2.3)
     assert variance_scale([texture + rng.normal(0, 2, texture.shape)], low) is None  # structure everywhere
+
+
+def test_sure_correlation_known_measured_and_on_phase_sub_images() -> None:
+    from jumpdenoise.io.noise_model import NoiseModel, add_poisson_gaussian_noise, taps_autocorrelation
+    from jumpdenoise.quality.correlation import sure_correlation
+
+    rng = np.random.default_rng(3)
+    scene = _scene(256, rng).astype(np.float32)
+    correlated = NoiseModel(gain=0.6, offset=260.0, read_noise=15.0, correlation=0.5)
+    fields = [add_poisson_gaussian_noise(scene, correlated, rng) for _ in range(2)]
+    white = [add_poisson_gaussian_noise(scene, NoiseModel(gain=0.6, offset=260.0, read_noise=15.0), rng)
+             for _ in range(2)]
+    assert sure_correlation(fields, 1) == pytest.approx(0.5, abs=0.03)
+    # predict runs phase sub-images: their neighbours are two apart at full resolution
+    assert sure_correlation(fields, 2) == pytest.approx(taps_autocorrelation(0.5)[2], abs=0.01)
+    assert sure_correlation(white, 1) == 0.0
+    assert sure_correlation(white, 1, known=0.4) == 0.4  # a camera model's correlation is taken as known
+    assert sure_correlation(fields, 1, known=0.0) == 0.0
+
+
+def test_correlated_probe_has_unit_variance_and_each_channels_correlation() -> None:
+    from jumpdenoise.quality.correlation import correlated_probe
+
+    probe = correlated_probe(np.random.default_rng(4), (2, 512, 512), [0.0, 0.45]).astype(np.float64)
+    for c, rho in enumerate((0.0, 0.45)):
+        p = probe[c]
+        assert p.var() == pytest.approx(1.0, abs=0.02)
+        assert float(np.mean(p[:, 1:] * p[:, :-1])) == pytest.approx(rho, abs=0.01)
+        assert float(np.mean(p[1:] * p[:-1])) == pytest.approx(rho, abs=0.01)
+    assert set(np.unique(probe[0])) == {-1.0, 1.0}  # white: the plain random signs

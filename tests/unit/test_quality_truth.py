@@ -51,6 +51,15 @@ def test_camera_noise_models_give_the_variance_line(tmp_path: Path) -> None:
     dna = camera_noise_models(folder)["DNA"]
     # var = 0.2 * (y - 300) + 81
     assert float(dna.variance(np.array([1300.0]))[0]) == pytest.approx(0.2 * 1000 + 81)
+    assert dna.correlation == 0.0  # a truth.json without a correlation: white noise
+
+
+def test_camera_noise_models_keep_the_noise_correlation(tmp_path: Path) -> None:
+    folder = _truth_folder(tmp_path, ["DNA"])
+    meta = json.loads((folder / "truth.json").read_text())
+    meta["noise_model"]["DNA"]["correlation"] = 0.49
+    (folder / "truth.json").write_text(json.dumps(meta))
+    assert camera_noise_models(folder)["DNA"].correlation == 0.49
 
 
 def test_explicit_truth_folder_must_exist(tmp_path: Path) -> None:
