@@ -47,7 +47,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 __all__ = ["MAX_CORRELATION", "MIN_CORRELATION", "NoiseModel", "add_poisson_gaussian_noise", "correlation_taps",
-           "fit_poisson_gaussian", "laplacian_share", "noise_correlation", "taps_autocorrelation"]
+           "filter_to_correlation", "fit_poisson_gaussian", "laplacian_share", "noise_correlation",
+           "taps_autocorrelation"]
 
 #: Neighbour correlation from which the noise counts as correlated (white noise measures less than 0.05).
 MIN_CORRELATION = 0.15
@@ -120,8 +121,22 @@ def taps_autocorrelation(rho: float) -> np.ndarray:
     ``r1`` is ``rho``; three and more apart the correlation is 0. The filter is separable: two
     pixels ``(dy, dx)`` apart have the correlation ``r[|dy|] * r[|dx|]``.
     """
-    t = float(correlation_taps(rho)[0] / correlation_taps(rho)[1])
+    taps = correlation_taps(rho)
+    t = float(taps[0] / taps[1])
     return np.array([1.0 + 2.0 * t * t, 2.0 * t, t * t]) / (1.0 + 2.0 * t * t)
+
+
+def filter_to_correlation(noise: np.ndarray, rho: float, mode: str = "reflect") -> np.ndarray:
+    """2-D white ``noise`` filtered by :func:`correlation_taps` along rows and columns (float32).
+
+    Its pixels keep their variance and neighbours get the correlation ``rho``; ``mode`` is the
+    border handling of :func:`scipy.ndimage.correlate1d` (``"wrap"`` keeps every pixel's
+    statistics the same on a periodic field).
+    """
+    from scipy.ndimage import correlate1d
+
+    taps = correlation_taps(rho).astype(np.float32)
+    return correlate1d(correlate1d(np.asarray(noise, np.float32), taps, axis=0, mode=mode), taps, axis=1, mode=mode)
 
 
 def laplacian_share(rho: float, stride: int = 1) -> float:
@@ -172,11 +187,7 @@ def add_poisson_gaussian_noise(expected: np.ndarray, model: NoiseModel, rng: np.
     noisy += rng.standard_normal(grown.shape, dtype=np.float32) * np.float32(model.read_noise)
     if not pad:
         return noisy
-    from scipy.ndimage import correlate1d
-
-    taps = correlation_taps(model.correlation).astype(np.float32)
-    noise = correlate1d(correlate1d(noisy - mean, taps, axis=0), taps, axis=1)
-    return (mean + noise)[1:-1, 1:-1]
+    return (mean + filter_to_correlation(noisy - mean, model.correlation))[1:-1, 1:-1]
 
 
 def _block_view(a: np.ndarray, block: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from jumpdenoise.io.noise_model import MIN_CORRELATION, correlation_taps, noise_correlation, taps_autocorrelation
+from jumpdenoise.io.noise_model import MIN_CORRELATION, filter_to_correlation, noise_correlation, taps_autocorrelation
 
 __all__ = ["CORRELATED_RHO", "MAX_SIGNAL_SHARE", "NeighbourCorrelation", "choose_phase_split",
            "correlated_probe", "neighbour_correlation", "sure_correlation", "variance_scale"]
@@ -178,11 +178,8 @@ def sure_correlation(fields: Sequence[np.ndarray], phase_split: int, known: floa
 
 def correlated_probe(rng: np.random.Generator, shape: tuple[int, ...], correlations: Sequence[float]) -> np.ndarray:
     """Random signs per pixel, each channel's filtered to its noise's neighbour correlation (unit variance)."""
-    from scipy.ndimage import correlate1d
-
     probe = rng.choice(np.asarray([-1.0, 1.0], np.float32), size=shape)
     for c, rho in enumerate(correlations):
         if rho > 0:
-            taps = correlation_taps(rho).astype(np.float32)
-            probe[c] = correlate1d(correlate1d(probe[c], taps, axis=0, mode="wrap"), taps, axis=1, mode="wrap")
+            probe[c] = filter_to_correlation(probe[c], rho, mode="wrap")
     return probe

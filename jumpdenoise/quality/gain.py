@@ -49,7 +49,7 @@ import numpy as np
 from jumpdenoise.errors import JumpDenoiseError
 from jumpdenoise.quality.blend import SureTerms
 from jumpdenoise.quality.calibration import measure_output_offset, shift_output
-from jumpdenoise.quality.correlation import correlated_probe, sure_correlation
+from jumpdenoise.quality.correlation import correlated_probe, sure_correlation, variance_scale
 from jumpdenoise.quality.noise import (
     RELIABLE_SCALE_RATIO,
     NoiseVariance,
@@ -197,8 +197,6 @@ def _fitted_noise(arrays: Sequence[np.ndarray], fields: Sequence[Any], c: int, p
     """Channel ``c``'s noise fitted on ``arrays``; on phase sub-images, scaled up to the variance of
     pixels two apart in the whole ``fields`` (:func:`jumpdenoise.quality.correlation.variance_scale`):
     the sub-images' noise keeps part of its correlation, which makes a fit on them low."""
-    from jumpdenoise.quality.correlation import variance_scale
-
     model = fit_poisson_gaussian([a[c] for a in arrays])
     if phase_split == 1:
         return model

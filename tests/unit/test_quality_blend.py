@@ -106,17 +106,15 @@ def test_sure_weights_and_risk_match_the_truth_for_a_smooth_error() -> None:
 def test_sure_on_correlated_noise_needs_a_probe_with_the_noises_correlation() -> None:
     """A denoiser averaging neighbours also averages the noise they share with the pixel: with a white
     probe SURE underestimates its risk; a probe filtered to the noise's correlation recovers the truth."""
-    from scipy.ndimage import correlate1d, uniform_filter
+    from scipy.ndimage import uniform_filter
 
-    from jumpdenoise.io.noise_model import correlation_taps
+    from jumpdenoise.io.noise_model import filter_to_correlation
 
     rho, sigma, eps = 0.5, 5.0, 0.5
     rng = np.random.default_rng(2)
-    taps = correlation_taps(rho)
 
     def correlated(shape: tuple[int, int]) -> np.ndarray:
-        return correlate1d(correlate1d(rng.choice([-1.0, 1.0], shape), taps, axis=0, mode="wrap"), taps, axis=1,
-                           mode="wrap")
+        return filter_to_correlation(rng.choice([-1.0, 1.0], shape), rho, mode="wrap").astype(np.float64)
 
     white, matched, truth = SureTerms(), SureTerms(), []
     for _ in range(4):
